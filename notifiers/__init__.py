@@ -1,0 +1,2 @@
+"""Notification channels. Until the email, SMS and push channels land, every
+channel name is delivered to the console."""

@@ -1,0 +1,293 @@
+"""The applier: the one place that loads instances, decides, and commits.
+
+One batch, from the inbox partitions this applier holds leases on:
+
+  XREADGROUP (new entries, or the pending ones of a partition just taken over)
+  WATCH the lease keys; load the instances and their applied-event ids
+  apply each event with the pure transition function, in stream order
+  MULTI: instance hashes, history entries, applied ids, indexes, RQ jobs,
+         timers, dead letters, XACK, XTRIM; EXEC
+
+If the process dies anywhere before EXEC, nothing of the batch is written and
+its entries stay pending, to be read again by whoever holds the lease next.
+If the lease changed hands meanwhile, EXEC fails on the WATCH and this
+applier lets the partition go: a fenced-out applier cannot commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from orchestrator.dispatch import Dispatcher
+from orchestrator.effects import describe
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.events import Event
+from orchestrator.faults import crash_point
+from orchestrator.instance import Instance
+from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
+from orchestrator.leases import Leases
+from orchestrator.machine import GuardFailed, Result, transition
+from orchestrator.registry import Registry
+from orchestrator.store import decode_hash
+from orchestrator.timers import Timers
+
+log = logging.getLogger("orchestrator.applier")
+
+Entry = tuple[int, str, dict[bytes, bytes]]  # partition, stream entry id, fields
+
+
+@dataclass
+class _Work:
+    """What one batch will commit for one instance."""
+
+    before: Instance
+    after: Instance
+    applied: set[str]
+    new_ids: list[str] = field(default_factory=list)
+    history: list[dict[str, str]] = field(default_factory=list)
+    effects: list[tuple[int, int, Any]] = field(default_factory=list)  # seq, index, effect
+
+
+class Applier:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        registry: Registry,
+        *,
+        batch_size: int = 200,
+        lease_ttl: float = 10.0,
+        crash_at: frozenset[str] = frozenset(),
+        applier_id: str | None = None,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.registry = registry
+        self.batch_size = batch_size
+        self.crash_at = crash_at
+        self.id = applier_id or uuid.uuid4().hex[:12]
+        self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
+        self.timers = Timers(client, keys)
+        self.dispatcher = Dispatcher(client, keys)
+        self._recovering: set[int] = set()
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool], block_ms: int = 100) -> None:
+        while not should_stop():
+            self.tick(block_ms=block_ms)
+        self.leases.release_all()
+
+    def tick(self, block_ms: int = 0) -> int:
+        """Keep the leases, fire due timers, apply one batch. Returns events applied."""
+        for partition in self.leases.maintain():
+            self._recovering.add(partition)
+        owned = self.leases.owned
+        if not owned:
+            if block_ms:
+                time.sleep(block_ms / 1000)
+            return 0
+        self.timers.fire_due(owned, time.time())
+        return self.apply_batch(block_ms=block_ms)
+
+    def drain(self) -> int:
+        """Apply until every owned inbox is empty; for burst mode and tests."""
+        total = 0
+        while True:
+            applied = self.tick()
+            total += applied
+            if not applied and not self._recovering:
+                return total
+
+    # -- one batch --------------------------------------------------------------
+
+    def apply_batch(self, block_ms: int = 0) -> int:
+        entries = self._read(block_ms)
+        if not entries:
+            return 0
+        partitions = sorted({p for p, _, _ in entries})
+        events = [(entry, _parse(entry[2])) for entry in entries]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(*(self.keys.lease(p) for p in partitions))
+            loaded, lost = self._load(events, partitions)
+            if lost:
+                pipe.reset()
+                for partition in lost:
+                    self.leases.forget(partition)
+                return 0
+            work, dead = self._apply_all(events, loaded)
+            crash_point("before_commit", self.crash_at)
+            pipe.multi()
+            self._write(pipe, work, dead, entries)
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                log.warning("lost a lease while applying; partitions %s let go", partitions)
+                for partition in partitions:
+                    self.leases.forget(partition)
+                return 0
+        crash_point("after_commit", self.crash_at)
+        return len(entries)
+
+    def _read(self, block_ms: int) -> list[Entry]:
+        owned = self.leases.owned
+        streams: dict[str, str] = {}
+        for partition in owned:
+            streams[self.keys.inbox(partition)] = "0" if partition in self._recovering else ">"
+        recovering = any(v == "0" for v in streams.values())
+        reply = self.redis.xreadgroup(
+            INBOX_GROUP, INBOX_CONSUMER, streams, count=self.batch_size,
+            block=None if recovering or not block_ms else block_ms,
+        )
+        entries: list[Entry] = []
+        by_stream = {self.keys.inbox(p): p for p in owned}
+        seen_recovering: set[int] = set()
+        for stream, items in reply or []:
+            partition = by_stream[stream.decode()]
+            if partition in self._recovering and items:
+                seen_recovering.add(partition)
+            for entry_id, fields in items:
+                if fields is None:  # an entry trimmed away while pending
+                    continue
+                entries.append((partition, entry_id.decode(), fields))
+        self._recovering &= seen_recovering  # a partition with no pending left is caught up
+        return entries
+
+    def _load(
+        self, events: list[tuple[Entry, Event | None]], partitions: list[int]
+    ) -> tuple[dict[str, tuple[Instance | None, set[str]]], list[int]]:
+        """One round trip: the lease holders, the instances, which event ids they applied."""
+        wanted: dict[str, list[str]] = {}
+        for _, event in events:
+            if event is not None:
+                wanted.setdefault(event.instance_id, []).append(event.id)
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.get(self.keys.lease(partition))
+        for instance_id, event_ids in wanted.items():
+            pipe.hgetall(self.keys.instance(instance_id))
+            pipe.smismember(self.keys.applied(instance_id), event_ids)
+        replies = pipe.execute()
+        holders, rest = replies[: len(partitions)], replies[len(partitions) :]
+        lost = [p for p, h in zip(partitions, holders, strict=True) if (h or b"").decode() != self.id]
+        loaded: dict[str, tuple[Instance | None, set[str]]] = {}
+        for index, (instance_id, event_ids) in enumerate(wanted.items()):
+            raw, flags = rest[2 * index], rest[2 * index + 1]
+            instance = Instance.from_fields(decode_hash(raw)) if raw else None
+            applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
+            loaded[instance_id] = (instance, applied)
+        return loaded, lost
+
+    def _apply_all(
+        self,
+        events: list[tuple[Entry, Event | None]],
+        loaded: dict[str, tuple[Instance | None, set[str]]],
+    ) -> tuple[dict[str, _Work], list[dict[str, str]]]:
+        work: dict[str, _Work] = {}
+        dead: list[dict[str, str]] = []
+        for (_, entry_id, fields), event in events:
+            raw = fields.get(b"e", b"").decode()
+            if event is None:
+                dead.append(_dead(entry_id, raw, "malformed event"))
+                continue
+            item = work.get(event.instance_id)
+            if item is None:
+                instance, applied = loaded.get(event.instance_id, (None, set()))
+                if instance is None:
+                    dead.append(_dead(entry_id, raw, f"no instance {event.instance_id!r}"))
+                    continue
+                item = work[event.instance_id] = _Work(instance, instance, applied)
+            if event.id in item.applied:
+                continue  # applied before: a duplicate emission
+            try:
+                definition = self.registry.get(item.after.workflow, item.after.version)
+                result = transition(definition, item.after, event)
+            except (UnknownWorkflow, GuardFailed) as exc:
+                dead.append(_dead(entry_id, raw, str(exc)))
+                continue
+            except Exception as exc:  # a bug must not wedge the partition
+                log.exception("applying %s to %s failed", event.type, event.instance_id)
+                dead.append(_dead(entry_id, raw, f"internal error: {type(exc).__name__}: {exc}"))
+                continue
+            self._record(item, event, result)
+        return work, dead
+
+    def _record(self, item: _Work, event: Event, result: Result) -> None:
+        before = item.after
+        after = result.instance
+        seq = after.seq
+        item.applied.add(event.id)
+        item.new_ids.append(event.id)
+        item.after = after
+        item.history.append(
+            {
+                "seq": str(seq),
+                "event": event.to_json(),
+                "outcome": result.outcome,
+                "from": before.state or "",
+                "to": after.state or "",
+                "status": after.status,
+                "note": result.note,
+                "effects": json.dumps([describe(e) for e in result.effects]),
+            }
+        )
+        for index, effect in enumerate(result.effects):
+            item.effects.append((seq, index, effect))
+
+    def _write(
+        self,
+        pipe: Pipeline,
+        work: dict[str, _Work],
+        dead: list[dict[str, str]],
+        entries: list[Entry],
+    ) -> None:
+        for instance_id, item in work.items():
+            if not item.history:
+                continue
+            after, before = item.after, item.before
+            pipe.hset(self.keys.instance(instance_id), mapping=after.to_fields())
+            for entry in item.history:
+                pipe.xadd(self.keys.history(instance_id), entry)
+            pipe.sadd(self.keys.applied(instance_id), *item.new_ids)
+            if before.status != after.status:
+                pipe.srem(self.keys.by_status(before.status), instance_id)
+                pipe.sadd(self.keys.by_status(after.status), instance_id)
+            if before.state != after.state:
+                if before.state:
+                    pipe.srem(self.keys.by_state(after.workflow, before.state), instance_id)
+                if after.state:
+                    pipe.sadd(self.keys.by_state(after.workflow, after.state), instance_id)
+            if after.finished and not before.finished and after.correlation:
+                key, _, value = after.correlation.partition("=")
+                pipe.delete(self.keys.correlation(after.workflow, key, value))
+            for seq, index, effect in item.effects:
+                self.dispatcher.add(pipe, instance_id, seq, index, effect)
+        for letter in dead:
+            pipe.xadd(self.keys.deadletters, letter)
+        by_partition: dict[int, list[str]] = {}
+        for partition, entry_id, _ in entries:
+            by_partition.setdefault(partition, []).append(entry_id)
+        for partition, ids in by_partition.items():
+            inbox = self.keys.inbox(partition)
+            pipe.xack(inbox, INBOX_GROUP, *ids)
+            pipe.xtrim(inbox, minid=ids[-1], approximate=False)
+
+
+def _parse(fields: dict[bytes, bytes]) -> Event | None:
+    try:
+        return Event.from_json(fields[b"e"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _dead(entry_id: str, raw: str, reason: str) -> dict[str, str]:
+    return {"entry": entry_id, "event": raw, "reason": reason, "at": repr(time.time())}

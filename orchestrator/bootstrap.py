@@ -1,0 +1,50 @@
+"""The composition root: settings in, connected parts out.
+
+Nothing connects at import time. Each part is built on first use, so a
+command that only reads definitions (`graph`, `workflows`) never touches
+Redis, and a forked worker process builds its own connections.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import redis
+
+from orchestrator.applier import Applier
+from orchestrator.client import Orchestrator
+from orchestrator.connection import connect, keys_for
+from orchestrator.keys import Keys
+from orchestrator.registry import Registry
+from orchestrator.settings import Settings
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry.from_modules(self.settings.workflows)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return keys_for(self.redis, self.settings)
+
+    @cached_property
+    def client(self) -> Orchestrator:
+        return Orchestrator(self.redis, self.keys, self.registry)
+
+    def applier(self, **options: object) -> Applier:
+        return Applier(
+            self.redis, self.keys, self.registry,
+            crash_at=self.settings.crash_at, **options,  # type: ignore[arg-type]
+        )
+
+
+def bootstrap(settings: Settings) -> App:
+    return App(settings)

@@ -1,0 +1,56 @@
+"""Connecting to Redis: the configured URL, or the embedded server.
+
+A deployment's partition count is fixed when it is first used: it is stored
+in Redis, and a process configured with another count is refused rather
+than allowed to address events to the wrong partitions.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from orchestrator import embedded
+from orchestrator.errors import ConfigurationError, RedisUnavailable
+from orchestrator.keys import Keys
+from orchestrator.settings import Settings, redact
+
+MIN_REDIS = (6, 2)
+DEFAULT_PARTITIONS = 8
+
+
+def connect(settings: Settings) -> redis.Redis:
+    url = settings.redis_url or embedded.ensure_running(settings.data_dir)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        info = client.info("server")
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {_reason(exc)}") from None
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailable(f"Redis at {redact(url)} refused the credentials: {exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {redact(url)}: {exc}") from None
+    version = tuple(int(part) for part in str(info.get("redis_version", "0.0")).split(".")[:2])
+    if version < MIN_REDIS:
+        raise ConfigurationError(
+            f"Redis at {redact(url)} is {info.get('redis_version')}; 6.2 or newer is needed"
+        )
+    return client
+
+
+def keys_for(client: redis.Redis, settings: Settings) -> Keys:
+    """The key schema, with the partition count this deployment was created with."""
+    meta = Keys(settings.namespace).meta
+    client.hsetnx(meta, "partitions", settings.partitions or DEFAULT_PARTITIONS)
+    stored = int(client.hget(meta, "partitions") or DEFAULT_PARTITIONS)
+    if settings.partitions is not None and stored != settings.partitions:
+        raise ConfigurationError(
+            f"this deployment (namespace {settings.namespace!r}) was created with {stored} "
+            f"partitions, but {settings.partitions} are configured; set "
+            f"ORCHESTRATOR_PARTITIONS={stored} or use another namespace"
+        )
+    return Keys(settings.namespace, stored)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.split("\n")[0]

@@ -1,0 +1,397 @@
+"""The definition language: a workflow is a class whose attributes are states
+and whose `transitions` read like a table.
+
+    class Order(Workflow):
+        name = "order"
+        reserving = State(initial=True, task=reserve, compensation=release)
+        shipped = State(final=True)
+        transitions = [On("task.completed", source=reserving, target=shipped)]
+
+The class is checked when Python creates it, so a malformed workflow fails at
+import with a message naming the class, the state and the fault, never while
+an instance runs. What the checks leave behind is a frozen `Definition`, the
+only thing the pure transition function reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from orchestrator.errors import DefinitionError
+from orchestrator.events import DEFAULT_TIMEOUT_EVENT
+
+TaskFunction = Callable[[dict[str, Any]], Any]
+Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
+Outcome = Literal["completed", "failed", "cancelled"]
+CANCELLED = "cancelled"
+
+
+class _AnyState:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _AnyState()
+"""Source of a transition that applies from every state that is not final."""
+
+
+def task_path(fn: TaskFunction | str) -> str:
+    """The importable "module:qualname" of a task, which is what an RQ job names."""
+    if isinstance(fn, str):
+        if not re.fullmatch(r"[\w.]+[:.][\w.]+", fn):
+            raise ValueError(f"{fn!r} is not a dotted path such as 'package.module:function'")
+        return fn
+    if not callable(fn):
+        raise ValueError(f"{fn!r} is neither a function nor a dotted path")
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if not module or "<" in qualname or not qualname:
+        raise ValueError(
+            f"{qualname or fn!r} cannot be imported by a worker; define it at module level"
+        )
+    return f"{module}:{qualname}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A function a state runs on entry, with how often and how long it may try.
+
+    `retries` counts the tries after the first. Between tries the engine waits
+    `backoff * 2**(try-1)` seconds (capped at `max_backoff`, plus up to 25%
+    jitter); only after the last try does `task.failed` reach the workflow.
+    """
+
+    fn: TaskFunction | str
+    retries: int = 0
+    timeout: float = 300.0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A notification sent when a state is entered.
+
+    `to` is the context key holding the address (or recipient id), or a
+    function of the context returning it.
+    """
+
+    channel: str
+    template: str
+    to: str | Callable[[dict[str, Any]], str | None]
+
+
+class State:
+    """One state of a workflow; its name is the attribute it is assigned to."""
+
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        final: bool = False,
+        outcome: Outcome = "completed",
+        task: Task | TaskFunction | str | None = None,
+        compensation: Task | TaskFunction | str | None = None,
+        notify: Sequence[Notify] = (),
+        timeout: float | None = None,
+        timeout_event: str = DEFAULT_TIMEOUT_EVENT,
+    ) -> None:
+        self.name = ""
+        self.initial = initial
+        self.final = final
+        self.outcome = outcome
+        self.task = _as_task(task)
+        self.compensation = _as_task(compensation)
+        self.notify = tuple(notify)
+        self.timeout = timeout
+        self.timeout_event = timeout_event
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"State({self.name or '?'})"
+
+
+def _as_task(value: Task | TaskFunction | str | None) -> Task | None:
+    if value is None or isinstance(value, Task):
+        return value
+    return Task(value)
+
+
+StateRef = State | str
+SourceRef = StateRef | Sequence[StateRef] | _AnyState
+
+
+@dataclass(frozen=True)
+class On:
+    """A row of the transition table: on `event`, from `source`, if `guard`, go to `target`.
+
+    With `compensate=True` the instance first undoes every finished step that
+    named a compensation, newest first, then enters `target`.
+    """
+
+    event: str
+    source: SourceRef
+    target: StateRef
+    guard: Guard | None = None
+    compensate: bool = False
+
+
+# ---- the compiled, frozen form the transition function reads ----------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    path: str
+    attempts: int
+    timeout: float
+    backoff: float
+    max_backoff: float
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    channel: str
+    template: str
+    to: str | Callable[[dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    name: str
+    initial: bool
+    final: bool
+    outcome: Outcome
+    task: TaskSpec | None
+    compensation: TaskSpec | None
+    notify: tuple[NotifySpec, ...]
+    timeout: float | None
+    timeout_event: str
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    event: str
+    sources: frozenset[str] | None  # None: from any non-final state
+    target: str
+    guard: Guard | None
+    compensate: bool
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    version: int
+    states: dict[str, StateSpec]
+    initial: str
+    transitions: tuple[TransitionSpec, ...]
+    starts_on: frozenset[str]
+    correlate_by: str | None
+    cancel_state: str
+    description: str = ""
+    event_types: frozenset[str] = field(default=frozenset())
+
+    def state(self, name: str) -> StateSpec:
+        return self.states[name]
+
+
+class Workflow:
+    """Base class of every workflow; subclass it and the subclass is checked and compiled.
+
+    Class attributes a subclass may set:
+      name          the name users start it by (default: the class name in snake_case)
+      version       an integer; a running instance stays on the version it started with
+      starts_on     event types that start a new instance (their data becomes its input)
+      correlate_by  a context key that routes external events to the instance
+      cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
+      transitions   the table, a list of `On`
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    starts_on: ClassVar[Sequence[str]] = ()
+    correlate_by: ClassVar[str | None] = None
+    cancel_state: ClassVar[StateRef | None] = None
+    transitions: ClassVar[Sequence[On]] = ()
+    definition: ClassVar[Definition]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.definition = compile_workflow(cls)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def compile_workflow(cls: type[Workflow]) -> Definition:
+    """Check a workflow class and freeze it into a `Definition`."""
+    where = cls.__name__
+
+    def fail(message: str) -> DefinitionError:
+        return DefinitionError(f"workflow {where}: {message}")
+
+    name = cls.__dict__.get("name") or _snake(cls.__name__)
+    version = cls.version
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail(f"version must be a positive integer, not {version!r}")
+
+    declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, State)}
+    if not declared:
+        raise fail("declares no states")
+    by_object = {id(state): attr for attr, state in declared.items()}
+
+    def resolve(ref: object, role: str) -> str:
+        if isinstance(ref, State):
+            found = by_object.get(id(ref))
+            if found is None:
+                raise fail(f"{role} {ref!r} is not a state of this workflow")
+            return found
+        if isinstance(ref, str):
+            if ref not in declared and not (ref == CANCELLED and role == "cancel_state"):
+                known = ", ".join(sorted(declared))
+                raise fail(f"{role} names unknown state {ref!r} (states: {known})")
+            return ref
+        raise fail(f"{role} must be a State or a state name, not {ref!r}")
+
+    initials = [attr for attr, state in declared.items() if state.initial]
+    if not initials:
+        raise fail("has no initial state; mark one State(initial=True)")
+    if len(initials) > 1:
+        raise fail(f"has more than one initial state: {', '.join(initials)}")
+
+    states = {attr: _compile_state(attr, state, fail) for attr, state in declared.items()}
+
+    transitions: list[TransitionSpec] = []
+    for index, row in enumerate(cls.transitions):
+        if not isinstance(row, On):
+            raise fail(f"transition {index} is {row!r}, not an On(...)")
+        if not isinstance(row.event, str) or not row.event:
+            raise fail(f"transition {index} has no event type")
+        sources: frozenset[str] | None
+        if row.source is ANY:
+            sources = None
+        elif isinstance(row.source, State | str):
+            sources = frozenset({resolve(row.source, f"transition on {row.event!r}: source")})
+        elif isinstance(row.source, Iterable):
+            sources = frozenset(
+                resolve(ref, f"transition on {row.event!r}: source") for ref in row.source
+            )
+        else:
+            raise fail(f"transition on {row.event!r}: source {row.source!r} is not a state")
+        target = resolve(row.target, f"transition on {row.event!r}: target")
+        for source in sources or ():
+            if states[source].final:
+                raise fail(
+                    f"state {source!r} is final but has an outgoing transition on {row.event!r}"
+                )
+        if row.guard is not None and not callable(row.guard):
+            raise fail(
+                f"transition on {row.event!r} from {_show(sources)}: guard {row.guard!r} "
+                "is not callable"
+            )
+        transitions.append(TransitionSpec(row.event, sources, target, row.guard, row.compensate))
+
+    cancel_state = CANCELLED
+    if cls.cancel_state is not None:
+        cancel_state = resolve(cls.cancel_state, "cancel_state")
+        if not states[cancel_state].final:
+            raise fail(f"cancel_state {cancel_state!r} must be a final state")
+
+    initial = initials[0]
+    _check_reachable({initial, cancel_state} & set(states), initial, states, transitions, fail)
+
+    starts_on = frozenset(cls.starts_on)
+    if isinstance(cls.starts_on, str):
+        raise fail("starts_on must be a list of event types, not a string")
+    if cls.correlate_by is not None and not isinstance(cls.correlate_by, str):
+        raise fail(f"correlate_by must be a context key, not {cls.correlate_by!r}")
+
+    event_types = frozenset(t.event for t in transitions) | starts_on
+    return Definition(
+        name=name,
+        version=version,
+        states=states,
+        initial=initial,
+        transitions=tuple(transitions),
+        starts_on=starts_on,
+        correlate_by=cls.correlate_by,
+        cancel_state=cancel_state,
+        description=(cls.__doc__ or "").strip().split("\n")[0],
+        event_types=event_types,
+    )
+
+
+def _compile_state(
+    name: str, state: State, fail: Callable[[str], DefinitionError]
+) -> StateSpec:
+    def spec(task: Task | None, role: str) -> TaskSpec | None:
+        if task is None:
+            return None
+        try:
+            path = task_path(task.fn)
+        except ValueError as exc:
+            raise fail(f"state {name!r}: {role}: {exc}") from None
+        if task.retries < 0 or task.timeout <= 0 or task.backoff < 0:
+            raise fail(f"state {name!r}: {role} needs retries >= 0, timeout > 0, backoff >= 0")
+        return TaskSpec(path, task.attempts, task.timeout, task.backoff, task.max_backoff)
+
+    if state.final and state.initial:
+        raise fail(f"state {name!r} cannot be both initial and final")
+    if state.final and (state.task or state.compensation or state.timeout):
+        raise fail(f"state {name!r} is final and so cannot run a task or set a timeout")
+    if state.outcome not in ("completed", "failed", "cancelled"):
+        raise fail(f"state {name!r}: outcome must be completed, failed or cancelled")
+    if state.compensation is not None and state.task is None:
+        raise fail(f"state {name!r} names a compensation but runs no task to compensate")
+    if state.timeout is not None and not (
+        isinstance(state.timeout, int | float) and state.timeout > 0
+    ):
+        raise fail(f"state {name!r}: timeout must be a positive number of seconds")
+    for notify in state.notify:
+        if not isinstance(notify, Notify):
+            raise fail(f"state {name!r}: notify entries must be Notify(...), not {notify!r}")
+    return StateSpec(
+        name=name,
+        initial=state.initial,
+        final=state.final,
+        outcome=state.outcome,
+        task=spec(state.task, "task"),
+        compensation=spec(state.compensation, "compensation"),
+        notify=tuple(NotifySpec(n.channel, n.template, n.to) for n in state.notify),
+        timeout=state.timeout,
+        timeout_event=state.timeout_event,
+    )
+
+
+def _check_reachable(
+    roots: set[str],
+    initial: str,
+    states: dict[str, StateSpec],
+    transitions: list[TransitionSpec],
+    fail: Callable[[str], DefinitionError],
+) -> None:
+    reached = set(roots)
+    frontier = list(roots)
+    while frontier:
+        current = frontier.pop()
+        for t in transitions:
+            from_here = t.sources is None and not states[current].final
+            if (from_here or (t.sources and current in t.sources)) and t.target not in reached:
+                reached.add(t.target)
+                frontier.append(t.target)
+    unreachable = sorted(set(states) - reached)
+    if unreachable:
+        raise fail(f"state {unreachable[0]!r} is unreachable from the initial state {initial!r}")
+
+
+def _show(sources: frozenset[str] | None) -> str:
+    return "any state" if sources is None else ", ".join(sorted(sources))

@@ -1,0 +1,60 @@
+"""Effects: orders the transition function gives, which the applier carries out.
+
+Each is committed in the same MULTI/EXEC as the state change that caused it,
+as an RQ job (tasks, notifications) or a timer entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TaskKind = Literal["task", "compensation"]
+
+
+@dataclass(frozen=True)
+class RunTask:
+    task: str  # dotted path "module:function"
+    kind: TaskKind
+    state: str
+    attempt: int
+    entered_seq: int
+    timeout: float
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notify:
+    channel: str
+    to: str | None
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    id: str
+    due: float
+    event_type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelTimers:
+    ids: tuple[str, ...]
+
+
+Effect = RunTask | Notify | StartTimer | CancelTimers
+
+
+def describe(effect: Effect) -> str:
+    """A one-line summary for history, without the context it carries."""
+    match effect:
+        case RunTask(task=task, kind=kind, attempt=attempt):
+            return f"run {kind} {task} (attempt {attempt})"
+        case Notify(channel=channel, to=to, template=template):
+            return f"notify {channel} to {to} with {template}"
+        case StartTimer(due=due, event_type=event_type):
+            return f"timer {event_type} due {due:.3f}"
+        case CancelTimers(ids=ids):
+            return f"cancel {len(ids)} timer(s)"

@@ -1,0 +1,84 @@
+"""The only functions RQ workers run: the task wrapper and the notification job.
+
+The wrapper runs a user's task and reports back with an event, whatever
+happens: `task.completed` with the result, or `task.failed` with the error's
+type and message. The engine decides about retries; RQ runs each try once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rq import get_current_job
+
+from orchestrator import events as ev
+from orchestrator.events import Event
+
+log = logging.getLogger("orchestrator.jobs")
+
+
+def load_task(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        module_name, _, attr = path.rpartition(".")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{path} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def run_task(payload: dict[str, Any]) -> None:
+    kind = payload["kind"]
+    done, failed = (
+        (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
+        if kind == "compensation"
+        else (ev.TASK_COMPLETED, ev.TASK_FAILED)
+    )
+    answer: dict[str, Any] = {
+        "task": payload["task"],
+        "state": payload["state"],
+        "attempt": payload["attempt"],
+        "entered_seq": payload["entered_seq"],
+    }
+    try:
+        result = load_task(payload["task"])(dict(payload["context"]))
+        json.dumps(result)  # the result must be JSON; fail the task, not the engine
+    except Exception as exc:  # every failure of user code becomes an event
+        log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
+        _emit(payload, failed, {**answer, "error_type": type(exc).__name__, "message": str(exc)})
+        return
+    _emit(payload, done, {**answer, "result": result})
+
+
+def send_notification(payload: dict[str, Any]) -> None:
+    from notifiers.registry import deliver  # imported here: channels load lazily
+
+    outcome = deliver(payload["channel"], payload["to"], payload["template"], payload["context"])
+    data = {
+        "channel": payload["channel"],
+        "to": payload["to"],
+        "template": payload["template"],
+        **outcome,
+    }
+    kind = ev.NOTIFICATION_SENT if outcome.get("ok") else ev.NOTIFICATION_FAILED
+    _emit(payload, kind, data)
+
+
+def _emit(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> None:
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    event = Event(
+        id=f"{job.id}-{event_type}",
+        type=event_type,
+        instance_id=payload["instance"],
+        at=time.time(),
+        data=data,
+    )
+    job.connection.xadd(payload["inbox"], {"e": event.to_json()})

@@ -1,0 +1,375 @@
+"""The transition function: (definition, instance, event) -> (instance', effects).
+
+Pure: no I/O, no clock, no randomness. Time arrives on the event, and the
+retry jitter is derived from the instance id and the try number, so applying
+the same events to the same instance always gives the same result. That is
+what makes `replay` possible and what the tests lean on.
+
+What one event does, in order:
+  1. a finished instance ignores everything (late events are recorded, not applied);
+  2. an event bound to a state entry or a task try (it carries `entered_seq`)
+     that no longer matches is stale and ignored;
+  3. engine events (start, retries, compensation, cancel) are handled here;
+  4. anything else is matched against the transition table; the first row
+     whose event, source and guard match fires. With no row, the event is
+     parked and retried after every later transition.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import events as ev
+from orchestrator.definition import CANCELLED, Definition, StateSpec, TaskSpec, TransitionSpec
+from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
+from orchestrator.events import Event
+from orchestrator.instance import Instance
+
+
+class GuardFailed(Exception):
+    """A guard raised; the event cannot be applied and goes to the dead letters."""
+
+
+@dataclass(frozen=True)
+class Result:
+    instance: Instance
+    effects: tuple[Effect, ...]
+    outcome: str  # started | transition | parked | ignored | retry | compensating | failed
+    note: str = ""
+
+
+def transition(definition: Definition, instance: Instance, event: Event) -> Result:
+    """Apply one event. `instance.seq` grows by one whatever happens."""
+    inst = instance.evolve(seq=instance.seq + 1, updated_at=event.at)
+    step = _Step(definition, inst, event)
+    step.run()
+    return Result(step.inst, tuple(step.effects), step.outcome, step.note)
+
+
+class _Step:
+    """The working state of one application; not shared, not reused."""
+
+    def __init__(self, definition: Definition, inst: Instance, event: Event) -> None:
+        self.d = definition
+        self.inst = inst
+        self.event = event
+        self.effects: list[Effect] = []
+        self.outcome = "ignored"
+        self.note = ""
+
+    # -- dispatch -------------------------------------------------------------
+
+    def run(self) -> None:
+        event, inst = self.event, self.inst
+        if event.type == ev.STARTED:
+            if inst.state is not None:
+                self.note = "already started"
+                return
+            self.inst = inst.evolve(status="running", context=dict(event.data.get("input") or {}))
+            self.outcome = "started"
+            self._enter(self.d.initial)
+            self._unpark()
+            return
+        if inst.state is None:
+            self.note = "instance not started"
+            return
+        fired = event.data.get("timer")
+        if fired in inst.timers:
+            self.inst = inst = inst.evolve(timers=tuple(t for t in inst.timers if t != fired))
+        if inst.finished:
+            self.note = f"instance already {inst.status}"
+            return
+        bound = event.entered_seq
+        if bound is not None and bound != inst.entered_seq:
+            self.note = f"stale: answers entry {bound}, current entry is {inst.entered_seq}"
+            return
+        match event.type:
+            case ev.CANCEL:
+                self._cancel()
+            case ev.RETRY_DUE:
+                self._retry_due()
+            case ev.COMPENSATION_COMPLETED | ev.COMPENSATION_FAILED:
+                self._compensation_answer()
+            case ev.TASK_COMPLETED | ev.TASK_FAILED if inst.status == "compensating":
+                self.note = "task answer while compensating"
+            case ev.TASK_COMPLETED:
+                if self._task_answer_current():
+                    self._task_completed()
+            case ev.TASK_FAILED:
+                if self._task_answer_current():
+                    self._task_failed()
+            case _:
+                self._match(park=True)
+
+    # -- tasks ----------------------------------------------------------------
+
+    def _task_answer_current(self) -> bool:
+        attempt = int(self.event.data.get("attempt", 0))
+        if self.inst.attempt == 0 or attempt != self.inst.attempt:
+            self.note = f"stale: answers try {attempt}, current try is {self.inst.attempt}"
+            return False
+        return True
+
+    def _task_completed(self) -> None:
+        state = self._current()
+        context = merge_result(self.inst.context, state.name, self.event.data.get("result"))
+        stack = self.inst.compensations
+        if state.compensation is not None:
+            stack = (*stack, state.name)
+        self.inst = self.inst.evolve(context=context, compensations=stack, attempt=0)
+        self._match(park=True)
+
+    def _task_failed(self) -> None:
+        state = self._current()
+        assert state.task is not None
+        if self._schedule_retry(state.task):
+            return
+        self.inst = self.inst.evolve(attempt=0)
+        self._match(park=True)
+
+    def _schedule_retry(self, task: TaskSpec) -> bool:
+        attempt = self.inst.attempt
+        if attempt >= task.attempts:
+            return False
+        delay = backoff_delay(task, attempt, self.inst.id)
+        self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
+        self.outcome = "retry"
+        self.note = f"try {attempt} of {task.attempts} failed; next in {delay:.2f}s"
+        return True
+
+    def _retry_due(self) -> None:
+        attempt = int(self.event.data.get("attempt", 0))
+        if attempt != self.inst.attempt + 1:
+            self.note = f"stale retry for try {attempt}"
+            return
+        state = self._current()
+        compensating = self.inst.status == "compensating"
+        spec = self._compensation_spec() if compensating else state.task
+        assert spec is not None
+        self.inst = self.inst.evolve(attempt=attempt)
+        self.effects.append(
+            self._run(spec, "compensation" if compensating else "task", self._work_state())
+        )
+        self.outcome = "retry"
+
+    # -- the table ------------------------------------------------------------
+
+    def _match(self, *, park: bool) -> bool:
+        row = self._find(self.event)
+        if row is None:
+            if park:
+                self.inst = self.inst.evolve(parked=(*self.inst.parked, self.event))
+                self.outcome = "parked"
+                self.note = f"no transition on {self.event.type} from {self.inst.state}"
+            return False
+        self._fire(row)
+        self._unpark()
+        return True
+
+    def _find(self, event: Event) -> TransitionSpec | None:
+        state = self.inst.state
+        for row in self.d.transitions:
+            if row.event != event.type:
+                continue
+            if row.sources is not None and state not in row.sources:
+                continue
+            if row.sources is None and state is not None and self.d.states[state].final:
+                continue
+            if row.guard is not None:
+                try:
+                    allowed = bool(row.guard(self.inst.context, event.data))
+                except Exception as exc:
+                    raise GuardFailed(
+                        f"guard of transition on {row.event} from {state} raised "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                if not allowed:
+                    continue
+            return row
+        return None
+
+    def _fire(self, row: TransitionSpec) -> None:
+        self.outcome = "transition"
+        if row.compensate and self.inst.compensations:
+            self._begin_compensation(row.target)
+        else:
+            self._enter(row.target)
+
+    def _unpark(self) -> None:
+        """Retry parked events after a transition, oldest first, until none fires."""
+        progressed = True
+        while progressed and self.inst.parked and not self.inst.finished:
+            progressed = False
+            for parked in self.inst.parked:
+                bound = parked.entered_seq
+                if bound is not None and bound != self.inst.entered_seq:
+                    self._drop_parked(parked)
+                    progressed = True
+                    break
+                if self.inst.status == "compensating":
+                    return
+                row = self._find(parked)
+                if row is not None:
+                    self._drop_parked(parked)
+                    self._fire(row)
+                    self.note = (self.note + f"; applied parked {parked.type}").lstrip("; ")
+                    progressed = True
+                    break
+
+    def _drop_parked(self, event: Event) -> None:
+        self.inst = self.inst.evolve(parked=tuple(p for p in self.inst.parked if p is not event))
+
+    # -- entering states ------------------------------------------------------
+
+    def _enter(self, name: str) -> None:
+        state = self.d.states.get(name)
+        seq = self.inst.seq
+        self._disarm()
+        if state is None:  # the built-in cancel target
+            assert name == CANCELLED
+            self.inst = self.inst.evolve(
+                state=name, status="cancelled", entered_seq=seq, attempt=0, compensating_to=None
+            )
+            return
+        status = state.outcome if state.final else "running"
+        self.inst = self.inst.evolve(
+            state=name,
+            status=status,
+            entered_seq=seq,
+            attempt=1 if state.task else 0,
+            compensating_to=None,
+        )
+        if state.final:
+            self.inst = self.inst.evolve(compensations=())
+        if state.task is not None:
+            self.effects.append(self._run(state.task, "task", name))
+        for notify in state.notify:
+            to = notify.to(self.inst.context) if callable(notify.to) else None
+            if isinstance(notify.to, str):
+                value = self.inst.context.get(notify.to)
+                to = None if value is None else str(value)
+            self.effects.append(Notify(notify.channel, to, notify.template, self.inst.context))
+        if state.timeout is not None:
+            self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
+
+    def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
+        """Set a timer bound to the current entry; leaving the entry cancels it."""
+        bound = self.inst.entered_seq
+        timer_id = f"{self.inst.id}-{bound}-{event_type}-{data.get('attempt', 0)}"
+        data = {**data, "entered_seq": bound, "timer": timer_id}
+        self.inst = self.inst.evolve(timers=(*self.inst.timers, timer_id))
+        self.effects.append(StartTimer(timer_id, due, event_type, data))
+
+    def _disarm(self) -> None:
+        if self.inst.timers:
+            self.effects.append(CancelTimers(self.inst.timers))
+            self.inst = self.inst.evolve(timers=())
+
+    def _run(self, spec: TaskSpec, kind: str, state: str) -> RunTask:
+        return RunTask(
+            task=spec.path,
+            kind="compensation" if kind == "compensation" else "task",
+            state=state,
+            attempt=self.inst.attempt,
+            entered_seq=self.inst.entered_seq,
+            timeout=spec.timeout,
+            context=self.inst.context,
+        )
+
+    # -- compensation ---------------------------------------------------------
+
+    def _begin_compensation(self, target: str) -> None:
+        self.inst = self.inst.evolve(status="compensating", compensating_to=target, reason=None)
+        self._next_compensation()
+
+    def _next_compensation(self) -> None:
+        if not self.inst.compensations:
+            target = self.inst.compensating_to
+            assert target is not None
+            self._enter(target)
+            self.outcome = "transition"
+            return
+        self._disarm()
+        self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1)
+        spec = self._compensation_spec()
+        self.effects.append(self._run(spec, "compensation", self._work_state()))
+        self.outcome = "compensating"
+
+    def _compensation_spec(self) -> TaskSpec:
+        spec = self.d.states[self.inst.compensations[-1]].compensation
+        assert spec is not None
+        return spec
+
+    def _work_state(self) -> str:
+        if self.inst.status == "compensating":
+            return self.inst.compensations[-1]
+        assert self.inst.state is not None
+        return self.inst.state
+
+    def _compensation_answer(self) -> None:
+        if self.inst.status not in ("compensating", "failed") or not self._task_answer_current():
+            if not self.note:
+                self.note = "compensation answer while not compensating"
+            return
+        if self.event.type == ev.COMPENSATION_COMPLETED:
+            context = merge_result(
+                self.inst.context, self.inst.compensations[-1], self.event.data.get("result")
+            )
+            self.inst = self.inst.evolve(
+                context=context, compensations=self.inst.compensations[:-1], attempt=0
+            )
+            self.outcome = "compensating"
+            self._next_compensation()
+            if not self.inst.finished and self.inst.status != "compensating":
+                self._unpark()
+            return
+        if self._schedule_retry(self._compensation_spec()):
+            return
+        failed = self.inst.compensations[-1]
+        error = f"{self.event.data.get('error_type')}: {self.event.data.get('message')}"
+        self.inst = self.inst.evolve(
+            status="failed",
+            attempt=0,
+            reason=f"compensation of state {failed!r} failed: {error}",
+        )
+        self.outcome = "failed"
+
+    def _cancel(self) -> None:
+        target = self.d.cancel_state
+        reason = self.event.data.get("reason")
+        self.inst = self.inst.evolve(reason=f"cancelled: {reason}" if reason else "cancelled")
+        self.outcome = "transition"
+        if self.inst.status == "compensating":
+            self.inst = self.inst.evolve(compensating_to=target)
+            return
+        if self.inst.compensations:
+            self.inst = self.inst.evolve(status="compensating", compensating_to=target)
+            self._next_compensation()
+        else:
+            self._enter(target)
+
+    def _current(self) -> StateSpec:
+        assert self.inst.state is not None
+        return self.d.states[self.inst.state]
+
+
+def merge_result(context: dict[str, Any], state: str, result: Any) -> dict[str, Any]:
+    """How a task's result enters the context.
+
+    A dict is merged key by key (its keys replace those already there); None
+    changes nothing; any other JSON value is stored under the state's name.
+    """
+    if result is None:
+        return context
+    if isinstance(result, dict):
+        return {**context, **result}
+    return {**context, state: result}
+
+
+def backoff_delay(task: TaskSpec, attempt: int, instance_id: str) -> float:
+    """Exponential backoff with up to 25% jitter, deterministic per instance and try."""
+    base = min(task.max_backoff, task.backoff * 2 ** (attempt - 1))
+    jitter = zlib.crc32(f"{instance_id}:{attempt}".encode()) / 0xFFFFFFFF * 0.25
+    return base * (1 + jitter)

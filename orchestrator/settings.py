@@ -1,0 +1,77 @@
+"""Settings, read from the environment once at start-up and passed down.
+
+  REDIS_URL                  redis:// or rediss:// or unix:// URL; unset: the embedded Redis
+  ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
+  ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
+  ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
+  ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
+  ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from orchestrator.errors import ConfigurationError
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    if env.get("ORCHESTRATOR_HOME"):
+        return Path(env["ORCHESTRATOR_HOME"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "orchestrator"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    workflows: tuple[str, ...] = ("workflows",)
+    namespace: str = "orch"
+    partitions: int | None = None  # None: what the deployment has, or 8 for a new one
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    crash_at: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        partitions = env.get("ORCHESTRATOR_PARTITIONS", "")
+        if partitions and (not partitions.isdigit() or not 1 <= int(partitions) <= 1024):
+            raise ConfigurationError(
+                f"ORCHESTRATOR_PARTITIONS must be a whole number from 1 to 1024, not {partitions!r}"
+            )
+        settings = cls(
+            redis_url=env.get("REDIS_URL") or None,
+            workflows=_modules(env.get("ORCHESTRATOR_WORKFLOWS", "workflows")),
+            namespace=env.get("ORCHESTRATOR_NAMESPACE", "orch"),
+            partitions=int(partitions) if partitions else None,
+            data_dir=default_data_dir(env),
+            crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
+        )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if isinstance(given.get("workflows"), str):
+            given["workflows"] = _modules(given["workflows"])
+        return replace(settings, **given)
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    modules = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not modules:
+        raise ConfigurationError("no workflow modules given")
+    return modules
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, fit for an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,87 @@
+"""Reading instances and their histories back out of Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from orchestrator.errors import UnknownInstance
+from orchestrator.instance import Instance
+from orchestrator.keys import Keys
+
+
+def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class Store:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    def find(self, instance_id: str) -> Instance | None:
+        raw = self.redis.hgetall(self.keys.instance(instance_id))
+        return Instance.from_fields(decode_hash(raw)) if raw else None
+
+    def get(self, instance_id: str) -> Instance:
+        instance = self.find(instance_id)
+        if instance is None:
+            raise UnknownInstance(f"no instance with id {instance_id!r}")
+        return instance
+
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        if not self.redis.exists(self.keys.instance(instance_id)):
+            raise UnknownInstance(f"no instance with id {instance_id!r}")
+        entries = self.redis.xrange(self.keys.history(instance_id))
+        return [history_entry(fields) for _, fields in entries]
+
+    def correlated(self, workflow: str, key: str, value: str) -> str | None:
+        found = self.redis.get(self.keys.correlation(workflow, key, value))
+        return found.decode() if found else None
+
+    def list(
+        self,
+        *,
+        workflow: str | None = None,
+        state: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[Instance]:
+        """Newest first, filtered through the indexes, then loaded in one round trip."""
+        order_key = self.keys.by_workflow(workflow) if workflow else self.keys.all_instances
+        filters: list[str] = []
+        if status:
+            filters.append(self.keys.by_status(status))
+        if state and workflow:
+            filters.append(self.keys.by_state(workflow, state))
+        ids = [i.decode() for i in self.redis.zrevrange(order_key, 0, -1)]
+        if filters:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in filters:
+                pipe.smembers(key)
+            allowed = set.intersection(*({m.decode() for m in s} for s in pipe.execute()))
+            ids = [i for i in ids if i in allowed]
+        filter_state_here = bool(state and not workflow)
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in ids if filter_state_here else ids[:limit]:
+            pipe.hgetall(self.keys.instance(instance_id))
+        found = [Instance.from_fields(decode_hash(raw)) for raw in pipe.execute() if raw]
+        if filter_state_here:
+            found = [i for i in found if i.state == state]
+        return found[:limit]
+
+
+def history_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    raw = decode_hash(fields)
+    return {
+        "seq": int(raw["seq"]),
+        "event": json.loads(raw["event"]),
+        "outcome": raw["outcome"],
+        "from": raw.get("from") or None,
+        "to": raw.get("to") or None,
+        "status": raw["status"],
+        "note": raw.get("note", ""),
+        "effects": json.loads(raw.get("effects", "[]")),
+    }

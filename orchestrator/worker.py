@@ -1,0 +1,121 @@
+"""Running the engine: the applier (with the timers) and RQ workers.
+
+`run_burst` does everything in this process, round after round, until a
+round finds nothing to do: every inbox applied, every queued job run, no
+timer due. `Supervisor` runs one applier process and N RQ worker processes,
+restarts any that dies, and stops them all on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.process
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from orchestrator.bootstrap import App, bootstrap
+from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
+from orchestrator.settings import Settings
+
+log = logging.getLogger("orchestrator.worker")
+QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
+
+
+def rq_worker(app: App) -> Worker:
+    queues = [Queue(name, connection=app.redis, serializer=JSONSerializer) for name in QUEUES]
+    return Worker(queues, connection=app.redis, serializer=JSONSerializer)
+
+
+def run_burst(app: App, timer_horizon: float = 5.0) -> int:
+    """Apply and run until nothing is left to do now; returns the events applied.
+
+    "Now" includes timers due within `timer_horizon` seconds (retry backoffs,
+    short timeouts): the burst waits for those rather than strand them.
+    """
+    applier = app.applier()
+    applier.leases.maintain(force=True)
+    total = 0
+    try:
+        while True:
+            applied = applier.drain()
+            ran = rq_worker(app).work(burst=True, logging_level="WARNING")
+            total += applied
+            if applied or ran:
+                continue
+            due = applier.timers.next_due(applier.leases.owned)
+            wait = None if due is None else due - time.time()
+            if wait is None or wait > timer_horizon:
+                return total
+            time.sleep(min(max(wait, 0.0), 0.5) + 0.001)
+    finally:
+        applier.leases.release_all()
+
+
+def _applier_main(settings: Settings) -> None:
+    app = bootstrap(settings)
+    stopping = _stop_flag()
+    applier = app.applier()
+    log.info("applier %s started", applier.id)
+    applier.run(stopping)
+
+
+def _rq_main(settings: Settings) -> None:
+    app = bootstrap(settings)
+    rq_worker(app).work(logging_level="WARNING")
+
+
+def _stop_flag() -> Callable[[], bool]:
+    stopped = False
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return lambda: stopped
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, processes: int = 2) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.context = multiprocessing.get_context("fork")
+        self.children: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    def run(self) -> None:
+        stopping = _stop_flag()
+        self._spawn("applier", _applier_main)
+        for index in range(self.processes):
+            self._spawn(f"rq-{index}", _rq_main)
+        try:
+            while not stopping():
+                for name, child in list(self.children.items()):
+                    if not child.is_alive():
+                        log.warning("%s exited with %s; restarting it", name, child.exitcode)
+                        self._spawn(name, _applier_main if name == "applier" else _rq_main)
+                time.sleep(0.2)
+        finally:
+            self.stop()
+
+    def stop(self, grace: float = 10.0) -> None:
+        for child in self.children.values():
+            if child.is_alive() and child.pid:
+                child.terminate()
+        deadline = time.monotonic() + grace
+        for child in self.children.values():
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join()
+
+    def _spawn(self, name: str, target: Callable[[Settings], None]) -> None:
+        child = self.context.Process(target=target, args=(self.settings,), name=name, daemon=False)
+        child.start()
+        self.children[name] = child
