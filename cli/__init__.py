@@ -1,0 +1,1 @@
+"""The `orchestrator` command line: thin Typer modules over the Python client."""

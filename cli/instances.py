@@ -1,0 +1,148 @@
+"""Commands about instances: start, emit, status, list, history, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from cli.common import app_of, json_argument, key_argument, print_json, when
+
+commands = typer.Typer()
+
+
+@commands.command("start")
+def start(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Workflow name (see `orchestrator workflows`)."),
+    data: str | None = typer.Option(None, "--input", help="Input as JSON, or @file.json."),
+    instance_id: str | None = typer.Option(None, "--id", help="Instance id (default: new)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Start an instance of a workflow and print its id."""
+    client = app_of(ctx).client
+    new_id = client.start(name, json_argument(data, "--input"), instance_id=instance_id)
+    if as_json:
+        print_json({"id": new_id, "workflow": name})
+    else:
+        typer.echo(new_id)
+
+
+@commands.command("emit")
+def emit(
+    ctx: typer.Context,
+    event_type: str = typer.Argument(..., help="Event type, e.g. order.placed."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Instance id."),
+    key: str | None = typer.Option(None, "--key", "-k", help="Business key NAME=VALUE."),
+    task: str | None = typer.Option(
+        None, "--task", help="For task.completed/task.failed: the state or task it answers."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Event data as JSON, or @file.json."),
+    event_id: str | None = typer.Option(
+        None, "--id", help="Event id; an id already applied is not applied twice."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Append an event for an instance, or start one with an event type that starts a workflow."""
+    client = app_of(ctx).client
+    emitted = client.emit(
+        event_type,
+        json_argument(data, "--data"),
+        instance_id=workflow,
+        key=key_argument(key),
+        task=task,
+        event_id=event_id,
+    )
+    if as_json:
+        print_json({"event_id": emitted.event_id, "instance": emitted.instance_id,
+                    "started": emitted.started})
+    elif emitted.started:
+        typer.echo(f"started {emitted.instance_id}")
+    else:
+        typer.echo(f"{emitted.event_id} -> {emitted.instance_id}")
+
+
+@commands.command("status")
+def status(
+    ctx: typer.Context,
+    instance_id: str = typer.Argument(..., help="Instance id."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Show where an instance stands."""
+    instance = app_of(ctx).client.status(instance_id)
+    summary = instance.summary()
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(f"{instance.id}  {instance.workflow} v{instance.version}")
+    typer.echo(f"  state:   {instance.state or '-'}")
+    typer.echo(f"  status:  {instance.status}")
+    if instance.reason:
+        typer.echo(f"  reason:  {instance.reason}")
+    if instance.compensations:
+        typer.echo(f"  to undo: {', '.join(reversed(instance.compensations))}")
+    if instance.parked:
+        typer.echo(f"  parked:  {', '.join(e.type for e in instance.parked)}")
+    typer.echo(f"  created: {when(instance.created_at)}   updated: {when(instance.updated_at)}")
+    typer.echo(f"  context: {summary['context']}")
+
+
+@commands.command("list")
+def list_instances(
+    ctx: typer.Context,
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
+    state: str | None = typer.Option(None, "--state", help="Only instances in this state."),
+    status: str | None = typer.Option(None, "--status", help="Only this status."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """List instances, newest first."""
+    found = app_of(ctx).client.list(workflow=workflow, state=state, status=status, limit=limit)
+    if as_json:
+        print_json([i.summary() for i in found])
+        return
+    if not found:
+        typer.echo("no instances")
+        return
+    for i in found:
+        typer.echo(
+            f"{i.id:<22} {i.workflow:<14} {i.state or '-':<14} {i.status:<13} "
+            f"{when(i.updated_at)}"
+        )
+
+
+@commands.command("history")
+def history(
+    ctx: typer.Context,
+    instance_id: str = typer.Argument(..., help="Instance id."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """Show every event applied to an instance, what it did, and the effects it caused."""
+    entries: list[dict[str, Any]] = app_of(ctx).client.history(instance_id)
+    if as_json:
+        print_json(entries)
+        return
+    for entry in entries:
+        move = f"{entry['from'] or '-'} -> {entry['to'] or '-'}"
+        note = f"  ({entry['note']})" if entry["note"] else ""
+        typer.echo(
+            f"{entry['seq']:>4}  {when(entry['event']['at'])}  {entry['event']['type']:<24} "
+            f"{entry['outcome']:<12} {move}{note}"
+        )
+        for effect in entry["effects"]:
+            typer.echo(f"{'':>6}-> {effect}")
+
+
+@commands.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    instance_id: str = typer.Argument(..., help="Instance id."),
+    reason: str | None = typer.Option(None, "--reason", help="Why; kept in the history."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Cancel an instance: undo its finished steps, then end it in its cancel state."""
+    event_id = app_of(ctx).client.cancel(instance_id, reason)
+    if as_json:
+        print_json({"id": instance_id, "event_id": event_id})
+    else:
+        typer.echo(f"cancelling {instance_id}")

@@ -1,0 +1,75 @@
+"""`orchestrator`: the command line, composed of small command modules.
+
+Errors meant for users are one line on stderr and a non-zero exit; a
+traceback appears only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cli import definitions, instances, run as running
+from orchestrator.bootstrap import App
+from orchestrator.errors import OrchestratorError
+from orchestrator.settings import Settings
+
+app = typer.Typer(
+    help="Workflows as Python classes, advanced by events in Redis, run by RQ workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", envvar="REDIS_URL",
+        help="Redis URL (redis://, rediss://, unix://). Unset: the embedded Redis.",
+    ),
+    workflows: str | None = typer.Option(
+        None, "--workflows", envvar="ORCHESTRATOR_WORKFLOWS",
+        help="Comma-separated modules holding workflow classes (default: workflows).",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    ctx.obj = App(Settings.from_env(redis_url=redis_url, workflows=workflows))
+
+
+for module in (definitions, instances, running):
+    app.registered_commands += module.commands.registered_commands
+app.add_typer(running.server, name="server")
+
+
+def run() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except OrchestratorError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so, briefly, unless asked for the traceback
+        if debug:
+            raise
+        import redis
+
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            typer.echo(f"error: lost the connection to Redis: {exc}", err=True)
+        else:
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                err=True,
+            )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,60 @@
+"""Commands that run things: `worker`, `demo`, `server`."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.common import app_of
+
+commands = typer.Typer()
+server = typer.Typer(help="Manage the embedded Redis server (used when no REDIS_URL is set).")
+
+
+@commands.command("worker")
+def worker(
+    ctx: typer.Context,
+    burst: bool = typer.Option(
+        False, "--burst", help="Run in this process and exit once there is nothing left to do now."
+    ),
+    processes: int = typer.Option(2, "--processes", "-p", min=1, help="RQ worker processes."),
+) -> None:
+    """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
+    from orchestrator.worker import Supervisor, run_burst
+
+    app = app_of(ctx)
+    app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
+    if burst:
+        applied = run_burst(app)
+        typer.echo(f"burst done: {applied} events applied")
+        return
+    typer.echo(
+        f"worker: 1 applier + {processes} RQ worker processes; workflows: "
+        f"{', '.join(app.registry.names())}; Ctrl-C to stop",
+    )
+    Supervisor(app.settings, processes).run()
+
+
+@commands.command("demo")
+def demo(ctx: typer.Context) -> None:
+    """Run order workflows (some fail and are compensated) on a private embedded Redis."""
+    from orchestrator.demo import run_demo
+
+    raise typer.Exit(run_demo(app_of(ctx).settings))
+
+
+@server.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the embedded Redis server (its data stays in the data folder)."""
+    from orchestrator.embedded import stop
+
+    data_dir = app_of(ctx).settings.data_dir
+    typer.echo("stopped" if stop(data_dir) else f"no embedded Redis is running in {data_dir}")
+
+
+@server.command("info")
+def server_info(ctx: typer.Context) -> None:
+    """Show where the embedded Redis keeps its data and how to reach it."""
+    from orchestrator.embedded import url_for
+
+    data_dir = app_of(ctx).settings.data_dir
+    typer.echo(f"data folder: {data_dir}\nurl: {url_for(data_dir)}")
