@@ -78,7 +78,7 @@ class Applier:
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
         self.dispatcher = Dispatcher(client, keys)
-        self._recovering: set[int] = set()
+        self._caught_up: set[int] = set()  # owned partitions with no pending entries left
 
     # -- the loop -------------------------------------------------------------
 
@@ -89,8 +89,7 @@ class Applier:
 
     def tick(self, block_ms: int = 0) -> int:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""
-        for partition in self.leases.maintain():
-            self._recovering.add(partition)
+        self.leases.maintain()
         owned = self.leases.owned
         if not owned:
             if block_ms:
@@ -102,11 +101,9 @@ class Applier:
     def drain(self) -> int:
         """Apply until every owned inbox is empty; for burst mode and tests."""
         total = 0
-        while True:
-            applied = self.tick()
+        while applied := self.tick():
             total += applied
-            if not applied and not self._recovering:
-                return total
+        return total
 
     # -- one batch --------------------------------------------------------------
 
@@ -140,26 +137,27 @@ class Applier:
 
     def _read(self, block_ms: int) -> list[Entry]:
         owned = self.leases.owned
-        streams: dict[str, str] = {}
-        for partition in owned:
-            streams[self.keys.inbox(partition)] = "0" if partition in self._recovering else ">"
-        recovering = any(v == "0" for v in streams.values())
+        self._caught_up &= set(owned)
+        recovering = set(owned) - self._caught_up
+        streams = {self.keys.inbox(p): "0" if p in recovering else ">" for p in owned}
         reply = self.redis.xreadgroup(
             INBOX_GROUP, INBOX_CONSUMER, streams, count=self.batch_size,
             block=None if recovering or not block_ms else block_ms,
         )
         entries: list[Entry] = []
         by_stream = {self.keys.inbox(p): p for p in owned}
-        seen_recovering: set[int] = set()
+        still_pending: set[int] = set()
         for stream, items in reply or []:
             partition = by_stream[stream.decode()]
-            if partition in self._recovering and items:
-                seen_recovering.add(partition)
+            if partition in recovering and items:
+                still_pending.add(partition)
             for entry_id, fields in items:
                 if fields is None:  # an entry trimmed away while pending
                     continue
                 entries.append((partition, entry_id.decode(), fields))
-        self._recovering &= seen_recovering  # a partition with no pending left is caught up
+        self._caught_up |= recovering - still_pending
+        if not entries and recovering:
+            return self._read(block_ms)
         return entries
 
     def _load(

@@ -42,7 +42,8 @@ class App:
     def applier(self, **options: object) -> Applier:
         return Applier(
             self.redis, self.keys, self.registry,
-            crash_at=self.settings.crash_at, **options,  # type: ignore[arg-type]
+            lease_ttl=self.settings.lease_ttl, crash_at=self.settings.crash_at,
+            **options,  # type: ignore[arg-type]
         )
 
 

@@ -101,6 +101,11 @@ class Orchestrator:
                 return self._start_by_event(event_type, data, event_id, key=key)
         assert instance_id is not None
         instance = self.store.get(instance_id)
+        if instance.version not in self.registry.versions(instance.workflow):
+            # This process lacks that version; a worker that has it will decide.
+            event = self.inbox.event(event_type, instance_id, data, event_id)
+            self.inbox.append(event)
+            return Emitted(event.id, instance_id, started=False)
         definition = self.registry.get(instance.workflow, instance.version)
         if event_type not in definition.event_types | TASK_EVENTS | _timeouts(definition):
             reacts = ", ".join(sorted(definition.event_types)) or "nothing"

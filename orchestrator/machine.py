@@ -241,8 +241,8 @@ class _Step:
             attempt=1 if state.task else 0,
             compensating_to=None,
         )
-        if state.final:
-            self.inst = self.inst.evolve(compensations=())
+        if state.final:  # nothing can apply any more: drop what waited
+            self.inst = self.inst.evolve(compensations=(), parked=())
         if state.task is not None:
             self.effects.append(self._run(state.task, "task", name))
         for notify in state.notify:

@@ -4,6 +4,7 @@
   ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
   ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
   ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
+  ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
   ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
   ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
 """
@@ -34,6 +35,7 @@ class Settings:
     namespace: str = "orch"
     partitions: int | None = None  # None: what the deployment has, or 8 for a new one
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    lease_ttl: float = 10.0
     crash_at: frozenset[str] = frozenset()
 
     @classmethod
@@ -44,12 +46,22 @@ class Settings:
             raise ConfigurationError(
                 f"ORCHESTRATOR_PARTITIONS must be a whole number from 1 to 1024, not {partitions!r}"
             )
+        lease_ttl = env.get("ORCHESTRATOR_LEASE_TTL", "10")
+        try:
+            lease = float(lease_ttl)
+        except ValueError:
+            lease = 0.0
+        if not lease > 0:
+            raise ConfigurationError(
+                f"ORCHESTRATOR_LEASE_TTL must be a positive number of seconds, not {lease_ttl!r}"
+            )
         settings = cls(
             redis_url=env.get("REDIS_URL") or None,
             workflows=_modules(env.get("ORCHESTRATOR_WORKFLOWS", "workflows")),
             namespace=env.get("ORCHESTRATOR_NAMESPACE", "orch"),
             partitions=int(partitions) if partitions else None,
             data_dir=default_data_dir(env),
+            lease_ttl=lease,
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
