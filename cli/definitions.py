@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
+from typing import Any
 
 import typer
 
@@ -12,7 +13,7 @@ from orchestrator.graph import dot, mermaid
 commands = typer.Typer()
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
 
@@ -24,7 +25,7 @@ def workflows(
 ) -> None:
     """List the workflows loaded from the workflow modules, with their versions."""
     registry = app_of(ctx).registry
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": d.name,
             "version": d.version,

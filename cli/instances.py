@@ -54,8 +54,13 @@ def emit(
         event_id=event_id,
     )
     if as_json:
-        print_json({"event_id": emitted.event_id, "instance": emitted.instance_id,
-                    "started": emitted.started})
+        print_json(
+            {
+                "event_id": emitted.event_id,
+                "instance": emitted.instance_id,
+                "started": emitted.started,
+            }
+        )
     elif emitted.started:
         typer.echo(f"started {emitted.instance_id}")
     else:
@@ -106,8 +111,7 @@ def list_instances(
         return
     for i in found:
         typer.echo(
-            f"{i.id:<22} {i.workflow:<14} {i.state or '-':<14} {i.status:<13} "
-            f"{when(i.updated_at)}"
+            f"{i.id:<22} {i.workflow:<14} {i.state or '-':<14} {i.status:<13} {when(i.updated_at)}"
         )
 
 

@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from cli import definitions, instances, run as running
+from cli import definitions, instances
+from cli import run as running
 from orchestrator.bootstrap import App
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
@@ -28,11 +29,15 @@ app = typer.Typer(
 def main(
     ctx: typer.Context,
     redis_url: str | None = typer.Option(
-        None, "--redis-url", envvar="REDIS_URL",
+        None,
+        "--redis-url",
+        envvar="REDIS_URL",
         help="Redis URL (redis://, rediss://, unix://). Unset: the embedded Redis.",
     ),
     workflows: str | None = typer.Option(
-        None, "--workflows", envvar="ORCHESTRATOR_WORKFLOWS",
+        None,
+        "--workflows",
+        envvar="ORCHESTRATOR_WORKFLOWS",
         help="Comma-separated modules holding workflow classes (default: workflows).",
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),

@@ -16,6 +16,8 @@ class ConsoleNotifier:
     channel = "console"
 
     def send(self, channel: str, to: str, subject: str, body: str) -> dict[str, Any]:
-        line = f"[{channel} -> {to}] {subject}: {body}" if subject else f"[{channel} -> {to}] {body}"
+        line = (
+            f"[{channel} -> {to}] {subject}: {body}" if subject else f"[{channel} -> {to}] {body}"
+        )
         print(line, flush=True)
         return {"ok": True, "provider_id": f"console:{abs(hash(line)) % 10**8}"}

@@ -21,9 +21,9 @@ def render(template: str, context: dict[str, Any]) -> tuple[str, str]:
     subject, sep, body = template.partition("|")
     if not sep:
         subject, body = "", template
-    return _env.from_string(subject.strip()).render(context), _env.from_string(
-        body.strip()
-    ).render(context)
+    return _env.from_string(subject.strip()).render(context), _env.from_string(body.strip()).render(
+        context
+    )
 
 
 def deliver(channel: str, to: str | None, template: str, context: dict[str, Any]) -> dict[str, Any]:

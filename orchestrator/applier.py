@@ -114,7 +114,7 @@ class Applier:
         partitions = sorted({p for p, _, _ in entries})
         events = [(entry, _parse(entry[2])) for entry in entries]
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.watch(*(self.keys.lease(p) for p in partitions))
+            pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
             loaded, lost = self._load(events, partitions)
             if lost:
                 pipe.reset()
@@ -139,9 +139,12 @@ class Applier:
         owned = self.leases.owned
         self._caught_up &= set(owned)
         recovering = set(owned) - self._caught_up
-        streams = {self.keys.inbox(p): "0" if p in recovering else ">" for p in owned}
-        reply = self.redis.xreadgroup(
-            INBOX_GROUP, INBOX_CONSUMER, streams, count=self.batch_size,
+        streams: Any = {self.keys.inbox(p): "0" if p in recovering else ">" for p in owned}
+        reply: Any = self.redis.xreadgroup(
+            INBOX_GROUP,
+            INBOX_CONSUMER,
+            streams,
+            count=self.batch_size,
             block=None if recovering or not block_ms else block_ms,
         )
         entries: list[Entry] = []
@@ -176,7 +179,9 @@ class Applier:
             pipe.smismember(self.keys.applied(instance_id), event_ids)
         replies = pipe.execute()
         holders, rest = replies[: len(partitions)], replies[len(partitions) :]
-        lost = [p for p, h in zip(partitions, holders, strict=True) if (h or b"").decode() != self.id]
+        lost = [
+            p for p, h in zip(partitions, holders, strict=True) if (h or b"").decode() != self.id
+        ]
         loaded: dict[str, tuple[Instance | None, set[str]]] = {}
         for index, (instance_id, event_ids) in enumerate(wanted.items()):
             raw, flags = rest[2 * index], rest[2 * index + 1]
@@ -252,9 +257,9 @@ class Applier:
             if not item.history:
                 continue
             after, before = item.after, item.before
-            pipe.hset(self.keys.instance(instance_id), mapping=after.to_fields())
+            pipe.hset(self.keys.instance(instance_id), mapping=_fields(after.to_fields()))
             for entry in item.history:
-                pipe.xadd(self.keys.history(instance_id), entry)
+                pipe.xadd(self.keys.history(instance_id), _fields(entry))
             pipe.sadd(self.keys.applied(instance_id), *item.new_ids)
             if before.status != after.status:
                 pipe.srem(self.keys.by_status(before.status), instance_id)
@@ -270,7 +275,7 @@ class Applier:
             for seq, index, effect in item.effects:
                 self.dispatcher.add(pipe, instance_id, seq, index, effect)
         for letter in dead:
-            pipe.xadd(self.keys.deadletters, letter)
+            pipe.xadd(self.keys.deadletters, _fields(letter))
         by_partition: dict[int, list[str]] = {}
         for partition, entry_id, _ in entries:
             by_partition.setdefault(partition, []).append(entry_id)
@@ -278,6 +283,11 @@ class Applier:
             inbox = self.keys.inbox(partition)
             pipe.xack(inbox, INBOX_GROUP, *ids)
             pipe.xtrim(inbox, minid=ids[-1], approximate=False)
+
+
+def _fields(mapping: dict[str, str]) -> Any:
+    """Field maps as redis-py's annotations want them (its key types are invariant)."""
+    return mapping
 
 
 def _parse(fields: dict[bytes, bytes]) -> Event | None:

@@ -41,8 +41,11 @@ class App:
 
     def applier(self, **options: object) -> Applier:
         return Applier(
-            self.redis, self.keys, self.registry,
-            lease_ttl=self.settings.lease_ttl, crash_at=self.settings.crash_at,
+            self.redis,
+            self.keys,
+            self.registry,
+            lease_ttl=self.settings.lease_ttl,
+            crash_at=self.settings.crash_at,
             **options,  # type: ignore[arg-type]
         )
 

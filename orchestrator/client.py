@@ -65,8 +65,11 @@ class Orchestrator:
         instance_id = check_id(instance_id, "instance id") if instance_id else new_id()
         correlation = _correlation(definition, data, required=False)
         outcome, other = self.inbox.create(
-            instance_id=instance_id, workflow=definition.name, version=definition.version,
-            data=data, correlation=correlation,
+            instance_id=instance_id,
+            workflow=definition.name,
+            version=definition.version,
+            data=data,
+            correlation=correlation,
         )
         if outcome == "correlated":
             assert correlation is not None
@@ -186,8 +189,13 @@ class Orchestrator:
         correlation = _correlation(definition, data, required=True)
         instance_id = new_id()
         outcome, other = self.inbox.create(
-            instance_id=instance_id, workflow=definition.name, version=definition.version,
-            data=data, correlation=correlation, trigger=event_type, event_id=event_id,
+            instance_id=instance_id,
+            workflow=definition.name,
+            version=definition.version,
+            data=data,
+            correlation=correlation,
+            trigger=event_type,
+            event_id=event_id,
         )
         if outcome == "created":
             return Emitted(event_id or f"start-{instance_id}", instance_id, started=True)

@@ -330,9 +330,7 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
     )
 
 
-def _compile_state(
-    name: str, state: State, fail: Callable[[str], DefinitionError]
-) -> StateSpec:
+def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionError]) -> StateSpec:
     def spec(task: Task | None, role: str) -> TaskSpec | None:
         if task is None:
             return None

@@ -50,22 +50,35 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--processes", "2"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
-        console.print(f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}; "
-                      f"worker pid {worker.pid}")
+        console.print(
+            f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}; "
+            f"worker pid {worker.pid}"
+        )
         client = bootstrap(demo_settings).client
         started = time.time()
         tag = f"{int(started) % 100000:05d}"
         runs = []
         for index, (label, data) in enumerate(ORDERS, 1):
-            order = {"order_id": f"D{tag}-{index}", "email": f"customer{index}@example.com",
-                     "amount": 10.0 * index, "work_seconds": 0.1, **data}
+            order = {
+                "order_id": f"D{tag}-{index}",
+                "email": f"customer{index}@example.com",
+                "amount": 10.0 * index,
+                "work_seconds": 0.1,
+                **data,
+            }
             runs.append((label, order["order_id"], client.start("order", order)))
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total} finished"),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} finished"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             bar = progress.add_task("orders", total=len(runs))
             while True:
                 done = sum(client.status(iid).finished for _, _, iid in runs)
@@ -83,8 +96,15 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
             effects = [e for h in client.history(iid) for e in h["effects"]]
             steps = sum(e.startswith("run task") for e in effects)
             undone = sum(e.startswith("run compensation") for e in effects)
-            table.add_row(order_id, label, instance.state or "-", instance.status, str(steps),
-                          str(undone), f"{instance.updated_at - instance.created_at:.2f}s")
+            table.add_row(
+                order_id,
+                label,
+                instance.state or "-",
+                instance.status,
+                str(steps),
+                str(undone),
+                f"{instance.updated_at - instance.created_at:.2f}s",
+            )
         console.print(table)
         sent = [line for line in log_path.read_text().splitlines() if line.startswith("[")]
         console.print(f"Notifications sent to the console channel ({len(sent)}):")

@@ -49,9 +49,7 @@ class Dispatcher:
         self.redis = client
         self.keys = keys
         self.tasks = Queue(TASK_QUEUE, connection=client, serializer=JSONSerializer)
-        self.notifications = Queue(
-            NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer
-        )
+        self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
 
     def add(self, pipe: Pipeline, instance_id: str, seq: int, index: int, effect: Effect) -> None:
         partition = self.keys.partition_of(instance_id)
@@ -67,8 +65,14 @@ class Dispatcher:
                     "entered_seq": effect.entered_seq,
                     "context": effect.context,
                 }
-                self._enqueue(pipe, self.tasks, RUN_TASK, payload,
-                              job_id(instance_id, seq, index), math.ceil(effect.timeout))
+                self._enqueue(
+                    pipe,
+                    self.tasks,
+                    RUN_TASK,
+                    payload,
+                    job_id(instance_id, seq, index),
+                    math.ceil(effect.timeout),
+                )
             case Notify():
                 payload = {
                     "instance": instance_id,
@@ -79,8 +83,14 @@ class Dispatcher:
                     "context": effect.context,
                     "key": job_id(instance_id, seq, index),
                 }
-                self._enqueue(pipe, self.notifications, SEND_NOTIFICATION, payload,
-                              job_id(instance_id, seq, index), NOTIFICATION_TIMEOUT)
+                self._enqueue(
+                    pipe,
+                    self.notifications,
+                    SEND_NOTIFICATION,
+                    payload,
+                    job_id(instance_id, seq, index),
+                    NOTIFICATION_TIMEOUT,
+                )
             case StartTimer():
                 event = timer_event(instance_id, effect)
                 pipe.hset(self.keys.timer_events(partition), effect.id, event.to_json())
@@ -90,8 +100,13 @@ class Dispatcher:
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
 
     def _enqueue(
-        self, pipe: Pipeline, queue: Queue, func: str, payload: dict[str, Any],
-        job: str, timeout: int,
+        self,
+        pipe: Pipeline,
+        queue: Queue,
+        func: str,
+        payload: dict[str, Any],
+        job: str,
+        timeout: int,
     ) -> None:
         created = Job.create(
             func,

@@ -68,23 +68,33 @@ def ensure_running(data_dir: Path, timeout: float = 15.0) -> str:
             sock.unlink()
         command = [
             redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--dir", str(data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--daemonize", "yes",
-            "--pidfile", str(data_dir / "redis.pid"),
-            "--logfile", str(data_dir / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(data_dir / "redis.pid"),
+            "--logfile",
+            str(data_dir / "redis.log"),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ConfigurationError(
-                f"the embedded Redis did not start: {result.stderr.strip() or result.stdout.strip()}"
-            )
+            output = result.stderr.strip() or result.stdout.strip()
+            raise ConfigurationError(f"the embedded Redis did not start: {output}")
         deadline = time.monotonic() + timeout
         while not _answers(sock):
             if time.monotonic() > deadline:

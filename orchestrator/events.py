@@ -23,9 +23,7 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 DEFAULT_TIMEOUT_EVENT = "state.timeout"
 
-ENGINE_TYPES = frozenset(
-    {STARTED, CANCEL, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE}
-)
+ENGINE_TYPES = frozenset({STARTED, CANCEL, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE})
 
 
 @dataclass(frozen=True)
@@ -38,8 +36,13 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"id": self.id, "type": self.type, "instance": self.instance_id,
-             "at": self.at, "data": self.data},
+            {
+                "id": self.id,
+                "type": self.type,
+                "instance": self.instance_id,
+                "at": self.at,
+                "data": self.data,
+            },
             separators=(",", ":"),
         )
 
@@ -47,8 +50,11 @@ class Event:
     def from_json(cls, raw: str | bytes) -> Event:
         doc = json.loads(raw)
         return cls(
-            id=doc["id"], type=doc["type"], instance_id=doc["instance"],
-            at=float(doc["at"]), data=doc.get("data") or {},
+            id=doc["id"],
+            type=doc["type"],
+            instance_id=doc["instance"],
+            at=float(doc["at"]),
+            data=doc.get("data") or {},
         )
 
     @property

@@ -17,9 +17,11 @@ def _label(row: TransitionSpec) -> str:
 def _edges(definition: Definition) -> list[tuple[str, str, str]]:
     edges: list[tuple[str, str, str]] = []
     for row in definition.transitions:
-        sources = sorted(row.sources) if row.sources is not None else [
-            name for name, state in definition.states.items() if not state.final
-        ]
+        sources = (
+            sorted(row.sources)
+            if row.sources is not None
+            else [name for name, state in definition.states.items() if not state.final]
+        )
         edges.extend((source, row.target, _label(row)) for source in sources)
     return edges
 
@@ -45,7 +47,11 @@ def mermaid(definition: Definition) -> str:
 
 
 def dot(definition: Definition) -> str:
-    lines = [f'digraph "{definition.name}" {{', "    rankdir=LR;", '    node [shape=box, style=rounded];']
+    lines = [
+        f'digraph "{definition.name}" {{',
+        "    rankdir=LR;",
+        "    node [shape=box, style=rounded];",
+    ]
     lines.append('    "__start" [shape=point];')
     lines.append(f'    "__start" -> "{definition.initial}";')
     for name, state in definition.states.items():

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from orchestrator import events as ev
-from orchestrator.errors import InstanceExists, InputError
+from orchestrator.errors import InputError, InstanceExists
 from orchestrator.events import Event
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
@@ -52,9 +52,7 @@ def new_id() -> str:
 
 def check_id(value: str, what: str) -> str:
     if not value or len(value) > MAX_ID or not set(value) <= ID_ALPHABET:
-        raise InputError(
-            f"{what} {value!r} must be 1 to {MAX_ID} letters, digits, '_' or '-'"
-        )
+        raise InputError(f"{what} {value!r} must be 1 to {MAX_ID} letters, digits, '_' or '-'")
     return value
 
 
@@ -83,8 +81,12 @@ class Inbox:
         now = time.time()
         correlation_text = f"{correlation[0]}={correlation[1]}" if correlation else None
         shell = Instance(
-            id=instance_id, workflow=workflow, version=version, created_at=now,
-            updated_at=now, correlation=correlation_text,
+            id=instance_id,
+            workflow=workflow,
+            version=version,
+            created_at=now,
+            updated_at=now,
+            correlation=correlation_text,
         )
         start = Event(
             id=event_id or f"start-{instance_id}",
@@ -114,8 +116,8 @@ class Inbox:
     def append(self, event: Event) -> str:
         """Append an event to its instance's partition; returns the stream entry id."""
         stream = self.keys.inbox(self.keys.partition_of(event.instance_id))
-        entry: bytes = self.redis.xadd(stream, {"e": event.to_json()})
-        return entry.decode()
+        entry: Any = self.redis.xadd(stream, {"e": event.to_json()})
+        return str(entry.decode())
 
     @staticmethod
     def event(

@@ -62,8 +62,9 @@ class Leases:
         pipe.zcard(self.keys.appliers)
         _, _, live = pipe.execute()
         if self.owned:
-            held = self._renew(keys=[self.keys.lease(p) for p in self.owned],
-                               args=[self.owner, self.ttl_ms])
+            held = self._renew(
+                keys=[self.keys.lease(p) for p in self.owned], args=[self.owner, self.ttl_ms]
+            )
             self.owned = [p for p, ok in zip(self.owned, held, strict=True) if ok]
         share = math.ceil(self.keys.partitions / max(1, int(live)))
         while len(self.owned) > share:

@@ -230,7 +230,13 @@ class _Step:
         if state is None:  # the built-in cancel target
             assert name == CANCELLED
             self.inst = self.inst.evolve(
-                state=name, status="cancelled", entered_seq=seq, attempt=0, compensating_to=None
+                state=name,
+                status="cancelled",
+                entered_seq=seq,
+                attempt=0,
+                compensating_to=None,
+                compensations=(),
+                parked=(),
             )
             return
         status = state.outcome if state.final else "running"
@@ -372,4 +378,4 @@ def backoff_delay(task: TaskSpec, attempt: int, instance_id: str) -> float:
     """Exponential backoff with up to 25% jitter, deterministic per instance and try."""
     base = min(task.max_backoff, task.backoff * 2 ** (attempt - 1))
     jitter = zlib.crc32(f"{instance_id}:{attempt}".encode()) / 0xFFFFFFFF * 0.25
-    return base * (1 + jitter)
+    return float(base * (1 + jitter))

@@ -1,12 +1,12 @@
 """Settings, read from the environment once at start-up and passed down.
 
-  REDIS_URL                  redis:// or rediss:// or unix:// URL; unset: the embedded Redis
-  ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
-  ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
-  ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
-  ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
-  ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
-  ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
+REDIS_URL                  redis:// or rediss:// or unix:// URL; unset: the embedded Redis
+ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
+ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
+ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
+ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
+ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
+ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Store:
         self.keys = keys
 
     def find(self, instance_id: str) -> Instance | None:
-        raw = self.redis.hgetall(self.keys.instance(instance_id))
+        raw: dict[bytes, bytes] = self.redis.hgetall(self.keys.instance(instance_id))  # type: ignore[assignment]
         return Instance.from_fields(decode_hash(raw)) if raw else None
 
     def get(self, instance_id: str) -> Instance:
@@ -34,11 +34,11 @@ class Store:
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         if not self.redis.exists(self.keys.instance(instance_id)):
             raise UnknownInstance(f"no instance with id {instance_id!r}")
-        entries = self.redis.xrange(self.keys.history(instance_id))
+        entries: Any = self.redis.xrange(self.keys.history(instance_id))
         return [history_entry(fields) for _, fields in entries]
 
     def correlated(self, workflow: str, key: str, value: str) -> str | None:
-        found = self.redis.get(self.keys.correlation(workflow, key, value))
+        found: bytes | None = self.redis.get(self.keys.correlation(workflow, key, value))  # type: ignore[assignment]
         return found.decode() if found else None
 
     def list(
@@ -56,7 +56,8 @@ class Store:
             filters.append(self.keys.by_status(status))
         if state and workflow:
             filters.append(self.keys.by_state(workflow, state))
-        ids = [i.decode() for i in self.redis.zrevrange(order_key, 0, -1)]
+        newest: list[bytes] = self.redis.zrevrange(order_key, 0, -1)  # type: ignore[assignment]
+        ids = [i.decode() for i in newest]
         if filters:
             pipe = self.redis.pipeline(transaction=False)
             for key in filters:

@@ -36,9 +36,22 @@ def free_port() -> int:
 def start_redis(folder: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "", "--appendonly", "no", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -63,7 +76,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for db in range(1, 16):
             candidate = redis.Redis.from_url(given, db=db)
             if candidate.dbsize() == 0:
-                url = given.rsplit("/", 1)[0] + f"/{db}" if given.count("/") > 2 else f"{given}/{db}"
+                url = (
+                    given.rsplit("/", 1)[0] + f"/{db}" if given.count("/") > 2 else f"{given}/{db}"
+                )
                 yield url
                 candidate.flushdb()
                 return
@@ -96,8 +111,12 @@ def app(settings: Settings) -> App:
 
 def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ORCHESTRATOR_"))}
-    env.update(PYTHONPATH=str(ROOT), ORCHESTRATOR_HOME=str(tmp_path / "home"),
-               ORCHESTRATOR_WORKFLOWS=",".join(TEST_WORKFLOWS), ORCHESTRATOR_PARTITIONS="4")
+    env.update(
+        PYTHONPATH=str(ROOT),
+        ORCHESTRATOR_HOME=str(tmp_path / "home"),
+        ORCHESTRATOR_WORKFLOWS=",".join(TEST_WORKFLOWS),
+        ORCHESTRATOR_PARTITIONS="4",
+    )
     if redis_url:
         env["REDIS_URL"] = redis_url
     env.update(extra)
@@ -108,6 +127,12 @@ def run_cli(
     *args: str, env: dict[str, str], input_text: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True,
-        text=True, input=input_text, timeout=timeout, check=False,
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
+        check=False,
     )

@@ -28,13 +28,20 @@ class OrderFulfilment(Workflow):
     shipping = State(task=Task(tasks.ship_order, retries=1, timeout=30, backoff=0.2))
     shipped = State(
         final=True,
-        notify=[Notify("email", "Order {{ order_id }} shipped | Tracking {{ tracking }}", to="email")],
+        notify=[
+            Notify("email", "Order {{ order_id }} shipped | Tracking {{ tracking }}", to="email")
+        ],
     )
     failed = State(
         final=True,
         outcome="failed",
-        notify=[Notify("email", "Order {{ order_id }} failed | {{ order_id }} was not completed",
-                       to="email")],
+        notify=[
+            Notify(
+                "email",
+                "Order {{ order_id }} failed | {{ order_id }} was not completed",
+                to="email",
+            )
+        ],
     )
 
     transitions = [

@@ -1,0 +1,128 @@
+"""The machine, the side-by-side table, and the JSON figures."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from bench.measure import Measurement
+
+
+def machine(redis_version: str) -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 0
+    return {
+        "nproc": usable,
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "redis_server": redis_version,
+        "redis_py": _version("redis"),
+        "rq": _version("rq"),
+    }
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    load = ", ".join(f"{x:.2f}" for x in info["load_average"])
+    print(
+        f"machine: nproc {info['nproc']} ({info['cpu']}), load average {load}; "
+        f"Python {info['python']}; redis-server {info['redis_server']}; "
+        f"redis-py {info['redis_py']}; rq {info['rq']}"
+    )
+    print(f"         {info['platform']}")
+
+
+# label, getter, format, whether a ratio means anything (the item counts differ)
+ROWS: list[tuple[str, Callable[[Measurement], float], str, bool]] = [
+    ("items (events | jobs)", lambda m: m.items, "{:.0f}", False),
+    ("wall time, s", lambda m: m.seconds, "{:.3f}", False),
+    ("items per second", lambda m: m.per_second, "{:,.0f}", True),
+    ("wall time per item, us", lambda m: m.usec_per_item, "{:.1f}", True),
+    ("Redis round trips per item", lambda m: m.round_trips_per_item, "{:.4f}", True),
+    ("Redis commands per item", lambda m: m.commands_per_item, "{:.3f}", True),
+    ("Redis server CPU per item, us", lambda m: m.server_usec_per_item, "{:.2f}", True),
+]
+
+
+def print_table(orch: Measurement, rq: Measurement) -> None:
+    header = ("metric", "orchestrator", "RQ baseline", "orch / RQ")
+    lines = [header]
+    for label, get, fmt, comparable in ROWS:
+        a, b = get(orch), get(rq)
+        lines.append((label, _fmt(fmt, a), _fmt(fmt, b), _ratio(a, b) if comparable else ""))
+    _print_rows(lines)
+
+
+def print_commands(orch: Measurement, rq: Measurement) -> None:
+    """Commands per item by name, the most frequent first."""
+    names = sorted(
+        set(orch.stats.calls) | set(rq.stats.calls),
+        key=lambda n: -(orch.per(orch.stats.calls.get(n, 0)) + rq.per(rq.stats.calls.get(n, 0))),
+    )
+    lines = [("command, per item", "orchestrator", "RQ baseline", "")]
+    for name in names:
+        a, b = orch.stats.calls.get(name, 0), rq.stats.calls.get(name, 0)
+        lines.append((name, _fmt("{:.4f}", orch.per(a)) if a else "-",
+                      _fmt("{:.4f}", rq.per(b)) if b else "-", ""))
+    _print_rows(lines)
+
+
+def ratios(orch: Measurement, rq: Measurement) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, get in (
+        ("per_second", lambda m: m.per_second),
+        ("usec_per_item", lambda m: m.usec_per_item),
+        ("round_trips_per_item", lambda m: m.round_trips_per_item),
+        ("commands_per_item", lambda m: m.commands_per_item),
+        ("server_usec_per_item", lambda m: m.server_usec_per_item),
+    ):
+        a, b = get(orch), get(rq)
+        out[key] = round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else None
+    return out
+
+
+def _print_rows(lines: list[tuple[str, str, str, str]]) -> None:
+    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+    for index, row in enumerate(lines):
+        print(
+            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+            f"{row[3]:>{widths[3]}}".rstrip()
+        )
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _fmt(fmt: str, value: float) -> str:
+    return fmt.format(value) if math.isfinite(value) else "n/a"
+
+
+def _ratio(a: float, b: float) -> str:
+    if not b or not math.isfinite(a) or not math.isfinite(b):
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"

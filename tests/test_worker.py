@@ -1,0 +1,86 @@
+"""`orchestrator worker` as users run it: a supervisor with an applier and forked RQ workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.bootstrap import App
+from tests.conftest import ROOT, cli_env, run_cli
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def wait_final(env: dict[str, str], instance_id: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run_cli("status", instance_id, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        if status["status"] in ("completed", "failed", "cancelled"):
+            return dict(status)
+        assert time.monotonic() < deadline, f"{instance_id} still {status['status']}"
+        time.sleep(0.2)
+
+
+def test_worker_runs_orders_survives_a_killed_child_and_stops_on_sigterm(
+    app: App, tmp_path: Path
+) -> None:
+    env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="1")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--processes", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Given a running worker and two orders started from the CLI
+        good = run_cli(
+            "start",
+            "order",
+            "--input",
+            '{"order_id": "W1", "email": "w@example.com", "work_seconds": 0}',
+            env=env,
+        )
+        bad = run_cli(
+            "start",
+            "order",
+            "--input",
+            '{"order_id": "W2", "card": "declined", "work_seconds": 0}',
+            env=env,
+        )
+        assert good.returncode == 0 and bad.returncode == 0, good.stderr + bad.stderr
+        # Then the good one ships and the declined one fails after undoing its reservation
+        shipped = wait_final(env, good.stdout.strip())
+        assert (shipped["state"], shipped["status"]) == ("shipped", "completed")
+        failed = wait_final(env, bad.stdout.strip())
+        assert (failed["state"], failed["status"]) == ("failed", "failed")
+        # When a child process (the applier or an RQ worker) is killed
+        before = children(worker.pid)
+        assert len(before) == 3
+        victim = before[0]
+        subprocess.run(["kill", "-9", str(victim)], check=True)
+        deadline = time.monotonic() + 10
+        while len(children(worker.pid)) < 3 or victim in children(worker.pid):
+            assert time.monotonic() < deadline, "the supervisor did not replace the child"
+            time.sleep(0.1)
+        # Then the supervisor replaces it and new work still completes
+        again = run_cli(
+            "start", "order", "--input", '{"order_id": "W3", "work_seconds": 0}', env=env
+        )
+        assert wait_final(env, again.stdout.strip())["state"] == "shipped"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    # And SIGTERM stops it cleanly, leaving no child behind
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output
