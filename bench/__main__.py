@@ -13,10 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.apply_rate import measure_applier
+from bench.apply_rate import PHASES, measure_applier
 from bench.measure import Measurement
 from bench.redis_server import private_redis
-from bench.report import machine, print_commands, print_machine, print_table, ratios
+from bench.report import (
+    machine,
+    print_commands,
+    print_machine,
+    print_phases,
+    print_table,
+    ratios,
+)
 from bench.rq_baseline import measure_rq
 
 FULL = {"events": 20_000, "instances": 200, "jobs": 5_000}
@@ -25,19 +32,37 @@ QUICK = {"events": 2_000, "instances": 20, "jobs": 500}
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes, a few seconds in all (CI: proves it still runs)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, a few seconds in all (CI: proves it still runs)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument("--events", type=int, help="tick events to apply (default 20000)")
     parser.add_argument("--instances", type=int, help="counter instances (default 200)")
     parser.add_argument("--jobs", type=int, help="RQ jobs (default 5000)")
     parser.add_argument("--partitions", type=int, default=8, help="inbox partitions (default 8)")
-    parser.add_argument("--batch-size", type=int, default=200,
-                        help="applier batch size, per partition (default 200)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each measurement; the fastest is reported (default 1)")
-    parser.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="LINES",
-                        help="after the measurements, one more applier run under cProfile")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=200,
+        help="applier batch size, per partition (default 200)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each measurement; the fastest is reported (default 1)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=25,
+        default=0,
+        metavar="LINES",
+        help="after the measurements, one more applier run under cProfile",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     for name, default in sizes.items():
@@ -61,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         orch_runs = [
             measure_applier(
-                server.url, events=args.events, instances=args.instances,
-                partitions=args.partitions, batch_size=args.batch_size,
+                server.url,
+                events=args.events,
+                instances=args.instances,
+                partitions=args.partitions,
+                batch_size=args.batch_size,
             )
             for _ in range(args.repeat)
         ]
@@ -70,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         orch, rq = _best(orch_runs), _best(rq_runs)
         print()
         print_table(orch, rq)
+        print()
+        print_phases(orch, PHASES)
         print()
         print_commands(orch, rq)
         print(
@@ -83,17 +113,24 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.profile:
             measure_applier(
-                server.url, events=args.events, instances=args.instances,
-                partitions=args.partitions, batch_size=args.batch_size,
+                server.url,
+                events=args.events,
+                instances=args.instances,
+                partitions=args.partitions,
+                batch_size=args.batch_size,
                 profile_lines=args.profile,
             )
     if args.json:
         figures: dict[str, Any] = {
             "machine": info,
             "parameters": {
-                "quick": args.quick, "events": args.events, "instances": args.instances,
-                "jobs": args.jobs, "partitions": args.partitions,
-                "batch_size": args.batch_size, "repeat": args.repeat,
+                "quick": args.quick,
+                "events": args.events,
+                "instances": args.instances,
+                "jobs": args.jobs,
+                "partitions": args.partitions,
+                "batch_size": args.batch_size,
+                "repeat": args.repeat,
             },
             "orchestrator": orch.as_dict(),
             "rq": rq.as_dict(),

@@ -14,12 +14,16 @@ import cProfile
 import io
 import pstats
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
 
 from bench.counting import counted_client
 from bench.measure import Measurement, timed
+from orchestrator.applier import Applier
 from orchestrator.bootstrap import bootstrap
 from orchestrator.inbox import Inbox
 from orchestrator.keys import Keys
@@ -27,6 +31,60 @@ from orchestrator.settings import Settings
 
 WORKFLOW_MODULE = "bench.workflows"
 APPEND_CHUNK = 2000
+T = TypeVar("T")
+
+# Where one batch's wall time goes; "commit" is the rest of apply_batch: parsing
+# the event JSON, WATCH, and MULTI/EXEC (command encoding, the round trip, replies).
+PHASES = {
+    "maintain": "leases.maintain (heartbeat, renewals)",
+    "timers": "timers.fire_due (one EVALSHA)",
+    "read": "_read: XREADGROUP and its reply",
+    "load": "_load: lease GETs, HGETALL, SMISMEMBER; Instance.from_fields",
+    "apply": "_apply_all: the pure transition function, history entries",
+    "write": "_write: queueing the MULTI commands (no I/O)",
+    "commit": "the rest of apply_batch: event JSON parsing, WATCH, EXEC",
+}
+
+
+class PhaseTimes:
+    """Wall time per phase of Applier.tick, measured around whole calls (once per batch)."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.batch = 0.0
+
+    def wrap(self, name: str, func: Callable[..., T]) -> Callable[..., T]:
+        def timed_call(*args: Any, **kwargs: Any) -> T:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                if name == "batch":
+                    self.batch += elapsed
+                else:
+                    self.seconds[name] += elapsed
+
+        return timed_call
+
+    def instrument(self, applier: Applier) -> None:
+        """Wrap the applier's steps on this one object; the engine's code is unchanged."""
+        targets: list[tuple[str, object, str]] = [
+            ("maintain", applier.leases, "maintain"),
+            ("timers", applier.timers, "fire_due"),
+            ("batch", applier, "apply_batch"),
+            ("read", applier, "_read"),
+            ("load", applier, "_load"),
+            ("apply", applier, "_apply_all"),
+            ("write", applier, "_write"),
+        ]
+        for name, owner, attribute in targets:
+            setattr(owner, attribute, self.wrap(name, getattr(owner, attribute)))
+
+    def per_event_usec(self, events: int) -> dict[str, float]:
+        inner = sum(self.seconds[n] for n in ("read", "load", "apply", "write"))
+        seconds = {**self.seconds, "commit": max(0.0, self.batch - inner)}
+        return {name: round(value * 1e6 / events, 2) for name, value in seconds.items()}
 
 
 def measure_applier(
@@ -60,6 +118,8 @@ def measure_applier(
     _append_ticks(client, app.keys, ids, events)
 
     result = Measurement("orchestrator")
+    phases = PhaseTimes()
+    phases.instrument(applier)
     profiler = cProfile.Profile() if profile_lines else None
     with timed(result, admin, trips):
         if profiler is not None:
@@ -83,6 +143,7 @@ def measure_applier(
         "batch_size": batch_size,
         "batches": batches,
         "events_per_batch": round(applied / batches, 1) if batches else None,
+        "phase_usec_per_event": phases.per_event_usec(applied),
     }
     if profiler is not None:
         _print_profile(profiler, profile_lines)

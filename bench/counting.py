@@ -48,7 +48,7 @@ def counted_client(url: str) -> tuple[redis.Redis, RoundTrips]:
     class CountingConnection(Connection):
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             counter.add()
-            super().send_packed_command(command, check_health)
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
     return redis.Redis(connection_pool=pool), counter

@@ -41,16 +41,19 @@ def free_port() -> int:
 def private_redis(timeout: float = 10.0) -> Iterator[RedisServer]:
     folder = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
     port = free_port()
+    options = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "dir": str(folder),
+        "save": "",
+        "appendonly": "no",
+        "logfile": str(folder / "redis.log"),
+    }
+    command = [redis_server_binary()]
+    for name, value in options.items():
+        command += [f"--{name}", value]
     process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(folder),
-            "--save", "",
-            "--appendonly", "no",
-            "--logfile", str(folder / "redis.log"),
-        ],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

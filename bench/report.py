@@ -53,8 +53,7 @@ ROWS: list[tuple[str, Callable[[Measurement], float], str, bool]] = [
 
 
 def print_table(orch: Measurement, rq: Measurement) -> None:
-    header = ("metric", "orchestrator", "RQ baseline", "orch / RQ")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [("metric", "orchestrator", "RQ baseline", "orch / RQ")]
     for label, get, fmt, comparable in ROWS:
         a, b = get(orch), get(rq)
         lines.append((label, _fmt(fmt, a), _fmt(fmt, b), _ratio(a, b) if comparable else ""))
@@ -67,37 +66,53 @@ def print_commands(orch: Measurement, rq: Measurement) -> None:
         set(orch.stats.calls) | set(rq.stats.calls),
         key=lambda n: -(orch.per(orch.stats.calls.get(n, 0)) + rq.per(rq.stats.calls.get(n, 0))),
     )
-    lines = [("command, per item", "orchestrator", "RQ baseline", "")]
+    lines: list[tuple[str, ...]] = [("command, per item", "orchestrator", "RQ baseline")]
     for name in names:
         a, b = orch.stats.calls.get(name, 0), rq.stats.calls.get(name, 0)
-        lines.append((name, _fmt("{:.4f}", orch.per(a)) if a else "-",
-                      _fmt("{:.4f}", rq.per(b)) if b else "-", ""))
+        lines.append(
+            (
+                name,
+                _fmt("{:.4f}", orch.per(a)) if a else "-",
+                _fmt("{:.4f}", rq.per(b)) if b else "-",
+            )
+        )
     _print_rows(lines)
+
+
+def print_phases(orch: Measurement, descriptions: dict[str, str]) -> None:
+    """Where the applier's wall time per event goes."""
+    phases: dict[str, float] = orch.extra.get("phase_usec_per_event", {})
+    total = sum(phases.values())
+    lines: list[tuple[str, ...]] = [("applier phase", "us per event", "share", "what")]
+    for name, usec in phases.items():
+        share = f"{100 * usec / total:.0f}%" if total else "n/a"
+        lines.append((name, f"{usec:.2f}", share, descriptions.get(name, "")))
+    lines.append(("all", f"{total:.2f}", "100%", "sum over the drain's batches"))
+    _print_rows(lines, align="<>><")
 
 
 def ratios(orch: Measurement, rq: Measurement) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for key, get in (
-        ("per_second", lambda m: m.per_second),
-        ("usec_per_item", lambda m: m.usec_per_item),
-        ("round_trips_per_item", lambda m: m.round_trips_per_item),
-        ("commands_per_item", lambda m: m.commands_per_item),
-        ("server_usec_per_item", lambda m: m.server_usec_per_item),
+    for key in (
+        "per_second",
+        "usec_per_item",
+        "round_trips_per_item",
+        "commands_per_item",
+        "server_usec_per_item",
     ):
-        a, b = get(orch), get(rq)
+        a, b = float(getattr(orch, key)), float(getattr(rq, key))
         out[key] = round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else None
     return out
 
 
-def _print_rows(lines: list[tuple[str, str, str, str]]) -> None:
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+def _print_rows(lines: list[tuple[str, ...]], align: str = "<>>>") -> None:
+    """Columns separated by two spaces; align holds one of "<" or ">" per column."""
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     for index, row in enumerate(lines):
-        print(
-            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
-            f"{row[3]:>{widths[3]}}".rstrip()
-        )
+        cells = [f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=False)]
+        print("  ".join(cells).rstrip())
         if index == 0:
-            print("  ".join("-" * w for w in widths))
+            print("  ".join("-" * w for w in widths).rstrip())
 
 
 def _fmt(fmt: str, value: float) -> str:

@@ -56,11 +56,14 @@ def emit(
     if as_json:
         print_json(
             {
-                "event_id": emitted.event_id,
-                "instance": emitted.instance_id,
+                "event_id": emitted.event_id or None,
+                "instance": emitted.instance_id or None,
                 "started": emitted.started,
+                "note": emitted.note or None,
             }
         )
+    elif emitted.note:
+        typer.echo(emitted.note)
     elif emitted.started:
         typer.echo(f"started {emitted.instance_id}")
     else:

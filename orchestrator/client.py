@@ -39,6 +39,7 @@ class Emitted:
     event_id: str
     instance_id: str
     started: bool  # the event started a new instance
+    note: str = ""
 
 
 class Orchestrator:
@@ -187,6 +188,12 @@ class Orchestrator:
         if key and definition.correlate_by == key[0]:
             data.setdefault(key[0], key[1])
         correlation = _correlation(definition, data, required=True)
+        existing = self.store.correlated(definition.name, *correlation) if correlation else None
+        if existing is None and definition.start_if and not definition.start_if(data):
+            note = f"{event_type} meets no start condition of {definition.name}; nothing started"
+            return Emitted("", "", started=False, note=note)
+        if existing is not None:
+            return self._deliver(event_type, existing, data, event_id)
         instance_id = new_id()
         outcome, other = self.inbox.create(
             instance_id=instance_id,
@@ -199,9 +206,14 @@ class Orchestrator:
         )
         if outcome == "created":
             return Emitted(event_id or f"start-{instance_id}", instance_id, started=True)
-        event = self.inbox.event(event_type, other, data, event_id)
+        return self._deliver(event_type, other, data, event_id)
+
+    def _deliver(
+        self, event_type: str, instance_id: str, data: dict[str, Any], event_id: str | None
+    ) -> Emitted:
+        event = self.inbox.event(event_type, instance_id, data, event_id)
         self.inbox.append(event)
-        return Emitted(event.id, other, started=False)
+        return Emitted(event.id, instance_id, started=False)
 
     def _resolve_key(self, event_type: str, key: tuple[str, str]) -> str | None:
         name, value = key

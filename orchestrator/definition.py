@@ -194,6 +194,7 @@ class Definition:
     initial: str
     transitions: tuple[TransitionSpec, ...]
     starts_on: frozenset[str]
+    start_if: Callable[[dict[str, Any]], bool] | None
     correlate_by: str | None
     cancel_state: str
     description: str = ""
@@ -210,6 +211,7 @@ class Workflow:
       name          the name users start it by (default: the class name in snake_case)
       version       an integer; a running instance stays on the version it started with
       starts_on     event types that start a new instance (their data becomes its input)
+      start_if      a function of such an event's data; when false, the event starts nothing
       correlate_by  a context key that routes external events to the instance
       cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
       transitions   the table, a list of `On`
@@ -218,6 +220,7 @@ class Workflow:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     starts_on: ClassVar[Sequence[str]] = ()
+    start_if: ClassVar[Callable[[dict[str, Any]], bool] | None] = None
     correlate_by: ClassVar[str | None] = None
     cancel_state: ClassVar[StateRef | None] = None
     transitions: ClassVar[Sequence[On]] = ()
@@ -312,6 +315,11 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
     starts_on = frozenset(cls.starts_on)
     if isinstance(cls.starts_on, str):
         raise fail("starts_on must be a list of event types, not a string")
+    start_if = cls.__dict__.get("start_if")
+    if isinstance(start_if, staticmethod):
+        start_if = start_if.__func__
+    if start_if is not None and not callable(start_if):
+        raise fail(f"start_if {start_if!r} is not callable")
     if cls.correlate_by is not None and not isinstance(cls.correlate_by, str):
         raise fail(f"correlate_by must be a context key, not {cls.correlate_by!r}")
 
@@ -323,6 +331,7 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         initial=initial,
         transitions=tuple(transitions),
         starts_on=starts_on,
+        start_if=start_if,
         correlate_by=cls.correlate_by,
         cancel_state=cancel_state,
         description=(cls.__doc__ or "").strip().split("\n")[0],
