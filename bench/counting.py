@@ -8,11 +8,13 @@ Two independent counts:
   a health-check PING) and is followed by reading the replies, so the number
   of calls is the number of round trips. A client built by `counted_client`
   uses a connection class that counts them.
-- commands, on the server: `INFO commandstats` before and after (after
-  `CONFIG RESETSTAT`), per command name, with the server's CPU time spent in
-  each. A MULTI/EXEC block of 40 commands is one round trip but 42 commands;
-  commands run inside Lua scripts show up under their own names as well as
-  under `evalsha`.
+- commands, on the server: `INFO commandstats` after `CONFIG RESETSTAT`,
+  per command name. A MULTI/EXEC block of 40 commands is one round trip but
+  42 commands; commands run inside Lua scripts show up under their own names
+  as well as under `evalsha`. The per-command `usec` nests the same way (EXEC
+  and EVALSHA include the commands they ran), so it is kept only by name;
+  the server's CPU time is the `used_cpu_user` + `used_cpu_sys` delta of
+  `INFO cpu`, which also covers reading requests and writing replies.
 """
 
 from __future__ import annotations
@@ -61,19 +63,21 @@ _OWN = frozenset({"config|resetstat", "info", "config"})
 @dataclass(frozen=True)
 class CommandStats:
     calls: dict[str, int] = field(default_factory=dict)
-    usec: dict[str, int] = field(default_factory=dict)
+    usec: dict[str, int] = field(default_factory=dict)  # nested: see the module docstring
 
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
 
-    @property
-    def total_usec(self) -> int:
-        return sum(self.usec.values())
-
 
 def reset_command_stats(admin: redis.Redis) -> None:
     admin.config_resetstat()
+
+
+def server_cpu_seconds(admin: redis.Redis) -> float:
+    """CPU time the server process has used so far, user plus system."""
+    info: dict[str, Any] = admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def read_command_stats(admin: redis.Redis) -> CommandStats:

@@ -10,7 +10,13 @@ from typing import Any
 
 import redis
 
-from bench.counting import CommandStats, RoundTrips, read_command_stats, reset_command_stats
+from bench.counting import (
+    CommandStats,
+    RoundTrips,
+    read_command_stats,
+    reset_command_stats,
+    server_cpu_seconds,
+)
 
 
 @dataclass
@@ -19,6 +25,7 @@ class Measurement:
     items: int = 0
     seconds: float = 0.0
     round_trips: int = 0
+    server_cpu: float = 0.0  # seconds
     stats: CommandStats = field(default_factory=CommandStats)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -43,7 +50,7 @@ class Measurement:
 
     @property
     def server_usec_per_item(self) -> float:
-        return self.per(self.stats.total_usec)
+        return self.per(self.server_cpu * 1e6)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,9 +62,10 @@ class Measurement:
             "round_trips_per_item": round(self.round_trips_per_item, 4),
             "commands": self.stats.total_calls,
             "commands_per_item": round(self.commands_per_item, 4),
-            "server_usec": self.stats.total_usec,
+            "server_cpu_seconds": round(self.server_cpu, 6),
             "server_usec_per_item": round(self.server_usec_per_item, 3),
             "commands_by_name": dict(sorted(self.stats.calls.items())),
+            "server_usec_by_name": dict(sorted(self.stats.usec.items())),
             **self.extra,
         }
 
@@ -69,6 +77,7 @@ def timed(result: Measurement, admin: redis.Redis, trips: RoundTrips) -> Iterato
     `admin` is an uncounted client used only to reset and read the statistics.
     """
     reset_command_stats(admin)
+    cpu = server_cpu_seconds(admin)
     trips.reset()
     start = time.perf_counter()
     try:
@@ -76,4 +85,5 @@ def timed(result: Measurement, admin: redis.Redis, trips: RoundTrips) -> Iterato
     finally:
         result.seconds = time.perf_counter() - start
         result.round_trips = trips.count
+        result.server_cpu = server_cpu_seconds(admin) - cpu
         result.stats = read_command_stats(admin)

@@ -26,6 +26,7 @@ def machine(redis_version: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "redis_server": redis_version,
         "redis_py": _version("redis"),
+        "hiredis": _hiredis(),
         "rq": _version("rq"),
     }
 
@@ -35,7 +36,7 @@ def print_machine(info: dict[str, Any]) -> None:
     print(
         f"machine: nproc {info['nproc']} ({info['cpu']}), load average {load}; "
         f"Python {info['python']}; redis-server {info['redis_server']}; "
-        f"redis-py {info['redis_py']}; rq {info['rq']}"
+        f"redis-py {info['redis_py']} (hiredis: {info['hiredis']}); rq {info['rq']}"
     )
     print(f"         {info['platform']}")
 
@@ -130,6 +131,13 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "?"
+
+
+def _hiredis() -> str:
+    """Whether redis-py encodes commands and parses replies in C (hiredis) or in Python."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return _version("hiredis") if HIREDIS_AVAILABLE else "no"
 
 
 def _cpu_model() -> str:

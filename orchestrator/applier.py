@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from orchestrator import events as ev
 from orchestrator.dispatch import Dispatcher
 from orchestrator.effects import describe
 from orchestrator.errors import UnknownWorkflow
@@ -41,6 +42,9 @@ from orchestrator.store import decode_hash
 from orchestrator.timers import Timers
 
 log = logging.getLogger("orchestrator.applier")
+ANSWERS = frozenset(
+    {ev.TASK_COMPLETED, ev.TASK_FAILED, ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED}
+)
 
 Entry = tuple[int, str, dict[bytes, bytes]]  # partition, stream entry id, fields
 
@@ -53,6 +57,7 @@ class _Work:
     after: Instance
     applied: set[str]
     new_ids: list[str] = field(default_factory=list)
+    answered_jobs: list[str] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
     effects: list[tuple[int, int, Any]] = field(default_factory=list)  # seq, index, effect
 
@@ -78,7 +83,8 @@ class Applier:
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
         self.dispatcher = Dispatcher(client, keys)
-        self._caught_up: set[int] = set()  # owned partitions with no pending entries left
+        self._caught_up: set[int] = set()
+        self._next_watch = 0.0  # owned partitions with no pending entries left
 
     # -- the loop -------------------------------------------------------------
 
@@ -95,7 +101,11 @@ class Applier:
             if block_ms:
                 time.sleep(block_ms / 1000)
             return 0
-        self.timers.fire_due(owned, time.time())
+        now = time.time()
+        self.timers.fire_due(owned, now)
+        if now >= self._next_watch:
+            self._next_watch = now + 1.0
+            self.dispatcher.watchdog.check(owned, now)
         return self.apply_batch(block_ms=block_ms)
 
     def drain(self) -> int:
@@ -230,6 +240,8 @@ class Applier:
         seq = after.seq
         item.applied.add(event.id)
         item.new_ids.append(event.id)
+        if "job" in event.data and event.type in ANSWERS:
+            item.answered_jobs.append(str(event.data["job"]))
         item.after = after
         item.history.append(
             {
@@ -272,6 +284,9 @@ class Applier:
             if after.finished and not before.finished and after.correlation:
                 key, _, value = after.correlation.partition("=")
                 pipe.delete(self.keys.correlation(after.workflow, key, value))
+            partition = self.keys.partition_of(instance_id)
+            for job in item.answered_jobs:
+                self.dispatcher.watchdog.answered(pipe, partition, job)
             for seq, index, effect in item.effects:
                 self.dispatcher.add(pipe, instance_id, seq, index, effect)
         for letter in dead:

@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
 from orchestrator.keys import Keys
+from orchestrator.watchdog import Watchdog
 
 TASK_QUEUE = "tasks"
 NOTIFICATION_QUEUE = "notifications"
@@ -50,11 +51,13 @@ class Dispatcher:
         self.keys = keys
         self.tasks = Queue(TASK_QUEUE, connection=client, serializer=JSONSerializer)
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
+        self.watchdog = Watchdog(client, keys)
 
     def add(self, pipe: Pipeline, instance_id: str, seq: int, index: int, effect: Effect) -> None:
         partition = self.keys.partition_of(instance_id)
         match effect:
             case RunTask():
+                job = job_id(instance_id, seq, index)
                 payload: dict[str, Any] = {
                     "instance": instance_id,
                     "inbox": self.keys.inbox(partition),
@@ -64,15 +67,11 @@ class Dispatcher:
                     "attempt": effect.attempt,
                     "entered_seq": effect.entered_seq,
                     "context": effect.context,
+                    "job": job,
+                    "alive": self.keys.alive(partition, job),
                 }
-                self._enqueue(
-                    pipe,
-                    self.tasks,
-                    RUN_TASK,
-                    payload,
-                    job_id(instance_id, seq, index),
-                    math.ceil(effect.timeout),
-                )
+                self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, math.ceil(effect.timeout))
+                self.watchdog.watch(pipe, partition, job, payload)
             case Notify():
                 payload = {
                     "instance": instance_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rq import get_current_job
 
 from orchestrator import events as ev
 from orchestrator.events import Event
+from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
 
 log = logging.getLogger("orchestrator.jobs")
 
@@ -46,15 +48,18 @@ def run_task(payload: dict[str, Any]) -> None:
         "state": payload["state"],
         "attempt": payload["attempt"],
         "entered_seq": payload["entered_seq"],
+        "job": payload["job"],
     }
-    try:
-        result = load_task(payload["task"])(dict(payload["context"]))
-        json.dumps(result)  # the result must be JSON; fail the task, not the engine
-    except Exception as exc:  # every failure of user code becomes an event
-        log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
-        _emit(payload, failed, {**answer, "error_type": type(exc).__name__, "message": str(exc)})
-        return
-    _emit(payload, done, {**answer, "result": result})
+    with _Heartbeat(payload["alive"]):
+        try:
+            result = load_task(payload["task"])(dict(payload["context"]))
+            json.dumps(result)  # the result must be JSON; fail the task, not the engine
+        except Exception as exc:  # every failure of user code becomes an event
+            log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
+            error = {"error_type": type(exc).__name__, "message": str(exc)}
+            _emit(payload, failed, {**answer, **error})
+            return
+        _emit(payload, done, {**answer, "result": result})
 
 
 def send_notification(payload: dict[str, Any]) -> None:
@@ -82,3 +87,36 @@ def _emit(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Non
         data=data,
     )
     job.connection.xadd(payload["inbox"], {"e": event.to_json()})
+
+
+class _Heartbeat:
+    """Refreshes the task's heartbeat key from a thread while the task runs.
+
+    The watchdog (orchestrator.watchdog) takes a started job without a
+    heartbeat for a lost one, so a killed work-horse is noticed in seconds.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.stopped = threading.Event()
+        job = get_current_job()
+        assert job is not None, "orchestrator jobs run inside an RQ worker"
+        self.redis = job.connection
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.redis.set(self.key, 1, ex=HEARTBEAT_TTL)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.redis.delete(self.key)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_EVERY):
+            try:
+                self.redis.set(self.key, 1, ex=HEARTBEAT_TTL)
+            except Exception:  # a missed beat is retried; the task must not die of it
+                log.warning("heartbeat of %s failed", self.key, exc_info=True)

@@ -8,6 +8,9 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:{pK}:lease                    string id of the applier that owns partition K (PX ttl)
   N:{pK}:timers                   zset   armed timers (member: timer id, score: due time)
   N:{pK}:timer-events             hash   timer id -> the event JSON it becomes when due
+  N:{pK}:outstanding              zset   RQ job ids of tasks awaiting an answer, by next check time
+  N:{pK}:outstanding-jobs         hash   job id -> what the task answers (instance, try, entry)
+  N:{pK}:alive:JOB                string heartbeat of a running task, expires when it stops
   N:{pK}:instance:ID              hash   one instance (see orchestrator.instance)
   N:{pK}:history:ID               stream every event applied to ID, with what it did
   N:{pK}:applied:ID               set    event ids already applied to ID (idempotency)
@@ -60,6 +63,15 @@ class Keys:
 
     def timer_events(self, partition: int) -> str:
         return f"{self._p(partition)}:timer-events"
+
+    def outstanding(self, partition: int) -> str:
+        return f"{self._p(partition)}:outstanding"
+
+    def outstanding_jobs(self, partition: int) -> str:
+        return f"{self._p(partition)}:outstanding-jobs"
+
+    def alive(self, partition: int, job: str) -> str:
+        return f"{self._p(partition)}:alive:{job}"
 
     def instance(self, instance_id: str) -> str:
         return f"{self._i(instance_id)}:instance:{instance_id}"

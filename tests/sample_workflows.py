@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -149,4 +151,39 @@ class BadCompensation(Workflow):
         On("task.completed", source=one, target=two),
         On("task.completed", source=two, target=done),
         On("task.failed", source=two, target=undone, compensate=True),
+    ]
+
+
+def dies_once(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Kills its own process (the RQ work-horse) on the first call, as the OOM killer would."""
+    marker = Path(ctx["marker"])
+    if not marker.exists():
+        marker.write_text("died")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"survived": True}
+
+
+def sleeps_once(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps long on the first call (so its worker can be killed meanwhile), not after."""
+    marker = Path(ctx["marker2"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+    return {"survived": True}
+
+
+class Fragile(Workflow):
+    """A task whose process dies under it; the engine must notice and retry."""
+
+    name = "fragile"
+    working = State(
+        initial=True, task=Task("tests.sample_workflows:dies_once", retries=1, backoff=0.1)
+    )
+    sleeping = State(task=Task(sleeps_once, retries=1, backoff=0.1))
+    done = State(final=True)
+    broken = State(final=True, outcome="failed")
+    transitions = [
+        On("task.completed", source=working, target=sleeping),
+        On("task.completed", source=sleeping, target=done),
+        On("task.failed", source=[working, sleeping], target=broken),
     ]

@@ -469,13 +469,38 @@ def test_cancel_state_that_is_not_final_is_rejected() -> None:
             start = State(initial=True)
             limbo = State()
             end = State(final=True)
-            cancel_state = limbo
+            cancel_state = "limbo"
             transitions = [
                 On("go", source=start, target=limbo),
                 On("go", source=limbo, target=end),
             ]
 
     assert_message(err, "workflow SoftCancel:", "cancel_state 'limbo'", "must be a final state")
+
+
+@pytest.mark.xfail(
+    reason="cancel_state given as a State object: the same object is bound to a second class "
+    "attribute, so compile_workflow declares a phantom state 'cancel_state' and names it "
+    "instead of 'limbo'",
+    raises=AssertionError,
+    strict=True,
+)
+def test_cancel_state_object_that_is_not_final_is_named() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class SoftCancelObject(Workflow):
+            start = State(initial=True)
+            limbo = State()
+            end = State(final=True)
+            cancel_state = limbo
+            transitions = [
+                On("go", source=start, target=limbo),
+                On("go", source=limbo, target=end),
+            ]
+
+    assert_message(
+        err, "workflow SoftCancelObject:", "cancel_state 'limbo'", "must be a final state"
+    )
 
 
 def test_cancel_state_naming_an_unknown_state_is_rejected() -> None:
@@ -629,6 +654,7 @@ def test_explicit_name_wins_over_the_class_name() -> None:
 @pytest.mark.xfail(
     reason="_snake inserts '_' before every capital, so acronyms are split letter by letter "
     "(HTTPCheck -> h_t_t_p_check)",
+    raises=AssertionError,
     strict=True,
 )
 def test_name_default_keeps_acronyms_together() -> None:
@@ -685,22 +711,32 @@ def test_custom_cancel_state_reachable_only_via_cancel_is_not_unreachable() -> N
         start = State(initial=True)
         end = State(final=True)
         aborted = State(final=True, outcome="cancelled")
-        cancel_state = aborted
+        cancel_state = "aborted"
         transitions = [On("go", source=start, target=end)]
 
     # Then the class compiles and the state is the cancel state
     assert WithAbort.definition.cancel_state == "aborted"
+    assert set(WithAbort.definition.states) == {"start", "end", "aborted"}
 
 
-def test_custom_cancel_state_by_name() -> None:
-    class WithAbortName(Workflow):
+@pytest.mark.xfail(
+    reason="cancel_state = <State object> binds the State to a second attribute: "
+    "compile_workflow then sees a phantom state 'cancel_state' and reports 'aborted' unreachable",
+    raises=DefinitionError,
+    strict=True,
+)
+def test_custom_cancel_state_given_as_state_object() -> None:
+    # Given the cancel state named by its State object, as the type hint allows
+    class WithAbortObject(Workflow):
         start = State(initial=True)
         end = State(final=True)
         aborted = State(final=True, outcome="cancelled")
-        cancel_state = "aborted"
+        cancel_state = aborted
         transitions = [On("go", source=start, target=end)]
 
-    assert WithAbortName.definition.cancel_state == "aborted"
+    # Then it compiles exactly as with the state's name
+    assert WithAbortObject.definition.cancel_state == "aborted"
+    assert set(WithAbortObject.definition.states) == {"start", "end", "aborted"}
 
 
 def test_same_final_state_without_being_the_cancel_state_is_unreachable() -> None:
@@ -719,6 +755,7 @@ def test_same_final_state_without_being_the_cancel_state_is_unreachable() -> Non
 @pytest.mark.xfail(
     reason="definition.py compile_workflow: resolve() accepts the built-in 'cancelled' for "
     "cancel_state, then `states[cancel_state].final` raises KeyError",
+    raises=KeyError,
     strict=True,
 )
 def test_cancel_state_naming_the_built_in_cancelled_state_compiles() -> None:
@@ -734,6 +771,7 @@ def test_cancel_state_naming_the_built_in_cancelled_state_compiles() -> None:
 @pytest.mark.xfail(
     reason="a declared non-final state named 'cancelled' silently becomes the cancel state "
     "(not checked for finality, exempt from the reachability check)",
+    raises=pytest.fail.Exception,
     strict=True,
 )
 def test_non_final_state_named_cancelled_is_rejected() -> None:

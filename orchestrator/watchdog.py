@@ -1,0 +1,133 @@
+"""Lost work: finding tasks whose job will never answer.
+
+RQ calls no failure callback when a work-horse is killed (the out-of-memory
+path), and a worker that dies whole leaves its job "started" for minutes. So
+the engine keeps its own record: every task job is registered as outstanding
+in the same commit that enqueues it, and its answer removes it. While it
+runs, the task wrapper refreshes a short-lived heartbeat key. The applier
+checks outstanding jobs every few seconds:
+
+  heartbeat present, or job still queued, or finished (answer on its way)  -> fine
+  job failed/stopped/canceled without answering                           -> lost
+  job started long enough ago, and no heartbeat                           -> lost
+
+A lost job becomes a `task.failed` (or `compensation.failed`) event with
+error type `TaskLost`, bound to the same try, so the retry rules decide what
+follows, and a real answer arriving later is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq.job import Job
+
+from orchestrator import events as ev
+from orchestrator.events import Event
+from orchestrator.keys import Keys
+
+CHECK_EVERY = 3.0  # seconds between checks of one outstanding job
+HEARTBEAT_EVERY = 1.0  # the wrapper refreshes its heartbeat this often...
+HEARTBEAT_TTL = 5  # ...and it expires this many seconds after the last refresh
+LOST_STATUSES = {"failed", "stopped", "canceled"}
+
+# KEYS: outstanding zset, outstanding-jobs hash, inbox; ARGV: job id, event JSON.
+# Reports the loss only if the job is still outstanding (its answer may have won).
+_REPORT = """
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+return 1
+"""
+
+
+class Watchdog:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._report = client.register_script(_REPORT)
+
+    def watch(self, pipe: Pipeline, partition: int, job: str, payload: dict[str, Any]) -> None:
+        """Register a task job in the enqueuing commit."""
+        answer = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
+        answer["entered_seq"] = payload["entered_seq"]
+        pipe.hset(self.keys.outstanding_jobs(partition), job, json.dumps(answer))
+        pipe.zadd(self.keys.outstanding(partition), {job: time.time() + CHECK_EVERY})
+
+    def answered(self, pipe: Pipeline, partition: int, job: str) -> None:
+        """Unregister a job whose answer is being applied, in the applying commit."""
+        pipe.zrem(self.keys.outstanding(partition), job)
+        pipe.hdel(self.keys.outstanding_jobs(partition), job)
+
+    def check(self, partitions: list[int], now: float, limit: int = 200) -> int:
+        """Check the outstanding jobs due for a check; report the lost ones. Returns how many."""
+        due: list[tuple[int, str]] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.zrangebyscore(self.keys.outstanding(partition), "-inf", now, start=0, num=limit)
+        for partition, jobs in zip(partitions, pipe.execute(), strict=True):
+            due.extend((partition, job.decode()) for job in jobs)
+        if not due:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, job in due:
+            pipe.hmget(Job.key_for(job), "status", "started_at")
+            pipe.exists(self.keys.alive(partition, job))
+            pipe.hget(self.keys.outstanding_jobs(partition), job)
+        replies = pipe.execute()
+        lost = 0
+        later = self.redis.pipeline(transaction=False)
+        for index, (partition, job) in enumerate(due):
+            (status, started_at), alive, answer = replies[3 * index : 3 * index + 3]
+            if answer is None:  # answered meanwhile
+                later.zrem(self.keys.outstanding(partition), job)
+                continue
+            reason = _lost_reason(status, started_at, bool(alive), now)
+            if reason is None:
+                later.zadd(self.keys.outstanding(partition), {job: now + CHECK_EVERY})
+                continue
+            lost += self._report_lost(partition, job, json.loads(answer), reason, now)
+        later.execute()
+        return lost
+
+    def _report_lost(
+        self, partition: int, job: str, answer: dict[str, Any], reason: str, now: float
+    ) -> int:
+        kind = ev.COMPENSATION_FAILED if answer.pop("kind") == "compensation" else ev.TASK_FAILED
+        event = Event(
+            id=f"{job}-lost",
+            type=kind,
+            instance_id=answer["instance"],
+            at=now,
+            data={**answer, "job": job, "error_type": "TaskLost", "message": reason},
+        )
+        keys = [
+            self.keys.outstanding(partition),
+            self.keys.outstanding_jobs(partition),
+            self.keys.inbox(partition),
+        ]
+        return int(self._report(keys=keys, args=[job, event.to_json()]))
+
+
+def _lost_reason(
+    status: bytes | None, started_at: bytes | None, alive: bool, now: float
+) -> str | None:
+    if alive:
+        return None
+    if status is None:
+        return None  # finished and deleted (result_ttl 0): its answer is in the inbox
+    text = status.decode()
+    if text in LOST_STATUSES:
+        return f"its job ended {text} without an answer (the work-horse died?)"
+    if text == "started" and started_at:
+        started = datetime.fromisoformat(started_at.decode().replace("Z", "+00:00"))
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        if now - started.timestamp() > HEARTBEAT_TTL:
+            return "its worker stopped answering (no heartbeat); the process died?"
+    return None
