@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apply_rate import PHASES, measure_applier
+from bench.counting import ping_usec
 from bench.measure import Measurement
 from bench.redis_server import private_redis
 from bench.report import (
@@ -77,7 +78,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     with private_redis() as server:
-        info = machine(server.version)
+        info = machine(server.version, ping_usec(server.url))
         print_machine(info)
         print(
             f"orchestrator: {args.events} tick events over {args.instances} counter instances, "
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_commands(orch, rq)
         print(
-            "\nround trips: counted on the client (Connection.send_packed_command calls); "
-            "commands and server CPU: INFO commandstats deltas"
+            "\nround trips: counted on the client (calls of Connection.send_packed_command); "
+            "commands: INFO commandstats;\nserver CPU: INFO cpu (used_cpu_user + used_cpu_sys), "
+            "all over the timed part only"
         )
         if args.repeat > 1:
             print(

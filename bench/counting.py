@@ -19,7 +19,9 @@ Two independent counts:
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +74,19 @@ class CommandStats:
 
 def reset_command_stats(admin: redis.Redis) -> None:
     admin.config_resetstat()
+
+
+def ping_usec(url: str, count: int = 2000) -> float:
+    """Median wall time of one PING round trip on this machine, in microseconds."""
+    client = redis.Redis.from_url(url)
+    client.ping()
+    times: list[float] = []
+    for _ in range(count):
+        start = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - start)
+    client.close()
+    return statistics.median(times) * 1e6
 
 
 def server_cpu_seconds(admin: redis.Redis) -> float:

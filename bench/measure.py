@@ -65,7 +65,7 @@ class Measurement:
             "server_cpu_seconds": round(self.server_cpu, 6),
             "server_usec_per_item": round(self.server_usec_per_item, 3),
             "commands_by_name": dict(sorted(self.stats.calls.items())),
-            "server_usec_by_name": dict(sorted(self.stats.usec.items())),
+            "commandstats_usec_by_name": dict(sorted(self.stats.usec.items())),
             **self.extra,
         }
 

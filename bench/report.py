@@ -12,7 +12,7 @@ from typing import Any
 from bench.measure import Measurement
 
 
-def machine(redis_version: str) -> dict[str, Any]:
+def machine(redis_version: str, ping_usec: float) -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -25,6 +25,7 @@ def machine(redis_version: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "redis_server": redis_version,
+        "ping_round_trip_usec": round(ping_usec, 1),
         "redis_py": _version("redis"),
         "hiredis": _hiredis(),
         "rq": _version("rq"),
@@ -38,7 +39,10 @@ def print_machine(info: dict[str, Any]) -> None:
         f"Python {info['python']}; redis-server {info['redis_server']}; "
         f"redis-py {info['redis_py']} (hiredis: {info['hiredis']}); rq {info['rq']}"
     )
-    print(f"         {info['platform']}")
+    print(
+        f"         {info['platform']}; one PING round trip to the benchmark's "
+        f"redis-server (loopback TCP): {info['ping_round_trip_usec']:.0f} us (median)"
+    )
 
 
 # label, getter, format, whether a ratio means anything (the item counts differ)

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from orchestrator import events as ev
+from orchestrator.deadletters import DeadLetters
 from orchestrator.definition import Definition
 from orchestrator.errors import (
     InputError,
@@ -30,6 +31,7 @@ from orchestrator.inbox import Inbox, check_id, new_id
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
 from orchestrator.registry import TASK_EVENTS, Registry
+from orchestrator.replay import ReplayReport, replay
 from orchestrator.settings import Settings
 from orchestrator.store import Store
 
@@ -49,6 +51,7 @@ class Orchestrator:
         self.registry = registry
         self.inbox = Inbox(client, keys)
         self.store = Store(client, keys)
+        self.dead_letters = DeadLetters(client, keys)
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> Orchestrator:
@@ -133,6 +136,33 @@ class Orchestrator:
         event = self.inbox.event(ev.CANCEL, instance_id, {"reason": reason} if reason else {})
         self.inbox.append(event)
         return event.id
+
+    def retry(self, instance_id: str) -> str:
+        """Resume a failed instance: re-run its failed compensation or failed task."""
+        instance = self.store.get(instance_id)
+        definition = self.registry.get(instance.workflow, instance.version)
+        state = definition.states.get(instance.state or "")
+        stuck_task = (
+            instance.status == "running"
+            and state is not None
+            and state.task is not None
+            and instance.attempt == 0
+        )
+        failed_compensation = instance.status == "failed" and instance.compensating_to is not None
+        if not (stuck_task or failed_compensation):
+            raise InvalidOperation(
+                f"instance {instance_id} has nothing to retry: it is {instance.status} in state "
+                f"{instance.state} (retry resumes a failed compensation or a failed task)"
+            )
+        event = self.inbox.event(ev.RESUME, instance_id, {})
+        self.inbox.append(event)
+        return event.id
+
+    def replay(self, instance_id: str) -> ReplayReport:
+        """Rebuild the instance from its history and compare it with the stored one."""
+        stored = self.store.get(instance_id)
+        definition = self.registry.get(stored.workflow, stored.version)
+        return replay(definition, stored, self.store.history(instance_id))
 
     # -- reads ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 # Event types the engine itself produces or understands.
 STARTED = "workflow.started"
 CANCEL = "workflow.cancel"
+RESUME = "workflow.retry"
 TASK_COMPLETED = "task.completed"
 TASK_FAILED = "task.failed"
 COMPENSATION_COMPLETED = "compensation.completed"
@@ -23,7 +24,9 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 DEFAULT_TIMEOUT_EVENT = "state.timeout"
 
-ENGINE_TYPES = frozenset({STARTED, CANCEL, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE})
+ENGINE_TYPES = frozenset(
+    {STARTED, CANCEL, RESUME, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE}
+)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class _Step:
         if inst.finished:
             self.note = f"instance already {inst.status}"
             return
+        if event.type == ev.RESUME:
+            self._resume()
+            return
         bound = event.entered_seq
         if bound is not None and bound != inst.entered_seq:
             self.note = f"stale: answers entry {bound}, current entry is {inst.entered_seq}"
@@ -223,7 +226,7 @@ class _Step:
 
     # -- entering states ------------------------------------------------------
 
-    def _enter(self, name: str) -> None:
+    def _enter(self, name: str, *, notify: bool = True) -> None:
         state = self.d.states.get(name)
         seq = self.inst.seq
         self._disarm()
@@ -251,12 +254,12 @@ class _Step:
             self.inst = self.inst.evolve(compensations=(), parked=())
         if state.task is not None:
             self.effects.append(self._run(state.task, "task", name))
-        for notify in state.notify:
-            to = notify.to(self.inst.context) if callable(notify.to) else None
-            if isinstance(notify.to, str):
-                value = self.inst.context.get(notify.to)
+        for spec in state.notify if notify else ():
+            to = spec.to(self.inst.context) if callable(spec.to) else None
+            if isinstance(spec.to, str):
+                value = self.inst.context.get(spec.to)
                 to = None if value is None else str(value)
-            self.effects.append(Notify(notify.channel, to, notify.template, self.inst.context))
+            self.effects.append(Notify(spec.channel, to, spec.template, self.inst.context))
         if state.timeout is not None:
             self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
 
@@ -350,11 +353,25 @@ class _Step:
         if self.inst.status == "compensating":
             self.inst = self.inst.evolve(compensating_to=target)
             return
-        if self.inst.compensations:
+        if self.inst.compensations:  # also when a compensation had failed: try it again
             self.inst = self.inst.evolve(status="compensating", compensating_to=target)
             self._next_compensation()
         else:
             self._enter(target)
+
+    def _resume(self) -> None:
+        """Re-run what stopped the instance: its failed compensation, or its failed task."""
+        inst = self.inst
+        state = self._current()
+        if inst.status == "failed" and inst.compensating_to is not None:
+            self.inst = inst.evolve(status="compensating", reason=None)
+            self._next_compensation()
+            self.outcome = "retry"
+        elif inst.status == "running" and state.task is not None and inst.attempt == 0:
+            self._enter(state.name, notify=False)
+            self.outcome = "retry"
+        else:
+            self.note = "nothing to retry: no failed task or compensation"
 
     def _current(self) -> StateSpec:
         assert self.inst.state is not None

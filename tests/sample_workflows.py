@@ -30,7 +30,16 @@ def undo(ctx: dict[str, Any]) -> None:
 
 
 def undo_fails(ctx: dict[str, Any]) -> None:
+    """Fails until the file named by `fixed` exists (an operator fixing the cause)."""
+    if ctx.get("fixed") and Path(ctx["fixed"]).exists():
+        return
     raise RuntimeError("cannot undo")
+
+
+def step_unless_broken(ctx: dict[str, Any]) -> dict[str, Any]:
+    if ctx.get("fixed") and not Path(ctx["fixed"]).exists():
+        raise RuntimeError("broken until fixed")
+    return {"ran": True}
 
 
 def flaky(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -187,3 +196,29 @@ class Fragile(Workflow):
         On("task.completed", source=sleeping, target=done),
         On("task.failed", source=[working, sleeping], target=broken),
     ]
+
+
+class Stuck(Workflow):
+    """A task failure with no transition for it: the instance waits for `retry`."""
+
+    name = "stuck"
+    working = State(initial=True, task=step_unless_broken)
+    done = State(final=True)
+    transitions = [On("task.completed", source=working, target=done)]
+
+
+class VersionedV1(Workflow):
+    name = "versioned"
+    version = 1
+    first = State(initial=True)
+    old_end = State(final=True)
+    transitions = [On("go", source=first, target=old_end)]
+
+
+class VersionedV2(Workflow):
+    name = "versioned"
+    version = 2
+    first = State(initial=True)
+    middle = State()
+    new_end = State(final=True)
+    transitions = [On("go", source=first, target=middle), On("go", source=middle, target=new_end)]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import ANY, Notify, On, State, Task, Workflow
+from orchestrator import ANY, Notify, On, State, Workflow
 from orchestrator import events as ev
 from orchestrator.definition import Definition, TaskSpec
 from orchestrator.effects import CancelTimers, Effect, RunTask, StartTimer
@@ -112,7 +112,10 @@ def fire(timer: StartTimer, iid: str = IID) -> Event:
     return make_event(timer.event_type, timer.due, timer.data, iid)
 
 
-def of_type[E](effects: tuple[Effect, ...], kind: type[E]) -> list[E]:
+E = TypeVar("E")
+
+
+def of_type(effects: tuple[Effect, ...], kind: type[E]) -> list[E]:
     return [e for e in effects if isinstance(e, kind)]
 
 
@@ -147,7 +150,9 @@ class Run:
 
     def ok(self, result: Any = None) -> Result:
         """The worker reports the try the instance waits for as done."""
-        kind = ev.COMPENSATION_COMPLETED if self.inst.status == "compensating" else ev.TASK_COMPLETED
+        kind = (
+            ev.COMPENSATION_COMPLETED if self.inst.status == "compensating" else ev.TASK_COMPLETED
+        )
         return self.send(kind, {**self._answer(), "result": result})
 
     def fail(self, message: str = "boom") -> Result:
@@ -482,64 +487,78 @@ def _saga_compensating_two() -> Run:
     run = Run(Saga)
     for _ in range(3):
         run.ok()
-    run.fail()  # four failed: undo three
-    run.ok()  # three undone: undo two
+    run.fail()  # four failed: undo three (entry 5)
+    run.ok()  # three undone: undo two (entry 6)
     return run
 
 
-STALE: dict[str, Scenario] = {
-    "completion of an earlier state": lambda: (
-        (run := _saga_in_two()),
-        make_event(ev.TASK_COMPLETED, run.at + 1, {"attempt": 1, "entered_seq": 1, "result": 1}),
-    ),
-    "failure of an earlier state": lambda: (
-        (run := _saga_in_two()),
-        make_event(ev.TASK_FAILED, run.at + 1, {"attempt": 1, "entered_seq": 1}),
-    ),
-    "completion of an earlier try": lambda: (
-        (run := _retrying_on_try_2()),
-        make_event(ev.TASK_COMPLETED, run.at + 1, {"attempt": 1, "entered_seq": 1, "result": 1}),
-    ),
-    "failure of an earlier try": lambda: (
-        (run := _retrying_on_try_2()),
-        make_event(ev.TASK_FAILED, run.at + 1, {"attempt": 1, "entered_seq": 1}),
-    ),
-    "answer for a try not yet run": lambda: (
-        (run := _retrying_on_try_2()),
-        make_event(ev.TASK_COMPLETED, run.at + 1, {"attempt": 3, "entered_seq": 1}),
-    ),
-    "retry timer of a try already running": lambda: (
-        (run := _retrying_on_try_2()),
-        make_event(ev.RETRY_DUE, run.at + 1, {"attempt": 2, "entered_seq": 1}),
-    ),
-    "timeout of a state already left": lambda: (
-        (run := Run(Approval, {"minimum": 1}))
-        and run.send("approve", {"amount": 5})
-        and run,
-        make_event("approval.expired", T0 + 60, {"state": "waiting", "entered_seq": 1}),
-    ),
-    "task answer while compensating": lambda: (
-        (run := _saga_compensating_two()),
-        make_event(
-            ev.TASK_COMPLETED,
-            run.at + 1,
-            {"attempt": run.inst.attempt, "entered_seq": run.inst.entered_seq},
-        ),
-    ),
-    "answer to an earlier compensation step": lambda: (
-        (run := _saga_compensating_two()),
-        make_event(
-            ev.COMPENSATION_COMPLETED, run.at + 1, {"attempt": 1, "entered_seq": 5, "result": 1}
-        ),
-    ),
-    "compensation answer while running": lambda: (
-        (run := _saga_in_two()),
-        make_event(ev.COMPENSATION_COMPLETED, run.at + 1, {"attempt": 1, "entered_seq": 2}),
-    ),
-}
+def _answer(run: Run, type_: str, **data: Any) -> tuple[Run, Event]:
+    return run, make_event(type_, run.at + 1, data)
 
 
-@pytest.mark.parametrize("scenario", STALE.values(), ids=STALE.keys())
+def stale_completion_of_earlier_state() -> tuple[Run, Event]:
+    return _answer(_saga_in_two(), ev.TASK_COMPLETED, attempt=1, entered_seq=1, result=1)
+
+
+def stale_failure_of_earlier_state() -> tuple[Run, Event]:
+    return _answer(_saga_in_two(), ev.TASK_FAILED, attempt=1, entered_seq=1)
+
+
+def stale_completion_of_earlier_try() -> tuple[Run, Event]:
+    return _answer(_retrying_on_try_2(), ev.TASK_COMPLETED, attempt=1, entered_seq=1, result=1)
+
+
+def stale_failure_of_earlier_try() -> tuple[Run, Event]:
+    return _answer(_retrying_on_try_2(), ev.TASK_FAILED, attempt=1, entered_seq=1)
+
+
+def stale_answer_for_try_not_yet_run() -> tuple[Run, Event]:
+    return _answer(_retrying_on_try_2(), ev.TASK_COMPLETED, attempt=3, entered_seq=1)
+
+
+def stale_retry_of_try_already_running() -> tuple[Run, Event]:
+    return _answer(_retrying_on_try_2(), ev.RETRY_DUE, attempt=2, entered_seq=1)
+
+
+def stale_timeout_of_state_left() -> tuple[Run, Event]:
+    run = Run(Approval, {"minimum": 1})
+    run.send("approve", {"amount": 5})
+    assert run.inst.state == "approved"
+    return _answer(run, "approval.expired", state="waiting", entered_seq=1)
+
+
+def stale_task_answer_while_compensating() -> tuple[Run, Event]:
+    run = _saga_compensating_two()
+    return _answer(
+        run, ev.TASK_COMPLETED, attempt=run.inst.attempt, entered_seq=run.inst.entered_seq
+    )
+
+
+def stale_answer_to_earlier_compensation_step() -> tuple[Run, Event]:
+    return _answer(
+        _saga_compensating_two(), ev.COMPENSATION_COMPLETED, attempt=1, entered_seq=5, result=1
+    )
+
+
+def stale_compensation_answer_while_running() -> tuple[Run, Event]:
+    return _answer(_saga_in_two(), ev.COMPENSATION_COMPLETED, attempt=1, entered_seq=2)
+
+
+STALE: list[Scenario] = [
+    stale_completion_of_earlier_state,
+    stale_failure_of_earlier_state,
+    stale_completion_of_earlier_try,
+    stale_failure_of_earlier_try,
+    stale_answer_for_try_not_yet_run,
+    stale_retry_of_try_already_running,
+    stale_timeout_of_state_left,
+    stale_task_answer_while_compensating,
+    stale_answer_to_earlier_compensation_step,
+    stale_compensation_answer_while_running,
+]
+
+
+@pytest.mark.parametrize("scenario", STALE, ids=[f.__name__ for f in STALE])
 def test_stale_event_changes_nothing_but_seq(scenario: Scenario) -> None:
     # Given an instance that has moved on
     run, stale = scenario()
@@ -596,6 +615,27 @@ def test_compensate_transition_undoes_newest_first_one_at_a_time_then_enters_tar
     assert r.instance.compensations == ()
     assert r.instance.compensating_to is None
     assert r.instance.finished
+
+
+def test_each_state_is_undone_by_its_own_compensation() -> None:
+    # Given an order whose stock is reserved and card charged
+    run = Run(OrderFulfilment, {"order_id": "A1"})
+    run.ok({"reservation": "R-A1"})
+    run.ok({"charge": "C-A1"})
+    # When shipping fails for good (2 tries)
+    [timer] = of_type(run.fail("nowhere").effects, StartTimer)
+    run.fire_timer(timer)
+    r = run.fail("nowhere")
+    # Then the charge is refunded first, by its own task, then the stock released
+    undone = [r.effects]
+    undone.append(run.ok({"refunded": "yes"}).effects)
+    r = run.ok({"released": "R-A1"})
+    assert [(t.task, t.state) for effects in undone for t in of_type(effects, RunTask)] == [
+        ("workflows.order.tasks:refund_payment", "charging"),
+        ("workflows.order.tasks:release_stock", "reserving"),
+    ]
+    assert (r.instance.state, r.instance.status) == ("failed", "failed")
+    assert r.instance.context["released"] == "R-A1"
 
 
 def test_compensation_stack_shrinks_after_each_undo() -> None:
@@ -790,22 +830,33 @@ def test_guard_that_is_false_leaves_the_event_parked() -> None:
     assert r.effects == ()
 
 
-def test_parked_event_is_checked_against_the_guard_again_later() -> None:
-    # Given a guard that depends on the context, which a later transition changes
-    class Raise(Workflow):
+def test_parked_event_is_checked_against_the_guard_again_after_each_transition() -> None:
+    # Given a guard on the context, which a task's result later changes
+    class Haggle(Workflow):
         waiting = State(initial=True)
-        raised = State()
+        lowering = State(task=step)
+        lowered = State()
         accepted = State(final=True)
         transitions = [
-            On("offer", source=(waiting, raised), target=accepted, guard=big_enough),
-            On("lower", source=waiting, target=raised),
+            On("offer", source=(waiting, lowered), target=accepted, guard=big_enough),
+            On("lower", source=waiting, target=lowering),
+            On("task.completed", source=lowering, target=lowered),
         ]
 
-    run = Run(Raise, {"minimum": 100})
+    run = Run(Haggle, {"minimum": 100})
+    # When an offer too small is made, it is parked
     assert run.send("offer", {"amount": 50}).outcome == "parked"
-    # the context is unchanged, so the guard still fails after `lower`
+    # and stays parked through a transition to a state with no row for it
     r = run.send("lower")
-    assert (r.instance.state, [e.type for e in r.instance.parked]) == ("raised", ["offer"])
+    assert (r.instance.state, [e.type for e in r.instance.parked]) == ("lowering", ["offer"])
+    # When the minimum drops below the offer and the workflow moves on
+    r = run.ok({"minimum": 40})
+    # Then the parked offer is accepted
+    assert (r.instance.state, r.instance.status, r.instance.parked) == (
+        "accepted",
+        "completed",
+        (),
+    )
 
 
 def test_guard_that_raises_raises_guard_failed() -> None:
@@ -906,7 +957,10 @@ def test_starting_compensation_cancels_the_timers_of_the_state() -> None:
     assert r.instance.status == "compensating"
     assert of_type(r.effects, CancelTimers) == [CancelTimers((retry.id,))]
     [undo_task] = of_type(r.effects, RunTask)
-    assert (undo_task.task, undo_task.kind) == ("workflows.order.tasks:release_stock", "compensation")
+    assert (undo_task.task, undo_task.kind) == (
+        "workflows.order.tasks:release_stock",
+        "compensation",
+    )
     assert r.instance.timers == ()
 
 
@@ -1083,7 +1137,10 @@ def drive(
             apply(Event(eid, type_, IID, at, answer))
         elif kind == "stale":
             type_ = (ev.TASK_COMPLETED, ev.TASK_FAILED, ev.COMPENSATION_COMPLETED, ev.RETRY_DUE)[n]
-            data = {"attempt": max(inst.attempt, 1) + (m % 2), "entered_seq": inst.entered_seq - 1 - m}
+            data = {
+                "attempt": max(inst.attempt, 1) + (m % 2),
+                "entered_seq": inst.entered_seq - 1 - m,
+            }
             trace.stale.add(len(trace.events))
             apply(Event(eid, type_, IID, at, data))
         elif kind == "timer" and armed:
@@ -1111,7 +1168,9 @@ def test_property_seq_grows_by_one_per_event(
     trace = drive(workflow, actions)
     seqs = [r.instance.seq for r in trace.results]
     assert seqs == list(range(1, len(trace.events) + 1))
-    assert all(r.instance.updated_at == e.at for r, e in zip(trace.results, trace.events, strict=True))
+    assert all(
+        r.instance.updated_at == e.at for r, e in zip(trace.results, trace.events, strict=True)
+    )
 
 
 @pytest.mark.parametrize("workflow", ALL_SAMPLES, ids=SAMPLE_IDS)

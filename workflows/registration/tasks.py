@@ -3,6 +3,7 @@
 No user database or identity provider is called; the input decides:
   a name with no letter, or with a character other than letters, spaces,
   hyphens, apostrophes and dots (say "R2-D2")  -> create_profile fails (InvalidProfile)
+  legal_hold is true                            -> expire_account fails (AccountOnHold)
 Everything else succeeds. `work_seconds` (default 0.05) is how long each task
 pretends to work.
 """
@@ -16,6 +17,10 @@ _NAME_PUNCTUATION = frozenset(" -'.")
 
 
 class InvalidProfile(Exception):
+    pass
+
+
+class AccountOnHold(Exception):
     pass
 
 
@@ -41,4 +46,6 @@ def create_profile(ctx: dict[str, Any]) -> dict[str, Any]:
 def expire_account(ctx: dict[str, Any]) -> dict[str, Any]:
     """Release the unverified account: the user id and the address become free again."""
     _pause(ctx)
+    if ctx.get("legal_hold"):
+        raise AccountOnHold(f"account {ctx['user_id']} is on legal hold and cannot be released")
     return {"expired_account": ctx["user_id"], "released_email": ctx["email"]}
