@@ -127,7 +127,10 @@ def _fmt(fmt: str, value: float) -> str:
 def _ratio(a: float, b: float) -> str:
     if not b or not math.isfinite(a) or not math.isfinite(b):
         return "n/a"
-    return f"{a / b:.2f}x"
+    ratio = a / b
+    if 0 < ratio < 0.1:
+        return f"1/{1 / ratio:,.0f}"  # e.g. 1/5,000: five thousand times fewer
+    return f"{ratio:.2f}x"
 
 
 def _version(package: str) -> str:

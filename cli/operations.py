@@ -65,7 +65,7 @@ def list_dead_letters(
     """List the dead letters, oldest first."""
     if ctx.invoked_subcommand is not None:
         return
-    letters = app_of(ctx).client.dead_letters.list(limit)
+    letters = app_of(ctx).client.dead_letters.read(limit)
     if as_json:
         print_json(letters)
         return

@@ -23,7 +23,7 @@ class DeadLetters:
         self.redis = client
         self.keys = keys
 
-    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+    def read(self, limit: int = 100) -> list[dict[str, Any]]:
         entries: Any = self.redis.xrange(self.keys.deadletters, count=limit)
         letters = []
         for entry_id, fields in entries:
@@ -44,7 +44,7 @@ class DeadLetters:
 
     def replay(self, letter_ids: list[str] | None) -> list[str]:
         """Put letters back into their inboxes (all when `letter_ids` is None)."""
-        letters = {letter["id"]: letter for letter in self.list(limit=100_000)}
+        letters = {letter["id"]: letter for letter in self.read(limit=100_000)}
         chosen = list(letters) if letter_ids is None else letter_ids
         for letter_id in chosen:
             if letter_id not in letters:

@@ -26,8 +26,10 @@ from tests.sample_workflows import big_enough, step, undo
 
 
 def assert_message(err: pytest.ExceptionInfo[DefinitionError], *parts: str) -> None:
-    """The message starts by naming the class and contains every part."""
+    """The message starts by naming the class (the first part) and contains every part."""
     message = str(err.value)
+    assert message.startswith(parts[0]), message
+    assert "\n" not in message
     for part in parts:
         assert part in message, f"{part!r} not in {message!r}"
 

@@ -119,7 +119,7 @@ def test_unknown_version_is_dead_lettered_then_applied_after_deploying_it(
     old_applier.drain()
     old_applier.leases.release_all()
     # Then the worker dead-letters the start event, naming the missing version
-    (letter,) = new.client.dead_letters.list()
+    (letter,) = new.client.dead_letters.read()
     assert "version 2 is not loaded here" in letter["reason"]
     assert new.client.status(iid).status == "pending"
     # When version 2 is deployed and the letter put back (through the CLI)
@@ -131,7 +131,7 @@ def test_unknown_version_is_dead_lettered_then_applied_after_deploying_it(
     new.applier().drain()
     # Then it is applied on its own version
     assert new.client.status(iid).state == "first"
-    assert new.client.dead_letters.list() == []
+    assert new.client.dead_letters.read() == []
 
 
 def test_two_versions_run_side_by_side(settings: Settings) -> None:

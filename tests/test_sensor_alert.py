@@ -250,3 +250,16 @@ def test_threshold_comparisons() -> None:
         over_threshold({"value": 1})
     with pytest.raises(BadReading):
         back_to_normal({"threshold": 80}, {"value": True})
+
+
+def test_malformed_reading_for_an_open_alert_goes_to_the_dead_letters(app: App) -> None:
+    iid = open_alert(app)
+    # The client routes by sensor id without judging the reading; the guard refuses it
+    emitted = app.client.emit("sensor.reading", {"sensor_id": "T-1", "value": None})
+    assert emitted.instance_id == iid
+    run_burst(app)
+    assert where(app.client.status(iid)) == ("paging", "running")
+    letters = app.redis.xrange(app.keys.deadletters)
+    assert len(letters) == 1
+    reason = letters[0][1][b"reason"].decode()
+    assert "numeric 'value'" in reason
