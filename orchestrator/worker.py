@@ -27,7 +27,7 @@ log = logging.getLogger("orchestrator.worker")
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
 
 
-class BurstWorker(Worker):  # type: ignore[misc]
+class BurstWorker(Worker):
     """An RQ worker for one burst: it takes no remote commands, so it opens no
     pub/sub thread (whose shutdown costs up to a second per burst)."""
 

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import pytest
-from rq import Worker
 
 from orchestrator.bootstrap import App
 from orchestrator.client import Emitted
@@ -26,17 +25,6 @@ WELCOME = "notify email to {email} with Welcome"
 EXPIRED = "notify email to {email} with Your registration has expired"
 FIRST_DEADLINE = Registration.VERIFY_SECONDS
 SECOND_DEADLINE = Registration.VERIFY_SECONDS + Registration.REMINDER_SECONDS
-
-
-@pytest.fixture(autouse=True)
-def quick_rq_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip the RQ worker's pubsub control channel (kill/stop commands), unused in-process.
-
-    rq 3.0 listens on it in a thread that sleeps 60 s between polls, and its
-    teardown waits 1 s for that thread: every RQ round of `run_burst` would
-    cost a second, idle or not.
-    """
-    monkeypatch.setattr(Worker, "subscribe", lambda self: None)
 
 
 def register(app: App, user_id: str, name: str = "Ann Lee", **extra: Any) -> Emitted:

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import pytest
-from rq import Worker
 
 from orchestrator.bootstrap import App
 from orchestrator.client import Emitted
@@ -31,17 +30,6 @@ PAGE = "notify sms to +15550101 with Sensor {{ sensor_id }} alert"
 PUSH = "notify push to device-bob with Escalated"
 EMAIL = "notify email to bob@example.com with Escalated alert"
 RESOLVED = "notify sms to +15550101 with Sensor {{ sensor_id }} resolved"
-
-
-@pytest.fixture(autouse=True)
-def quick_rq_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip the RQ worker's pubsub control channel (kill/stop commands), unused in-process.
-
-    rq 3.0 listens on it in a thread that sleeps 60 s between polls, and its
-    teardown waits 1 s for that thread: every RQ round of `run_burst` would
-    cost a second, idle or not.
-    """
-    monkeypatch.setattr(Worker, "subscribe", lambda self: None)
 
 
 def reading(app: App, value: float, sensor: str = "T-1", **extra: Any) -> Emitted:
@@ -259,7 +247,7 @@ def test_malformed_reading_for_an_open_alert_goes_to_the_dead_letters(app: App) 
     assert emitted.instance_id == iid
     run_burst(app)
     assert where(app.client.status(iid)) == ("paging", "running")
-    letters = app.redis.xrange(app.keys.deadletters)
+    letters: Any = app.redis.xrange(app.keys.deadletters)
     assert len(letters) == 1
     reason = letters[0][1][b"reason"].decode()
     assert "numeric 'value'" in reason
