@@ -38,6 +38,7 @@ from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
 from orchestrator.leases import Leases
 from orchestrator.machine import GuardFailed, Result, transition
 from orchestrator.registry import Registry
+from orchestrator.schemas import SchemaViolation
 from orchestrator.store import decode_hash
 from orchestrator.timers import Timers
 
@@ -223,8 +224,9 @@ class Applier:
                 continue  # applied before: a duplicate emission
             try:
                 definition = self.registry.get(item.after.workflow, item.after.version)
+                definition.schemas.check(event.type, event.data)
                 result = transition(definition, item.after, event)
-            except (UnknownWorkflow, GuardFailed) as exc:
+            except (UnknownWorkflow, GuardFailed, SchemaViolation) as exc:
                 dead.append(_dead(entry_id, raw, str(exc)))
                 continue
             except Exception as exc:  # a bug must not wedge the partition

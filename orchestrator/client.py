@@ -120,6 +120,7 @@ class Orchestrator:
                 f"workflow {definition.name} has no transition on {event_type!r} "
                 f"(it reacts to: {reacts})"
             )
+        data = definition.schemas.check(event_type, data)
         if event_type in (ev.TASK_COMPLETED, ev.TASK_FAILED):
             data = _answer_for_task(definition, instance, event_type, task, data)
         event = self.inbox.event(event_type, instance_id, data, event_id)
@@ -217,6 +218,7 @@ class Orchestrator:
             )
         if key and definition.correlate_by == key[0]:
             data.setdefault(key[0], key[1])
+        data = definition.schemas.check(event_type, data)
         correlation = _correlation(definition, data, required=True)
         existing = self.store.correlated(definition.name, *correlation) if correlation else None
         if existing is None and definition.start_if and not definition.start_if(data):

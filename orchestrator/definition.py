@@ -16,12 +16,13 @@ only thing the pure transition function reads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from orchestrator.errors import DefinitionError
 from orchestrator.events import DEFAULT_TIMEOUT_EVENT
+from orchestrator.schemas import PayloadSchemas
 
 TaskFunction = Callable[[dict[str, Any]], Any]
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
@@ -114,7 +115,8 @@ class State:
         self.timeout_event = timeout_event
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        if not self.name:  # a state also named by `cancel_state = state` keeps its own name
+            self.name = name
 
     def __repr__(self) -> str:
         return f"State({self.name or '?'})"
@@ -199,6 +201,7 @@ class Definition:
     cancel_state: str
     description: str = ""
     event_types: frozenset[str] = field(default=frozenset())
+    schemas: PayloadSchemas = field(default_factory=lambda: PayloadSchemas({}))
 
     def state(self, name: str) -> StateSpec:
         return self.states[name]
@@ -214,6 +217,7 @@ class Workflow:
       start_if      a function of such an event's data; when false, the event starts nothing
       correlate_by  a context key that routes external events to the instance
       cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
+      schemas       event type -> pydantic model or TypedDict its data must fit
       transitions   the table, a list of `On`
     """
 
@@ -224,6 +228,7 @@ class Workflow:
     correlate_by: ClassVar[str | None] = None
     cancel_state: ClassVar[StateRef | None] = None
     transitions: ClassVar[Sequence[On]] = ()
+    schemas: ClassVar[Mapping[str, Any]] = {}
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -231,8 +236,22 @@ class Workflow:
         cls.definition = compile_workflow(cls)
 
 
+def _schemas(
+    schemas: Mapping[str, Any], event_types: frozenset[str], fail: Callable[[str], DefinitionError]
+) -> PayloadSchemas:
+    if not isinstance(schemas, Mapping):
+        raise fail("schemas must map event types to pydantic models or TypedDicts")
+    for event_type in schemas:
+        if event_type not in event_types:
+            raise fail(f"schemas names event type {event_type!r}, which no transition uses")
+    try:
+        return PayloadSchemas(schemas)
+    except Exception as exc:  # pydantic refuses what it cannot validate
+        raise fail(f"schemas: {exc}") from None
+
+
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def compile_workflow(cls: type[Workflow]) -> Definition:
@@ -247,7 +266,11 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise fail(f"version must be a positive integer, not {version!r}")
 
-    declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, State)}
+    declared = {
+        attr: value
+        for attr, value in vars(cls).items()
+        if isinstance(value, State) and attr != "cancel_state"
+    }
     if not declared:
         raise fail("declares no states")
     by_object = {id(state): attr for attr, state in declared.items()}
@@ -306,8 +329,8 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
     cancel_state = CANCELLED
     if cls.cancel_state is not None:
         cancel_state = resolve(cls.cancel_state, "cancel_state")
-        if not states[cancel_state].final:
-            raise fail(f"cancel_state {cancel_state!r} must be a final state")
+    if cancel_state in states and not states[cancel_state].final:
+        raise fail(f"cancel_state {cancel_state!r} must be a final state")
 
     initial = initials[0]
     _check_reachable({initial, cancel_state} & set(states), initial, states, transitions, fail)
@@ -336,6 +359,7 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         cancel_state=cancel_state,
         description=(cls.__doc__ or "").strip().split("\n")[0],
         event_types=event_types,
+        schemas=_schemas(cls.schemas, event_types, fail),
     )
 
 

@@ -103,6 +103,8 @@ class _Step:
             case ev.TASK_FAILED:
                 if self._task_answer_current():
                     self._task_failed()
+            case _ if inst.status in ("compensating", "failed"):
+                self._park(f"waits: the instance is {inst.status}")
             case _:
                 self._match(park=True)
 
@@ -163,13 +165,16 @@ class _Step:
         row = self._find(self.event)
         if row is None:
             if park:
-                self.inst = self.inst.evolve(parked=(*self.inst.parked, self.event))
-                self.outcome = "parked"
-                self.note = f"no transition on {self.event.type} from {self.inst.state}"
+                self._park(f"no transition on {self.event.type} from {self.inst.state}")
             return False
         self._fire(row)
         self._unpark()
         return True
+
+    def _park(self, note: str) -> None:
+        self.inst = self.inst.evolve(parked=(*self.inst.parked, self.event))
+        self.outcome = "parked"
+        self.note = note
 
     def _find(self, event: Event) -> TransitionSpec | None:
         state = self.inst.state

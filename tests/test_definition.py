@@ -480,13 +480,6 @@ def test_cancel_state_that_is_not_final_is_rejected() -> None:
     assert_message(err, "workflow SoftCancel:", "cancel_state 'limbo'", "must be a final state")
 
 
-@pytest.mark.xfail(
-    reason="cancel_state given as a State object: the same object is bound to a second class "
-    "attribute, so compile_workflow declares a phantom state 'cancel_state' and names it "
-    "instead of 'limbo'",
-    raises=AssertionError,
-    strict=True,
-)
 def test_cancel_state_object_that_is_not_final_is_named() -> None:
     with pytest.raises(DefinitionError) as err:
 
@@ -653,12 +646,6 @@ def test_explicit_name_wins_over_the_class_name() -> None:
     assert Whatever.definition.name == "custom"
 
 
-@pytest.mark.xfail(
-    reason="_snake inserts '_' before every capital, so acronyms are split letter by letter "
-    "(HTTPCheck -> h_t_t_p_check)",
-    raises=AssertionError,
-    strict=True,
-)
 def test_name_default_keeps_acronyms_together() -> None:
     class HTTPCheck(Workflow):
         start = State(initial=True)
@@ -721,12 +708,6 @@ def test_custom_cancel_state_reachable_only_via_cancel_is_not_unreachable() -> N
     assert set(WithAbort.definition.states) == {"start", "end", "aborted"}
 
 
-@pytest.mark.xfail(
-    reason="cancel_state = <State object> binds the State to a second attribute: "
-    "compile_workflow then sees a phantom state 'cancel_state' and reports 'aborted' unreachable",
-    raises=DefinitionError,
-    strict=True,
-)
 def test_custom_cancel_state_given_as_state_object() -> None:
     # Given the cancel state named by its State object, as the type hint allows
     class WithAbortObject(Workflow):
@@ -754,12 +735,6 @@ def test_same_final_state_without_being_the_cancel_state_is_unreachable() -> Non
     assert_message(err, "workflow NoAbort:", "'aborted'", "unreachable")
 
 
-@pytest.mark.xfail(
-    reason="definition.py compile_workflow: resolve() accepts the built-in 'cancelled' for "
-    "cancel_state, then `states[cancel_state].final` raises KeyError",
-    raises=KeyError,
-    strict=True,
-)
 def test_cancel_state_naming_the_built_in_cancelled_state_compiles() -> None:
     class ExplicitDefault(Workflow):
         start = State(initial=True)
@@ -770,12 +745,6 @@ def test_cancel_state_naming_the_built_in_cancelled_state_compiles() -> None:
     assert ExplicitDefault.definition.cancel_state == CANCELLED
 
 
-@pytest.mark.xfail(
-    reason="a declared non-final state named 'cancelled' silently becomes the cancel state "
-    "(not checked for finality, exempt from the reachability check)",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 def test_non_final_state_named_cancelled_is_rejected() -> None:
     with pytest.raises(DefinitionError) as err:
 

@@ -712,12 +712,6 @@ def test_cancel_resumes_a_failed_compensation() -> None:
     assert (r.instance.state, r.instance.status) == ("cancelled", "cancelled")
 
 
-@pytest.mark.xfail(
-    reason="machine.py _Step.run: the catch-all `case _: self._match(park=True)` matches "
-    "table rows while compensating; the row fires and abandons the compensation",
-    raises=AssertionError,
-    strict=True,
-)
 def test_table_event_while_compensating_does_not_interrupt_the_compensation() -> None:
     # Given Abortable compensating `working` after an abort
     run = Run(Abortable)
@@ -734,12 +728,6 @@ def test_table_event_while_compensating_does_not_interrupt_the_compensation() ->
     assert of_type(r.effects, RunTask) == []
 
 
-@pytest.mark.xfail(
-    reason="machine.py _Step._fire: an ANY row with compensate=True fires again while "
-    "compensating and restarts the running compensation (a second RunTask for the same undo)",
-    raises=AssertionError,
-    strict=True,
-)
 def test_second_abort_while_compensating_does_not_run_the_undo_twice() -> None:
     run = Run(Abortable)
     run.ok()
@@ -750,13 +738,6 @@ def test_second_abort_while_compensating_does_not_run_the_undo_twice() -> None:
     assert r.instance.entered_seq == before.entered_seq
 
 
-@pytest.mark.xfail(
-    reason="machine.py _Step.run: after a compensation failed (status failed, resumable) "
-    "a table row still fires from the old state; the instance ends `completed` and the "
-    "final state clears the stack of steps never undone",
-    raises=AssertionError,
-    strict=True,
-)
 def test_table_event_after_failed_compensation_leaves_it_failed() -> None:
     class AbortableBadUndo(Workflow):
         working = State(initial=True, task=step, compensation="tests.sample_workflows:undo_fails")
