@@ -247,7 +247,7 @@ def _schemas(
     try:
         return PayloadSchemas(schemas)
     except Exception as exc:  # pydantic refuses what it cannot validate
-        raise fail(f"schemas: {exc}") from None
+        raise fail(f"schemas: {str(exc).splitlines()[0]}") from None
 
 
 def _snake(name: str) -> str:

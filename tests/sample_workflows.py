@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from orchestrator import ANY, On, State, Task, Workflow
 
 
@@ -95,10 +97,15 @@ class Saga(Workflow):
     ]
 
 
+class ApproveData(TypedDict):
+    amount: float
+
+
 class Approval(Workflow):
     """Waits for an approval (guarded), then a payment; expires if nobody approves."""
 
     name = "approval"
+    schemas = {"approve": ApproveData}
     correlate_by = "request_id"
     starts_on = ["request.opened"]
     waiting = State(initial=True, timeout=60, timeout_event="approval.expired")

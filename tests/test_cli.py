@@ -697,6 +697,7 @@ def test_non_json_numbers_are_refused_or_never_printed(env: Env) -> None:
         json.loads(out, parse_constant=refuse)  # strict JSON, as any other tool would read it
     else:
         assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: --input") and "NaN" in result.stderr
 
 
 @pytest.mark.xfail(
