@@ -105,17 +105,20 @@ def list_instances(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List instances, newest first."""
-    found = app_of(ctx).client.list(workflow=workflow, state=state, status=status, limit=limit)
+    client = app_of(ctx).client
+    found = client.list(workflow=workflow, state=state, status=status, limit=limit)
     if as_json:
         print_json([i.summary() for i in found])
         return
     if not found:
         typer.echo("no instances")
-        return
     for i in found:
         typer.echo(
             f"{i.id:<22} {i.workflow:<14} {i.state or '-':<14} {i.status:<13} {when(i.updated_at)}"
         )
+    expired = client.expired_count()
+    if expired:
+        typer.echo(f"({expired} finished instance(s) expired under the retention policy)")
 
 
 @commands.command("history")

@@ -38,6 +38,7 @@ from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
 from orchestrator.leases import Leases
 from orchestrator.machine import GuardFailed, Result, transition
 from orchestrator.registry import Registry
+from orchestrator.retention import Retention
 from orchestrator.schemas import SchemaViolation
 from orchestrator.store import decode_hash
 from orchestrator.timers import Timers
@@ -72,6 +73,7 @@ class Applier:
         *,
         batch_size: int = 200,
         lease_ttl: float = 10.0,
+        retention: float = 7 * 86400.0,
         crash_at: frozenset[str] = frozenset(),
         applier_id: str | None = None,
     ) -> None:
@@ -84,6 +86,8 @@ class Applier:
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
         self.dispatcher = Dispatcher(client, keys)
+        self.retention = Retention(client, keys, retention)
+        self._next_clean = 0.0
         self._caught_up: set[int] = set()
         self._next_watch = 0.0  # owned partitions with no pending entries left
 
@@ -107,6 +111,9 @@ class Applier:
         if now >= self._next_watch:
             self._next_watch = now + 1.0
             self.dispatcher.watchdog.check(owned, now)
+        if now >= self._next_clean:
+            self._next_clean = now + 60.0
+            self.retention.clean(now)
         return self.apply_batch(block_ms=block_ms)
 
     def drain(self) -> int:
@@ -283,9 +290,11 @@ class Applier:
                     pipe.srem(self.keys.by_state(after.workflow, before.state), instance_id)
                 if after.state:
                     pipe.sadd(self.keys.by_state(after.workflow, after.state), instance_id)
-            if after.finished and not before.finished and after.correlation:
-                key, _, value = after.correlation.partition("=")
-                pipe.delete(self.keys.correlation(after.workflow, key, value))
+            if after.finished and not before.finished:
+                self.retention.finished(pipe, after, time.time())
+                if after.correlation:
+                    key, _, value = after.correlation.partition("=")
+                    pipe.delete(self.keys.correlation(after.workflow, key, value))
             partition = self.keys.partition_of(instance_id)
             for job in item.answered_jobs:
                 self.dispatcher.watchdog.answered(pipe, partition, job)

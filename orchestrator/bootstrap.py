@@ -37,16 +37,17 @@ class App:
 
     @cached_property
     def client(self) -> Orchestrator:
-        return Orchestrator(self.redis, self.keys, self.registry)
+        return Orchestrator(self.redis, self.keys, self.registry, self.settings.retention)
 
-    def applier(self, **options: object) -> Applier:
+    def applier(self, batch_size: int = 200) -> Applier:
         return Applier(
             self.redis,
             self.keys,
             self.registry,
+            batch_size=batch_size,
             lease_ttl=self.settings.lease_ttl,
+            retention=self.settings.retention,
             crash_at=self.settings.crash_at,
-            **options,  # type: ignore[arg-type]
         )
 
 

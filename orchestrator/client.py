@@ -45,12 +45,14 @@ class Emitted:
 
 
 class Orchestrator:
-    def __init__(self, client: redis.Redis, keys: Keys, registry: Registry) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, registry: Registry, retention: float = 7 * 86400.0
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.registry = registry
         self.inbox = Inbox(client, keys)
-        self.store = Store(client, keys)
+        self.store = Store(client, keys, retention)
         self.dead_letters = DeadLetters(client, keys)
 
     @classmethod
@@ -184,6 +186,10 @@ class Orchestrator:
         if workflow:
             self.registry.get(workflow)
         return self.store.list(workflow=workflow, state=state, status=status, limit=limit)
+
+    def expired_count(self) -> int:
+        """How many finished instances retention has removed (in the last 90 days)."""
+        return self.store.expired_count()
 
     def wait(self, instance_id: str, timeout: float = 30.0, poll: float = 0.05) -> Instance:
         """Block until the instance is finished or stuck in `failed`; for scripts and tests."""

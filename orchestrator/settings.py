@@ -5,6 +5,7 @@ ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (def
 ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
 ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
 ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
+ORCHESTRATOR_RETENTION     how long finished instances and their history are kept (default: 7d)
 ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
 ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
 """
@@ -36,6 +37,7 @@ class Settings:
     partitions: int | None = None  # None: what the deployment has, or 8 for a new one
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     lease_ttl: float = 10.0
+    retention: float = 7 * 86400.0
     crash_at: frozenset[str] = frozenset()
 
     @classmethod
@@ -46,28 +48,44 @@ class Settings:
             raise ConfigurationError(
                 f"ORCHESTRATOR_PARTITIONS must be a whole number from 1 to 1024, not {partitions!r}"
             )
-        lease_ttl = env.get("ORCHESTRATOR_LEASE_TTL", "10")
-        try:
-            lease = float(lease_ttl)
-        except ValueError:
-            lease = 0.0
-        if not lease > 0:
-            raise ConfigurationError(
-                f"ORCHESTRATOR_LEASE_TTL must be a positive number of seconds, not {lease_ttl!r}"
-            )
         settings = cls(
             redis_url=env.get("REDIS_URL") or None,
             workflows=_modules(env.get("ORCHESTRATOR_WORKFLOWS", "workflows")),
             namespace=env.get("ORCHESTRATOR_NAMESPACE", "orch"),
             partitions=int(partitions) if partitions else None,
             data_dir=default_data_dir(env),
-            lease_ttl=lease,
+            lease_ttl=duration(env.get("ORCHESTRATOR_LEASE_TTL", "10"), "ORCHESTRATOR_LEASE_TTL"),
+            retention=duration(env.get("ORCHESTRATOR_RETENTION", "7d"), "ORCHESTRATOR_RETENTION"),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if isinstance(given.get("workflows"), str):
             given["workflows"] = _modules(given["workflows"])
         return replace(settings, **given)
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str, name: str) -> float:
+    """Seconds from "90", "90s", "15m", "12h" or "7d"; positive, or a ConfigurationError."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in UNITS else (text, "s")
+    try:
+        seconds = float(number) * UNITS[unit]
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(
+            f"{name} must be a positive duration such as 90, 15m, 12h or 7d, not {text!r}"
+        )
+    return seconds
+
+
+def show_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _modules(text: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import redis
 from orchestrator.errors import UnknownInstance
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
+from orchestrator.settings import show_duration
 
 
 def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -17,9 +18,10 @@ def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, retention: float = 7 * 86400.0) -> None:
         self.redis = client
         self.keys = keys
+        self.retention = retention
 
     def find(self, instance_id: str) -> Instance | None:
         raw: dict[bytes, bytes] = self.redis.hgetall(self.keys.instance(instance_id))  # type: ignore[assignment]
@@ -28,12 +30,27 @@ class Store:
     def get(self, instance_id: str) -> Instance:
         instance = self.find(instance_id)
         if instance is None:
-            raise UnknownInstance(f"no instance with id {instance_id!r}")
+            raise self._missing(instance_id)
         return instance
+
+    def _missing(self, instance_id: str) -> UnknownInstance:
+        """Unknown, or known once and expired: say which."""
+        removed = self.redis.zscore(self.keys.expired, instance_id)
+        expiring = self.redis.zscore(self.keys.all_instances, instance_id)
+        if removed is None and expiring is None:
+            return UnknownInstance(f"no instance with id {instance_id!r}")
+        kept = show_duration(self.retention)
+        return UnknownInstance(
+            f"instance {instance_id!r} has expired: finished instances and their history are "
+            f"kept for {kept} (ORCHESTRATOR_RETENTION)"
+        )
+
+    def expired_count(self) -> int:
+        return int(self.redis.zcard(self.keys.expired))
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         if not self.redis.exists(self.keys.instance(instance_id)):
-            raise UnknownInstance(f"no instance with id {instance_id!r}")
+            raise self._missing(instance_id)
         entries: Any = self.redis.xrange(self.keys.history(instance_id))
         return [history_entry(fields) for _, fields in entries]
 

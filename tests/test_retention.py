@@ -1,0 +1,55 @@
+"""Retention: finished instances and their history expire; status and list say so."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator.bootstrap import bootstrap
+from orchestrator.errors import ConfigurationError, UnknownInstance
+from orchestrator.settings import Settings, duration
+from orchestrator.worker import run_burst
+from tests.conftest import cli_env, run_cli
+
+
+def test_finished_instances_expire_and_say_so(settings: Settings, tmp_path: Path) -> None:
+    app = bootstrap(replace(settings, retention=1.0))
+    done = app.client.start("counter")
+    running = app.client.start("counter")
+    run_burst(app)
+    app.client.emit("finish", instance_id=done)
+    run_burst(app)
+    # The finished one's keys carry a time to live; the running one's do not
+    assert 0 < app.redis.ttl(app.keys.instance(done)) <= 1
+    assert 0 < app.redis.ttl(app.keys.history(done)) <= 1
+    assert app.redis.ttl(app.keys.instance(running)) == -1
+    time.sleep(1.2)
+    assert app.applier().retention.clean() == 1
+    # Then status names the expiry, list leaves it out and says so
+    with pytest.raises(UnknownInstance, match="has expired: .* kept for 1s"):
+        app.client.status(done)
+    with pytest.raises(UnknownInstance, match="no instance with id 'never'"):
+        app.client.status("never")
+    assert [i.id for i in app.client.list()] == [running]
+    env = cli_env(settings.redis_url, tmp_path, ORCHESTRATOR_RETENTION="1s")
+    shown = run_cli("status", done, env=env)
+    assert shown.returncode == 1 and "has expired" in shown.stderr
+    listed = run_cli("list", env=env)
+    assert running in listed.stdout and done not in listed.stdout
+    assert "1 finished instance(s) expired" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("15m", 900), ("12h", 43200), ("7d", 604800)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert duration(text, "X") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1d", "soon", "7w"])
+def test_bad_durations_are_clear_errors(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="X must be a positive duration"):
+        duration(text, "X")
