@@ -19,7 +19,7 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:idx:workflow:NAME             zset   instance ids of one workflow by creation time
   N:idx:status:STATUS             set    instance ids by status
   N:idx:state:NAME:STATE          set    instance ids of a workflow by current state
-  N:idx:expiring                  zset   finished instances (JSON: id, workflow, state, status) by expiry
+  N:idx:expiring                  zset   finished instances (JSON id, workflow, state) by expiry
   N:expired                       zset   ids of instances removed by retention, by removal time
   N:deadletters                   stream events that could not be applied, with the reason
   N:appliers                      zset   live applier ids by last heartbeat

@@ -29,7 +29,7 @@ def test_finished_instances_expire_and_say_so(settings: Settings, tmp_path: Path
     time.sleep(1.2)
     assert app.applier().retention.clean() == 1
     # Then status names the expiry, list leaves it out and says so
-    with pytest.raises(UnknownInstance, match="has expired: .* kept for 1s"):
+    with pytest.raises(UnknownInstance, match=r"has expired: .* kept for 1s"):
         app.client.status(done)
     with pytest.raises(UnknownInstance, match="no instance with id 'never'"):
         app.client.status("never")
