@@ -24,6 +24,7 @@ from orchestrator.errors import (
     InputError,
     InstanceExists,
     InvalidOperation,
+    OrchestratorError,
     UnknownEventType,
     UnknownInstance,
 )
@@ -227,7 +228,7 @@ class Orchestrator:
         data = definition.schemas.check(event_type, data)
         correlation = _correlation(definition, data, required=True)
         existing = self.store.correlated(definition.name, *correlation) if correlation else None
-        if existing is None and definition.start_if and not definition.start_if(data):
+        if existing is None and definition.start_if and not _starts(definition, data):
             note = f"{event_type} meets no start condition of {definition.name}; nothing started"
             return Emitted("", "", started=False, note=note)
         if existing is not None:
@@ -287,6 +288,18 @@ def _correlation(
             )
         return None
     return key, str(data[key])
+
+
+def _starts(definition: Definition, data: dict[str, Any]) -> bool:
+    assert definition.start_if is not None
+    try:
+        return bool(definition.start_if(data))
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"start_if of workflow {definition.name} refused the data: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _timeouts(definition: Definition) -> set[str]:

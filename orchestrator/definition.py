@@ -137,7 +137,10 @@ class On:
     """A row of the transition table: on `event`, from `source`, if `guard`, go to `target`.
 
     With `compensate=True` the instance first undoes every finished step that
-    named a compensation, newest first, then enters `target`.
+    named a compensation, newest first, then enters `target`. With
+    `internal=True` (target the same as the source) the event is consumed
+    where the instance stands: the state is not left and entered again, so
+    its task, notifications and timeout do not start over.
     """
 
     event: str
@@ -145,6 +148,7 @@ class On:
     target: StateRef
     guard: Guard | None = None
     compensate: bool = False
+    internal: bool = False
 
 
 # ---- the compiled, frozen form the transition function reads ----------------
@@ -186,6 +190,7 @@ class TransitionSpec:
     target: str
     guard: Guard | None
     compensate: bool
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,7 +329,14 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
                 f"transition on {row.event!r} from {_show(sources)}: guard {row.guard!r} "
                 "is not callable"
             )
-        transitions.append(TransitionSpec(row.event, sources, target, row.guard, row.compensate))
+        if row.internal and (sources != frozenset({target}) or row.compensate):
+            raise fail(
+                f"internal transition on {row.event!r} must have one source, the same as its "
+                f"target, and cannot compensate (source {_show(sources)}, target {target!r})"
+            )
+        transitions.append(
+            TransitionSpec(row.event, sources, target, row.guard, row.compensate, row.internal)
+        )
 
     cancel_state = CANCELLED
     if cls.cancel_state is not None:

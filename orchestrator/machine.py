@@ -103,6 +103,8 @@ class _Step:
             case ev.TASK_FAILED:
                 if self._task_answer_current():
                     self._task_failed()
+            case _ if event.type not in self.d.event_types:
+                self.note = f"no transition of {self.d.name} reacts to {event.type}"
             case _ if inst.status in ("compensating", "failed"):
                 self._park(f"waits: the instance is {inst.status}")
             case _:
@@ -200,7 +202,9 @@ class _Step:
 
     def _fire(self, row: TransitionSpec) -> None:
         self.outcome = "transition"
-        if row.compensate and self.inst.compensations:
+        if row.internal:  # consumed where it stands: no exit, no entry, no effects
+            self.note = (self.note + "; internal").lstrip("; ")
+        elif row.compensate and self.inst.compensations:
             self._begin_compensation(row.target)
         else:
             self._enter(row.target)

@@ -22,6 +22,7 @@ from orchestrator import events as ev
 from orchestrator.definition import Definition, TaskSpec
 from orchestrator.effects import CancelTimers, Effect, RunTask, StartTimer
 from orchestrator.effects import Notify as NotifyEffect
+from orchestrator.errors import DefinitionError
 from orchestrator.events import Event
 from orchestrator.instance import Instance
 from orchestrator.machine import GuardFailed, Result, backoff_delay, merge_result, transition
@@ -787,11 +788,30 @@ def test_unmatched_event_is_parked_then_applied_after_a_later_transition() -> No
 
 
 def test_parked_event_waits_through_transitions_that_do_not_enable_it() -> None:
-    run = Run(Counter)
-    run.send("noise")
+    class Steps(Workflow):
+        first = State(initial=True)
+        second = State()
+        third = State()
+        done = State(final=True)
+        transitions = [
+            On("tick", source=first, target=second),
+            On("tick", source=second, target=third),
+            On("close", source=third, target=done),
+        ]
+
+    run = Run(Steps)
+    assert run.send("close").outcome == "parked"
     r = run.send("tick")
-    assert (r.outcome, r.instance.state) == ("transition", "counting")
-    assert [e.type for e in r.instance.parked] == ["noise"]
+    assert (r.instance.state, [e.type for e in r.instance.parked]) == ("second", ["close"])
+    r = run.send("tick")
+    assert (r.instance.state, r.instance.status, r.instance.parked) == ("done", "completed", ())
+
+
+def test_event_of_a_type_the_workflow_never_reacts_to_is_recorded_not_parked() -> None:
+    run = Run(Counter)
+    r = run.send("notification.sent")
+    assert (r.outcome, r.instance.parked) == ("ignored", ())
+    assert "reacts to notification.sent" in r.note
 
 
 @pytest.mark.parametrize(
@@ -884,7 +904,7 @@ def test_events_after_a_final_state_are_ignored(type_: str, data: dict[str, Any]
 def test_seq_grows_by_exactly_one_per_event_whatever_happens() -> None:
     # Given events that start, park, transition, get ignored, retry and fail
     run = Run(Retrying)
-    run.send("noise")  # parked
+    run.send("noise")  # ignored: no row names it
     run.send(ev.TASK_COMPLETED, {"attempt": 9, "entered_seq": 1})  # stale
     [timer] = run.fail().effects  # retry
     assert isinstance(timer, StartTimer)
@@ -896,7 +916,7 @@ def test_seq_grows_by_exactly_one_per_event_whatever_happens() -> None:
     assert [r.instance.seq for r in run.results] == list(range(1, 9))
     assert [r.outcome for r in run.results] == [
         "started",
-        "parked",
+        "ignored",
         "ignored",
         "retry",
         "retry",
@@ -1285,3 +1305,33 @@ def test_property_saga_stack_is_always_the_oldest_completed_steps(
             assert stack
             assert result.instance.reason is not None
             assert repr(stack[-1]) in result.instance.reason
+
+
+def test_internal_transition_consumes_the_event_without_leaving_the_state() -> None:
+    class Pager(Workflow):
+        paging = State(
+            initial=True,
+            notify=[Notify("sms", "page", to="phone")],
+            timeout=60,
+            timeout_event="unanswered",
+        )
+        done = State(final=True)
+        transitions = [
+            On("ping", source=paging, target=paging, internal=True),
+            On("unanswered", source=paging, target=done),
+        ]
+
+    run = Run(Pager, {"phone": "+1"})
+    armed, entered = run.inst.timers, run.inst.entered_seq
+    r = run.send("ping")
+    assert (r.outcome, r.note, r.effects, r.instance.parked) == ("transition", "internal", (), ())
+    assert (r.instance.timers, r.instance.entered_seq) == (armed, entered)
+
+
+def test_internal_transition_must_stay_where_it_is() -> None:
+    with pytest.raises(DefinitionError, match="internal transition on 'ping' must have one source"):
+
+        class Wrong(Workflow):
+            a = State(initial=True)
+            b = State(final=True)
+            transitions = [On("ping", source=a, target=b, internal=True)]

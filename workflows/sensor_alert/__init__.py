@@ -36,20 +36,9 @@ class SensorAlert(Workflow):
     to it (`correlate_by`), and a reading at or under the threshold the alert
     was opened with resolves it from any open state.
 
-    Readings still over the threshold while the alert is open, by state:
-
-    - `acknowledged` takes them with a self-transition. Re-entering the state
-      costs nothing there: it sends no notification and arms no timer, and the
-      reading is recorded as applied instead of piling up in `parked`.
-    - `paging` and `escalated` leave them parked. A self-transition there
-      would re-enter the state: send the SMS (or the push and the email)
-      again on every reading, and re-arm the acknowledgement timer, so a
-      sensor that keeps reporting would never escalate. The engine has no
-      internal transition (one that stays in the state without re-entering
-      it), so parking is the lesser cost: parked readings stay parked while
-      the alert pages or escalates (their guards never match), are applied
-      as no-op self-transitions once the alert is acknowledged, and are
-      dropped when it resolves.
+    Readings still over the threshold while the alert is open are consumed
+    by internal transitions: the state is not left and entered again, so the
+    SMS is not sent again and the acknowledgement timer keeps running.
     """
 
     name = "sensor_alert"
@@ -84,7 +73,11 @@ class SensorAlert(Workflow):
             target=resolved,
             guard=back_to_normal,
         ),
-        On("sensor.reading", source=acknowledged, target=acknowledged, guard=still_alarming),
+        *(
+            On("sensor.reading", source=state, target=state, guard=still_alarming, internal=True)
+            for state in (paging, escalated, acknowledged)
+        ),
         On("alert.unacknowledged", source=paging, target=escalated),
-        On("alert.acknowledged", source=[paging, escalated, acknowledged], target=acknowledged),
+        On("alert.acknowledged", source=[paging, escalated], target=acknowledged),
+        On("alert.acknowledged", source=acknowledged, target=acknowledged, internal=True),
     ]
