@@ -1,10 +1,12 @@
-"""`orchestrator demo`: a short, self-contained run of the order workflow.
+"""`orchestrator demo`: a short, self-contained run of the three bundled workflows.
 
 It starts a private embedded Redis in a temporary folder (or uses the Redis
-URL given), starts `orchestrator worker` as a real subprocess, starts a
-handful of orders chosen to take every path (shipped; card declined; out of
-stock; undeliverable, which refunds and releases; a payment that times out),
-waits for all of them to finish, and prints what happened to each.
+URL given), starts `orchestrator worker` as a real subprocess, and plays a
+script per scenario: orders that ship or fail and are compensated; users who
+verify their email, verify after a reminder, never verify, or fail profile
+creation; sensor alerts that resolve, are acknowledged, escalate, or take
+repeated readings. Day-long and minute-long timeouts are played by emitting
+the timeout event, as an operator could. Then it prints what happened.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,116 @@ from rich.table import Table
 
 from orchestrator import embedded
 from orchestrator.bootstrap import bootstrap
+from orchestrator.client import Orchestrator
 from orchestrator.settings import Settings
 
-ORDERS: list[tuple[str, dict[str, Any]]] = [
-    ("ships", {"items": 2, "card": "ok"}),
-    ("ships", {"items": 1, "card": "ok"}),
-    ("ships", {"items": 5, "card": "ok"}),
-    ("card declined", {"items": 1, "card": "declined"}),
-    ("out of stock", {"items": 40, "card": "ok"}),
-    ("undeliverable", {"items": 1, "card": "ok", "address": "nowhere"}),
-    ("payment times out", {"items": 1, "card": "slow", "slow_seconds": 4}),
-]
+Step = tuple[str, str, dict[str, Any]]  # ("emit", type, data) or ("wait", state, {})
+
+
+@dataclass
+class Scenario:
+    workflow: str
+    label: str
+    start: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)
+    key: tuple[str, str] | None = None
+    instance: str = ""
+    started_at: float = 0.0
+
+    def begin(self, client: Orchestrator) -> None:
+        self.started_at = time.time()
+        if self.workflow == "order":
+            self.instance = client.start("order", self.start)
+        else:
+            event = "user.registered" if self.workflow == "registration" else "sensor.reading"
+            self.instance = client.emit(event, self.start).instance_id
+
+    def advance(self, client: Orchestrator) -> None:
+        """Play the steps whose turn has come; a wait holds until its state is reached."""
+        while self.steps:
+            kind, name, data = self.steps[0]
+            if kind == "wait":
+                if client.status(self.instance).state != name:
+                    return
+            else:
+                client.emit(name, data, key=self.key)
+            self.steps.pop(0)
+
+    def done(self, client: Orchestrator) -> bool:
+        return not self.steps and client.status(self.instance).finished
+
+
+def _order(n: int, tag: str, label: str, **data: Any) -> Scenario:
+    order = {
+        "order_id": f"D{tag}-{n}",
+        "email": f"customer{n}@example.com",
+        "amount": 10.0 * n,
+        "work_seconds": 0.05,
+        **data,
+    }
+    return Scenario("order", label, order)
+
+
+def _user(n: int, tag: str, label: str, steps: list[Step], **data: Any) -> Scenario:
+    user_id = f"U{tag}-{n}"
+    start = {"user_id": user_id, "email": f"user{n}@example.com", "name": "Ann Lee", **data}
+    return Scenario("registration", label, start, steps, key=("user_id", user_id))
+
+
+def _sensor(n: int, tag: str, label: str, steps: list[Step]) -> Scenario:
+    sensor_id = f"T{tag}-{n}"
+    start = {
+        "sensor_id": sensor_id,
+        "value": 95.0,
+        "threshold": 80.0,
+        "oncall_phone": "+15550100",
+        "escalation_push": "device-of-bob",
+        "escalation_email": "bob@example.com",
+    }
+    return Scenario("sensor_alert", label, start, steps, key=("sensor_id", sensor_id))
+
+
+def scenarios(tag: str) -> list[Scenario]:
+    waiting, reminded = ("wait", "awaiting_verification", {}), ("wait", "reminded", {})
+    verified, overdue = ("emit", "email.verified", {}), ("emit", "verification.overdue", {})
+    paging = ("wait", "paging", {})
+    normal = ("emit", "sensor.reading", {"value": 60.0})
+    return [
+        _order(1, tag, "ships", items=2),
+        _order(2, tag, "ships", items=1),
+        _order(3, tag, "card declined", card="declined"),
+        _order(4, tag, "out of stock", items=40),
+        _order(5, tag, "undeliverable", address="nowhere"),
+        _order(6, tag, "payment times out", card="slow", slow_seconds=3.5),
+        _user(1, tag, "verifies", [waiting, verified]),
+        _user(2, tag, "verifies after a reminder", [waiting, overdue, reminded, verified]),
+        _user(3, tag, "never verifies", [waiting, overdue, reminded, overdue]),
+        _user(4, tag, "profile fails", [waiting, verified], name="R2-D2"),
+        _sensor(1, tag, "back to normal", [paging, normal]),
+        _sensor(
+            2,
+            tag,
+            "acknowledged",
+            [paging, ("emit", "alert.acknowledged", {}), ("wait", "acknowledged", {}), normal],
+        ),
+        _sensor(
+            3,
+            tag,
+            "escalated",
+            [paging, ("emit", "alert.unacknowledged", {}), ("wait", "escalated", {}), normal],
+        ),
+        _sensor(
+            4,
+            tag,
+            "repeated readings",
+            [
+                paging,
+                ("emit", "sensor.reading", {"value": 97.0}),
+                ("emit", "sensor.reading", {"value": 99.0}),
+                normal,
+            ],
+        ),
+    ]
 
 
 def run_demo(settings: Settings, timeout: float = 60.0) -> int:
@@ -44,7 +145,6 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     private = settings.redis_url is None
     url = embedded.ensure_running(scratch) if private else settings.redis_url
     assert url is not None
-    demo_settings = replace(settings, redis_url=url, workflows=("workflows",), partitions=None)
     log_path = scratch / "worker.log"
     env = {**os.environ, "REDIS_URL": url, "ORCHESTRATOR_WORKFLOWS": "workflows"}
     with open(log_path, "w") as log:
@@ -56,22 +156,18 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
         )
     try:
         console.print(
-            f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}; "
+            f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}, "
             f"worker pid {worker.pid}"
         )
-        client = bootstrap(demo_settings).client
+        app = bootstrap(replace(settings, redis_url=url, workflows=("workflows",)))
+        client = app.client
         started = time.time()
-        tag = f"{int(started) % 100000:05d}"
-        runs = []
-        for index, (label, data) in enumerate(ORDERS, 1):
-            order = {
-                "order_id": f"D{tag}-{index}",
-                "email": f"customer{index}@example.com",
-                "amount": 10.0 * index,
-                "work_seconds": 0.1,
-                **data,
-            }
-            runs.append((label, order["order_id"], client.start("order", order)))
+        plays = scenarios(f"{int(started) % 100000:05d}")
+        for play in plays:
+            play.begin(client)
+        ignored = client.emit(
+            "sensor.reading", {"sensor_id": "T-quiet", "value": 20.0, "threshold": 80.0}
+        )
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -79,42 +175,16 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            bar = progress.add_task("orders", total=len(runs))
-            while True:
-                done = sum(client.status(iid).finished for _, _, iid in runs)
-                progress.update(bar, completed=done)
-                if done == len(runs) or time.time() - started > timeout:
+            bar = progress.add_task("workflows", total=len(plays))
+            while time.time() - started < timeout:
+                for play in plays:
+                    play.advance(client)
+                finished = sum(play.done(client) for play in plays)
+                progress.update(bar, completed=finished)
+                if finished == len(plays):
                     break
                 time.sleep(0.1)
-        table = Table(title="What happened to each order")
-        for column in ("order", "scenario", "final state", "status", "steps", "undone", "time"):
-            table.add_column(column)
-        unfinished = 0
-        for label, order_id, iid in runs:
-            instance = client.status(iid)
-            unfinished += not instance.finished
-            effects = [e for h in client.history(iid) for e in h["effects"]]
-            steps = sum(e.startswith("run task") for e in effects)
-            undone = sum(e.startswith("run compensation") for e in effects)
-            table.add_row(
-                order_id,
-                label,
-                instance.state or "-",
-                instance.status,
-                str(steps),
-                str(undone),
-                f"{instance.updated_at - instance.created_at:.2f}s",
-            )
-        console.print(table)
-        sent = [line for line in log_path.read_text().splitlines() if line.startswith("[")]
-        console.print(f"Notifications sent to the console channel ({len(sent)}):")
-        for line in sent:
-            console.print(f"  {line}", markup=False, highlight=False)
-        if unfinished:
-            console.print(f"[red]{unfinished} order(s) did not finish in {timeout:.0f}s[/red]")
-            return 1
-        console.print(f"All {len(runs)} orders finished in {time.time() - started:.1f}s.")
-        return 0
+        return _report(console, client, plays, ignored.note, log_path, time.time() - started)
     finally:
         worker.terminate()
         try:
@@ -124,3 +194,51 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
         if private:
             embedded.stop(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _report(
+    console: Console,
+    client: Orchestrator,
+    plays: list[Scenario],
+    note: str,
+    log_path: Path,
+    took: float,
+) -> int:
+    table = Table(title="What happened")
+    for column in (
+        "workflow",
+        "scenario",
+        "final state",
+        "status",
+        "tasks",
+        "undone",
+        "notified",
+        "time",
+    ):
+        table.add_column(column)
+    unfinished = 0
+    for play in plays:
+        instance = client.status(play.instance)
+        unfinished += not instance.finished
+        effects = [e for h in client.history(play.instance) for e in h["effects"]]
+        table.add_row(
+            play.workflow,
+            play.label,
+            instance.state or "-",
+            instance.status,
+            str(sum(e.startswith("run task") for e in effects)),
+            str(sum(e.startswith("run compensation") for e in effects)),
+            str(sum(e.startswith("notify") for e in effects)),
+            f"{instance.updated_at - play.started_at:.1f}s",
+        )
+    console.print(table)
+    console.print(f"A reading under its threshold with no alert open: {note}")
+    sent = [line for line in log_path.read_text().splitlines() if line.startswith("[")]
+    console.print(f"Notifications delivered to the console channel ({len(sent)}), the first five:")
+    for line in sent[:5]:
+        console.print(f"  {line}", markup=False, highlight=False, overflow="ellipsis", no_wrap=True)
+    if unfinished:
+        console.print(f"[red]{unfinished} scenario(s) did not finish[/red]; worker log: {log_path}")
+        return 1
+    console.print(f"All {len(plays)} scenarios finished in {took:.1f}s.")
+    return 0
