@@ -97,10 +97,12 @@ def _sensor(n: int, tag: str, label: str, steps: list[Step]) -> Scenario:
 
 
 def scenarios(tag: str) -> list[Scenario]:
-    waiting, reminded = ("wait", "awaiting_verification", {}), ("wait", "reminded", {})
-    verified, overdue = ("emit", "email.verified", {}), ("emit", "verification.overdue", {})
-    paging = ("wait", "paging", {})
-    normal = ("emit", "sensor.reading", {"value": 60.0})
+    waiting: Step = ("wait", "awaiting_verification", {})
+    reminded: Step = ("wait", "reminded", {})
+    verified: Step = ("emit", "email.verified", {})
+    overdue: Step = ("emit", "verification.overdue", {})
+    paging: Step = ("wait", "paging", {})
+    normal: Step = ("emit", "sensor.reading", {"value": 60.0})
     return [
         _order(1, tag, "ships", items=2),
         _order(2, tag, "ships", items=1),
