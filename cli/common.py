@@ -27,9 +27,11 @@ def json_argument(value: str | None, what: str) -> dict[str, Any]:
     if value.startswith("@"):
         source = value[1:]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot read {what} from {source}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{what} in {source} is not UTF-8 text") from None
         return parse_json_object(text, f"{what} in {source}")
     return parse_json_object(value, what)
 

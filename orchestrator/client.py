@@ -29,7 +29,7 @@ from orchestrator.errors import (
     UnknownInstance,
 )
 from orchestrator.inbox import Inbox, check_id, new_id
-from orchestrator.instance import Instance
+from orchestrator.instance import STATUSES, Instance
 from orchestrator.keys import Keys
 from orchestrator.registry import TASK_EVENTS, Registry
 from orchestrator.replay import ReplayReport, replay
@@ -186,6 +186,8 @@ class Orchestrator:
     ) -> list[Instance]:
         if workflow:
             self.registry.get(workflow)
+        if status is not None and status not in STATUSES:
+            raise InputError(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
         return self.store.list(workflow=workflow, state=state, status=status, limit=limit)
 
     def expired_count(self) -> int:
@@ -224,7 +226,10 @@ class Orchestrator:
                 "--workflow ID or --key NAME=VALUE"
             )
         if key and definition.correlate_by == key[0]:
-            data.setdefault(key[0], key[1])
+            if str(data.setdefault(key[0], key[1])) != key[1]:
+                raise InputError(
+                    f"--key {key[0]}={key[1]} disagrees with the data's {key[0]} {data[key[0]]!r}"
+                )
         data = definition.schemas.check(event_type, data)
         correlation = _correlation(definition, data, required=True)
         existing = self.store.correlated(definition.name, *correlation) if correlation else None

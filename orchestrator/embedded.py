@@ -23,10 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orchestrator.errors import ConfigurationError
 
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux
+NO_RETRY = Retry(NoBackoff(), 0)  # a dead socket is an answer here, not a hiccup
 
 
 def redis_server_binary() -> str:
@@ -111,7 +114,7 @@ def stop(data_dir: Path) -> bool:
     sock = socket_path(data_dir)
     if not _answers(sock):
         return False
-    client = redis.Redis(unix_socket_path=str(sock))
+    client = redis.Redis(unix_socket_path=str(sock), retry=NO_RETRY)
     with contextlib.suppress(redis.ConnectionError):
         client.shutdown(nosave=True)
     pidfile = data_dir / "redis.pid"
@@ -124,7 +127,7 @@ def stop(data_dir: Path) -> bool:
 def _answers(sock: Path) -> bool:
     if not sock.exists():
         return False
-    client = redis.Redis(unix_socket_path=str(sock), socket_connect_timeout=1)
+    client = redis.Redis(unix_socket_path=str(sock), socket_connect_timeout=1, retry=NO_RETRY)
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):

@@ -132,14 +132,22 @@ class Inbox:
         )
 
 
+def _refuse_constant(name: str) -> Any:
+    raise InputError(f"{name} is not a JSON number; send a number or a string")
+
+
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
     """Parse user JSON that must be an object; errors name the position."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise InputError(f"{what} is nested too deeply") from None
+    except InputError as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InputError(f"{what} must be a JSON object, not {type(value).__name__}")
     return value

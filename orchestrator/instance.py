@@ -13,6 +13,14 @@ from typing import Any, Literal
 from orchestrator.events import Event
 
 Status = Literal["pending", "running", "compensating", "completed", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "running",
+    "compensating",
+    "completed",
+    "failed",
+    "cancelled",
+)
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled"})
 """Statuses after which nothing runs. `failed` is final only in a final state;
 an instance whose compensation failed is `failed` but resumable."""

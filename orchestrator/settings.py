@@ -13,11 +13,11 @@ ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator.errors import ConfigurationError
 
@@ -96,12 +96,9 @@ def _modules(text: str) -> tuple[str, ...]:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, fit for an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with any password replaced by ***, fit for an error message.
+
+    Works on the text, not a parse: it must never fail, even on a malformed URL.
+    """
+    url = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)

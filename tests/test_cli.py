@@ -614,11 +614,6 @@ def test_embedded_redis_is_shared_by_separate_processes(tmp_path: Path) -> None:
 # -- bugs found while writing these tests (see the reasons) --------------------------------
 
 
-@pytest.mark.xfail(
-    reason="connection.py/settings.redact hides only a password in the netloc; one given as "
-    "?password= in the URL (which redis-py honours) is printed in the error",
-    strict=True,
-)
 def test_password_in_the_url_query_is_not_shown() -> None:
     port = free_port()
     env = cli_env(f"redis://127.0.0.1:{port}/0?password={SECRET}", Path("/nonexistent"))
@@ -627,12 +622,6 @@ def test_password_in_the_url_query_is_not_shown() -> None:
     assert SECRET not in line
 
 
-@pytest.mark.xfail(
-    reason="connection.connect: a REDIS_URL with a bad port makes redis-py raise ValueError; the "
-    "handler calls settings.redact, whose urlsplit().port raises ValueError again, so the CLI "
-    "reports an internal error (exit 70) instead of 'invalid Redis URL'",
-    strict=True,
-)
 @pytest.mark.parametrize("port", ["99999", "abc"])
 def test_a_redis_url_with_a_bad_port_is_a_clear_error(port: str) -> None:
     env = cli_env(f"redis://:{SECRET}@127.0.0.1:{port}/0", Path("/nonexistent"))
@@ -641,10 +630,6 @@ def test_a_redis_url_with_a_bad_port_is_a_clear_error(port: str) -> None:
     assert SECRET not in line
 
 
-@pytest.mark.xfail(
-    reason="settings.redact drops the brackets of an IPv6 host: redis://:***@::1:PORT/0",
-    strict=True,
-)
 def test_an_ipv6_redis_url_is_shown_with_its_brackets() -> None:
     port = free_port()
     env = cli_env(f"redis://:{SECRET}@[::1]:{port}/0", Path("/nonexistent"))
@@ -653,11 +638,6 @@ def test_an_ipv6_redis_url_is_shown_with_its_brackets() -> None:
     assert SECRET not in line
 
 
-@pytest.mark.xfail(
-    reason="cli/common.json_argument catches only OSError; an @file that is not UTF-8 raises "
-    "UnicodeDecodeError, reported as an internal error (exit 70)",
-    strict=True,
-)
 def test_an_input_file_that_is_not_utf8_is_a_clear_error(env: Env, tmp_path: Path) -> None:
     path = tmp_path / "latin1.json"
     path.write_bytes('{"who": "Zoë"}'.encode("latin-1"))
@@ -665,21 +645,11 @@ def test_an_input_file_that_is_not_utf8_is_a_clear_error(env: Env, tmp_path: Pat
     assert str(path) in line
 
 
-@pytest.mark.xfail(
-    reason="inbox.parse_json_object catches only JSONDecodeError; deeply nested JSON raises "
-    "RecursionError, reported as an internal error (exit 70)",
-    strict=True,
-)
 def test_deeply_nested_input_is_a_clear_error(env: Env) -> None:
     line = fails("start", "counter", "--input", "[" * 2000, env=env)
     assert "--input" in line
 
 
-@pytest.mark.xfail(
-    reason="inbox.parse_json_object accepts NaN/Infinity (json.loads does), so `status --json` "
-    "later prints NaN, which is not JSON; the door should refuse it",
-    strict=True,
-)
 def test_non_json_numbers_are_refused_or_never_printed(env: Env) -> None:
     result = run_cli("start", "counter", "--input", '{"x": NaN}', env=env)
     if result.returncode == 0:
@@ -695,12 +665,6 @@ def test_non_json_numbers_are_refused_or_never_printed(env: Env) -> None:
         assert result.stderr.startswith("error: --input") and "NaN" in result.stderr
 
 
-@pytest.mark.xfail(
-    reason="embedded.stop uses redis-py's default Retry (10 tries, backoff up to 1 s): the "
-    "connection drop that SHUTDOWN causes is retried, so `server stop` takes about 4 s "
-    "(and a retry could shut down a server started meanwhile)",
-    strict=True,
-)
 def test_server_stop_is_quick(tmp_path: Path) -> None:
     env = cli_env(None, tmp_path)
     try:
