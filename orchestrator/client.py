@@ -225,11 +225,14 @@ class Orchestrator:
                 f"event type {event_type!r} starts no workflow; address it with "
                 "--workflow ID or --key NAME=VALUE"
             )
-        if key and definition.correlate_by == key[0]:
-            if str(data.setdefault(key[0], key[1])) != key[1]:
-                raise InputError(
-                    f"--key {key[0]}={key[1]} disagrees with the data's {key[0]} {data[key[0]]!r}"
-                )
+        if (
+            key
+            and definition.correlate_by == key[0]
+            and (str(data.setdefault(key[0], key[1])) != key[1])
+        ):
+            raise InputError(
+                f"--key {key[0]}={key[1]} disagrees with the data's {key[0]} {data[key[0]]!r}"
+            )
         data = definition.schemas.check(event_type, data)
         correlation = _correlation(definition, data, required=True)
         existing = self.store.correlated(definition.name, *correlation) if correlation else None
