@@ -11,6 +11,8 @@ def _label(row: TransitionSpec) -> str:
         label += f" [{getattr(row.guard, '__name__', 'guard')}]"
     if row.compensate:
         label += " / compensate"
+    if row.internal:
+        label += " / internal"
     return label
 
 
