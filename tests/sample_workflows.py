@@ -229,3 +229,16 @@ class VersionedV2(Workflow):
     middle = State()
     new_end = State(final=True)
     transitions = [On("go", source=first, target=middle), On("go", source=middle, target=new_end)]
+
+
+class TimeBoxed(Workflow):
+    """A task slower than its own per-try timeout: each try is cut off, then it fails."""
+
+    name = "time_boxed"
+    working = State(initial=True, task=Task(slow, timeout=1, retries=1, backoff=0.05))
+    done = State(final=True)
+    gave_up = State(final=True, outcome="failed")
+    transitions = [
+        On("task.completed", source=working, target=done),
+        On("task.failed", source=working, target=gave_up),
+    ]

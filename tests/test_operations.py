@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,15 @@ def test_cli_retry_and_replay(app: App, tmp_path: Path) -> None:
     assert '"matches": false' in diverged.stdout
     refused = run_cli("retry", iid, env=env)
     assert refused.returncode == 1 and "nothing to retry" in refused.stderr
+
+
+def test_a_try_slower_than_its_timeout_is_cut_off_and_retried_then_fails(app: App) -> None:
+    iid = app.client.start("time_boxed", {"seconds": 30})
+    started = time.monotonic()
+    run_burst(app)
+    assert time.monotonic() - started < 20  # two tries of one second, not thirty
+    final = app.client.status(iid)
+    assert (final.state, final.status) == ("gave_up", "failed")
+    failures = [h for h in app.client.history(iid) if h["event"]["type"] == "task.failed"]
+    assert [h["outcome"] for h in failures] == ["retry", "transition"]
+    assert all(h["event"]["data"]["error_type"] == "JobTimeoutException" for h in failures)

@@ -7,6 +7,7 @@ are cut short by firing the timers with a clock moved past them.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -198,3 +199,12 @@ def test_profile_names() -> None:
     assert not valid_name("R2-D2")
     assert not valid_name(" - ")
     assert not valid_name("")
+
+
+@pytest.fixture(autouse=True)
+def every_history_replays_to_the_stored_state(app: App) -> Iterator[None]:
+    """After each path, rebuilding every instance from its history gives the stored one."""
+    yield
+    for instance in app.client.list(limit=1000):
+        report = app.client.replay(instance.id)
+        assert report.matches, report.summary()

@@ -9,6 +9,7 @@ the acknowledgement timeout is cut short by firing the timer early.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -251,3 +252,12 @@ def test_malformed_reading_for_an_open_alert_goes_to_the_dead_letters(app: App) 
     assert len(letters) == 1
     reason = letters[0][1][b"reason"].decode()
     assert "numeric 'value'" in reason
+
+
+@pytest.fixture(autouse=True)
+def every_history_replays_to_the_stored_state(app: App) -> Iterator[None]:
+    """After each path, rebuilding every instance from its history gives the stored one."""
+    yield
+    for instance in app.client.list(limit=1000):
+        report = app.client.replay(instance.id)
+        assert report.matches, report.summary()
