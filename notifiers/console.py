@@ -1,23 +1,34 @@
 """The console channel: prints a notification instead of sending it.
 
-For development and the demo; every channel falls back to it until the real
-channels are configured.
+For development and the demo, and the stand-in for any channel that is not
+configured (see notifiers.registry).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import hashlib
+from collections.abc import Mapping
 
-log = logging.getLogger("notifiers.console")
+from notifiers.base import Delivery, Message, Notifier
 
 
-class ConsoleNotifier:
+class ConsoleNotifier(Notifier):
     channel = "console"
 
-    def send(self, channel: str, to: str, subject: str, body: str) -> dict[str, Any]:
+    def __init__(self, stands_in_for: str | None = None) -> None:
+        self.stands_in_for = stands_in_for
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ConsoleNotifier:
+        return cls()
+
+    def send(self, message: Message) -> Delivery:
+        head = f"[{message.channel} -> {message.to}]"
         line = (
-            f"[{channel} -> {to}] {subject}: {body}" if subject else f"[{channel} -> {to}] {body}"
+            f"{head} {message.subject}: {message.body}"
+            if message.subject
+            else f"{head} {message.body}"
         )
         print(line, flush=True)
-        return {"ok": True, "provider_id": f"console:{abs(hash(line)) % 10**8}"}
+        digest = hashlib.sha1(f"{message.key}:{message.to}".encode()).hexdigest()[:12]
+        return Delivery(provider_id=f"console-{digest}", accepted=(message.to,))

@@ -1,36 +1,75 @@
-"""Routing a notification to its channel, after rendering its template.
+"""The channel registry: channel name -> notifier class, imported only when used.
 
-Templates render in Jinja2's sandbox with undefined variables as errors; a
-template that cannot render fails the notification with the reason.
+Vendor SDKs (twilio, pywebpush) load with their channel, so a process that
+never sends an SMS never imports twilio. A channel that is not configured
+falls back to the console with a warning, so development and the demo need
+no credentials; ORCHESTRATOR_REQUIRE_CHANNELS=1 makes it a failure instead.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import logging
+from collections.abc import Mapping
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from notifiers.base import Notifier
+from notifiers.errors import ChannelConfigError
 
-from notifiers.console import ConsoleNotifier
+log = logging.getLogger("notifiers")
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-
-
-def render(template: str, context: dict[str, Any]) -> tuple[str, str]:
-    """A template is "Subject line | body"; without a '|', all of it is the body."""
-    subject, sep, body = template.partition("|")
-    if not sep:
-        subject, body = "", template
-    return _env.from_string(subject.strip()).render(context), _env.from_string(body.strip()).render(
-        context
-    )
+CHANNELS: dict[str, str] = {
+    "email": "notifiers.email:EmailNotifier",
+    "sms": "notifiers.sms:SmsNotifier",
+    "push": "notifiers.push:PushNotifier",
+    "webhook": "notifiers.webhook:WebhookNotifier",
+    "console": "notifiers.console:ConsoleNotifier",
+}
 
 
-def deliver(channel: str, to: str | None, template: str, context: dict[str, Any]) -> dict[str, Any]:
-    if not to:
-        return {"ok": False, "reason": "no recipient address in the context"}
+def notifier_class(channel: str) -> type[Notifier]:
     try:
-        subject, body = render(template, context)
-    except TemplateError as exc:
-        return {"ok": False, "reason": f"template error: {exc}"}
-    return ConsoleNotifier().send(channel, to, subject, body)
+        path = CHANNELS[channel]
+    except KeyError:
+        known = ", ".join(sorted(CHANNELS))
+        raise ChannelConfigError(f"unknown channel {channel!r} (channels: {known})") from None
+    module, _, name = path.partition(":")
+    try:
+        found: type[Notifier] = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ChannelConfigError(
+            f"channel {channel} needs a package that is not installed ({exc.name}): "
+            f"pip install 'orchestrator[{channel}]'"
+        ) from None
+    return found
+
+
+class Notifiers:
+    """The notifiers of one process, built on first use and kept (connections are reused)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self._built: dict[str, tuple[Notifier, str | None]] = {}
+
+    def get(self, channel: str) -> tuple[Notifier, str | None]:
+        """The channel's notifier, and a warning when the console stands in for it."""
+        if channel not in self._built:
+            self._built[channel] = self._build(channel)
+        return self._built[channel]
+
+    def _build(self, channel: str) -> tuple[Notifier, str | None]:
+        cls = notifier_class(channel)
+        try:
+            return cls.from_env(self.env), None
+        except ChannelConfigError as exc:
+            if self.env.get("ORCHESTRATOR_REQUIRE_CHANNELS", "") in ("1", "true", "yes"):
+                raise
+            from notifiers.console import ConsoleNotifier
+
+            warning = f"{channel} is not configured ({exc}); printed to the console instead"
+            log.warning(warning)
+            return ConsoleNotifier(stands_in_for=channel), warning
+
+    def close(self) -> None:
+        for notifier, _ in self._built.values():
+            notifier.close()
+        self._built.clear()

@@ -35,6 +35,7 @@ from orchestrator.events import Event
 from orchestrator.faults import crash_point
 from orchestrator.instance import Instance
 from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
+from orchestrator.later import Later
 from orchestrator.leases import Leases
 from orchestrator.machine import GuardFailed, Result, transition
 from orchestrator.registry import Registry
@@ -87,6 +88,7 @@ class Applier:
         self.timers = Timers(client, keys)
         self.dispatcher = Dispatcher(client, keys)
         self.retention = Retention(client, keys, retention)
+        self.later = Later(client, keys)
         self._next_clean = 0.0
         self._caught_up: set[int] = set()
         self._next_watch = 0.0  # owned partitions with no pending entries left
@@ -108,6 +110,7 @@ class Applier:
             return 0
         now = time.time()
         self.timers.fire_due(owned, now)
+        self.later.move_due(now)
         if now >= self._next_watch:
             self._next_watch = now + 1.0
             self.dispatcher.watchdog.check(owned, now)

@@ -16,8 +16,10 @@ only thing the pure transition function reads.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from orchestrator.errors import DefinitionError
@@ -80,13 +82,16 @@ class Task:
 class Notify:
     """A notification sent when a state is entered.
 
-    `to` is the context key holding the address (or recipient id), or a
-    function of the context returning it.
+    `template` names a folder in the workflow's `templates/` (see
+    notifiers.templates). `to` is the context key holding the recipient id
+    or the address, or a function of the context returning it. An `urgent`
+    notification is sent even in the recipient's quiet hours.
     """
 
     channel: str
     template: str
     to: str | Callable[[dict[str, Any]], str | None]
+    urgent: bool = False
 
 
 class State:
@@ -168,6 +173,7 @@ class NotifySpec:
     channel: str
     template: str
     to: str | Callable[[dict[str, Any]], str | None]
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,7 @@ class Definition:
     cancel_state: str
     description: str = ""
     event_types: frozenset[str] = field(default=frozenset())
+    templates: str | None = None  # module whose folder holds templates/ (notifiers.templates)
     schemas: PayloadSchemas = field(default_factory=lambda: PayloadSchemas({}))
 
     def state(self, name: str) -> StateSpec:
@@ -253,6 +260,15 @@ def _schemas(
         return PayloadSchemas(schemas)
     except Exception as exc:  # pydantic refuses what it cannot validate
         raise fail(f"schemas: {str(exc).splitlines()[0]}") from None
+
+
+def _templates_folder(cls: type) -> str | None:
+    """The module of a workflow with `templates/` beside it: workers find the folder by it."""
+    module = sys.modules.get(cls.__module__)
+    source = getattr(module, "__file__", None)
+    if source and (Path(source).parent / "templates").is_dir():
+        return cls.__module__
+    return None
 
 
 def _snake(name: str) -> str:
@@ -371,6 +387,7 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         cancel_state=cancel_state,
         description=(cls.__doc__ or "").strip().split("\n")[0],
         event_types=event_types,
+        templates=_templates_folder(cls),
         schemas=_schemas(cls.schemas, event_types, fail),
     )
 
@@ -409,7 +426,7 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         outcome=state.outcome,
         task=spec(state.task, "task"),
         compensation=spec(state.compensation, "compensation"),
-        notify=tuple(NotifySpec(n.channel, n.template, n.to) for n in state.notify),
+        notify=tuple(NotifySpec(n.channel, n.template, n.to, n.urgent) for n in state.notify),
         timeout=state.timeout,
         timeout_event=state.timeout_event,
     )

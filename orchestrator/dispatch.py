@@ -79,8 +79,12 @@ class Dispatcher:
                     "channel": effect.channel,
                     "to": effect.to,
                     "template": effect.template,
+                    "templates": effect.templates,
+                    "urgent": effect.urgent,
                     "context": effect.context,
                     "key": job_id(instance_id, seq, index),
+                    "namespace": self.keys.namespace,
+                    "partitions": self.keys.partitions,
                 }
                 self._enqueue(
                     pipe,

@@ -29,6 +29,8 @@ class Notify:
     to: str | None
     template: str
     context: dict[str, Any] = field(default_factory=dict)
+    templates: str | None = None  # the workflow's module, beside which templates/ is
+    urgent: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from rq import get_current_job
 
 from orchestrator import events as ev
 from orchestrator.events import Event
+from orchestrator.keys import Keys
+from orchestrator.later import Later
 from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
 
 log = logging.getLogger("orchestrator.jobs")
@@ -63,17 +66,39 @@ def run_task(payload: dict[str, Any]) -> None:
 
 
 def send_notification(payload: dict[str, Any]) -> None:
-    from notifiers.registry import deliver  # imported here: channels load lazily
+    """Deliver one notification (notifiers.delivery) and tell the workflow how it went."""
+    from notifiers.delivery import Deliverer  # channels and their SDKs load only here
 
-    outcome = deliver(payload["channel"], payload["to"], payload["template"], payload["context"])
-    data = {
-        "channel": payload["channel"],
-        "to": payload["to"],
-        "template": payload["template"],
-        **outcome,
-    }
-    kind = ev.NOTIFICATION_SENT if outcome.get("ok") else ev.NOTIFICATION_FAILED
-    _emit(payload, kind, data)
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    keys = Keys(str(payload.get("namespace", "orch")), int(payload.get("partitions", 8)))
+    outcome = Deliverer(job.connection, keys, os.environ, _notifiers()).deliver(payload, job.id)
+    if outcome.later is not None:
+        Later(job.connection, keys).add(
+            {**payload, "attempt": int(payload.get("attempt", 1)) + 1}, outcome.later
+        )
+    if outcome.event is not None and payload.get("instance"):
+        event = Event(
+            id=f"{outcome.data['key']}-{outcome.event}",
+            type=outcome.event,
+            instance_id=payload["instance"],
+            at=time.time(),
+            data=outcome.data,
+        )
+        job.connection.xadd(payload["inbox"], {"e": event.to_json()})
+
+
+_channels: Any = None
+
+
+def _notifiers() -> Any:
+    """One set of notifiers per process, so SMTP connections and HTTP sessions are reused."""
+    global _channels
+    if _channels is None:
+        from notifiers.registry import Notifiers
+
+        _channels = Notifiers(os.environ)
+    return _channels
 
 
 def _emit(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> None:

@@ -21,6 +21,13 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:idx:state:NAME:STATE          set    instance ids of a workflow by current state
   N:idx:expiring                  zset   finished instances (JSON id, workflow, state) by expiry
   N:expired                       zset   ids of instances removed by retention, by removal time
+  N:notification:KEY              hash   one notification's ledger record (notifiers.ledger)
+  N:notifications:ID              zset   the notification keys of instance ID, by creation
+  N:provider-message:PID          string notification key of a provider's message id
+  N:notify-later                  zset   notification jobs to enqueue when due (retries, quiet)
+  N:rate:CHANNEL                  string next free send slot of a channel (rate limit)
+  N:recipient:RID                 hash   a recipient: addresses, subscriptions, preferences
+  N:recipients                    set    recipient ids
   N:deadletters                   stream events that could not be applied, with the reason
   N:appliers                      zset   live applier ids by last heartbeat
 
@@ -107,6 +114,29 @@ class Keys:
     @property
     def expired(self) -> str:
         return f"{self.namespace}:expired"
+
+    def notification(self, key: str) -> str:
+        return f"{self.namespace}:notification:{key}"
+
+    def notifications_of(self, instance_id: str) -> str:
+        return f"{self.namespace}:notifications:{instance_id}"
+
+    def provider_message(self, provider_id: str) -> str:
+        return f"{self.namespace}:provider-message:{provider_id}"
+
+    @property
+    def notify_later(self) -> str:
+        return f"{self.namespace}:notify-later"
+
+    def rate(self, channel: str) -> str:
+        return f"{self.namespace}:rate:{channel}"
+
+    def recipient(self, recipient_id: str) -> str:
+        return f"{self.namespace}:recipient:{recipient_id}"
+
+    @property
+    def recipients(self) -> str:
+        return f"{self.namespace}:recipients"
 
     @property
     def deadletters(self) -> str:

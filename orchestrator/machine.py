@@ -268,7 +268,16 @@ class _Step:
             if isinstance(spec.to, str):
                 value = self.inst.context.get(spec.to)
                 to = None if value is None else str(value)
-            self.effects.append(Notify(spec.channel, to, spec.template, self.inst.context))
+            self.effects.append(
+                Notify(
+                    spec.channel,
+                    to,
+                    spec.template,
+                    self.inst.context,
+                    self.d.templates,
+                    spec.urgent,
+                )
+            )
         if state.timeout is not None:
             self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
 

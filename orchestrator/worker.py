@@ -57,7 +57,8 @@ def run_burst(app: App, timer_horizon: float = 5.0) -> int:
             total += applied
             if applied or ran:
                 continue
-            due = applier.timers.next_due(applier.leases.owned)
+            dues = [applier.timers.next_due(applier.leases.owned), applier.later.next_due()]
+            due = min((d for d in dues if d is not None), default=None)
             wait = None if due is None else due - time.time()
             if wait is None or wait > timer_horizon:
                 return total

@@ -29,18 +29,16 @@ class OrderFulfilment(Workflow):
     shipped = State(
         final=True,
         notify=[
-            Notify("email", "Order {{ order_id }} shipped | Tracking {{ tracking }}", to="email")
+            Notify("email", "order_shipped", to="email"),
+            Notify("sms", "order_shipped", to="phone"),
         ],
     )
     failed = State(
         final=True,
         outcome="failed",
         notify=[
-            Notify(
-                "email",
-                "Order {{ order_id }} failed | {{ order_id }} was not completed",
-                to="email",
-            )
+            Notify("email", "order_failed", to="email"),
+            Notify("sms", "order_failed", to="phone"),
         ],
     )
 

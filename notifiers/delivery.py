@@ -1,0 +1,221 @@
+"""Delivering one notification: what the `notifications` job does.
+
+    claim the ledger record (nothing twice) -> find the recipient's address
+    -> preferences (opted out: skipped; quiet hours: later) -> render
+    -> rate limit -> send -> record -> tell the workflow
+
+The workflow hears `notification.sent` (with the provider's id) or
+`notification.failed` (with the code and reason) once the outcome is final:
+transient failures are retried with exponential backoff and jitter (or the
+provider's Retry-After) up to MAX_ATTEMPTS, permanent ones fail at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from notifiers.base import Delivery, Message
+from notifiers.errors import DeliveryError, NotifierError, PermanentError, TransientError
+from notifiers.ledger import Ledger
+from notifiers.ratelimit import RateLimits
+from notifiers.recipients import Recipient, Recipients
+from notifiers.registry import Notifiers
+from notifiers.templates import render
+from orchestrator import events as ev
+from orchestrator.keys import Keys
+
+log = logging.getLogger("notifiers.delivery")
+MAX_ATTEMPTS = 5
+BACKOFF = 2.0  # seconds before the second try; doubles, capped at MAX_BACKOFF
+MAX_BACKOFF = 300.0
+LONGEST_WAIT = 5.0  # a rate-limit wait longer than this is scheduled, not slept
+
+
+@dataclass
+class Outcome:
+    """What the job does next: tell the workflow (`event`), and/or run again `later`."""
+
+    status: str
+    event: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    later: float | None = None  # epoch seconds
+
+
+class Deliverer:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, env: Mapping[str, str], notifiers: Notifiers
+    ) -> None:
+        self.keys = keys
+        self.ledger = Ledger(client, keys)
+        self.recipients = Recipients(client, keys)
+        self.rates = RateLimits(client, keys, env)
+        self.notifiers = notifiers
+
+    def deliver(self, payload: dict[str, Any], owner: str) -> Outcome:
+        channel, to = str(payload["channel"]), payload.get("to")
+        key = f"{payload['key']}:{to}"
+        attempt = int(payload.get("attempt", 1))
+        facts = {"channel": channel, "to": to, "template": payload["template"], "key": key}
+        claim = self.ledger.claim(
+            key,
+            owner,
+            {
+                "instance": payload.get("instance"),
+                "channel": channel,
+                "to": to,
+                "template": payload["template"],
+                "urgent": bool(payload.get("urgent")),
+            },
+        )
+        if claim.outcome == "busy":
+            return Outcome("busy")  # another job holds the claim and will answer
+        if claim.outcome != "claimed":
+            return self._answer_again(claim.outcome, claim.record, facts)
+        try:
+            return self._send(payload, key, attempt, facts)
+        except PermanentError as exc:
+            return self._fail(key, facts, exc)
+        except TransientError as exc:
+            if attempt >= MAX_ATTEMPTS:
+                return self._fail(key, facts, exc, note=f"gave up after {attempt} tries")
+            delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
+            self.ledger.advance(key, "retrying", last_error=str(exc), next_try=time.time() + delay)
+            log.info("notification %s: try %d failed (%s); next in %.1fs", key, attempt, exc, delay)
+            return Outcome("retrying", later=time.time() + delay)
+        except NotifierError as exc:  # configuration: permanent for this notification
+            return self._fail(key, facts, PermanentError(str(exc)))
+
+    def _send(
+        self, payload: dict[str, Any], key: str, attempt: int, facts: dict[str, Any]
+    ) -> Outcome:
+        channel, to = facts["channel"], facts["to"]
+        recipient = self.recipients.get(str(to)) if to else None
+        if recipient is not None and channel in recipient.opted_out:
+            self.ledger.advance(key, "skipped", reason=f"{recipient.id} opted out of {channel}")
+            return Outcome(
+                "skipped",
+                ev.NOTIFICATION_FAILED,
+                {**facts, "reason": f"recipient opted out of {channel}", "skipped": True},
+            )
+        if recipient is not None and not payload.get("urgent"):
+            until = recipient.quiet_until(datetime.now(UTC))
+            if until is not None:
+                self.ledger.advance(key, "delayed", until=until.timestamp())
+                return Outcome("delayed", later=until.timestamp())
+        locale = recipient.locale if recipient else None
+        rendered = render(
+            payload.get("templates"),
+            str(payload["template"]),
+            channel,
+            dict(payload.get("context") or {}),
+            locale,
+        )
+        targets = self._targets(channel, str(to or ""), recipient)
+        notifier, warning = self.notifiers.get(channel)
+        wait = self.rates.wait(channel, notifier.rate_per_second)
+        if wait > LONGEST_WAIT:
+            self.ledger.advance(key, "retrying", last_error="rate limited")
+            return Outcome("rate-limited", later=time.time() + wait)
+        time.sleep(wait)
+        deliveries: list[Delivery] = []
+        gone: list[str] = []
+        for address, subscription in targets:
+            message = Message(
+                channel=channel,
+                to=address,
+                body=rendered.body,
+                subject=rendered.subject,
+                html=rendered.html,
+                key=key,
+                data={"instance": payload.get("instance")},
+                push_subscription=subscription,
+            )
+            try:
+                deliveries.append(notifier.send(message))
+            except PermanentError as exc:
+                if not (exc.gone and recipient is not None and subscription):
+                    raise
+                self.recipients.drop_subscription(recipient.id, str(subscription["endpoint"]))
+                gone.append(str(subscription["endpoint"]))
+        if not deliveries:
+            raise PermanentError(f"every push subscription of {to} is gone", gone=True)
+        provider_id = ",".join(d.provider_id for d in deliveries)
+        refused = {k: v for d in deliveries for k, v in d.refused.items()}
+        warnings = [w for d in deliveries for w in d.warnings] + ([warning] if warning else [])
+        self.ledger.advance(
+            key,
+            "sent",
+            provider_id=provider_id,
+            refused=refused,
+            warnings=warnings,
+            gone=gone or None,
+        )
+        for d in deliveries:
+            self.ledger.remember_provider_id(d.provider_id, key)
+        return Outcome(
+            "sent",
+            ev.NOTIFICATION_SENT,
+            {
+                **facts,
+                "provider_id": provider_id,
+                "refused": refused,
+                "warnings": warnings,
+                "attempts": attempt,
+            },
+        )
+
+    def _targets(
+        self, channel: str, to: str, recipient: Recipient | None
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        if channel == "push":
+            subscriptions = recipient.push if recipient else []
+            if not subscriptions:
+                raise PermanentError(f"{to or 'the recipient'} has no push subscription")
+            return [(str(s["endpoint"]), s) for s in subscriptions]
+        address = recipient.addresses.get(channel) if recipient else to
+        if not address:
+            raise PermanentError(f"no {channel} address for {to or 'the recipient'}")
+        return [(address, None)]
+
+    def _fail(self, key: str, facts: dict[str, Any], exc: DeliveryError, note: str = "") -> Outcome:
+        reason = f"{exc.reason}; {note}" if note else exc.reason
+        self.ledger.advance(key, "failed", reason=reason, code=exc.code)
+        log.info("notification %s failed: %s", key, reason)
+        return Outcome(
+            "failed",
+            ev.NOTIFICATION_FAILED,
+            {
+                **facts,
+                "reason": reason,
+                "code": exc.code,
+                "permanent": isinstance(exc, PermanentError),
+            },
+        )
+
+    def _answer_again(self, status: str, record: dict[str, str], facts: dict[str, Any]) -> Outcome:
+        """A job run again after its outcome was recorded: send nothing, repeat the answer."""
+        if status in ("sent", "delivered", "undelivered"):
+            return Outcome(
+                status,
+                ev.NOTIFICATION_SENT,
+                {**facts, "provider_id": record.get("provider_id"), "repeated": True},
+            )
+        return Outcome(
+            status,
+            ev.NOTIFICATION_FAILED,
+            {**facts, "reason": record.get("reason", status), "repeated": True},
+        )
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter on the upper half."""
+    base = min(MAX_BACKOFF, BACKOFF * 2 ** (attempt - 1))
+    return float(base / 2 + random.uniform(0, base / 2))

@@ -1,0 +1,45 @@
+"""Delivery errors, drawn once. Retryability belongs to the error.
+
+    NotifierError                  base (an OrchestratorError: one line for a user)
+    ├── ChannelConfigError         the channel is not configured, or badly (names the variable)
+    └── DeliveryError              the provider did not take the message
+        ├── TransientError         try again later: connection, timeout, SMTP 4xx, HTTP 429/5xx;
+        │                          `retry_after` seconds when the provider said so
+        └── PermanentError         never retry: SMTP 5xx, invalid number, unsubscribed,
+                                   push subscription gone (`gone=True`); `code` is the provider's
+
+Messages carry the provider's code and reason, never a secret.
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import OrchestratorError
+
+
+class NotifierError(OrchestratorError):
+    pass
+
+
+class ChannelConfigError(NotifierError):
+    pass
+
+
+class DeliveryError(NotifierError):
+    def __init__(self, reason: str, *, code: str | int | None = None) -> None:
+        super().__init__(reason if code is None else f"{reason} (code {code})")
+        self.reason = reason
+        self.code = None if code is None else str(code)
+
+
+class TransientError(DeliveryError):
+    def __init__(
+        self, reason: str, *, code: str | int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    def __init__(self, reason: str, *, code: str | int | None = None, gone: bool = False) -> None:
+        super().__init__(reason, code=code)
+        self.gone = gone  # the address no longer exists (a push subscription answered 404/410)

@@ -1,0 +1,141 @@
+"""The notification ledger: one record per notification, so nothing is sent twice.
+
+Key: `N:notification:KEY`, where KEY is the notify effect's job id (instance,
+sequence, effect index) and the recipient. A job claims the record before it
+sends and records the provider's answer after; a retried or re-delivered job
+that finds the record sent does not send again. Statuses only move forward:
+
+    pending -> sending -> sent -> delivered | undelivered
+                  |  ^
+                  v  |
+               retrying / delayed      sending -> failed | skipped
+
+The one window left: a process that dies after the provider accepted the
+message and before `sent` is recorded. Its claim expires (`claim_seconds`),
+the job is run again, and the message is sent a second time. Every such
+resend is counted in the record's `resends`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from orchestrator.keys import Keys
+
+ORDER = {
+    "pending": 0,
+    "delayed": 1,
+    "retrying": 1,
+    "sending": 2,
+    "failed": 3,
+    "skipped": 3,
+    "sent": 4,
+    "undelivered": 5,
+    "delivered": 5,
+}
+DONE = frozenset({"sent", "delivered", "undelivered", "failed", "skipped"})
+
+# KEYS: record; ARGV: owner, now, claim_until, fields JSON (set when the record is new).
+# Returns {status, owner-or-""}: "claimed" when this job may send now.
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  local fields = cjson.decode(ARGV[4])
+  for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+  status = 'pending'
+end
+if status == 'sent' or status == 'delivered' or status == 'undelivered'
+   or status == 'failed' or status == 'skipped' then
+  return {status, ''}
+end
+if status == 'sending' then
+  local claimed_until = tonumber(redis.call('HGET', KEYS[1], 'claim_until') or '0')
+  if claimed_until > tonumber(ARGV[2]) then
+    return {'busy', redis.call('HGET', KEYS[1], 'owner') or ''}
+  end
+  redis.call('HINCRBY', KEYS[1], 'resends', 1)
+end
+redis.call('HSET', KEYS[1], 'status', 'sending', 'owner', ARGV[1], 'claim_until', ARGV[3],
+           'updated_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return {'claimed', ARGV[1]}
+"""
+
+# KEYS: record; ARGV: new status, now, fields JSON. Moves forward only.
+_ADVANCE = """
+local order = cjson.decode(ARGV[4])
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if status ~= 'sending' and (order[ARGV[1]] or 0) <= (order[status] or 0) then return 0 end
+local fields = cjson.decode(ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # claimed | busy | sent | delivered | undelivered | failed | skipped
+    record: dict[str, str]
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis, keys: Keys, claim_seconds: float = 60.0) -> None:
+        self.redis = client
+        self.keys = keys
+        self.claim_seconds = claim_seconds
+        self._claim = client.register_script(_CLAIM)
+        self._advance = client.register_script(_ADVANCE)
+
+    def claim(self, key: str, owner: str, fields: dict[str, Any]) -> Claim:
+        now = time.time()
+        record_key = self.keys.notification(key)
+        outcome, _ = self._claim(
+            keys=[record_key],
+            args=[
+                owner,
+                now,
+                now + self.claim_seconds,
+                json.dumps({**_strings(fields), "key": key, "created_at": repr(now)}),
+            ],
+        )
+        instance = fields.get("instance")
+        if instance:
+            self.redis.zadd(self.keys.notifications_of(str(instance)), {key: now}, nx=True)
+        return Claim(outcome.decode(), self.get(key) or {})
+
+    def advance(self, key: str, status: str, **fields: Any) -> bool:
+        """Move a record forward (never back); returns whether it moved."""
+        moved = self._advance(
+            keys=[self.keys.notification(key)],
+            args=[status, time.time(), json.dumps(_strings(fields)), json.dumps(ORDER)],
+        )
+        return bool(moved)
+
+    def get(self, key: str) -> dict[str, str] | None:
+        raw: dict[bytes, bytes] = self.redis.hgetall(self.keys.notification(key))  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def of_instance(self, instance_id: str) -> list[dict[str, str]]:
+        keys: list[bytes] = self.redis.zrange(self.keys.notifications_of(instance_id), 0, -1)  # type: ignore[assignment]
+        records = [self.get(k.decode()) for k in keys]
+        return [r for r in records if r]
+
+    def by_provider_id(self, provider_id: str) -> str | None:
+        found = self.redis.get(self.keys.provider_message(provider_id))
+        return found.decode() if isinstance(found, bytes) else None
+
+    def remember_provider_id(self, provider_id: str, key: str) -> None:
+        self.redis.set(self.keys.provider_message(provider_id), key, ex=30 * 86400)
+
+
+def _strings(fields: dict[str, Any]) -> dict[str, str]:
+    return {
+        k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None
+    }
