@@ -28,6 +28,7 @@ from rich.table import Table
 from orchestrator import embedded
 from orchestrator.bootstrap import bootstrap
 from orchestrator.client import Orchestrator
+from orchestrator.demo_smtp import DemoSmtpServer
 from orchestrator.settings import Settings
 
 Step = tuple[str, str, dict[str, Any]]  # ("emit", type, data) or ("wait", state, {})
@@ -148,54 +149,58 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     url = embedded.ensure_running(scratch) if private else settings.redis_url
     assert url is not None
     log_path = scratch / "worker.log"
-    env = {**os.environ, "REDIS_URL": url, "ORCHESTRATOR_WORKFLOWS": "workflows"}
-    with open(log_path, "w") as log:
+    with DemoSmtpServer() as mailbox, open(log_path, "w") as log:
+        env = {**os.environ, "REDIS_URL": url, "ORCHESTRATOR_WORKFLOWS": "workflows", **mailbox.env}
         worker = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--processes", "2"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
         )
-    try:
-        console.print(
-            f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}, "
-            f"worker pid {worker.pid}"
-        )
-        app = bootstrap(replace(settings, redis_url=url, workflows=("workflows",)))
-        client = app.client
-        started = time.time()
-        plays = scenarios(f"{int(started) % 100000:05d}")
-        for play in plays:
-            play.begin(client)
-        ignored = client.emit(
-            "sensor.reading", {"sensor_id": "T-quiet", "value": 20.0, "threshold": 80.0}
-        )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} finished"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            bar = progress.add_task("workflows", total=len(plays))
-            while time.time() - started < timeout:
-                for play in plays:
-                    play.advance(client)
-                finished = sum(play.done(client) for play in plays)
-                progress.update(bar, completed=finished)
-                if finished == len(plays):
-                    break
-                time.sleep(0.1)
-        return _report(console, client, plays, ignored.note, log_path, time.time() - started)
-    finally:
-        worker.terminate()
         try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        if private:
-            embedded.stop(scratch)
-            shutil.rmtree(scratch, ignore_errors=True)
+            console.print(
+                f"[bold]Demo[/bold] on {'a private embedded Redis' if private else url}, "
+                f"worker pid {worker.pid}, emails to a local SMTP server on port {mailbox.port}"
+            )
+            app = bootstrap(replace(settings, redis_url=url, workflows=("workflows",)))
+            plays = _play(console, app.client, timeout)
+            ignored = app.client.emit(
+                "sensor.reading", {"sensor_id": "T-quiet", "value": 20.0, "threshold": 80.0}
+            )
+            return _report(console, app.client, plays, ignored.note, log_path, mailbox)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            if private:
+                embedded.stop(scratch)
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _play(console: Console, client: Orchestrator, timeout: float) -> list[Scenario]:
+    started = time.time()
+    plays = scenarios(f"{int(started) % 100000:05d}")
+    for play in plays:
+        play.begin(client)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} finished"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("workflows", total=len(plays))
+        while time.time() - started < timeout:
+            for play in plays:
+                play.advance(client)
+            finished = sum(play.done(client) for play in plays)
+            progress.update(bar, completed=finished)
+            if finished == len(plays):
+                break
+            time.sleep(0.1)
+    return plays
 
 
 def _report(
@@ -204,7 +209,7 @@ def _report(
     plays: list[Scenario],
     note: str,
     log_path: Path,
-    took: float,
+    mailbox: DemoSmtpServer,
 ) -> int:
     table = Table(title="What happened")
     for column in (
@@ -235,12 +240,28 @@ def _report(
         )
     console.print(table)
     console.print(f"A reading under its threshold with no alert open: {note}")
-    sent = [line for line in log_path.read_text().splitlines() if line.startswith("[")]
-    console.print(f"Notifications delivered to the console channel ({len(sent)}), the first five:")
-    for line in sent[:5]:
+    time.sleep(0.5)  # the last notifications of the finished instances are on their way
+    console.print(
+        f"Emails received by the local SMTP server ({len(mailbox.messages)}), the first five:"
+    )
+    for message in mailbox.messages[:5]:
+        console.print(
+            f"  to {message['To']}: {message['Subject']}",
+            markup=False,
+            highlight=False,
+            overflow="ellipsis",
+            no_wrap=True,
+        )
+    printed = [line for line in log_path.read_text().splitlines() if line.startswith("[")]
+    console.print(
+        f"SMS and push, printed to the console as no provider is configured "
+        f"({len(printed)}), the first three:"
+    )
+    for line in printed[:3]:
         console.print(f"  {line}", markup=False, highlight=False, overflow="ellipsis", no_wrap=True)
     if unfinished:
         console.print(f"[red]{unfinished} scenario(s) did not finish[/red]; worker log: {log_path}")
         return 1
+    took = max(client.status(p.instance).updated_at - p.started_at for p in plays)
     console.print(f"All {len(plays)} scenarios finished in {took:.1f}s.")
     return 0
