@@ -37,6 +37,7 @@ MAX_ATTEMPTS = 5
 BACKOFF = 2.0  # seconds before the second try; doubles, capped at MAX_BACKOFF
 MAX_BACKOFF = 300.0
 LONGEST_WAIT = 5.0  # a rate-limit wait longer than this is scheduled, not slept
+BUSY_RECHECK = 5.0  # a job that finds another sending looks again this much later
 
 
 @dataclass
@@ -74,9 +75,10 @@ class Deliverer:
                 "template": payload["template"],
                 "urgent": bool(payload.get("urgent")),
             },
+            alive=str(payload.get("alive") or ""),
         )
-        if claim.outcome == "busy":
-            return Outcome("busy")  # another job holds the claim and will answer
+        if claim.outcome == "busy":  # another job is sending it; look again in a while
+            return Outcome("busy", later=time.time() + BUSY_RECHECK)
         if claim.outcome != "claimed":
             return self._answer_again(claim.outcome, claim.record, facts)
         try:

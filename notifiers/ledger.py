@@ -13,7 +13,9 @@ that finds the record sent does not send again. Statuses only move forward:
 The one window left: a process that dies after the provider accepted the
 message and before `sent` is recorded. Its claim expires (`claim_seconds`),
 the job is run again, and the message is sent a second time. Every such
-resend is counted in the record's `resends`.
+resend is counted in the record's `resends`. A claim lasts while its owner's
+heartbeat key lives (the job refreshes it while it runs), so a dead owner's
+claim is taken over within seconds, and a live one's never.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ ORDER = {
 }
 DONE = frozenset({"sent", "delivered", "undelivered", "failed", "skipped"})
 
-# KEYS: record; ARGV: owner, now, claim_until, fields JSON (set when the record is new).
-# Returns {status, owner-or-""}: "claimed" when this job may send now.
+# KEYS: record; ARGV: owner, now, claim_until, fields JSON (set when the record is new),
+# the owner's heartbeat key ("" for none). A claim holds while its owner's heartbeat
+# lives (or, without one, until claim_until). Returns {outcome, owner}: "claimed" = send.
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -54,14 +57,18 @@ if status == 'sent' or status == 'delivered' or status == 'undelivered'
   return {status, ''}
 end
 if status == 'sending' then
-  local claimed_until = tonumber(redis.call('HGET', KEYS[1], 'claim_until') or '0')
-  if claimed_until > tonumber(ARGV[2]) then
-    return {'busy', redis.call('HGET', KEYS[1], 'owner') or ''}
+  local alive = redis.call('HGET', KEYS[1], 'alive') or ''
+  local held
+  if alive ~= '' then
+    held = redis.call('EXISTS', alive) == 1
+  else
+    held = tonumber(redis.call('HGET', KEYS[1], 'claim_until') or '0') > tonumber(ARGV[2])
   end
+  if held then return {'busy', redis.call('HGET', KEYS[1], 'owner') or ''} end
   redis.call('HINCRBY', KEYS[1], 'resends', 1)
 end
 redis.call('HSET', KEYS[1], 'status', 'sending', 'owner', ARGV[1], 'claim_until', ARGV[3],
-           'updated_at', ARGV[2])
+           'alive', ARGV[5], 'updated_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return {'claimed', ARGV[1]}
 """
@@ -93,7 +100,8 @@ class Ledger:
         self._claim = client.register_script(_CLAIM)
         self._advance = client.register_script(_ADVANCE)
 
-    def claim(self, key: str, owner: str, fields: dict[str, Any]) -> Claim:
+    def claim(self, key: str, owner: str, fields: dict[str, Any], alive: str = "") -> Claim:
+        """Claim the right to send; `alive` is the owner's heartbeat key, if it keeps one."""
         now = time.time()
         record_key = self.keys.notification(key)
         outcome, _ = self._claim(
@@ -103,6 +111,7 @@ class Ledger:
                 now,
                 now + self.claim_seconds,
                 json.dumps({**_strings(fields), "key": key, "created_at": repr(now)}),
+                alive,
             ],
         )
         instance = fields.get("instance")

@@ -83,17 +83,12 @@ class Dispatcher:
                     "urgent": effect.urgent,
                     "context": effect.context,
                     "key": job_id(instance_id, seq, index),
+                    "kind": "notification",
+                    "partition": partition,
                     "namespace": self.keys.namespace,
                     "partitions": self.keys.partitions,
                 }
-                self._enqueue(
-                    pipe,
-                    self.notifications,
-                    SEND_NOTIFICATION,
-                    payload,
-                    job_id(instance_id, seq, index),
-                    NOTIFICATION_TIMEOUT,
-                )
+                self.enqueue_notification(pipe, payload, job_id(instance_id, seq, index))
             case StartTimer():
                 event = timer_event(instance_id, effect)
                 pipe.hset(self.keys.timer_events(partition), effect.id, event.to_json())
@@ -101,6 +96,14 @@ class Dispatcher:
             case CancelTimers():
                 pipe.zrem(self.keys.timers(partition), *effect.ids)
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
+
+    def enqueue_notification(self, pipe: Pipeline, payload: dict[str, Any], job: str) -> None:
+        """Enqueue a notification job and watch it, so a job lost with its worker runs again."""
+        payload = {**payload, "alive": self.keys.alive(int(payload.get("partition", 0)), job)}
+        self._enqueue(
+            pipe, self.notifications, SEND_NOTIFICATION, payload, job, NOTIFICATION_TIMEOUT
+        )
+        self.watchdog.watch(pipe, int(payload.get("partition", 0)), job, payload)
 
     def _enqueue(
         self,

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from rq import get_current_job
@@ -21,8 +22,7 @@ from rq import get_current_job
 from orchestrator import events as ev
 from orchestrator.events import Event
 from orchestrator.keys import Keys
-from orchestrator.later import Later
-from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
+from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL, Watchdog
 
 log = logging.getLogger("orchestrator.jobs")
 
@@ -72,11 +72,14 @@ def send_notification(payload: dict[str, Any]) -> None:
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     keys = Keys(str(payload.get("namespace", "orch")), int(payload.get("partitions", 8)))
-    outcome = Deliverer(job.connection, keys, os.environ, _notifiers()).deliver(payload, job.id)
+    with _Heartbeat(payload["alive"]) if payload.get("alive") else nullcontext():
+        deliverer = Deliverer(job.connection, keys, os.environ, _notifiers())
+        outcome = deliverer.deliver(payload, job.id)
+    pipe = job.connection.pipeline(transaction=True)
     if outcome.later is not None:
-        Later(job.connection, keys).add(
-            {**payload, "attempt": int(payload.get("attempt", 1)) + 1}, outcome.later
-        )
+        again = {**payload, "attempt": int(payload.get("attempt", 1)) + 1}
+        pipe.zadd(keys.notify_later, {json.dumps(again, sort_keys=True): outcome.later})
+    Watchdog(job.connection, keys).answered(pipe, int(payload.get("partition", 0)), job.id)
     if outcome.event is not None and payload.get("instance"):
         event = Event(
             id=f"{outcome.data['key']}-{outcome.event}",
@@ -85,7 +88,8 @@ def send_notification(payload: dict[str, Any]) -> None:
             at=time.time(),
             data=outcome.data,
         )
-        job.connection.xadd(payload["inbox"], {"e": event.to_json()})
+        pipe.xadd(payload["inbox"], {"e": event.to_json()})
+    pipe.execute()
 
 
 _channels: Any = None

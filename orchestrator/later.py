@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
-from orchestrator.dispatch import (
-    FAILURE_TTL,
-    NOTIFICATION_QUEUE,
-    NOTIFICATION_TIMEOUT,
-    SEND_NOTIFICATION,
-)
 from orchestrator.keys import Keys
+
+if TYPE_CHECKING:
+    from orchestrator.dispatch import Dispatcher
 
 
 class Later:
@@ -40,24 +35,19 @@ class Later:
         )
         return first[0][1] if first else None
 
-    def move_due(self, now: float | None = None, limit: int = 200) -> int:
+    def move_due(self, dispatcher: Dispatcher, now: float | None = None, limit: int = 200) -> int:
         now = time.time() if now is None else now
         due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
             self.keys.notify_later, "-inf", now, start=0, num=limit
         )
-        queue = Queue(NOTIFICATION_QUEUE, connection=self.redis, serializer=JSONSerializer)
         moved = 0
         for member in due:
             if not self.redis.zrem(self.keys.notify_later, member):
                 continue  # another applier took it
             payload = json.loads(member)
-            queue.enqueue(
-                SEND_NOTIFICATION,
-                kwargs={"payload": payload},
-                job_id=f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}",
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL,
-                job_timeout=NOTIFICATION_TIMEOUT,
-            )
+            job = f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}"
+            pipe = self.redis.pipeline(transaction=True)
+            dispatcher.enqueue_notification(pipe, payload, job)
+            pipe.execute()
             moved += 1
         return moved

@@ -53,10 +53,14 @@ class Watchdog:
         self._report = client.register_script(_REPORT)
 
     def watch(self, pipe: Pipeline, partition: int, job: str, payload: dict[str, Any]) -> None:
-        """Register a task job in the enqueuing commit."""
-        answer = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
-        answer["entered_seq"] = payload["entered_seq"]
-        pipe.hset(self.keys.outstanding_jobs(partition), job, json.dumps(answer))
+        """Register a job in the enqueuing commit: a task (reported lost as a failed try)
+        or a notification (`"kind": "notification"`: run again when lost)."""
+        if payload.get("kind") == "notification":
+            record = payload
+        else:
+            record = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
+            record["entered_seq"] = payload["entered_seq"]
+        pipe.hset(self.keys.outstanding_jobs(partition), job, json.dumps(record))
         pipe.zadd(self.keys.outstanding(partition), {job: time.time() + CHECK_EVERY})
 
     def answered(self, pipe: Pipeline, partition: int, job: str) -> None:
@@ -98,6 +102,8 @@ class Watchdog:
     def _report_lost(
         self, partition: int, job: str, answer: dict[str, Any], reason: str, now: float
     ) -> int:
+        if answer.get("kind") == "notification":
+            return self._run_again(partition, job, answer, now)
         kind = ev.COMPENSATION_FAILED if answer.pop("kind") == "compensation" else ev.TASK_FAILED
         event = Event(
             id=f"{job}-lost",
@@ -112,6 +118,17 @@ class Watchdog:
             self.keys.inbox(partition),
         ]
         return int(self._report(keys=keys, args=[job, event.to_json()]))
+
+    def _run_again(self, partition: int, job: str, payload: dict[str, Any], now: float) -> int:
+        """A lost notification job goes back to be run again; its ledger claim decides
+        whether it sends (the owner's heartbeat is gone, so the claim is stale)."""
+        if not self.redis.hdel(self.keys.outstanding_jobs(partition), job):
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.outstanding(partition), job)
+        pipe.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): now})
+        pipe.execute()
+        return 1
 
 
 def _lost_reason(
