@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import definitions, instances, operations
+from cli import definitions, instances, operations, serve
 from cli import run as running
 from orchestrator.bootstrap import App
 from orchestrator.errors import OrchestratorError
@@ -45,7 +45,7 @@ def main(
     ctx.obj = App(Settings.from_env(redis_url=redis_url, workflows=workflows))
 
 
-for module in (definitions, instances, operations, running):
+for module in (definitions, instances, operations, running, serve):
     app.registered_commands += module.commands.registered_commands
 app.add_typer(operations.dead_letters, name="dead-letters")
 app.add_typer(running.server, name="server")
