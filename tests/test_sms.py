@@ -1,0 +1,357 @@
+"""The SMS channel: Twilio's own SDK against Prism serving Twilio's own OpenAPI description.
+
+Prism validates every request the SDK sends against the description (and logs
+it, body included), and answers with the description's examples; the error
+responses Twilio documents only in prose are added by
+tests/fixtures/twilio/errors.merge-patch.json. A test picks the answer with
+Prism's `Prefer: code=...` header, which a small subclass of the channel's
+HTTP client adds.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifiers.base import Message
+from notifiers.errors import ChannelConfigError, PermanentError, TransientError
+from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
+from orchestrator import jobs
+from orchestrator.bootstrap import App
+from orchestrator.worker import run_burst
+from tests.conftest import free_port
+from tests.prism import Prism, Received, patched_spec, prism_mock
+
+FIXTURES = Path(__file__).parent / "fixtures" / "twilio"
+SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "tok-5ecret-never-shown"
+FROM = "+15005550001"
+TO = "+15005550006"
+SERVICE = "MG" + "fedcba9876543210" * 2
+PRISM_SID = "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"  # the description's example
+MESSAGES_PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that escaped the base-URL rewrite goes to a dead loopback proxy, not Twilio."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="module")
+def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prism]:
+    folder = tmp_path_factory.mktemp("prism")
+    spec = patched_spec(
+        FIXTURES / "twilio_api_v2010.messages.json",
+        FIXTURES / "errors.merge-patch.json",
+        folder / "twilio.json",
+    )
+    with prism_mock(spec, free_port(), folder / "prism.log") as server:
+        yield server
+
+
+def preferring(prefer: str | None, base: str) -> Any:
+    """The channel's own HTTP client, plus Prism's Prefer header on every request."""
+
+    class Preferring(http_client_class()):  # type: ignore[misc]
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if prefer:
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), "Prefer": prefer}
+            return super().request(method, url, *args, **kwargs)
+
+    return Preferring(base, 5.0)
+
+
+Make = Callable[..., SmsNotifier]
+
+
+@pytest.fixture
+def make(prism: Prism) -> Iterator[Make]:
+    built: list[SmsNotifier] = []
+
+    def build(prefer: str | None = None, **options: Any) -> SmsNotifier:
+        options.setdefault("from_", FROM)
+        notifier = SmsNotifier(
+            SID, TOKEN, api_base=prism.url, http_client=preferring(prefer, prism.url), **options
+        )
+        built.append(notifier)
+        return notifier
+
+    yield build
+    for notifier in built:
+        notifier.close()
+
+
+def sms(body: str = "Order A1 shipped.", to: str = TO) -> Message:
+    return Message(channel="sms", to=to, body=body, key="k1")
+
+
+def sent_through(prism: Prism, action: Callable[[], Any]) -> tuple[Any, Received]:
+    """Run `action`, then the request Prism logged for it."""
+    before = len(prism.received())
+    result = action()
+    received = prism.wait_for(before + 1)
+    assert len(received) == before + 1, "Prism logged no request"
+    return result, received[-1]
+
+
+def error_of(action: Callable[[], Any]) -> Exception:
+    with pytest.raises(Exception) as caught:
+        action()
+    return caught.value
+
+
+# -- sending ----------------------------------------------------------------
+
+
+def test_send_returns_prisms_sid_after_a_request_twilio_would_accept(
+    prism: Prism, make: Make
+) -> None:
+    notifier = make()
+    delivery, request = sent_through(prism, lambda: notifier.send(sms()))
+    # The SID is the one in Twilio's example; the recipient is accepted; no warning
+    assert delivery.provider_id == PRISM_SID
+    assert delivery.accepted == (TO,)
+    assert delivery.warnings == ()
+    # Prism saw the SDK's request and found it valid against Twilio's description
+    assert (request.method, request.path) == ("POST", MESSAGES_PATH)
+    assert request.passed_validation
+    assert request.form() == {"To": TO, "From": FROM, "Body": "Order A1 shipped."}
+    scheme, _, credentials = request.headers["authorization"].partition(" ")
+    assert scheme == "Basic"
+    assert base64.b64decode(credentials).decode() == f"{SID}:{TOKEN}"
+
+
+def test_one_http_session_serves_every_send(prism: Prism, make: Make) -> None:
+    notifier = make()
+    session = notifier.http.session
+    assert notifier.send(sms()).provider_id == PRISM_SID
+    assert notifier.send(sms()).provider_id == PRISM_SID
+    assert notifier.http.session is session
+
+
+def test_messaging_service_sid_replaces_the_sender_number(prism: Prism, make: Make) -> None:
+    notifier = make(from_=None, messaging_service_sid=SERVICE)
+    delivery, request = sent_through(prism, lambda: notifier.send(sms()))
+    assert delivery.provider_id == PRISM_SID
+    assert request.passed_validation
+    assert request.form() == {"To": TO, "MessagingServiceSid": SERVICE, "Body": "Order A1 shipped."}
+
+
+def test_status_callback_is_passed_to_twilio(prism: Prism, make: Make) -> None:
+    callback = "https://hooks.example.com/twilio/status?tenant=7"
+    notifier = make(status_callback=callback)
+    _, request = sent_through(prism, lambda: notifier.send(sms()))
+    assert request.passed_validation
+    assert request.form()["StatusCallback"] == callback
+
+
+def test_a_161_character_gsm_body_warns_of_two_segments(prism: Prism, make: Make) -> None:
+    delivery = make().send(sms("x" * 161))
+    assert delivery.provider_id == PRISM_SID
+    assert delivery.warnings == ("SMS needs 2 segments (GSM-7, 161 septets)",)
+
+
+def test_one_emoji_makes_the_body_ucs2_with_70_units_in_one_segment(
+    prism: Prism, make: Make
+) -> None:
+    notifier = make()
+    # 68 letters + one emoji (a surrogate pair: 2 UTF-16 units) = 70 units: one segment
+    assert notifier.send(sms("a" * 68 + "👍")).warnings == ()
+    # 69 letters + the emoji = 71 units: two segments, and the warning names the emoji
+    (warning,) = notifier.send(sms("a" * 69 + "👍")).warnings
+    assert warning == "SMS needs 2 segments (UCS-2, 71 UTF-16 units; '👍' is not in GSM-7)"
+
+
+# -- errors -----------------------------------------------------------------
+
+
+def test_invalid_number_is_permanent_with_twilios_code(make: Make) -> None:
+    exc = error_of(lambda: make(prefer="code=400").send(sms(to="+15005550001")))
+    assert isinstance(exc, PermanentError)
+    assert exc.code == "21211"
+    assert "is not a valid phone number" in exc.reason
+
+
+def test_unsubscribed_recipient_is_permanent(make: Make) -> None:
+    exc = error_of(lambda: make(prefer="code=400, example=unsubscribed").send(sms()))
+    assert isinstance(exc, PermanentError)
+    assert exc.code == "21610"
+    assert "unsubscribed" in exc.reason
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retry_after"),
+    [(429, "20429", 7.0), (500, "20500", None), (503, "20503", None)],
+)
+def test_throttling_and_server_errors_are_transient(
+    make: Make, status: int, code: str, retry_after: float | None
+) -> None:
+    exc = error_of(lambda: make(prefer=f"code={status}").send(sms()))
+    assert isinstance(exc, TransientError)
+    assert exc.code == code
+    assert exc.retry_after == retry_after  # 429 carries Retry-After: 7 in the overlay
+
+
+def test_unknown_client_error_is_permanent(make: Make) -> None:
+    # Prism answers 404 (problem+json, no Twilio code) for a status code not in the description
+    exc = error_of(lambda: make(prefer="code=418").send(sms()))
+    assert isinstance(exc, PermanentError)
+    assert exc.code == "404"
+
+
+def test_a_closed_port_is_transient() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    notifier = SmsNotifier(SID, TOKEN, from_=FROM, api_base=closed, timeout=2)
+    try:
+        exc = error_of(lambda: notifier.send(sms()))
+    finally:
+        notifier.close()
+    assert isinstance(exc, TransientError)
+    assert exc.retry_after is None
+    assert "ConnectionError" in exc.reason
+
+
+def test_the_auth_token_appears_in_no_repr_and_no_error(make: Make, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    from_file = SmsNotifier.from_env(
+        {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN_FILE": str(token_file), "TWILIO_FROM": FROM}
+    )
+    closed = SmsNotifier(SID, TOKEN, from_=FROM, api_base=f"http://127.0.0.1:{free_port()}")
+    try:
+        notifiers = [make(), from_file, closed]
+        errors = [
+            error_of(lambda: make(prefer="code=400").send(sms())),
+            error_of(lambda: make(prefer="code=429").send(sms())),
+            error_of(lambda: closed.send(sms())),
+        ]
+        shown = [repr(n) for n in notifiers] + [str(n) for n in notifiers]
+        shown += [repr(e) for e in errors] + [str(e) for e in errors]
+        shown += [repr(vars(e)) for e in errors] + [repr(e.__cause__) for e in errors]
+        assert all(TOKEN not in text for text in shown), shown
+        assert SID in repr(from_file)  # the notifier still says which account it uses
+    finally:
+        from_file.close()
+        closed.close()
+
+
+# -- configuration ----------------------------------------------------------
+
+GOOD = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM": FROM}
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"TWILIO_ACCOUNT_SID": ""}, "TWILIO_ACCOUNT_SID is not set"),
+        ({"TWILIO_ACCOUNT_SID": SERVICE}, "TWILIO_ACCOUNT_SID must be"),
+        ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN (or TWILIO_AUTH_TOKEN_FILE) is not set"),
+        ({"TWILIO_AUTH_TOKEN": "", "TWILIO_AUTH_TOKEN_FILE": "/nonexistent"}, "TOKEN_FILE"),
+        ({"TWILIO_FROM": ""}, "TWILIO_FROM (the sender's number) or TWILIO_MESSAGING_SERVICE"),
+        ({"TWILIO_MESSAGING_SERVICE_SID": SID}, "TWILIO_MESSAGING_SERVICE_SID must be"),
+        ({"TWILIO_STATUS_CALLBACK": "ftp://x/y"}, "TWILIO_STATUS_CALLBACK must be an http(s)"),
+        ({"TWILIO_API_BASE": "127.0.0.1:4010"}, "TWILIO_API_BASE must be an http(s)"),
+        ({"TWILIO_TIMEOUT": "0"}, "TWILIO_TIMEOUT must be a positive"),
+        ({"TWILIO_TIMEOUT": "soon"}, "TWILIO_TIMEOUT must be a positive"),
+    ],
+)
+def test_from_env_names_what_is_missing_or_wrong(change: dict[str, str], names: str) -> None:
+    with pytest.raises(ChannelConfigError) as caught:
+        SmsNotifier.from_env({**GOOD, **change})
+    assert names in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_from_env_reads_every_setting() -> None:
+    notifier = SmsNotifier.from_env(
+        {
+            **GOOD,
+            "TWILIO_FROM": "",
+            "TWILIO_MESSAGING_SERVICE_SID": SERVICE,
+            "TWILIO_STATUS_CALLBACK": "https://hooks.example.com/s",
+            "TWILIO_API_BASE": "http://127.0.0.1:4010",
+            "TWILIO_TIMEOUT": "2.5",
+        }
+    )
+    try:
+        assert (notifier.from_, notifier.messaging_service_sid) == (None, SERVICE)
+        assert notifier.status_callback == "https://hooks.example.com/s"
+        assert notifier.http.base.netloc == "127.0.0.1:4010"
+        assert notifier.http.timeout == 2.5
+        assert (notifier.channel, notifier.rate_per_second) == ("sms", 10.0)
+    finally:
+        notifier.close()
+
+
+# -- segments ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "units", "count"),
+    [
+        ("", "GSM-7", 0, 1),
+        ("x" * 160, "GSM-7", 160, 1),
+        ("x" * 161, "GSM-7", 161, 2),
+        ("x" * 306, "GSM-7", 306, 2),
+        ("x" * 307, "GSM-7", 307, 3),
+        ("€" * 80, "GSM-7", 160, 1),  # extension characters take two septets
+        ("€" * 81, "GSM-7", 162, 2),
+        ("{}[]~|^\\\f" + "x" * 142, "GSM-7", 160, 1),
+        # 306 septets, but the escape pair cannot straddle two parts: three segments
+        ("x" * 152 + "€" + "x" * 152, "GSM-7", 306, 3),
+        ("Ça coûte 5 €", "UCS-2", 12, 1),  # û is not in GSM-7
+        ("é" * 160, "GSM-7", 160, 1),  # é is
+        ("ж" * 70, "UCS-2", 70, 1),
+        ("ж" * 71, "UCS-2", 71, 2),
+        ("ж" * 134, "UCS-2", 134, 2),
+        ("ж" * 135, "UCS-2", 135, 3),
+        # a surrogate pair is not split: 66 + 2 does not fit in a 67-unit part
+        ("ж" * 66 + "👍" + "ж" * 66, "UCS-2", 134, 3),
+    ],
+)
+def test_segments(body: str, encoding: str, units: int, count: int) -> None:
+    seg = segments(body)
+    assert (seg.encoding, seg.units, seg.count) == (encoding, units, count)
+    assert (segment_warning(body) is None) == (count == 1)
+
+
+# -- end to end -------------------------------------------------------------
+
+
+def test_an_order_texts_its_customer_through_twilio(
+    app: App, prism: Prism, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the SMS channel configured for Prism in the worker's environment
+    for name, value in {**GOOD, "TWILIO_API_BASE": prism.url}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(jobs, "_channels", None)
+    # When an order with a phone number ships
+    iid = app.client.start("order", {"order_id": "S1", "phone": TO, "work_seconds": 0})
+    before = len(prism.received())
+    try:
+        run_burst(app)
+    finally:
+        if jobs._channels is not None:
+            jobs._channels.close()
+    # Then the workflow hears notification.sent for the SMS, with Twilio's SID
+    sent = [
+        h["event"]["data"]
+        for h in app.client.history(iid)
+        if h["event"]["type"] == "notification.sent" and h["event"]["data"]["channel"] == "sms"
+    ]
+    assert len(sent) == 1
+    assert sent[0]["provider_id"] == PRISM_SID
+    assert sent[0]["to"] == TO
+    assert app.client.status(iid).state == "shipped"
+    # And the text Prism received is the rendered template
+    request = prism.wait_for(before + 1)[-1]
+    assert request.passed_validation
+    assert request.form()["Body"] == "Order S1 shipped, tracking TRK-S1."
