@@ -73,7 +73,12 @@ def secret(env: Mapping[str, str], name: str) -> str | None:
         return env[name]
     path = env.get(f"{name}_FILE")
     if path:
-        return Path(path).read_text().strip()
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            from notifiers.errors import ChannelConfigError
+
+            raise ChannelConfigError(f"{name}_FILE cannot be read ({exc.strerror})") from None
     return None
 
 

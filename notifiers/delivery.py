@@ -12,6 +12,7 @@ provider's Retry-After) up to MAX_ATTEMPTS, permanent ones fail at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -127,9 +128,13 @@ class Deliverer:
             self.ledger.advance(key, "retrying", last_error="rate limited")
             return Outcome("rate-limited", later=time.time() + wait)
         time.sleep(wait)
+        done = set(json.loads((self.ledger.get(key) or {}).get("done_targets", "[]")))
         deliveries: list[Delivery] = []
         gone: list[str] = []
+        refused: dict[str, str] = {}
         for address, subscription in targets:
+            if address in done:
+                continue  # sent on an earlier try of this notification
             message = Message(
                 channel=channel,
                 to=address,
@@ -143,14 +148,22 @@ class Deliverer:
             try:
                 deliveries.append(notifier.send(message))
             except PermanentError as exc:
-                if not (exc.gone and recipient is not None and subscription):
+                if subscription is None:
                     raise
-                self.recipients.drop_subscription(recipient.id, str(subscription["endpoint"]))
-                gone.append(str(subscription["endpoint"]))
-        if not deliveries:
-            raise PermanentError(f"every push subscription of {to} is gone", gone=True)
+                if exc.gone and recipient is not None:
+                    self.recipients.drop_subscription(recipient.id, address)
+                    gone.append(address)
+                else:
+                    refused[address] = str(exc)
+                continue
+            done.add(address)
+            self.ledger.note(key, done_targets=sorted(done))
+        if not deliveries and not done:
+            if gone and not refused:
+                raise PermanentError(f"every push subscription of {to} is gone", gone=True)
+            raise PermanentError(f"{to}: " + "; ".join(refused.values()))
         provider_id = ",".join(d.provider_id for d in deliveries)
-        refused = {k: v for d in deliveries for k, v in d.refused.items()}
+        refused.update({k: v for d in deliveries for k, v in d.refused.items()})
         warnings = [w for d in deliveries for w in d.warnings] + ([warning] if warning else [])
         self.ledger.advance(
             key,

@@ -1,7 +1,8 @@
 """Delivery errors, drawn once. Retryability belongs to the error.
 
     NotifierError                  base (an OrchestratorError: one line for a user)
-    ├── ChannelConfigError         the channel is not configured, or badly (names the variable)
+    ├── ChannelConfigError         the channel is not configured, or badly (names the variable);
+    │                              also an orchestrator ConfigurationError
     └── DeliveryError              the provider did not take the message
         ├── TransientError         try again later: connection, timeout, SMTP 4xx, HTTP 429/5xx;
         │                          `retry_after` seconds when the provider said so
@@ -13,14 +14,14 @@ Messages carry the provider's code and reason, never a secret.
 
 from __future__ import annotations
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigurationError, OrchestratorError
 
 
 class NotifierError(OrchestratorError):
     pass
 
 
-class ChannelConfigError(NotifierError):
+class ChannelConfigError(NotifierError, ConfigurationError):
     pass
 
 

@@ -127,6 +127,11 @@ class Ledger:
         )
         return bool(moved)
 
+    def note(self, key: str, **fields: Any) -> None:
+        """Record facts on a record without moving its status (e.g. targets already sent)."""
+        mapping: Any = _strings(fields)
+        self.redis.hset(self.keys.notification(key), mapping=mapping)
+
     def get(self, key: str) -> dict[str, str] | None:
         raw: dict[bytes, bytes] = self.redis.hgetall(self.keys.notification(key))  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()} or None
