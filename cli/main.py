@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import definitions, instances, operations, serve
+from cli import definitions, instances, notifications, operations, serve
 from cli import run as running
 from orchestrator.bootstrap import App
 from orchestrator.errors import OrchestratorError
@@ -45,8 +45,11 @@ def main(
     ctx.obj = App(Settings.from_env(redis_url=redis_url, workflows=workflows))
 
 
-for module in (definitions, instances, operations, running, serve):
+for module in (definitions, instances, operations, running, serve, notifications):
     app.registered_commands += module.commands.registered_commands
+app.add_typer(notifications.recipients, name="recipients")
+app.add_typer(notifications.templates, name="templates")
+app.add_typer(notifications.notify, name="notify")
 app.add_typer(operations.dead_letters, name="dead-letters")
 app.add_typer(running.server, name="server")
 

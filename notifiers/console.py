@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 
 from notifiers.base import Delivery, Message, Notifier
+from orchestrator.settings import redact
 
 
 class ConsoleNotifier(Notifier):
@@ -23,7 +24,7 @@ class ConsoleNotifier(Notifier):
         return cls()
 
     def send(self, message: Message) -> Delivery:
-        head = f"[{message.channel} -> {message.to}]"
+        head = f"[{message.channel} -> {redact(message.to)}]"
         line = (
             f"{head} {message.subject}: {message.body}"
             if message.subject

@@ -39,8 +39,11 @@ class Recipient:
         for channel in [*self.addresses, *self.opted_out]:
             if channel not in CHANNELS:
                 raise InputError(f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})")
-        if self.quiet_hours and not QUIET.match(self.quiet_hours):
+        match = QUIET.match(self.quiet_hours) if self.quiet_hours else None
+        if self.quiet_hours and not match:
             raise InputError(f"quiet hours must look like 22:00-07:00, not {self.quiet_hours!r}")
+        if match and match[1:3] == match[3:5]:
+            raise InputError(f"quiet hours {self.quiet_hours!r} start and end at the same time")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

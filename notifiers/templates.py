@@ -108,6 +108,12 @@ def render(
                     text = env.get_template(chosen).render(context).strip()
                 except TemplateError as exc:
                     raise PermanentError(f"template {chosen}: {_describe(exc, chosen)}") from None
+                except Exception as exc:  # a template's own arithmetic or filters failing
+                    line = _template_line(exc, chosen)
+                    where = f" (line {line})" if line else ""
+                    raise PermanentError(
+                        f"template {chosen}: {type(exc).__name__}: {exc}{where}"
+                    ) from None
                 if len(text) > MAX_OUTPUT:
                     raise PermanentError(f"template {chosen} rendered over {MAX_OUTPUT} characters")
                 return text

@@ -20,10 +20,11 @@ from orchestrator.worker import run_burst
 from workflows.registration import Registration
 from workflows.registration.tasks import valid_name
 
-VERIFY = "notify email to {email} with Confirm your email address"
-REMINDER = "notify email to {email} with Reminder: confirm your email address"
-WELCOME = "notify email to {email} with Welcome"
-EXPIRED = "notify email to {email} with Your registration has expired"
+# History describes a notify effect as "notify CHANNEL to TO with TEMPLATE"
+VERIFY = "notify email to {email} with verify_email"
+REMINDER = "notify email to {email} with verification_reminder"
+WELCOME = "notify email to {email} with welcome"
+EXPIRED = "notify email to {email} with registration_expired"
 FIRST_DEADLINE = Registration.VERIFY_SECONDS
 SECOND_DEADLINE = Registration.VERIFY_SECONDS + Registration.REMINDER_SECONDS
 

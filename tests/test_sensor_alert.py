@@ -27,10 +27,11 @@ CONTACTS = {
     "escalation_push": "device-bob",
     "escalation_email": "bob@example.com",
 }
-PAGE = "notify sms to +15550101 with Sensor {{ sensor_id }} alert"
-PUSH = "notify push to device-bob with Escalated"
-EMAIL = "notify email to bob@example.com with Escalated alert"
-RESOLVED = "notify sms to +15550101 with Sensor {{ sensor_id }} resolved"
+# History describes a notify effect as "notify CHANNEL to TO with TEMPLATE"
+PAGE = "notify sms to +15550101 with alert_page"
+PUSH = "notify push to device-bob with alert_escalated"
+EMAIL = "notify email to bob@example.com with alert_escalated"
+RESOLVED = "notify sms to +15550101 with alert_resolved"
 
 
 def reading(app: App, value: float, sensor: str = "T-1", **extra: Any) -> Emitted:
@@ -261,3 +262,31 @@ def every_history_replays_to_the_stored_state(app: App) -> Iterator[None]:
     for instance in app.client.list(limit=1000):
         report = app.client.replay(instance.id)
         assert report.matches, report.summary()
+
+
+def test_page_falls_back_from_sms_to_email_when_the_sms_fails(app: App) -> None:
+    # Given an alert whose on-call person has no phone number, only an email address
+    emitted = app.client.emit(
+        "sensor.reading",
+        {
+            "sensor_id": "FB-1",
+            "value": 95.0,
+            "threshold": 80.0,
+            "oncall_email": "oncall@example.com",
+        },
+    )
+    # When the SMS page fails and the workflow hears of it
+    run_burst(app)
+    run_burst(app)
+    # Then it pages by email instead
+    alert = app.client.status(emitted.instance_id)
+    assert alert.state == "paging_by_email"
+    history = app.client.history(emitted.instance_id)
+    failed = [h for h in history if h["event"]["type"] == "notification.failed"]
+    assert failed[0]["event"]["data"]["channel"] == "sms"
+    assert failed[0]["to"] == "paging_by_email"
+    assert "notify email to oncall@example.com with alert_page" in failed[0]["effects"]
+    # And an acknowledgement still works from there
+    app.client.emit("alert.acknowledged", key=("sensor_id", "FB-1"))
+    run_burst(app)
+    assert app.client.status(emitted.instance_id).state == "acknowledged"

@@ -7,22 +7,6 @@ from typing import ClassVar
 from orchestrator import Notify, On, State, Task, Workflow
 from workflows.registration import tasks
 
-VERIFY_EMAIL = (
-    "Confirm your email address | Hello {{ name }}, please confirm that {{ email }} is yours "
-    "to finish creating account {{ user_id }}."
-)
-REMINDER_EMAIL = (
-    "Reminder: confirm your email address | Hello {{ name }}, account {{ user_id }} is still "
-    "waiting for you to confirm {{ email }}; it will be released if it is not confirmed."
-)
-WELCOME_EMAIL = (
-    "Welcome, {{ display_name }}! | Your account {{ user_id }} is ready (profile {{ profile_id }})."
-)
-EXPIRED_EMAIL = (
-    "Your registration has expired | Account {{ user_id }} was released because {{ email }} "
-    "was never confirmed. You are welcome to register again."
-)
-
 
 class Registration(Workflow):
     """Send a verification email, remind once, then create the profile or expire the account.
@@ -30,7 +14,8 @@ class Registration(Workflow):
     Started by `user.registered` (input: user_id, email, name); `email.verified`
     finds the instance by `user_id`. Each wait lasts `VERIFY_SECONDS`, then
     `REMINDER_SECONDS`: class constants, so a test can fire the timers early
-    by passing a time beyond them to `Timers.fire_due`.
+    by passing a time beyond them to `Timers.fire_due`. The emails are the
+    folders of `templates/` (verify_email has a French variant, fr/).
     """
 
     name = "registration"
@@ -43,20 +28,20 @@ class Registration(Workflow):
 
     awaiting_verification = State(
         initial=True,
-        notify=[Notify("email", VERIFY_EMAIL, to="email")],
+        notify=[Notify("email", "verify_email", to="email")],
         timeout=VERIFY_SECONDS,
         timeout_event="verification.overdue",
     )
     reminded = State(
-        notify=[Notify("email", REMINDER_EMAIL, to="email")],
+        notify=[Notify("email", "verification_reminder", to="email")],
         timeout=REMINDER_SECONDS,
         timeout_event="verification.overdue",
     )
     creating_profile = State(task=Task(tasks.create_profile, retries=2, timeout=30, backoff=0.05))
     expiring = State(task=Task(tasks.expire_account, retries=2, timeout=30, backoff=0.05))
-    active = State(final=True, notify=[Notify("email", WELCOME_EMAIL, to="email")])
+    active = State(final=True, notify=[Notify("email", "welcome", to="email")])
     expired = State(
-        final=True, outcome="failed", notify=[Notify("email", EXPIRED_EMAIL, to="email")]
+        final=True, outcome="failed", notify=[Notify("email", "registration_expired", to="email")]
     )
     failed = State(final=True, outcome="failed")
 

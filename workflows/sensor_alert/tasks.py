@@ -56,3 +56,8 @@ def back_to_normal(ctx: dict[str, Any], data: dict[str, Any]) -> bool:
 def still_alarming(ctx: dict[str, Any], data: dict[str, Any]) -> bool:
     """Guard: a later reading still over the threshold (the opposite of back_to_normal)."""
     return not back_to_normal(ctx, data)
+
+
+def sms_failed(ctx: dict[str, Any], data: dict[str, Any]) -> bool:
+    """A `notification.failed` about the SMS page (not about another channel)."""
+    return data.get("channel") == "sms"
