@@ -16,7 +16,12 @@ def worker(
     burst: bool = typer.Option(
         False, "--burst", help="Run in this process and exit once there is nothing left to do now."
     ),
-    processes: int = typer.Option(2, "--processes", "-p", min=1, help="RQ worker processes."),
+    processes: int = typer.Option(
+        2, "--processes", "-p", min=1, help="Task worker processes (each task in a fork)."
+    ),
+    notifiers: int = typer.Option(
+        1, "--notifiers", min=1, help="Notification worker processes (connections kept)."
+    ),
 ) -> None:
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
     from orchestrator.worker import Supervisor, run_burst
@@ -28,10 +33,10 @@ def worker(
         typer.echo(f"burst done: {applied} events applied")
         return
     typer.echo(
-        f"worker: 1 applier + {processes} RQ worker processes; workflows: "
-        f"{', '.join(app.registry.names())}; Ctrl-C to stop",
+        f"worker: 1 applier, {processes} task and {notifiers} notification worker processes; "
+        f"workflows: {', '.join(app.registry.names())}; Ctrl-C to stop",
     )
-    Supervisor(app.settings, processes).run()
+    Supervisor(app.settings, processes, notifiers).run()
 
 
 @commands.command("demo")

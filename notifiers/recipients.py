@@ -42,7 +42,7 @@ class Recipient:
         match = QUIET.match(self.quiet_hours) if self.quiet_hours else None
         if self.quiet_hours and not match:
             raise InputError(f"quiet hours must look like 22:00-07:00, not {self.quiet_hours!r}")
-        if match and match[1:3] == match[3:5]:
+        if match and match.group(1, 2) == match.group(3, 4):
             raise InputError(f"quiet hours {self.quiet_hours!r} start and end at the same time")
         try:
             ZoneInfo(self.timezone)

@@ -25,13 +25,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from notifiers.recipients import Recipient, Recipients
 from orchestrator import embedded
 from orchestrator.bootstrap import bootstrap
 from orchestrator.client import Orchestrator
 from orchestrator.demo_smtp import DemoSmtpServer
 from orchestrator.settings import Settings
 
-Step = tuple[str, str, dict[str, Any]]  # ("emit", type, data) or ("wait", state, {})
+Step = tuple[str, str, dict[str, Any]]
+BOB = Recipient(  # the next person on call: escalations reach him by push and email
+    id="bob",
+    addresses={"email": "bob@example.com"},
+    push=[{"endpoint": "https://push.example.invalid/bob", "keys": {"p256dh": "-", "auth": "-"}}],
+)  # ("emit", type, data) or ("wait", state, {})
 
 
 @dataclass
@@ -91,8 +97,8 @@ def _sensor(n: int, tag: str, label: str, steps: list[Step]) -> Scenario:
         "value": 95.0,
         "threshold": 80.0,
         "oncall_phone": "+15550100",
-        "escalation_push": "device-of-bob",
-        "escalation_email": "bob@example.com",
+        "escalation_push": "bob",
+        "escalation_email": "bob",
     }
     return Scenario("sensor_alert", label, start, steps, key=("sensor_id", sensor_id))
 
@@ -163,6 +169,7 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
                 f"worker pid {worker.pid}, emails to a local SMTP server on port {mailbox.port}"
             )
             app = bootstrap(replace(settings, redis_url=url, workflows=("workflows",)))
+            Recipients(app.redis, app.keys).save(BOB)
             plays = _play(console, app.client, timeout)
             ignored = app.client.emit(
                 "sensor.reading", {"sensor_id": "T-quiet", "value": 20.0, "threshold": 80.0}

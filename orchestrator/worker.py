@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 from orchestrator.bootstrap import App, bootstrap
@@ -75,9 +75,21 @@ def _applier_main(settings: Settings) -> None:
     applier.run(stopping)
 
 
-def _rq_main(settings: Settings) -> None:
+def _task_worker_main(settings: Settings) -> None:
+    """Tasks run in a forked work-horse each: user code cannot take the worker down."""
     app = bootstrap(settings)
-    rq_worker(app).work(logging_level="WARNING")
+    queue = Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer)
+    Worker([queue], connection=app.redis, serializer=JSONSerializer).work(logging_level="WARNING")
+
+
+def _notification_worker_main(settings: Settings) -> None:
+    """Notifications run in the worker process itself, so SMTP connections and HTTP
+    sessions live from one send to the next (our code, not the user's)."""
+    app = bootstrap(settings)
+    queue = Queue(NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer)
+    SimpleWorker([queue], connection=app.redis, serializer=JSONSerializer).work(
+        logging_level="WARNING"
+    )
 
 
 def _stop_flag() -> Callable[[], bool]:
@@ -93,23 +105,28 @@ def _stop_flag() -> Callable[[], bool]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, processes: int = 2) -> None:
+    """One applier, `processes` task workers and `notifiers` notification workers."""
+
+    def __init__(self, settings: Settings, processes: int = 2, notifiers: int = 1) -> None:
         self.settings = settings
-        self.processes = processes
+        self.roles: dict[str, Callable[[Settings], None]] = {"applier": _applier_main}
+        for index in range(processes):
+            self.roles[f"tasks-{index}"] = _task_worker_main
+        for index in range(notifiers):
+            self.roles[f"notifications-{index}"] = _notification_worker_main
         self.context = multiprocessing.get_context("fork")
         self.children: dict[str, multiprocessing.process.BaseProcess] = {}
 
     def run(self) -> None:
         stopping = _stop_flag()
-        self._spawn("applier", _applier_main)
-        for index in range(self.processes):
-            self._spawn(f"rq-{index}", _rq_main)
+        for name, target in self.roles.items():
+            self._spawn(name, target)
         try:
             while not stopping():
                 for name, child in list(self.children.items()):
                     if not child.is_alive():
                         log.warning("%s exited with %s; restarting it", name, child.exitcode)
-                        self._spawn(name, _applier_main if name == "applier" else _rq_main)
+                        self._spawn(name, self.roles[name])
                 time.sleep(0.2)
         finally:
             self.stop()
