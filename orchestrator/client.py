@@ -71,13 +71,7 @@ class Orchestrator:
         data = dict(data or {})
         instance_id = check_id(instance_id, "instance id") if instance_id else new_id()
         correlation = _correlation(definition, data, required=False)
-        outcome, other = self.inbox.create(
-            instance_id=instance_id,
-            workflow=definition.name,
-            version=definition.version,
-            data=data,
-            correlation=correlation,
-        )
+        outcome, other = self.inbox.create(definition, instance_id, data, correlation)
         if outcome == "correlated":
             assert correlation is not None
             raise InstanceExists(
@@ -243,13 +237,7 @@ class Orchestrator:
             return self._deliver(event_type, existing, data, event_id)
         instance_id = new_id()
         outcome, other = self.inbox.create(
-            instance_id=instance_id,
-            workflow=definition.name,
-            version=definition.version,
-            data=data,
-            correlation=correlation,
-            trigger=event_type,
-            event_id=event_id,
+            definition, instance_id, data, correlation, trigger=event_type, event_id=event_id
         )
         if outcome == "created":
             return Emitted(event_id or f"start-{instance_id}", instance_id, started=True)

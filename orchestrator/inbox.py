@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from orchestrator import events as ev
+from orchestrator.definition import Definition
 from orchestrator.errors import InputError, InstanceExists
 from orchestrator.events import Event
 from orchestrator.instance import Instance
@@ -64,12 +65,11 @@ class Inbox:
 
     def create(
         self,
-        *,
+        definition: Definition,
         instance_id: str,
-        workflow: str,
-        version: int,
         data: dict[str, Any],
         correlation: tuple[str, str] | None,
+        *,
         trigger: str | None = None,
         event_id: str | None = None,
     ) -> tuple[str, str]:
@@ -82,8 +82,8 @@ class Inbox:
         correlation_text = f"{correlation[0]}={correlation[1]}" if correlation else None
         shell = Instance(
             id=instance_id,
-            workflow=workflow,
-            version=version,
+            workflow=definition.name,
+            version=definition.version,
             created_at=now,
             updated_at=now,
             correlation=correlation_text,
@@ -95,6 +95,7 @@ class Inbox:
             at=now,
             data={"input": data, **({"trigger": trigger} if trigger else {})},
         )
+        workflow = definition.name
         correlation_key = self.keys.correlation(workflow, *correlation) if correlation else ""
         fields = [item for pair in shell.to_fields().items() for item in pair]
         outcome, other = self._create(
