@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import redis
 
+from notifiers.errors import ChannelConfigError
 from orchestrator.keys import Keys
 
 # KEYS: slot key; ARGV: now, interval. Returns the wait in seconds (as a string).
@@ -32,11 +33,17 @@ class RateLimits:
         self._take = client.register_script(_TAKE)
 
     def per_second(self, channel: str, default: float) -> float:
-        value = self.env.get(f"ORCHESTRATOR_RATE_{channel.upper()}")
+        name = f"ORCHESTRATOR_RATE_{channel.upper()}"
+        value = self.env.get(name)
         try:
-            return float(value) if value else default
+            rate = float(value) if value else default
         except ValueError:
-            return default
+            rate = -1.0
+        if rate < 0:
+            raise ChannelConfigError(
+                f"{name} must be a number of messages per second, not {value!r}"
+            )
+        return rate
 
     def wait(self, channel: str, default: float) -> float:
         """Take the channel's next slot; returns the seconds to wait before sending."""
