@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from notifiers.errors import ChannelConfigError
@@ -15,7 +17,7 @@ def test_a_burst_is_smoothed_at_the_configured_rate(app: App) -> None:
     waits = [limits.wait("sms", default=1.0) for _ in range(20)]
     # Then they are spaced 0.1 s apart (the setting beats the channel's default)
     assert waits[0] == pytest.approx(0.0, abs=0.05)
-    for earlier, later in zip(waits, waits[1:], strict=False):
+    for earlier, later in itertools.pairwise(waits):
         assert later - earlier == pytest.approx(0.1, abs=0.05)
     # And another worker (another RateLimits on the same Redis) queues behind them
     other = RateLimits(app.redis, app.keys, {"ORCHESTRATOR_RATE_SMS": "10"})
