@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.bootstrap import App, bootstrap
 from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
+from orchestrator.guard import GuardedJob
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.worker")
@@ -36,9 +37,12 @@ class BurstWorker(Worker):
 
 
 def rq_worker(app: App, burst: bool = False) -> Worker:
-    queues = [Queue(name, connection=app.redis, serializer=JSONSerializer) for name in QUEUES]
+    queues = [
+        Queue(name, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
+        for name in QUEUES
+    ]
     kind = BurstWorker if burst else Worker
-    return kind(queues, connection=app.redis, serializer=JSONSerializer)
+    return kind(queues, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
 
 
 def run_burst(app: App, timer_horizon: float = 5.0) -> int:
@@ -78,18 +82,22 @@ def _applier_main(settings: Settings) -> None:
 def _task_worker_main(settings: Settings) -> None:
     """Tasks run in a forked work-horse each: user code cannot take the worker down."""
     app = bootstrap(settings)
-    queue = Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer)
-    Worker([queue], connection=app.redis, serializer=JSONSerializer).work(logging_level="WARNING")
+    queue = Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
+    Worker([queue], connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob).work(
+        logging_level="WARNING"
+    )
 
 
 def _notification_worker_main(settings: Settings) -> None:
     """Notifications run in the worker process itself, so SMTP connections and HTTP
     sessions live from one send to the next (our code, not the user's)."""
     app = bootstrap(settings)
-    queue = Queue(NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer)
-    SimpleWorker([queue], connection=app.redis, serializer=JSONSerializer).work(
-        logging_level="WARNING"
+    queue = Queue(
+        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
     )
+    SimpleWorker(
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
+    ).work(logging_level="WARNING")
 
 
 def _stop_flag() -> Callable[[], bool]:
