@@ -30,9 +30,9 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNot
 from jinja2.sandbox import SandboxedEnvironment
 
 from notifiers.errors import PermanentError
+from notifiers.sandbox import LimitedSandbox, render_limited
 
 PARTS = ("subject.txt", "body.txt", "body.html", "sms.txt", "title.txt", "push.txt")
-MAX_OUTPUT = 100_000  # characters a rendered part may have
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class TemplateProblem:
 
 @lru_cache(maxsize=64)
 def environment(folder: str) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return LimitedSandbox(
         loader=FileSystemLoader(folder),
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name and name.endswith(".html")),
@@ -105,7 +105,7 @@ def render(
             chosen = _pick(env, name, file, locale)
             if chosen is not None:
                 try:
-                    text = env.get_template(chosen).render(context).strip()
+                    text = render_limited(env.get_template(chosen), context).strip()
                 except TemplateError as exc:
                     raise PermanentError(f"template {chosen}: {_describe(exc, chosen)}") from None
                 except Exception as exc:  # a template's own arithmetic or filters failing
@@ -114,8 +114,6 @@ def render(
                     raise PermanentError(
                         f"template {chosen}: {type(exc).__name__}: {exc}{where}"
                     ) from None
-                if len(text) > MAX_OUTPUT:
-                    raise PermanentError(f"template {chosen} rendered over {MAX_OUTPUT} characters")
                 return text
         if required:
             raise PermanentError(f"template {name!r} has none of {', '.join(names)}")
@@ -157,7 +155,7 @@ def check(folder: Path) -> list[TemplateProblem]:
             try:
                 template = env.get_template(relative)
                 if context is not None:
-                    template.render(context)
+                    render_limited(template, context)
             except TemplateError as exc:
                 line = getattr(exc, "lineno", None) or _template_line(exc, relative)
                 problems.append(TemplateProblem(str(path), line, _describe(exc, relative)))
