@@ -31,6 +31,7 @@ from orchestrator.errors import (
 from orchestrator.inbox import Inbox, check_id, new_id
 from orchestrator.instance import STATUSES, Instance
 from orchestrator.keys import Keys
+from orchestrator.limits import check_data
 from orchestrator.registry import TASK_EVENTS, Registry
 from orchestrator.replay import ReplayReport, replay
 from orchestrator.settings import Settings
@@ -69,6 +70,7 @@ class Orchestrator:
     ) -> str:
         definition = self.registry.get(workflow)
         data = dict(data or {})
+        check_data(data, "the input")
         instance_id = check_id(instance_id, "instance id") if instance_id else new_id()
         correlation = _correlation(definition, data, required=False)
         outcome, other = self.inbox.create(definition, instance_id, data, correlation)
@@ -93,6 +95,7 @@ class Orchestrator:
         """Append an event for an instance (by id or business key), or start one."""
         self.registry.check_event_type(event_type)
         data = dict(data or {})
+        check_data(data, f"the data of {event_type}")
         if event_id is not None:
             check_id(event_id, "event id")
         if instance_id and key:

@@ -22,6 +22,7 @@ from orchestrator.errors import InputError, InstanceExists
 from orchestrator.events import Event
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
+from orchestrator.limits import check_data
 
 # KEYS: instance, inbox, correlation ("" for none), idx:all, idx:workflow, idx:status:pending
 # ARGV: instance id, created_at, event JSON, then instance hash fields as name, value pairs
@@ -151,4 +152,5 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
         raise InputError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InputError(f"{what} must be a JSON object, not {type(value).__name__}")
+    check_data(value, what)
     return value

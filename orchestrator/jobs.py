@@ -22,6 +22,7 @@ from rq import get_current_job
 from orchestrator import events as ev
 from orchestrator.events import Event
 from orchestrator.keys import Keys
+from orchestrator.limits import MAX_RESULT_BYTES, check_data
 from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL, Watchdog
 
 log = logging.getLogger("orchestrator.jobs")
@@ -56,7 +57,9 @@ def run_task(payload: dict[str, Any]) -> None:
     with _Heartbeat(payload["alive"]):
         try:
             result = load_task(payload["task"])(dict(payload["context"]))
-            json.dumps(result)  # the result must be JSON; fail the task, not the engine
+            check_data(
+                result, "the task's result", MAX_RESULT_BYTES
+            )  # fail the task, not the engine
         except Exception as exc:  # every failure of user code becomes an event
             log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
             error = {"error_type": type(exc).__name__, "message": str(exc)}
