@@ -48,15 +48,12 @@ class PushNotifier(Notifier):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PushNotifier:
-        _require_pywebpush()
-        try:
-            raw = secret(env, "VAPID_PRIVATE_KEY")
-        except OSError as exc:
-            raise ChannelConfigError(
-                f"VAPID_PRIVATE_KEY_FILE cannot be read ({exc.strerror or type(exc).__name__})"
-            ) from None
+        raw = secret(env, "VAPID_PRIVATE_KEY")
         if not raw:
             raise ChannelConfigError("VAPID_PRIVATE_KEY (or VAPID_PRIVATE_KEY_FILE) is not set")
+        if not env.get("VAPID_SUBJECT", "").strip():
+            raise ChannelConfigError("VAPID_SUBJECT is not set (a mailto: or https: URL)")
+        _require_pywebpush()  # only once the channel is configured: a stand-in loads nothing
         vapid = load_vapid_key(Secret(raw))
         subject = env.get("VAPID_SUBJECT", "").strip()
         if not subject:

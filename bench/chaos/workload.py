@@ -1,0 +1,201 @@
+"""The chaos workload: workflows whose every task leaves a trace outside the engine.
+
+`chaos_order` has six states: four task steps (reserve, charge, pack, ship),
+then `done` or `failed`. Entering `pack` emails a receipt, entering `ship`
+texts the customer. An instance started with `"fail": true` (a tenth of them
+in the harness) fails at `ship`, after its retries, and the engine undoes the
+three finished steps newest first: unpack, refund, release.
+
+`chaos_self_kill` prepares (undone by `stand_down`), then runs a task that
+SIGKILLs its own work-horse on every try: the engine must give up after the
+configured tries and compensate.
+
+Every call of every task appends one JSON line to the Redis list `chaos:sink`
+(outside the engine's `orch:` keys) before it does its work: what the engine
+asked for (instance, state, kind, try, state entry, RQ job id), so a task run
+twice, or a refund paid twice, shows there whatever the engine believes. The
+harness puts ORCHESTRATOR_WORKFLOWS=bench.chaos.workload in the workers'
+environment; tasks reach the sink through the workers' REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from orchestrator import On, State, Task, Workflow
+from orchestrator.definition import Notify
+
+SINK = "chaos:sink"
+NOTE = "chaos.note"  # an external event the harness emits; consumed where the instance stands
+STEP_TRIES = 5  # a step survives four lost tries in a row
+UNDO_TRIES = 10  # a compensation must eventually succeed: more tries
+SELF_KILL_TRIES = 3
+
+_client: tuple[int, redis.Redis] | None = None
+
+
+def _sink() -> redis.Redis:
+    """One connection per process: a forked work-horse must not reuse its parent's socket."""
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
+    return _client[1]
+
+
+def record(ctx: dict[str, Any], step: str, kind: str) -> dict[str, Any]:
+    """Append this call to the sink; what the engine asked comes from the RQ job itself."""
+    job = get_current_job()
+    payload: dict[str, Any] = dict(job.kwargs.get("payload") or {}) if job is not None else {}
+    line = {
+        "i": ctx["ref"],
+        "step": payload.get("state", step),
+        "kind": payload.get("kind", kind),
+        "task": payload.get("task", ""),
+        "job": payload.get("job", ""),
+        "attempt": payload.get("attempt", 0),
+        "entered_seq": payload.get("entered_seq", 0),
+        "pid": os.getpid(),
+        "at": time.time(),
+    }
+    _sink().rpush(SINK, json.dumps(line, separators=(",", ":")))
+    return line
+
+
+def step(fn: Any) -> Task:
+    return Task(fn, retries=STEP_TRIES - 1, backoff=0.2, max_backoff=2.0, timeout=30.0)
+
+
+def undo(fn: Any) -> Task:
+    return Task(fn, retries=UNDO_TRIES - 1, backoff=0.2, max_backoff=2.0, timeout=30.0)
+
+
+def _work(ctx: dict[str, Any], name: str) -> None:
+    """Take some time, so that kills land while tasks run."""
+    seconds = float(ctx.get(name, 0.1))
+    if seconds > 0:
+        time.sleep(random.uniform(0.5, 1.5) * seconds)
+
+
+# -- chaos_order ------------------------------------------------------------------
+
+
+def reserve_stock(ctx: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "reserve", "task")
+    _work(ctx, "work")
+    return {"reservation": f"R-{ctx['ref']}"}
+
+
+def charge_card(ctx: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "charge", "task")
+    _work(ctx, "work")
+    return {"charge": f"CH-{ctx['ref']}"}
+
+
+def pack_parcel(ctx: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "pack", "task")
+    _work(ctx, "work")
+    return {"parcel": f"P-{ctx['ref']}"}
+
+
+def ship_parcel(ctx: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "ship", "task")
+    _work(ctx, "work")
+    if ctx.get("fail"):
+        raise RuntimeError("the carrier refused the parcel")
+    return {"tracking": f"T-{ctx['ref']}"}
+
+
+def release_stock(ctx: dict[str, Any]) -> None:
+    record(ctx, "reserve", "compensation")
+    _work(ctx, "undo_work")
+
+
+def refund_card(ctx: dict[str, Any]) -> None:
+    record(ctx, "charge", "compensation")
+    _work(ctx, "undo_work")
+
+
+def unpack_parcel(ctx: dict[str, Any]) -> None:
+    record(ctx, "pack", "compensation")
+    _work(ctx, "undo_work")
+
+
+class ChaosOrder(Workflow):
+    """Four steps, an email and an SMS; a tenth fail at the last step and compensate."""
+
+    name = "chaos_order"
+    version = 1
+
+    reserve = State(initial=True, task=step(reserve_stock), compensation=undo(release_stock))
+    charge = State(task=step(charge_card), compensation=undo(refund_card))
+    pack = State(
+        task=step(pack_parcel),
+        compensation=undo(unpack_parcel),
+        notify=[Notify("email", "receipt", to="email")],
+    )
+    ship = State(task=step(ship_parcel), notify=[Notify("sms", "shipping", to="phone")])
+    done = State(final=True)
+    failed = State(final=True, outcome="failed")
+
+    transitions = [
+        On("task.completed", source=reserve, target=charge),
+        On("task.failed", source=reserve, target=failed),
+        On("task.completed", source=charge, target=pack),
+        On("task.failed", source=charge, target=failed, compensate=True),
+        On("task.completed", source=pack, target=ship),
+        On("task.failed", source=pack, target=failed, compensate=True),
+        On("task.completed", source=ship, target=done),
+        On("task.failed", source=ship, target=failed, compensate=True),
+        *(On(NOTE, source=s, target=s, internal=True) for s in (reserve, charge, pack, ship)),
+    ]
+
+
+# -- chaos_self_kill -------------------------------------------------------------
+
+
+def get_ready(ctx: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "prepare", "task")
+    _work(ctx, "work")
+    return {"prepared": True}
+
+
+def stand_down(ctx: dict[str, Any]) -> None:
+    record(ctx, "prepare", "compensation")
+    _work(ctx, "undo_work")
+
+
+def kill_own_process(ctx: dict[str, Any]) -> None:
+    """SIGKILL the work-horse running this: no answer, no RQ callback, on every try."""
+    record(ctx, "explode", "task")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ChaosSelfKill(Workflow):
+    """A task that kills its own process: tried SELF_KILL_TRIES times, then compensated."""
+
+    name = "chaos_self_kill"
+    version = 1
+
+    prepare = State(initial=True, task=step(get_ready), compensation=undo(stand_down))
+    explode = State(
+        task=Task(
+            kill_own_process, retries=SELF_KILL_TRIES - 1, backoff=0.2, max_backoff=1.0, timeout=30
+        )
+    )
+    done = State(final=True)
+    failed = State(final=True, outcome="failed")
+
+    transitions = [
+        On("task.completed", source=prepare, target=explode),
+        On("task.failed", source=prepare, target=failed),
+        On("task.completed", source=explode, target=done),
+        On("task.failed", source=explode, target=failed, compensate=True),
+    ]
