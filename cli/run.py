@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import app_of
+from orchestrator.connection import check_durability
 
 commands = typer.Typer()
 server = typer.Typer(help="Manage the embedded Redis server (used when no REDIS_URL is set).")
@@ -22,12 +23,20 @@ def worker(
     notifiers: int = typer.Option(
         1, "--notifiers", min=1, help="Notification worker processes (connections kept)."
     ),
+    accept_risk: bool = typer.Option(
+        False,
+        "--accept-risk",
+        envvar="ORCHESTRATOR_ACCEPT_RISK",
+        help="Run on a Redis without append-only persistence or with an evicting policy.",
+    ),
 ) -> None:
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
     from orchestrator.worker import Supervisor, run_burst
 
     app = app_of(ctx)
     app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
+    if not accept_risk:
+        check_durability(app.redis, app.settings.redis_url or "the embedded Redis")
     if burst:
         applied = run_burst(app)
         typer.echo(f"burst done: {applied} events applied")

@@ -7,6 +7,8 @@ than allowed to address events to the wrong partitions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from orchestrator import embedded
@@ -54,3 +56,22 @@ def keys_for(client: redis.Redis, settings: Settings) -> Keys:
 def _reason(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.split("\n")[0]
+
+
+def check_durability(client: redis.Redis, url: str) -> None:
+    """Refuse a server that can lose acknowledged events: no append-only file, or a
+    memory policy that evicts keys (leases and finished instances carry TTLs)."""
+    info: dict[str, Any] = {**client.info("persistence"), **client.info("memory")}
+    problems = []
+    if str(info.get("aof_enabled", "0")) != "1":
+        problems.append("append-only persistence is off (appendonly no): a crash loses events")
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        problems.append(f"maxmemory-policy is {policy}: Redis may evict the engine's keys")
+    if problems:
+        raise ConfigurationError(
+            f"Redis at {redact(url)} is not safe for the engine: "
+            + "; ".join(problems)
+            + ". Fix the server (appendonly yes, maxmemory-policy noeviction), or accept the "
+            "risk with --accept-risk (ORCHESTRATOR_ACCEPT_RISK=1)"
+        )
