@@ -16,6 +16,7 @@ applier lets the partition go: a fenced-out applier cannot commit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -96,9 +97,20 @@ class Applier:
     # -- the loop -------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool], block_ms: int = 100) -> None:
+        """Apply until told to stop; ride out Redis outages by waiting and trying again."""
+        pause = 0.1
         while not should_stop():
-            self.tick(block_ms=block_ms)
-        self.leases.release_all()
+            try:
+                self.tick(block_ms=block_ms)
+                pause = 0.1
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis unreachable (%s); trying again in %.1fs", exc, pause)
+                self.leases.check_soon()  # they may have expired meanwhile
+                self._caught_up.clear()  # and a batch may be pending: read it again
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            self.leases.release_all()
 
     def tick(self, block_ms: int = 0) -> int:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""

@@ -82,6 +82,10 @@ class Leases:
         self.owned.sort()
         return gained
 
+    def check_soon(self) -> None:
+        """Renew (and find out which leases are still held) on the next maintain()."""
+        self._next_maintenance = 0.0
+
     def forget(self, partition: int) -> None:
         """Stop using a partition whose lease was lost (it is someone else's now)."""
         if partition in self.owned:
