@@ -8,7 +8,6 @@ type and message. The engine decides about retries; RQ runs each try once.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from rq import get_current_job
 from orchestrator import events as ev
 from orchestrator.events import Event
 from orchestrator.keys import Keys
+from orchestrator.later import Later
 from orchestrator.limits import MAX_RESULT_BYTES, check_data
 from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL, Watchdog
 
@@ -81,7 +81,7 @@ def send_notification(payload: dict[str, Any]) -> None:
     pipe = job.connection.pipeline(transaction=True)
     if outcome.later is not None:
         again = {**payload, "attempt": int(payload.get("attempt", 1)) + 1}
-        pipe.zadd(keys.notify_later, {json.dumps(again, sort_keys=True): outcome.later})
+        Later(job.connection, keys).add(again, outcome.later, pipe)
     Watchdog(job.connection, keys).answered(pipe, int(payload.get("partition", 0)), job.id)
     if outcome.event is not None and payload.get("instance"):
         event = Event(

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.client import Pipeline
 
 from orchestrator.keys import Keys
 
@@ -26,8 +27,10 @@ class Later:
         self.redis = client
         self.keys = keys
 
-    def add(self, payload: dict[str, Any], due: float) -> None:
-        self.redis.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): due})
+    def add(self, payload: dict[str, Any], due: float, pipe: Pipeline | None = None) -> None:
+        """Run this notification job again at `due` (in the caller's transaction, if given)."""
+        target = self.redis if pipe is None else pipe
+        target.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): due})
 
     def next_due(self) -> float | None:
         first: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]

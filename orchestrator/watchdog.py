@@ -30,6 +30,7 @@ from rq.job import Job
 from orchestrator import events as ev
 from orchestrator.events import Event
 from orchestrator.keys import Keys
+from orchestrator.later import Later
 
 CHECK_EVERY = 3.0  # seconds between checks of one outstanding job
 HEARTBEAT_EVERY = 1.0  # the wrapper refreshes its heartbeat this often...
@@ -126,7 +127,7 @@ class Watchdog:
             return 0
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.keys.outstanding(partition), job)
-        pipe.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): now})
+        Later(self.redis, self.keys).add(payload, now, pipe)
         pipe.execute()
         return 1
 

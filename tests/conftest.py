@@ -33,8 +33,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(folder: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_redis(
+    folder: Path, *extra: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     process = subprocess.Popen(
         [
             redis_server_binary(),
@@ -109,6 +111,15 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def app(settings: Settings) -> App:
     return bootstrap(settings)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of a process (Linux)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:  # it has just exited
+        return []
 
 
 def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:

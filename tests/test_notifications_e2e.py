@@ -38,7 +38,7 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.bootstrap import App
 from orchestrator.dispatch import NOTIFICATION_QUEUE
-from tests.conftest import ROOT, cli_env, free_port, run_cli
+from tests.conftest import ROOT, children, cli_env, free_port, run_cli
 from tests.prism import Prism, patched_spec, prism_mock
 from tests.smtp_server import SmtpServer
 
@@ -123,14 +123,6 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, log: Path
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}\nworker log:\n{tail}")
         time.sleep(0.05)
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(p) for p in path.read_text().split()]
-    except OSError:
-        return []
 
 
 def holding_connection_to(pids: list[int], port: int) -> list[int]:

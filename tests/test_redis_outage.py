@@ -9,43 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
 from orchestrator.bootstrap import bootstrap
-from orchestrator.embedded import redis_server_binary
 from orchestrator.settings import Settings
-from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env, free_port
+from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env, free_port, start_redis
 
 
 def start(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return process
-        except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-            assert time.monotonic() < deadline, "redis did not come back"
-            time.sleep(0.05)
+    return start_redis(folder, "--appendfsync", "always", port=port)[0]
 
 
 def test_workers_carry_on_after_redis_is_killed_and_restarted(tmp_path: Path) -> None:

@@ -10,12 +10,7 @@ import time
 from pathlib import Path
 
 from orchestrator.bootstrap import App
-from tests.conftest import ROOT, cli_env, run_cli
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+from tests.conftest import ROOT, children, cli_env, run_cli
 
 
 def wait_final(env: dict[str, str], instance_id: str, timeout: float = 30) -> dict[str, object]:
