@@ -122,7 +122,8 @@ class Applier:
             return 0
         now = time.time()
         self.timers.fire_due(owned, now)
-        self.later.move_due(self.dispatcher, now)
+        if 0 in owned:  # one mover: the holder of partition 0
+            self.later.move_due(self.dispatcher, now)
         if now >= self._next_watch:
             self._next_watch = now + 1.0
             self.dispatcher.watchdog.check(owned, now)

@@ -11,6 +11,7 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:{pK}:outstanding              zset   RQ job ids of tasks awaiting an answer, by next check time
   N:{pK}:outstanding-jobs         hash   job id -> what the task answers (instance, try, entry)
   N:{pK}:alive:JOB                string heartbeat of a running task, expires when it stops
+  N:stranded:JOB                  string when a job was first seen dequeued but never started
   N:{pK}:instance:ID              hash   one instance (see orchestrator.instance)
   N:{pK}:history:ID               stream every event applied to ID, with what it did
   N:{pK}:applied:ID               set    event ids already applied to ID (idempotency)
@@ -78,6 +79,9 @@ class Keys:
 
     def outstanding_jobs(self, partition: int) -> str:
         return f"{self._p(partition)}:outstanding-jobs"
+
+    def stranded(self, job: str) -> str:
+        return f"{self.namespace}:stranded:{job}"
 
     def alive(self, partition: int, job: str) -> str:
         return f"{self._p(partition)}:alive:{job}"

@@ -2,9 +2,8 @@
 hours, long rate-limit waits.
 
 A job that must run again adds its payload to a sorted set by due time; the
-appliers move due entries onto the notifications queue. Removing an entry is
-what entitles a mover to enqueue it, so two appliers never both do; a mover
-that dies in between loses nothing that the ledger would not resend.
+appliers move due entries onto the notifications queue, removing and
+enqueueing in one transaction, so an entry is never lost in between.
 """
 
 from __future__ import annotations
@@ -45,11 +44,13 @@ class Later:
         )
         moved = 0
         for member in due:
-            if not self.redis.zrem(self.keys.notify_later, member):
-                continue  # another applier took it
             payload = json.loads(member)
             job = f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}"
+            # Removing and enqueueing commit together: a mover dying between them loses
+            # nothing. One applier moves (the holder of partition 0); were a second to
+            # overlap during a lease handover, the ledger still sends it once.
             pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(self.keys.notify_later, member)
             dispatcher.enqueue_notification(pipe, payload, job)
             pipe.execute()
             moved += 1

@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 
 from orchestrator import events as ev
@@ -36,22 +38,18 @@ CHECK_EVERY = 3.0  # seconds between checks of one outstanding job
 HEARTBEAT_EVERY = 1.0  # the wrapper refreshes its heartbeat this often...
 HEARTBEAT_TTL = 5  # ...and it expires this many seconds after the last refresh
 LOST_STATUSES = {"failed", "stopped", "canceled"}
-
-# KEYS: outstanding zset, outstanding-jobs hash, inbox; ARGV: job id, event JSON.
-# Reports the loss only if the job is still outstanding (its answer may have won).
-_REPORT = """
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
-return 1
-"""
+# RQ moves a job it dequeues into this list until the job starts; a worker dying
+# in between strands it there, "queued" but in no queue.
+INTERMEDIATE = tuple(
+    IntermediateQueue.get_intermediate_queue_key(Queue.redis_queue_namespace_prefix + name)
+    for name in ("tasks", "notifications")
+)
 
 
 class Watchdog:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
-        self._report = client.register_script(_REPORT)
 
     def watch(self, pipe: Pipeline, partition: int, job: str, payload: dict[str, Any]) -> None:
         """Register a job in the enqueuing commit: a task (reported lost as a failed try)
@@ -84,15 +82,27 @@ class Watchdog:
             pipe.hmget(Job.key_for(job), "status", "started_at")
             pipe.exists(self.keys.alive(partition, job))
             pipe.hget(self.keys.outstanding_jobs(partition), job)
+            for queue in INTERMEDIATE:
+                pipe.lpos(queue, job)
         replies = pipe.execute()
         lost = 0
         later = self.redis.pipeline(transaction=False)
+        width = 3 + len(INTERMEDIATE)
         for index, (partition, job) in enumerate(due):
-            (status, started_at), alive, answer = replies[3 * index : 3 * index + 3]
+            (status, started_at), alive, answer, *taken = replies[
+                width * index : width * (index + 1)
+            ]
             if answer is None:  # answered meanwhile
                 later.zrem(self.keys.outstanding(partition), job)
                 continue
             reason = _lost_reason(status, started_at, bool(alive), now)
+            if (
+                reason is None
+                and status == b"queued"
+                and not alive
+                and any(t is not None for t in taken)
+            ):
+                reason = self._stranded(job, now)
             if reason is None:
                 later.zadd(self.keys.outstanding(partition), {job: now + CHECK_EVERY})
                 continue
@@ -113,20 +123,37 @@ class Watchdog:
             at=now,
             data={**answer, "job": job, "error_type": "TaskLost", "message": reason},
         )
-        keys = [
-            self.keys.outstanding(partition),
-            self.keys.outstanding_jobs(partition),
-            self.keys.inbox(partition),
-        ]
-        return int(self._report(keys=keys, args=[job, event.to_json()]))
+        pipe = self.redis.pipeline(transaction=True)
+        self._forget(pipe, partition, job)
+        pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
+        pipe.execute()
+        return 1
+
+    def _stranded(self, job: str, now: float) -> str | None:
+        """A job a worker took off the queue (into RQ's intermediate list) and died
+        before starting: lost once it has stayed so for a whole check period."""
+        key = self.keys.stranded(job)
+        if self.redis.set(key, now, nx=True, ex=3600):
+            return None  # first seen stranded now: a live worker may be starting it
+        first = float(self.redis.get(key) or now)
+        if now - first < CHECK_EVERY:
+            return None
+        return "a worker took it off the queue and died before starting it"
+
+    def _forget(self, pipe: Pipeline, partition: int, job: str) -> None:
+        """Unregister a lost job, and keep RQ from running it later after all."""
+        pipe.zrem(self.keys.outstanding(partition), job)
+        pipe.hdel(self.keys.outstanding_jobs(partition), job)
+        for queue in INTERMEDIATE:
+            pipe.lrem(queue, 0, job)
+        pipe.delete(self.keys.stranded(job))
 
     def _run_again(self, partition: int, job: str, payload: dict[str, Any], now: float) -> int:
         """A lost notification job goes back to be run again; its ledger claim decides
-        whether it sends (the owner's heartbeat is gone, so the claim is stale)."""
-        if not self.redis.hdel(self.keys.outstanding_jobs(partition), job):
-            return 0
+        whether it sends (the owner's heartbeat is gone, so the claim is stale). Only this
+        partition's lease holder checks it, so one transaction needs no further guard."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zrem(self.keys.outstanding(partition), job)
+        self._forget(pipe, partition, job)
         Later(self.redis, self.keys).add(payload, now, pipe)
         pipe.execute()
         return 1

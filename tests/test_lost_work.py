@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from orchestrator.bootstrap import App
+from orchestrator.watchdog import CHECK_EVERY, INTERMEDIATE
+from orchestrator.worker import run_burst
 from tests.conftest import ROOT, cli_env
 
 
@@ -63,3 +65,32 @@ def test_killed_work_horse_and_killed_worker_are_detected_and_retried(
     assert all(h["outcome"] == "retry" for h in lost)
     # within 20 seconds of the kill
     assert lost[1]["event"]["at"] - killed_at < 20
+
+
+def test_a_job_stranded_by_a_worker_that_died_while_taking_it_is_retried(app: App) -> None:
+    # Given a task job that a worker moved off the queue (into RQ's intermediate list,
+    # as its dequeue does) and then died before starting it
+    iid = app.client.start("order", {"order_id": "X1", "work_seconds": 0})
+    applier = app.applier()
+    applier.drain()
+    (job,) = [j.decode() for j in app.redis.lrange("rq:queue:tasks", 0, -1)]
+    app.redis.lmove("rq:queue:tasks", INTERMEDIATE[0], "LEFT", "RIGHT")
+    # When the watchdog has seen it stranded for a whole check period
+    partitions = list(range(app.keys.partitions))
+    watchdog = applier.dispatcher.watchdog
+    outstanding = app.keys.outstanding(app.keys.partition_of(iid))
+    app.redis.zadd(outstanding, {job: 0})  # due for a check now
+    assert watchdog.check(partitions, time.time()) == 0  # first sight: a worker may be starting it
+    app.redis.set(app.keys.stranded(job), time.time() - CHECK_EVERY - 1)  # a period has passed
+    app.redis.zadd(outstanding, {job: 0})
+    assert watchdog.check(partitions, time.time()) == 1
+    # Then it is reported lost (and taken out of RQ's hands), retried, and the order ships
+    assert app.redis.lpos(INTERMEDIATE[0], job) is None
+    applier.leases.release_all()
+    run_burst(app)
+    final = app.client.status(iid)
+    assert final.state == "shipped", app.client.history(iid)
+    lost = [
+        h for h in app.client.history(iid) if h["event"]["data"].get("error_type") == "TaskLost"
+    ]
+    assert [h["outcome"] for h in lost] == ["retry"]
