@@ -50,6 +50,7 @@ class Later:
             # nothing. One applier moves (the holder of partition 0); were a second to
             # overlap during a lease handover, the ledger still sends it once.
             pipe = self.redis.pipeline(transaction=True)
+            pipe.multi()  # explicit: RQ's enqueue checks for it
             pipe.zrem(self.keys.notify_later, member)
             dispatcher.enqueue_notification(pipe, payload, job)
             pipe.execute()
