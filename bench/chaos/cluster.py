@@ -92,7 +92,9 @@ def start_redis(folder: Path, fsync: str) -> tuple[subprocess.Popen[bytes], str]
         client.close()
 
 
-def worker_env(redis_url: str, folder: Path, smtp: dict[str, str], prism_url: str) -> dict[str, str]:
+def worker_env(
+    redis_url: str, folder: Path, smtp: dict[str, str], prism_url: str
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()

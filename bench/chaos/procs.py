@@ -110,8 +110,10 @@ def reap(pids: set[int]) -> set[int]:
     for pid in pids:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            continue  # not ours: its own parent reaps it
+        except ChildProcessError:  # not (yet) ours: its parent reaps it, or is dying
+            if Path(f"/proc/{pid}").exists():
+                left.add(pid)
+            continue
         if done == 0:
             left.add(pid)
     return left

@@ -1,0 +1,201 @@
+"""The offline invariant checker: plain data in, violations and figures out.
+
+It reads what was recorded, never the live system, so it can be fed synthetic
+data (tests/test_chaos_checker.py plants one fault of each kind and expects
+each to be flagged). A `Snapshot` holds, per instance, the stored instance
+hash and its history (Store.history); the client's journal of acknowledged
+calls; the ledger records (Ledger.of_instance); what the providers received;
+the task sink; the harness's fault log; and what work is still owed to each
+instance (jobs, timers, outstanding entries, inbox events).
+
+The invariants, by name (a Report maps each to its violations):
+
+  final                  every instance reaches a final state
+  sequence               seq numbers run 1..n with no gap or repeat, n = the instance's seq
+  duplicate_event        no event id applied twice to an instance
+  double_decision        no task try decided twice (two answers of one job that both moved it)
+  replay                 the transition function replays the history to the stored instance
+                         (an illegal move shows as a divergence)
+  lost_ack               every journaled start/emit is in its instance's history
+  compensation           a failed instance undid each completed compensable step exactly
+                         once, newest first (history and sink agree); none undone otherwise
+  double_refund          no step compensated by two compensation runs (two state entries)
+  rerun_after_success    a task try ran again only after that try failed or was lost
+  attempts               no step tried more often than its configured attempts
+  unanswered_call        every task call at the sink got an answer in the history
+  lost_notification      every notify effect has a ledger record that ended sent, and the
+                         provider received it
+  unexplained_duplicate  a message the provider received twice was preceded, between the
+                         two acceptances, by a recorded kill of a notification worker
+  phantom_notification   every message a provider received was asked for by a notify effect
+  orphan                 no non-final instance is left with no job, timer, outstanding
+                         entry or inbox event that could move it
+  dead_letter            no event was dead-lettered
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench.chaos.effects import check_notifications, check_sink
+from bench.chaos.model import ANSWERS, UNDECIDED, Definitions, Report, Snapshot, is_final
+from orchestrator.definition import Definition
+from orchestrator.instance import Instance
+from orchestrator.replay import replay
+
+__all__ = ["Report", "Snapshot", "check", "completed_steps", "is_final"]
+
+
+def check(snapshot: Snapshot, definitions: Definitions) -> Report:
+    report = Report()
+    for figure in ("instances", "final", "acknowledged", "lost_acknowledged"):
+        report.figures[figure] = 0
+    for instance_id, fields in sorted(snapshot.instances.items()):
+        history = snapshot.histories.get(instance_id, [])
+        report.add("instances")
+        if is_final(fields):
+            report.add("final")
+        else:
+            owed = "; ".join(snapshot.pending.get(instance_id, [])) or "nothing"
+            report.flag(
+                "final",
+                f"{instance_id}: {fields.get('status')} in state {fields.get('state')}, "
+                f"try {fields.get('attempt')}; owed: {owed}",
+            )
+            if not snapshot.pending.get(instance_id):
+                report.flag("orphan", f"{instance_id}: not final and nothing owed to it")
+        _sequence(report, instance_id, fields, history)
+        _duplicates(report, instance_id, history)
+        try:
+            definition = definitions(fields["workflow"], int(fields["version"]))
+        except Exception as exc:
+            report.flag("replay", f"{instance_id}: no definition ({exc})")
+            continue
+        _replay(report, definition, fields, history)
+        _compensation(report, definition, instance_id, fields, history, snapshot.sink)
+    _journal(report, snapshot)
+    check_sink(report, snapshot, definitions)
+    check_notifications(report, snapshot)
+    for letter in snapshot.dead_letters:
+        report.flag("dead_letter", f"{letter.get('reason')}: {str(letter.get('event'))[:120]}")
+    report.figures["kills"] = sum(1 for f in snapshot.faults if f.get("action") != "restart")
+    report.figures["duplicate_transitions"] = sum(
+        len(report.violations[c]) for c in ("duplicate_event", "double_decision")
+    ) + report.figures.get("repeated_seqs", 0)
+    return report
+
+
+def _sequence(
+    report: Report, instance_id: str, fields: dict[str, str], history: list[dict[str, Any]]
+) -> None:
+    seqs = [int(entry["seq"]) for entry in history]
+    repeats = sorted(s for s, n in Counter(seqs).items() if n > 1)
+    missing = sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))
+    report.add("repeated_seqs", len(repeats))
+    if repeats or missing or seqs != sorted(seqs):
+        report.flag(
+            "sequence", f"{instance_id}: missing seq {missing}, repeated {repeats}, order {seqs}"
+        )
+    if int(fields.get("seq", 0)) != len(history):
+        report.flag(
+            "sequence",
+            f"{instance_id}: the instance is at seq {fields.get('seq')}, "
+            f"its history has {len(history)} entries",
+        )
+
+
+def _duplicates(report: Report, instance_id: str, history: list[dict[str, Any]]) -> None:
+    ids = Counter(str(entry["event"]["id"]) for entry in history)
+    for event_id, count in sorted(ids.items()):
+        if count > 1:
+            report.flag("duplicate_event", f"{instance_id}: event {event_id} applied {count} times")
+    decided: Counter[str] = Counter()
+    for entry in history:
+        event = entry["event"]
+        job = (event.get("data") or {}).get("job")
+        if event["type"] in ANSWERS and job and entry["outcome"] not in UNDECIDED:
+            decided[str(job)] += 1
+    for job, count in sorted(decided.items()):
+        if count > 1:
+            report.flag("double_decision", f"{instance_id}: try {job} decided {count} times")
+
+
+def _replay(
+    report: Report, definition: Definition, fields: dict[str, str], history: list[dict[str, Any]]
+) -> None:
+    try:
+        result = replay(definition, Instance.from_fields(fields), history)
+    except Exception as exc:  # a history the transition function cannot even read
+        report.flag("replay", f"{fields.get('id')}: replay raised {type(exc).__name__}: {exc}")
+        return
+    if not result.matches:
+        report.add("replay_mismatches")
+        report.flag(
+            "replay",
+            f"{fields.get('id')}: first divergence {result.first_divergence}, "
+            f"fields differing {sorted(result.differences)}",
+        )
+
+
+def _journal(report: Report, snapshot: Snapshot) -> None:
+    for entry in snapshot.journal:
+        report.add("acknowledged")
+        history = snapshot.histories.get(str(entry["instance"]), [])
+        found = sum(1 for h in history if h["event"]["id"] == entry["event_id"])
+        if found == 0:
+            report.add("lost_acknowledged")
+            report.flag(
+                "lost_ack",
+                f"{entry['instance']}: acknowledged {entry['type']} {entry['event_id']} "
+                "is not in the history",
+            )
+
+
+def completed_steps(definition: Definition, history: list[dict[str, Any]]) -> list[str]:
+    """Compensable steps whose task completed (and so pushed their undo), in order."""
+    compensable = {n for n, s in definition.states.items() if s.compensation is not None}
+    return [
+        str(e["from"])
+        for e in history
+        if e["event"]["type"] == "task.completed"
+        and e["outcome"] not in UNDECIDED
+        and e["from"] in compensable
+    ]
+
+
+def _compensation(
+    report: Report,
+    definition: Definition,
+    instance_id: str,
+    fields: dict[str, str],
+    history: list[dict[str, Any]],
+    sink: list[dict[str, Any]],
+) -> None:
+    done = completed_steps(definition, history)
+    undone = [
+        str((e["event"].get("data") or {}).get("state"))
+        for e in history
+        if e["event"]["type"] == "compensation.completed" and e["outcome"] not in UNDECIDED
+    ]
+    compensated = any(e["status"] == "compensating" for e in history)
+    gave_up = fields.get("status") in ("failed", "cancelled") and is_final(fields)
+    expected = list(reversed(done)) if compensated or (gave_up and done) else []
+    calls: dict[str, float] = {}
+    for call in sink:
+        if call["i"] == instance_id and call["kind"] == "compensation":
+            calls[call["step"]] = min(calls.get(call["step"], call["at"]), call["at"])
+    at_sink = sorted(calls, key=lambda step: calls[step])
+    if expected:
+        report.add("compensated_instances")
+        report.add("compensations_expected", len(expected))
+    if undone != expected:
+        report.flag(
+            "compensation",
+            f"{instance_id}: completed {done}, undone {undone} (expected {expected})",
+        )
+    if at_sink != expected:
+        report.flag(
+            "compensation",
+            f"{instance_id}: the sink saw compensations {at_sink} (expected {expected})",
+        )

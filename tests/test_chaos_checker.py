@@ -1,0 +1,373 @@
+"""The chaos checker proves itself: a clean synthetic run passes, each planted fault is caught.
+
+The synthetic histories are made by the engine's own pure transition function
+(no Redis, no processes), the way the applier records them, with the sink,
+ledger, provider and journal records a faultless run would leave. Each test
+then plants one fault in a copy and expects the checker to name it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.chaos.checker import Snapshot, check
+from bench.chaos.collect import attribute
+from bench.chaos.effects import notify_keys
+from bench.chaos.providers import prism_receipts
+from bench.chaos.workload import ChaosOrder
+from notifiers.email import EmailNotifier
+from orchestrator.dispatch import job_id, timer_event
+from orchestrator.effects import Notify, RunTask, StartTimer, describe
+from orchestrator.events import Event
+from orchestrator.instance import Instance
+from orchestrator.machine import transition
+from orchestrator.registry import Registry
+
+REGISTRY = Registry([ChaosOrder])
+DEFINITION = ChaosOrder.definition
+
+
+class Run:
+    """One instance driven through the pure transition function, recording what a real
+    run records: history entries, task calls at the sink, notify keys."""
+
+    def __init__(self, instance_id: str, clock: list[float]) -> None:
+        self.id = instance_id
+        self.clock = clock
+        self.instance = Instance(instance_id, DEFINITION.name, DEFINITION.version, clock[0])
+        self.history: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.timers: list[Event] = []
+        self.notified: list[tuple[str, str]] = []  # (key, channel)
+        self.sink: list[dict[str, Any]] = []
+
+    def now(self) -> float:
+        self.clock[0] += 1.0
+        return self.clock[0]
+
+    def apply(self, event_type: str, data: dict[str, Any], event_id: str) -> None:
+        self.apply_event(Event(event_id, event_type, self.id, self.now(), data))
+
+    def apply_event(self, event: Event) -> None:
+        before = self.instance
+        result = transition(DEFINITION, before, event)
+        after = self.instance = result.instance
+        self.history.append(
+            {
+                "seq": after.seq,
+                "event": json.loads(event.to_json()),
+                "outcome": result.outcome,
+                "from": before.state,
+                "to": after.state,
+                "status": after.status,
+                "note": result.note,
+                "effects": [describe(e) for e in result.effects],
+            }
+        )
+        for index, effect in enumerate(result.effects):
+            job = job_id(self.id, after.seq, index)
+            if isinstance(effect, RunTask):
+                self.tasks.append({"job": job, "effect": effect})
+            elif isinstance(effect, StartTimer):
+                self.timers.append(timer_event(self.id, effect))
+            elif isinstance(effect, Notify):
+                self.notified.append((f"{job}:{effect.to}", effect.channel))
+
+    def answer(self, ok: bool = True) -> None:
+        """The oldest outstanding task call ran (at the sink) and answered."""
+        task = self.tasks.pop(0)
+        effect: RunTask = task["effect"]
+        kind = effect.kind
+        self.sink.append(
+            {
+                "i": self.id,
+                "step": effect.state,
+                "kind": kind,
+                "task": effect.task,
+                "job": task["job"],
+                "attempt": effect.attempt,
+                "entered_seq": effect.entered_seq,
+                "pid": 1,
+                "at": self.now(),
+            }
+        )
+        event_type = f"{'compensation' if kind == 'compensation' else 'task'}." + (
+            "completed" if ok else "failed"
+        )
+        data: dict[str, Any] = {
+            "task": effect.task,
+            "state": effect.state,
+            "attempt": effect.attempt,
+            "entered_seq": effect.entered_seq,
+            "job": task["job"],
+        }
+        data.update({"result": None} if ok else {"error_type": "RuntimeError", "message": "no"})
+        self.apply(event_type, data, f"{task['job']}-{event_type}")
+
+    def fire_timer(self) -> None:
+        self.apply_event(self.timers.pop(0))
+
+
+def clean_snapshot() -> Snapshot:
+    clock = [1000.0]
+    shipped, failed = Run("ok-1", clock), Run("bad-1", clock)
+    journal: list[dict[str, Any]] = []
+    for run in (shipped, failed):
+        run.apply("workflow.started", {"input": _input(run.id, run is failed)}, f"start-{run.id}")
+        journal.append(_ack("start", run.id, f"start-{run.id}", "workflow.started"))
+        run.answer()  # reserve
+        run.apply("chaos.note", {}, f"note-{run.id}")  # consumed where it stands
+        journal.append(_ack("emit", run.id, f"note-{run.id}", "chaos.note"))
+        run.answer()  # charge
+        run.answer()  # pack (an email is due on entering pack, an SMS on entering ship)
+    shipped.answer()  # ship: done
+    for _ in range(DEFINITION.states["ship"].task.attempts - 1):  # type: ignore[union-attr]
+        failed.answer(ok=False)
+        failed.fire_timer()  # the retry is due
+    failed.answer(ok=False)  # the last try: compensate pack, charge, reserve
+    for _ in range(3):
+        failed.answer()
+    assert (shipped.instance.state, failed.instance.state) == ("done", "failed")
+    runs = (shipped, failed)
+    ledger = {
+        run.id: [
+            {"key": key, "channel": channel, "status": "sent", "resends": "0"}
+            for key, channel in run.notified
+        ]
+        for run in runs
+    }
+    provider = [
+        {"channel": channel, "key": key, "ref": run.id, "at": 2000.0 + n, "resolution": 0.05}
+        for run in runs
+        for n, (key, channel) in enumerate(run.notified)
+    ]
+    return Snapshot(
+        instances={run.id: run.instance.to_fields() for run in runs},
+        histories={run.id: run.history for run in runs},
+        journal=journal,
+        ledger=ledger,
+        provider=provider,
+        sink=[call for run in runs for call in run.sink],
+        faults=[],
+        pending={},
+        dead_letters=[],
+    )
+
+
+def _input(ref: str, fail: bool) -> dict[str, Any]:
+    return {"ref": ref, "email": f"{ref}@example.com", "phone": "+15005550006", "fail": fail}
+
+
+def _ack(kind: str, instance: str, event_id: str, event_type: str) -> dict[str, Any]:
+    return {"kind": kind, "instance": instance, "event_id": event_id, "type": event_type, "at": 0}
+
+
+def flagged(snapshot: Snapshot) -> set[str]:
+    return check(snapshot, REGISTRY.get).flagged
+
+
+@pytest.fixture
+def clean() -> Snapshot:
+    return clean_snapshot()
+
+
+def test_a_clean_run_flags_nothing_and_counts_what_happened(clean: Snapshot) -> None:
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == set(), report.violations
+    figures = report.figures
+    assert (figures["instances"], figures["final"]) == (2, 2)
+    assert figures["acknowledged"] == 4 and figures["lost_acknowledged"] == 0
+    assert figures["notifications"] == 4  # an email and an SMS each
+    assert figures["duplicate_notifications"] == 0 and figures["duplicate_transitions"] == 0
+    assert figures["compensations_expected"] == 3
+    assert figures["task_calls"] == 4 + 3 + 5 + 3  # four steps; three, five tries, three undos
+
+
+def test_a_gap_in_the_sequence_numbers_is_flagged(clean: Snapshot) -> None:
+    # Given a history that lost its third entry
+    del clean.histories["ok-1"][2]
+    # Then the gap is named
+    report = check(clean, REGISTRY.get)
+    assert "sequence" in report.flagged
+    assert any("missing seq [3]" in v for v in report.violations["sequence"])
+
+
+def test_an_event_applied_twice_is_flagged(clean: Snapshot) -> None:
+    # Given the note applied a second time, as a new entry at the end
+    history = clean.histories["ok-1"]
+    again = copy.deepcopy(next(h for h in history if h["event"]["id"] == "note-ok-1"))
+    again["seq"] = len(history) + 1
+    history.append(again)
+    clean.instances["ok-1"]["seq"] = str(len(history))
+    assert "duplicate_event" in flagged(clean)
+    assert check(clean, REGISTRY.get).figures["duplicate_transitions"] >= 1
+
+
+def test_a_move_the_transition_function_would_not_make_is_flagged(clean: Snapshot) -> None:
+    # Given a history whose first task answer jumped from reserve straight to pack
+    entry = next(h for h in clean.histories["ok-1"] if h["from"] == "reserve" and h["to"])
+    assert entry["to"] == "charge"
+    entry["to"] = "pack"
+    # Then replay diverges there
+    report = check(clean, REGISTRY.get)
+    assert "replay" in report.flagged
+    assert any("'state': 'pack'" in v for v in report.violations["replay"])
+
+
+def test_an_acknowledged_event_missing_from_the_history_is_flagged(clean: Snapshot) -> None:
+    clean.journal.append(_ack("emit", "ok-1", "note-never-applied", "chaos.note"))
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"lost_ack"}
+    assert report.figures["lost_acknowledged"] == 1
+
+
+def test_a_duplicate_notification_nothing_explains_is_flagged(clean: Snapshot) -> None:
+    # Given the provider received the first email twice, and no kill was recorded
+    first = copy.deepcopy(clean.provider[0])
+    first["at"] += 0.5
+    clean.provider.append(first)
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"unexplained_duplicate"}
+    assert report.figures["duplicate_notifications"] == 1
+
+
+def test_a_duplicate_inside_the_window_with_a_kill_is_explained(clean: Snapshot) -> None:
+    # Given the same duplicate, a notification worker killed between the two copies,
+    # and the ledger counting the resend
+    first = copy.deepcopy(clean.provider[0])
+    first["at"] += 3.0
+    clean.provider.append(first)
+    key = first["key"]
+    next(r for r in clean.ledger["ok-1"] if r["key"] == key)["resends"] = "1"
+    clean.faults.append({"at": first["at"] - 2.0, "action": "child", "roles": ["notifications"]})
+    report = check(clean, REGISTRY.get)
+    # Then it is counted, explained, and flagged nowhere
+    assert report.flagged == set(), report.violations
+    assert report.figures["explained_duplicates"] == 1
+    assert report.figures["duplicate_percent"] == 25.0
+
+
+def test_a_kill_of_another_role_does_not_explain_a_duplicate(clean: Snapshot) -> None:
+    first = copy.deepcopy(clean.provider[0])
+    first["at"] += 3.0
+    clean.provider.append(first)
+    next(r for r in clean.ledger["ok-1"] if r["key"] == first["key"])["resends"] = "1"
+    clean.faults.append({"at": first["at"] - 2.0, "action": "child", "roles": ["applier"]})
+    assert flagged(clean) == {"unexplained_duplicate"}
+
+
+def test_compensations_out_of_order_are_flagged(clean: Snapshot) -> None:
+    # Given a failed instance whose refund ran before the parcel was unpacked
+    undone = [h for h in clean.histories["bad-1"] if h["event"]["type"] == "compensation.completed"]
+    assert [h["event"]["data"]["state"] for h in undone] == ["pack", "charge", "reserve"]
+    undone[0]["event"]["data"]["state"], undone[1]["event"]["data"]["state"] = "charge", "pack"
+    report = check(clean, REGISTRY.get)
+    assert "compensation" in report.flagged
+    assert any(
+        "undone ['charge', 'pack', 'reserve']" in v for v in report.violations["compensation"]
+    )
+
+
+def test_compensations_out_of_order_at_the_sink_are_flagged(clean: Snapshot) -> None:
+    calls = [c for c in clean.sink if c["kind"] == "compensation"]
+    calls[0]["at"], calls[1]["at"] = calls[1]["at"], calls[0]["at"]
+    assert flagged(clean) == {"compensation"}
+
+
+def test_a_step_compensated_by_two_runs_is_a_double_refund(clean: Snapshot) -> None:
+    refund = copy.deepcopy(next(c for c in clean.sink if c["kind"] == "compensation"))
+    refund["entered_seq"] += 100
+    clean.sink.append(refund)
+    report = check(clean, REGISTRY.get)
+    assert "double_refund" in report.flagged
+    assert report.figures["double_refunds"] == 1
+
+
+def test_a_try_run_again_after_it_succeeded_is_flagged(clean: Snapshot) -> None:
+    # Given the reserve step run a second time (try 2) although try 1 completed
+    call = copy.deepcopy(next(c for c in clean.sink if c["i"] == "ok-1"))
+    call.update(attempt=2, job="ok-1-99-0")
+    clean.sink.append(call)
+    assert {"rerun_after_success", "unanswered_call"} <= flagged(clean)
+
+
+def test_more_tries_than_configured_are_flagged(clean: Snapshot) -> None:
+    last = max((c for c in clean.sink if c["step"] == "ship"), key=lambda c: c["attempt"])
+    extra = {**last, "attempt": last["attempt"] + 1, "job": "bad-1-98-0"}
+    clean.sink.append(extra)
+    assert "attempts" in flagged(clean)
+
+
+def test_a_notification_the_provider_never_received_is_lost(clean: Snapshot) -> None:
+    sms = next(r for r in clean.provider if r["channel"] == "sms")
+    clean.provider.remove(sms)
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"lost_notification"}
+    assert report.figures["lost_notifications"] == 1
+
+
+def test_a_notification_the_ledger_did_not_finish_is_lost(clean: Snapshot) -> None:
+    clean.ledger["bad-1"][0]["status"] = "sending"
+    assert flagged(clean) == {"lost_notification"}
+
+
+def test_an_unfinished_instance_with_nothing_owed_is_an_orphan(clean: Snapshot) -> None:
+    clean.instances["ok-1"]["status"] = "running"
+    assert {"final", "orphan"} <= flagged(clean)
+    # and one with a job still queued is not final, but not an orphan
+    clean.pending["ok-1"] = ["job ok-1-9-0 queued"]
+    assert "orphan" not in flagged(clean)
+
+
+def test_a_message_no_notify_effect_asked_for_is_a_phantom(clean: Snapshot) -> None:
+    clean.provider.append({"channel": "sms", "key": None, "ref": "x", "at": 1, "resolution": 1})
+    assert flagged(clean) == {"phantom_notification"}
+
+
+# -- the collector's pure parts: which receipt delivers which notification ---------------
+
+
+def test_receipts_are_matched_to_ledger_keys_by_message_id_and_by_sms_body(
+    clean: Snapshot, tmp_path: Path
+) -> None:
+    # Given the keys of the shipped order's email and SMS, an email as the channel builds
+    # its Message-ID, and an SMS as Prism logs its body
+    (email_key, _), (sms_key, _) = _keys(clean, "ok-1")
+    notifier = EmailNotifier.from_env(
+        {"SMTP_HOST": "127.0.0.1", "SMTP_SECURITY": "none", "SMTP_FROM": "shop@example.com"}
+    )
+    message_id = notifier._message_id(email_key)
+    log = tmp_path / "prism.log"
+    log.write_text(
+        "[12:20:31 PM] \u203a     [HTTP SERVER] post /2010-04-01/Accounts/AC1/Messages.json "
+        "\u2139  info      Request received\n"
+        "[12:20:31 PM] \u203a     [NEGOTIATOR] \u2b24  debug     < Body: "
+        "To=%2B15005550006&From=%2B15005550001&Body=Order+ref+ok-1+ships+today.\n"
+        "[12:20:32 PM] \u203a     [NEGOTIATOR] \u2b24  debug     < Body: "
+        "To=%2B15005550006&From=%2B15005550001&Body=Order+ref+nobody+ships+today.\n"
+    )
+    email = {"channel": "email", "ref": "ok-1", "message_id": message_id, "to": "x", "at": 1.0}
+    # When the collector attributes them
+    got = attribute([email, *prism_receipts(log)], clean.histories, clean.ledger)
+    # Then each names the key it delivers, and the SMS nobody asked for names none
+    assert [r["key"] for r in got] == [email_key, sms_key, None]
+    assert [r["ref"] for r in got] == ["ok-1", "ok-1", "nobody"]
+    assert got[2]["at"] - got[1]["at"] == 1.0
+
+
+def test_notify_keys_are_the_ledger_keys_the_delivery_job_uses(clean: Snapshot) -> None:
+    keys = notify_keys("ok-1", clean.histories["ok-1"])
+    assert [(channel, to) for _, channel, to in keys] == [
+        ("email", "ok-1@example.com"),
+        ("sms", "+15005550006"),
+    ]
+    assert [k for k, _, _ in keys] == [r["key"] for r in clean.ledger["ok-1"]]
+
+
+def _keys(snapshot: Snapshot, instance_id: str) -> list[tuple[str, str]]:
+    return [(r["key"], r["channel"]) for r in snapshot.ledger[instance_id]]
