@@ -58,6 +58,7 @@ class _Step:
         self.effects: list[Effect] = []
         self.outcome = "ignored"
         self.note = ""
+        self.entry_mark: int | None = None  # where the effects of an entry made in this step begin
 
     # -- dispatch -------------------------------------------------------------
 
@@ -140,6 +141,10 @@ class _Step:
         attempt = self.inst.attempt
         if attempt >= task.attempts:
             return False
+        if self._timer_id(ev.RETRY_DUE, attempt + 1) in self.inst.timers:
+            # A second report of a try already failed (the watchdog's, then the worker's)
+            self.outcome, self.note = "ignored", f"try {attempt} already failed; retry armed"
+            return True
         delay = backoff_delay(task, attempt, self.inst.id)
         self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
         self.outcome = "retry"
@@ -238,7 +243,7 @@ class _Step:
     def _enter(self, name: str, *, notify: bool = True) -> None:
         state = self.d.states.get(name)
         seq = self.inst.seq
-        self._disarm()
+        self._new_entry()
         if state is None:  # the built-in cancel target
             assert name == CANCELLED
             self.inst = self.inst.evolve(
@@ -284,10 +289,31 @@ class _Step:
     def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
         """Set a timer bound to the current entry; leaving the entry cancels it."""
         bound = self.inst.entered_seq
-        timer_id = f"{self.inst.id}-{bound}-{event_type}-{data.get('attempt', 0)}"
+        timer_id = self._timer_id(event_type, int(data.get("attempt", 0)))
         data = {**data, "entered_seq": bound, "timer": timer_id}
         self.inst = self.inst.evolve(timers=(*self.inst.timers, timer_id))
         self.effects.append(StartTimer(timer_id, due, event_type, data))
+
+    def _new_entry(self) -> None:
+        """Leave the current entry for a new one. An entry made earlier in this same step
+        (a parked event moved the instance on at once) never started: its task and timers
+        are withdrawn, not ordered, so nothing runs that nobody waits for."""
+        if self.entry_mark is not None:
+            kept = [
+                e
+                for e in self.effects[self.entry_mark :]
+                if not isinstance(e, RunTask | StartTimer)
+            ]
+            dropped = {e.id for e in self.effects[self.entry_mark :] if isinstance(e, StartTimer)}
+            self.effects[self.entry_mark :] = kept
+            self.inst = self.inst.evolve(
+                timers=tuple(t for t in self.inst.timers if t not in dropped)
+            )
+        self._disarm()
+        self.entry_mark = len(self.effects)
+
+    def _timer_id(self, event_type: str, attempt: int) -> str:
+        return f"{self.inst.id}-{self.inst.entered_seq}-{event_type}-{attempt}"
 
     def _disarm(self) -> None:
         if self.inst.timers:
@@ -318,7 +344,7 @@ class _Step:
             self._enter(target)
             self.outcome = "transition"
             return
-        self._disarm()
+        self._new_entry()
         self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1)
         spec = self._compensation_spec()
         self.effects.append(self._run(spec, "compensation", self._work_state()))
@@ -387,6 +413,7 @@ class _Step:
             self.outcome = "retry"
         elif inst.status == "running" and state.task is not None and inst.attempt == 0:
             self._enter(state.name, notify=False)
+            self._unpark()  # drops the answers bound to the entry just left
             self.outcome = "retry"
         else:
             self.note = "nothing to retry: no failed task or compensation"
