@@ -293,6 +293,7 @@ class World:
         assert set(after.timers) == self.expected_timers
         if after.finished:  # and nothing is left behind: no stack, no parked event, no timer
             assert (after.compensations, after.parked, after.timers) == ((), (), ())
+            assert not self.armed
         if after.status == "running":  # parked events bound to an entry left were dropped
             for parked in after.parked:
                 assert parked.entered_seq in (None, after.entered_seq), parked
@@ -314,6 +315,14 @@ class World:
         for task in runs:  # each state's work is its own task, each undo its own compensation
             spec = self.d.states[task.state]
             assert task.task == getattr(spec, task.kind).path
+            # and is work the instance then waits for: none is ordered and abandoned at once
+            awaited = after.compensations[-1] if after.status == "compensating" else after.state
+            assert (task.kind == "compensation") == (after.status == "compensating")
+            assert (task.state, task.entered_seq, task.attempt) == (
+                awaited,
+                after.entered_seq,
+                after.attempt,
+            ), task
         for task in (t for t in runs if t.kind == "compensation"):
             assert after.status == "compensating"
             assert self.stack and task.state == self.stack[-1], (task, self.stack)
@@ -335,12 +344,8 @@ class World:
         # every timer the instance knows is armed in Redis or on its way in the inbox
         pending = {Event.from_json(raw).data.get("timer") for raw in self.inbox}
         assert set(inst.timers) <= set(self.armed) | pending
-        # and every timer armed in Redis is one it knows, or else a stray that would change
-        # nothing if it fired now (that there are strays at all is a fault: see the xfails)
-        for stray in set(self.armed) - set(inst.timers):
-            timer = self.armed[stray]
-            event = Event(f"timer-{stray}", timer.event_type, IID, timer.due, timer.data)
-            assert event.id in self.applied or transition(self.d, inst, event).outcome == "ignored"
+        # and every timer armed in Redis is one it knows, so leaving the entry cancels it
+        assert set(self.armed) <= set(inst.timers)
 
 
 def _rest(event: Event) -> tuple[str, str, float, dict[str, Any]]:
@@ -505,7 +510,31 @@ class OrderWorld(WorldMachine):
     success = frozenset({"shipped"})
 
 
-MACHINES = [SagaWorld, ApprovalWorld, OrderWorld]
+class Hasty(Workflow):
+    """Two states with tasks entered in one step: `skip` waits parked until `first` is entered."""
+
+    waiting = State(initial=True)
+    first = State(task=step)
+    second = State(task=Task("tests.sample_workflows:flaky"))
+    done = State(final=True)
+    transitions = [
+        On("go", source=waiting, target=first),
+        On("skip", source=first, target=second),
+        On("task.completed", source=[first, second], target=done),
+    ]
+
+
+class HastyWorld(WorldMachine):
+    workflow = Hasty
+    success = frozenset({"done"})
+
+
+class StuckWorld(WorldMachine):
+    workflow = Stuck
+    success = frozenset({"done"})
+
+
+MACHINES = [SagaWorld, ApprovalWorld, OrderWorld, HastyWorld, StuckWorld]
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=[m.workflow.__name__ for m in MACHINES])
@@ -639,11 +668,9 @@ def test_faults_end_where_the_fault_free_run_ends(
     statistic(f"{machine.workflow.__name__} ended {reference.instance.status}")
 
 
-# ---- what the state machine found: known faults, kept failing until fixed ----------
+# ---- what the state machine found: the smallest cases, kept as regression tests ------
 #
-# Each test below is the smallest case of an invariant that broke. They are strict
-# xfails: when the engine is fixed they pass, the suite fails on XPASS, and the
-# invariant should move into `World.check` (where it is left out for now).
+# Each broke an invariant of `World.check` before the fix in orchestrator/machine.py.
 
 ORDER_INPUT = dict(OrderWorld.input)
 
@@ -660,25 +687,11 @@ def test_a_step_orders_no_task_it_abandons_in_the_same_step() -> None:
     world.deliver([0])
     result = world.results[-1]
     assert result.instance.status == "compensating"
-    # Then the stock is released, and no charge is ordered that nobody waits for (today the
-    # charge job is enqueued too: it charges the card, its answer is ignored while
-    # compensating, and no refund ever follows)
+    # Then the stock is released, and no charge is ordered that nobody waits for (before the
+    # fix the charge job was enqueued too: it charged the card, its answer was ignored while
+    # compensating, and no refund ever followed)
     ordered = [(t.kind, t.state) for t in result.effects if isinstance(t, RunTask)]
     assert ordered == [("compensation", "reserving")]
-
-
-class Hasty(Workflow):
-    """Two states with tasks entered in one step: `skip` waits parked until `first` is entered."""
-
-    waiting = State(initial=True)
-    first = State(task=step)
-    second = State(task=Task("tests.sample_workflows:flaky"))
-    done = State(final=True)
-    transitions = [
-        On("go", source=waiting, target=first),
-        On("skip", source=first, target=second),
-        On("task.completed", source=[first, second], target=done),
-    ]
 
 
 def test_a_task_abandoned_in_the_same_step_is_never_ordered() -> None:
@@ -705,8 +718,8 @@ def test_a_second_failure_report_leaves_no_timer_the_instance_forgot() -> None:
     world.fire(retry, 1)
     world.deliver([0, 0])  # the second failure (arms the retry again), then the retry
     # Then every timer armed in Redis is one the instance knows, and would cancel on leaving
-    # (today the retry stays armed, unknown to the instance: it fires later and is skipped
-    # only because its event id was applied already)
+    # (before the fix the second report armed the retry again: it stayed armed, unknown to
+    # the instance, and was skipped only because its event id had been applied already)
     assert set(world.armed) <= set(world.instance.timers)
 
 

@@ -2,7 +2,7 @@
 
     python -m bench.chaos [--quick] [--scenario NAME] [--json PATH] [--keep]
 
-Runs the fault-injection scenarios (bench/chaos/scenarios.py) on a private
+Runs the fault-injection scenarios (bench/chaos/catalog.py) on a private
 Redis, SMTP server and Prism, checks every run offline (bench/chaos/checker.py)
 and prints one table: scenario, figure, value, target, pass/FAIL. Exits 1
 when any figure fails. A failing scenario's records (journal, fault log,
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.chaos.scenarios import QUICK, SCENARIOS, Outcome, discard
+from bench.chaos.catalog import QUICK, SCENARIOS
+from bench.chaos.scenarios import Outcome, discard
 from bench.chaos.table import render
 
 EXAMPLES = 10  # violations of each kind shown and written per scenario
@@ -29,7 +30,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes in all")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about 6 minutes in all")
     parser.add_argument(
         "--scenario",
         action="append",

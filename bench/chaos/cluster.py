@@ -58,7 +58,7 @@ class Shape:
 class Cluster:
     folder: Path
     redis_url: str
-    redis_pid: int
+    redis: RedisServer
     app: App
     smtp: TimedSmtpServer
     prism_log: Path
@@ -66,30 +66,66 @@ class Cluster:
     faults: FaultLog
 
 
-def start_redis(folder: Path, fsync: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [
-        redis_server_binary(),
-        *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
-        *("--save", "", "--appendonly", "yes", "--appendfsync", fsync),
-        *("--logfile", str(folder / "redis.log")),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                return process, url
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    raise RuntimeError(f"redis-server did not start; see {folder}") from None
-                time.sleep(0.02)
-    finally:
+class RedisServer:
+    """The redis-server child: started, SIGKILLed, restarted from its folder on its port."""
+
+    def __init__(self, folder: Path, fsync: str, extra: tuple[str, ...] = ()) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = [
+            redis_server_binary(),
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)),
+            *("--save", "", "--appendonly", "yes", "--appendfsync", fsync),
+            *("--logfile", str(folder / "redis.log")),
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Start and wait until it answers PING (the append-only file loaded); the seconds."""
+        began = time.monotonic()
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return time.monotonic() - began
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if self.process.poll() is not None or time.monotonic() - began > timeout:
+                        self.process.kill()
+                        raise RuntimeError(
+                            f"redis-server did not start; see {self.folder}"
+                        ) from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final fsync; what was acknowledged must be in the file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        client = redis.Redis.from_url(self.url)
+        with contextlib.suppress(redis.RedisError):
+            client.shutdown(nosave=True)
         client.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
 
 
 def worker_env(
@@ -139,22 +175,30 @@ def _prism(folder: Path) -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def cluster(folder: Path, shape: Shape) -> Iterator[Cluster]:
-    """Redis, SMTP, Prism and the workers; all stopped when the block ends."""
+def cluster(
+    folder: Path,
+    shape: Shape,
+    smtp: TimedSmtpServer | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Redis, SMTP, Prism and the workers; all stopped when the block ends. `smtp` replaces
+    the well-behaved SMTP server, `env` adds to (or overrides) the workers' environment."""
     with contextlib.ExitStack() as stack:
-        process, url = start_redis(folder, shape.fsync)
-        stack.callback(_stop_redis, process, url)
-        smtp = TimedSmtpServer()
+        server = RedisServer(folder, shape.fsync)
+        server.start()
+        stack.callback(server.stop)
+        url = server.url
+        smtp = smtp or TimedSmtpServer()
         smtp.start()
         stack.callback(smtp.stop)
         prism = stack.enter_context(_prism(folder))
         faults = FaultLog(folder / "faults.jsonl")
         stack.callback(faults.close)
         app = bootstrap(Settings(redis_url=url, workflows=(WORKFLOWS,), data_dir=folder))
-        env = worker_env(url, folder, smtp.env, prism.url)
+        workers_env = {**worker_env(url, folder, smtp.env, prism.url), **(env or {})}
         pool = WorkerPool(
             [sys.executable, "-m", "cli.main", "worker"],
-            env,
+            workers_env,
             folder,
             faults,
             app.redis,
@@ -162,16 +206,4 @@ def cluster(folder: Path, shape: Shape) -> Iterator[Cluster]:
         )
         stack.callback(pool.stop)
         pool.start_all()
-        yield Cluster(folder, url, process.pid, app, smtp, prism.log, pool, faults)
-
-
-def _stop_redis(process: subprocess.Popen[bytes], url: str) -> None:
-    client = redis.Redis.from_url(url)
-    with contextlib.suppress(redis.RedisError):
-        client.shutdown(nosave=True)
-    client.close()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+        yield Cluster(folder, url, server, app, smtp, prism.log, pool, faults)

@@ -9,6 +9,9 @@ self-kill              a task that SIGKILLs its own process on every try, beside
                        the ordinary instances are timed alone and beside it
 compensation           half the instances fail at the last step; slow compensations,
                        kills aimed at task workers and their horses
+
+More scenarios live in their own modules (lost.py: child-kill, outage.py:
+redis-restart, misbehave.py: providers); catalog.py lists them all.
 """
 
 from __future__ import annotations
