@@ -124,18 +124,33 @@ class Supervisor:
             self.roles[f"notifications-{index}"] = _notification_worker_main
         self.context = multiprocessing.get_context("fork")
         self.children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.started: dict[str, float] = {}
 
     def run(self) -> None:
         stopping = _stop_flag()
         for name, target in self.roles.items():
             self._spawn(name, target)
+        failures: dict[str, int] = {}
+        restart_at: dict[str, float] = {}
         try:
             while not stopping():
+                now = time.monotonic()
                 for name, child in list(self.children.items()):
-                    if not child.is_alive():
-                        log.warning("%s exited with %s; restarting it", name, child.exitcode)
+                    if child.is_alive():
+                        if now - self.started[name] > 30:
+                            failures[name] = 0  # it has run a while: a fresh start next time
+                        continue
+                    if name not in restart_at:  # back off while it keeps dying (Redis down?)
+                        failures[name] = failures.get(name, 0) + 1
+                        delay = min(5.0, 0.1 * 2 ** (failures[name] - 1))
+                        restart_at[name] = now + delay
+                        log.warning(
+                            "%s exited with %s; restarting it in %.1fs", name, child.exitcode, delay
+                        )
+                    if now >= restart_at[name]:
+                        del restart_at[name]
                         self._spawn(name, self.roles[name])
-                time.sleep(0.2)
+                time.sleep(0.1)
         finally:
             self.stop()
 
@@ -154,3 +169,4 @@ class Supervisor:
         child = self.context.Process(target=target, args=(self.settings,), name=name, daemon=False)
         child.start()
         self.children[name] = child
+        self.started[name] = time.monotonic()
