@@ -256,10 +256,11 @@ class Applier:
                 log.exception("applying %s to %s failed", event.type, event.instance_id)
                 dead.append(_dead(entry_id, raw, f"internal error: {type(exc).__name__}: {exc}"))
                 continue
-            self._record(item, event, result)
+            self._record(item, event, raw, result)
         return work, dead
 
-    def _record(self, item: _Work, event: Event, result: Result) -> None:
+    def _record(self, item: _Work, event: Event, raw: str, result: Result) -> None:
+        """Queue what one applied event commits; `raw` is its inbox JSON, kept as it came."""
         before = item.after
         after = result.instance
         seq = after.seq
@@ -271,7 +272,7 @@ class Applier:
         item.history.append(
             {
                 "seq": str(seq),
-                "event": event.to_json(),
+                "event": raw,
                 "outcome": result.outcome,
                 "from": before.state or "",
                 "to": after.state or "",
