@@ -29,7 +29,7 @@ import redis
 from redis.client import Pipeline
 
 from orchestrator import events as ev
-from orchestrator.dispatch import Dispatcher
+from orchestrator.dispatch import Dispatcher, Ready
 from orchestrator.effects import describe
 from orchestrator.errors import UnknownWorkflow
 from orchestrator.events import Event
@@ -291,6 +291,7 @@ class Applier:
         dead: list[dict[str, str]],
         entries: list[Entry],
     ) -> None:
+        ready = Ready()
         for instance_id, item in work.items():
             if not item.history:
                 continue
@@ -316,7 +317,8 @@ class Applier:
             for job in item.answered_jobs:
                 self.dispatcher.watchdog.answered(pipe, partition, job)
             for seq, index, effect in item.effects:
-                self.dispatcher.add(pipe, instance_id, seq, index, effect)
+                self.dispatcher.add(pipe, instance_id, seq, index, effect, ready)
+        self.dispatcher.enqueue_ready(pipe, ready)
         for letter in dead:
             pipe.xadd(self.keys.deadletters, _fields(letter))
         by_partition: dict[int, list[str]] = {}

@@ -3,11 +3,21 @@
 Job ids derive from the instance, the sequence number of the event that
 caused the effect and the effect's index, so an apply that is retried after
 a crash writes the very same jobs, never new ones.
+
+Under load one RQ job carries several tasks (or notifications): RQ spends
+some twenty round trips on every job it runs, more than the whole rest of a
+workflow step, so a commit that makes many tasks ready at once packs them.
+A task alone still gets a job of its own, and a commit never packs fewer
+jobs than there are workers to take them, so light load keeps its latency
+and tasks still spread over the workers. Inside a job each task keeps its own
+id, deadline, heartbeat and answer (orchestrator.jobs.run_tasks).
 """
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -15,6 +25,7 @@ from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
@@ -24,10 +35,15 @@ from orchestrator.watchdog import Watchdog
 TASK_QUEUE = "tasks"
 NOTIFICATION_QUEUE = "notifications"
 RUN_TASK = "orchestrator.jobs.run_task"
+RUN_TASKS = "orchestrator.jobs.run_tasks"
 SEND_NOTIFICATION = "orchestrator.jobs.send_notification"
-ENTRY_POINTS = frozenset({RUN_TASK, SEND_NOTIFICATION})
+SEND_NOTIFICATIONS = "notifiers.batch.send_notifications"
+ENTRY_POINTS = frozenset({RUN_TASK, RUN_TASKS, SEND_NOTIFICATION, SEND_NOTIFICATIONS})
 FAILURE_TTL = 7 * 24 * 3600
 NOTIFICATION_TIMEOUT = 60
+TASKS_PER_JOB = 20  # at most, one after another in one work-horse
+NOTIFICATIONS_PER_JOB = 1  # TODO(lead): 50 once notifiers.batch lands
+WORKERS_FRESH_FOR = 2.0  # seconds a count of RQ workers is trusted
 
 
 def job_id(instance_id: str, seq: int, index: int) -> str:
@@ -45,6 +61,14 @@ def timer_event(instance_id: str, timer: StartTimer) -> Event:
     )
 
 
+@dataclass
+class Ready:
+    """The tasks and notifications one commit makes ready, enqueued together at its end."""
+
+    tasks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    notifications: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
 class Dispatcher:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -52,8 +76,21 @@ class Dispatcher:
         self.tasks = Queue(TASK_QUEUE, connection=client, serializer=JSONSerializer)
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
         self.watchdog = Watchdog(client, keys)
+        self._workers: dict[str, tuple[float, int]] = {}
 
-    def add(self, pipe: Pipeline, instance_id: str, seq: int, index: int, effect: Effect) -> None:
+    def add(
+        self,
+        pipe: Pipeline,
+        instance_id: str,
+        seq: int,
+        index: int,
+        effect: Effect,
+        ready: Ready | None = None,
+    ) -> None:
+        """Write an effect into the commit; tasks and notifications wait in `ready`
+        (when given) for `enqueue_ready`, which decides how to pack them."""
+        alone = ready is None
+        ready = Ready() if ready is None else ready
         partition = self.keys.partition_of(instance_id)
         match effect:
             case RunTask():
@@ -69,9 +106,9 @@ class Dispatcher:
                     "context": effect.context,
                     "job": job,
                     "alive": self.keys.alive(partition, job),
+                    "timeout": max(1, math.ceil(effect.timeout)),
                 }
-                self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, math.ceil(effect.timeout))
-                self.watchdog.watch(pipe, partition, job, payload)
+                ready.tasks.append((job, payload))
             case Notify():
                 payload = {
                     "instance": instance_id,
@@ -88,7 +125,9 @@ class Dispatcher:
                     "namespace": self.keys.namespace,
                     "partitions": self.keys.partitions,
                 }
-                self.enqueue_notification(pipe, payload, job_id(instance_id, seq, index))
+                key = job_id(instance_id, seq, index)
+                payload["alive"] = self.keys.alive(partition, key)
+                ready.notifications.append((key, payload))
             case StartTimer():
                 event = timer_event(instance_id, effect)
                 pipe.hset(self.keys.timer_events(partition), effect.id, event.to_json())
@@ -96,6 +135,41 @@ class Dispatcher:
             case CancelTimers():
                 pipe.zrem(self.keys.timers(partition), *effect.ids)
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
+        if alone:
+            self.enqueue_ready(pipe, ready)
+
+    def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
+        """Enqueue what a commit made ready: one job each when there are no more than
+        workers to take them, else packed, as evenly as the workers allow."""
+        for group in _packs(ready.tasks, self._worker_count(TASK_QUEUE), TASKS_PER_JOB):
+            if len(group) == 1:
+                job, payload = group[0]
+                self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, payload["timeout"])
+                self._watch(pipe, job, payload, job)
+                continue
+            carrier = _carrier_id(group)
+            items = [payload for _, payload in group]
+            timeout = sum(int(payload["timeout"]) for payload in items)
+            self._enqueue(pipe, self.tasks, RUN_TASKS, {"items": items}, carrier, timeout)
+            for job, payload in group:
+                self._watch(pipe, job, payload, carrier)
+        workers = self._worker_count(NOTIFICATION_QUEUE)
+        for group in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
+            if len(group) == 1:
+                self.enqueue_notification(pipe, group[0][1], group[0][0])
+                continue
+            carrier = _carrier_id(group)
+            items = [payload for _, payload in group]
+            self._enqueue(
+                pipe,
+                self.notifications,
+                SEND_NOTIFICATIONS,
+                {"items": items},
+                carrier,
+                NOTIFICATION_TIMEOUT * 2,
+            )
+            for key, payload in group:
+                self._watch(pipe, key, payload, carrier)
 
     def enqueue_notification(self, pipe: Pipeline, payload: dict[str, Any], job: str) -> None:
         """Enqueue a notification job and watch it, so a job lost with its worker runs again."""
@@ -103,7 +177,23 @@ class Dispatcher:
         self._enqueue(
             pipe, self.notifications, SEND_NOTIFICATION, payload, job, NOTIFICATION_TIMEOUT
         )
-        self.watchdog.watch(pipe, int(payload.get("partition", 0)), job, payload)
+        self._watch(pipe, job, payload, job)
+
+    def _watch(self, pipe: Pipeline, job: str, payload: dict[str, Any], carrier: str) -> None:
+        if "partition" in payload:  # notifications say; tasks belong to their instance's
+            partition = int(payload["partition"])
+        else:
+            partition = self.keys.partition_of(payload["instance"])
+        self.watchdog.watch(pipe, partition, job, payload, carrier)
+
+    def _worker_count(self, queue: str) -> int:
+        """RQ workers listening on `queue` (RQ registers them), re-read every few seconds."""
+        now = time.monotonic()
+        seen = self._workers.get(queue)
+        if seen is None or now - seen[0] > WORKERS_FRESH_FOR:
+            count = int(self.redis.scard(WORKERS_BY_QUEUE_KEY % queue))
+            seen = self._workers[queue] = (now, count)
+        return max(1, seen[1])
 
     def _enqueue(
         self,
@@ -126,3 +216,16 @@ class Dispatcher:
             origin=queue.name,
         )
         queue.enqueue_job(created, pipeline=pipe)
+
+
+def _packs(
+    ready: list[tuple[str, dict[str, Any]]], workers: int, most: int
+) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Split ready work into jobs: one each up to one per worker, else evenly, `most` at most."""
+    size = max(1, min(most, math.ceil(len(ready) / workers)))
+    return [ready[start : start + size] for start in range(0, len(ready), size)]
+
+
+def _carrier_id(group: list[tuple[str, dict[str, Any]]]) -> str:
+    """A packing job's id: its first item's id (unique) and how many it carries."""
+    return f"{group[0][0]}-n{len(group)}"

@@ -12,18 +12,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import redis
+from redis.client import Pipeline
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from orchestrator import events as ev
 from orchestrator.events import Event
-from orchestrator.keys import Keys
-from orchestrator.later import Later
 from orchestrator.limits import MAX_RESULT_BYTES, check_data
-from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL, Watchdog
+from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
 
 log = logging.getLogger("orchestrator.jobs")
 
@@ -41,6 +42,39 @@ def load_task(path: str) -> Callable[..., Any]:
 
 
 def run_task(payload: dict[str, Any]) -> None:
+    """One task in one RQ job: the light-load path, where a task waits for nobody."""
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    with Heartbeat(job.connection, [payload["alive"]]) as heartbeat:
+        _run_one(job.connection, payload, heartbeat, nullcontext())
+
+
+def run_tasks(payload: dict[str, Any]) -> None:
+    """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
+    per job (some twenty round trips) is paid once for all of them.
+
+    Each task keeps what it has alone: its own deadline (an alarm around its call
+    alone; RQ's timeout for the job is their sum), its own answer event sent as soon
+    as it finishes, and its own heartbeat, kept alive from the start of the job so
+    that the watchdog sees the tasks still waiting their turn as alive. A job that
+    dies part way loses no task: the finished ones have answered, the rest stop
+    beating and the watchdog reports them lost.
+    """
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    items: list[dict[str, Any]] = payload["items"]
+    with Heartbeat(job.connection, [item["alive"] for item in items]) as heartbeat:
+        for item in items:
+            deadline = UnixSignalDeathPenalty(int(item["timeout"]), JobTimeoutException)  # type: ignore[no-untyped-call]
+            _run_one(job.connection, item, heartbeat, deadline)
+
+
+def _run_one(
+    connection: redis.Redis,
+    payload: dict[str, Any],
+    heartbeat: Heartbeat,
+    deadline: AbstractContextManager[Any],
+) -> None:
     kind = payload["kind"]
     done, failed = (
         (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
@@ -54,52 +88,36 @@ def run_task(payload: dict[str, Any]) -> None:
         "entered_seq": payload["entered_seq"],
         "job": payload["job"],
     }
-    with _Heartbeat(payload["alive"]):
-        try:
+    try:
+        with deadline:
             result = load_task(payload["task"])(dict(payload["context"]))
-            check_data(
-                result, "the task's result", MAX_RESULT_BYTES
-            )  # fail the task, not the engine
-        except Exception as exc:  # every failure of user code becomes an event
-            log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
-            error = {"error_type": type(exc).__name__, "message": str(exc)}
-            _emit(payload, failed, {**answer, **error})
-            return
-        _emit(payload, done, {**answer, "result": result})
+        check_data(result, "the task's result", MAX_RESULT_BYTES)  # fail the task, not the engine
+    except Exception as exc:  # every failure of user code becomes an event (a timeout too)
+        log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
+        error = {"error_type": type(exc).__name__, "message": str(exc)}
+        _answer(connection, payload, failed, {**answer, **error}, heartbeat)
+        return
+    _answer(connection, payload, done, {**answer, "result": result}, heartbeat)
 
 
 def send_notification(payload: dict[str, Any]) -> None:
-    """Deliver one notification (notifiers.delivery) and tell the workflow how it went."""
-    from notifiers.delivery import Deliverer  # channels and their SDKs load only here
+    """Deliver one notification (notifiers.delivery) and tell the workflow how it went;
+    several in one job: notifiers.batch.send_notifications."""
+    from notifiers.batch import send_one  # channels and their SDKs load only here
 
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
-    keys = Keys(str(payload.get("namespace", "orch")), int(payload.get("partitions", 8)))
-    with _Heartbeat(payload["alive"]) if payload.get("alive") else nullcontext():
-        deliverer = Deliverer(job.connection, keys, os.environ, _notifiers())
-        outcome = deliverer.deliver(payload, job.id)
-    pipe = job.connection.pipeline(transaction=True)
-    if outcome.later is not None:
-        again = {**payload, "attempt": int(payload.get("attempt", 1)) + 1}
-        Later(job.connection, keys).add(again, outcome.later, pipe)
-    Watchdog(job.connection, keys).answered(pipe, int(payload.get("partition", 0)), job.id)
-    if outcome.event is not None and payload.get("instance"):
-        event = Event(
-            id=f"{outcome.data['key']}-{outcome.event}",
-            type=outcome.event,
-            instance_id=payload["instance"],
-            at=time.time(),
-            data=outcome.data,
-        )
-        pipe.xadd(payload["inbox"], {"e": event.to_json()})
-    pipe.execute()
+    alive = [payload["alive"]] if payload.get("alive") else []
+    with Heartbeat(job.connection, alive) as heartbeat:
+        send_one(job.connection, payload, job.id, heartbeat, _notifiers())
 
 
 _channels: Any = None
 
 
 def _notifiers() -> Any:
-    """One set of notifiers per process, so SMTP connections and HTTP sessions are reused."""
+    """One set of notifiers per process, so SMTP connections and HTTP sessions are reused
+    (built on the job's thread, before a batch starts its send threads)."""
     global _channels
     if _channels is None:
         from notifiers.registry import Notifiers
@@ -108,47 +126,75 @@ def _notifiers() -> Any:
     return _channels
 
 
-def _emit(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> None:
-    job = get_current_job()
-    assert job is not None, "orchestrator jobs run inside an RQ worker"
+def _answer(
+    connection: redis.Redis,
+    payload: dict[str, Any],
+    event_type: str,
+    data: dict[str, Any],
+    heartbeat: Heartbeat,
+) -> None:
+    """The task's answer and the end of its heartbeat, in one round trip."""
     event = Event(
-        id=f"{job.id}-{event_type}",
+        id=f"{payload['job']}-{event_type}",
         type=event_type,
         instance_id=payload["instance"],
         at=time.time(),
         data=data,
     )
-    job.connection.xadd(payload["inbox"], {"e": event.to_json()})
+    pipe = connection.pipeline(transaction=False)
+    pipe.xadd(payload["inbox"], {"e": event.to_json()})
+    heartbeat.done(payload["alive"], pipe)
+    pipe.execute()
 
 
-class _Heartbeat:
-    """Refreshes the task's heartbeat key from a thread while the task runs.
+class Heartbeat:
+    """Refreshes heartbeat keys from a thread while their work runs or waits its turn.
 
     The watchdog (orchestrator.watchdog) takes a started job without a
     heartbeat for a lost one, so a killed work-horse is noticed in seconds.
+    A job carrying several tasks or notifications beats for each until that
+    one is done.
     """
 
-    def __init__(self, key: str) -> None:
-        self.key = key
+    def __init__(self, connection: redis.Redis, keys: Iterable[str]) -> None:
+        self.redis = connection
+        self.keys = set(keys)
+        self.lock = threading.Lock()
         self.stopped = threading.Event()
-        job = get_current_job()
-        assert job is not None, "orchestrator jobs run inside an RQ worker"
-        self.redis = job.connection
         self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
-        self.redis.set(self.key, 1, ex=HEARTBEAT_TTL)
+    def __enter__(self) -> Heartbeat:
+        self._refresh()
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stopped.set()
         self.thread.join()
-        self.redis.delete(self.key)
+        with self.lock:
+            left, self.keys = list(self.keys), set()
+        if left:
+            self.redis.delete(*left)
+
+    def done(self, key: str, pipe: Pipeline) -> None:
+        """Stop beating for `key`; its DELETE goes out with the caller's pipeline."""
+        with self.lock:
+            self.keys.discard(key)
+        pipe.delete(key)
+
+    def _refresh(self) -> None:
+        with self.lock:
+            keys = list(self.keys)
+        if not keys:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, 1, ex=HEARTBEAT_TTL)
+        pipe.execute()
 
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT_EVERY):
             try:
-                self.redis.set(self.key, 1, ex=HEARTBEAT_TTL)
-            except Exception:  # a missed beat is retried; the task must not die of it
-                log.warning("heartbeat of %s failed", self.key, exc_info=True)
+                self._refresh()
+            except Exception:  # a missed beat is retried; the work must not die of it
+                log.warning("heartbeat of %s failed", sorted(self.keys)[:3], exc_info=True)

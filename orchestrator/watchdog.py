@@ -51,14 +51,23 @@ class Watchdog:
         self.redis = client
         self.keys = keys
 
-    def watch(self, pipe: Pipeline, partition: int, job: str, payload: dict[str, Any]) -> None:
+    def watch(
+        self,
+        pipe: Pipeline,
+        partition: int,
+        job: str,
+        payload: dict[str, Any],
+        carrier: str | None = None,
+    ) -> None:
         """Register a job in the enqueuing commit: a task (reported lost as a failed try)
-        or a notification (`"kind": "notification"`: run again when lost)."""
+        or a notification (`"kind": "notification"`: run again when lost). `carrier` is
+        the RQ job that runs it, when that job carries several."""
         if payload.get("kind") == "notification":
-            record = payload
+            record = {**payload}
         else:
             record = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
             record["entered_seq"] = payload["entered_seq"]
+        record["rq_job"] = carrier or job
         pipe.hset(self.keys.outstanding_jobs(partition), job, json.dumps(record))
         pipe.zadd(self.keys.outstanding(partition), {job: time.time() + CHECK_EVERY})
 
@@ -79,42 +88,54 @@ class Watchdog:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for partition, job in due:
-            pipe.hmget(Job.key_for(job), "status", "started_at")
-            pipe.exists(self.keys.alive(partition, job))
             pipe.hget(self.keys.outstanding_jobs(partition), job)
+            pipe.exists(self.keys.alive(partition, job))
+        replies = pipe.execute()
+        records = [None if raw is None else json.loads(raw) for raw in replies[0::2]]
+        alive = [bool(flag) for flag in replies[1::2]]
+        pipe = self.redis.pipeline(transaction=False)
+        for (_, job), record in zip(due, records, strict=True):
+            carrier = job if record is None else str(record.get("rq_job", job))
+            pipe.hmget(Job.key_for(carrier), "status", "started_at")
             for queue in INTERMEDIATE:
-                pipe.lpos(queue, job)
+                pipe.lpos(queue, carrier)
         replies = pipe.execute()
         lost = 0
         later = self.redis.pipeline(transaction=False)
-        width = 3 + len(INTERMEDIATE)
+        width = 1 + len(INTERMEDIATE)
         for index, (partition, job) in enumerate(due):
-            (status, started_at), alive, answer, *taken = replies[
-                width * index : width * (index + 1)
-            ]
-            if answer is None:  # answered meanwhile
+            (status, started_at), *taken = replies[width * index : width * (index + 1)]
+            record = records[index]
+            if record is None:  # answered meanwhile
                 later.zrem(self.keys.outstanding(partition), job)
                 continue
-            reason = _lost_reason(status, started_at, bool(alive), now)
+            carrier = str(record.pop("rq_job", job))
+            reason = _lost_reason(status, started_at, alive[index], now)
             if (
                 reason is None
                 and status == b"queued"
-                and not alive
+                and not alive[index]
                 and any(t is not None for t in taken)
             ):
-                reason = self._stranded(job, now)
+                reason = self._stranded(carrier, now)
             if reason is None:
                 later.zadd(self.keys.outstanding(partition), {job: now + CHECK_EVERY})
                 continue
-            lost += self._report_lost(partition, job, json.loads(answer), reason, now)
+            lost += self._report_lost(partition, job, carrier, record, reason, now)
         later.execute()
         return lost
 
     def _report_lost(
-        self, partition: int, job: str, answer: dict[str, Any], reason: str, now: float
+        self,
+        partition: int,
+        job: str,
+        carrier: str,
+        answer: dict[str, Any],
+        reason: str,
+        now: float,
     ) -> int:
         if answer.get("kind") == "notification":
-            return self._run_again(partition, job, answer, now)
+            return self._run_again(partition, job, carrier, answer, now)
         kind = ev.COMPENSATION_FAILED if answer.pop("kind") == "compensation" else ev.TASK_FAILED
         event = Event(
             id=f"{job}-lost",
@@ -124,15 +145,15 @@ class Watchdog:
             data={**answer, "job": job, "error_type": "TaskLost", "message": reason},
         )
         pipe = self.redis.pipeline(transaction=True)
-        self._forget(pipe, partition, job)
+        self._forget(pipe, partition, job, carrier)
         pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
         pipe.execute()
         return 1
 
-    def _stranded(self, job: str, now: float) -> str | None:
+    def _stranded(self, carrier: str, now: float) -> str | None:
         """A job a worker took off the queue (into RQ's intermediate list) and died
         before starting: lost once it has stayed so for a whole check period."""
-        key = self.keys.stranded(job)
+        key = self.keys.stranded(carrier)
         if self.redis.set(key, now, nx=True, ex=3600):
             return None  # first seen stranded now: a live worker may be starting it
         first = float(self.redis.get(key) or now)
@@ -140,20 +161,22 @@ class Watchdog:
             return None
         return "a worker took it off the queue and died before starting it"
 
-    def _forget(self, pipe: Pipeline, partition: int, job: str) -> None:
+    def _forget(self, pipe: Pipeline, partition: int, job: str, carrier: str) -> None:
         """Unregister a lost job, and keep RQ from running it later after all."""
         pipe.zrem(self.keys.outstanding(partition), job)
         pipe.hdel(self.keys.outstanding_jobs(partition), job)
         for queue in INTERMEDIATE:
-            pipe.lrem(queue, 0, job)
-        pipe.delete(self.keys.stranded(job))
+            pipe.lrem(queue, 0, carrier)
+        pipe.delete(self.keys.stranded(carrier))
 
-    def _run_again(self, partition: int, job: str, payload: dict[str, Any], now: float) -> int:
+    def _run_again(
+        self, partition: int, job: str, carrier: str, payload: dict[str, Any], now: float
+    ) -> int:
         """A lost notification job goes back to be run again; its ledger claim decides
         whether it sends (the owner's heartbeat is gone, so the claim is stale). Only this
         partition's lease holder checks it, so one transaction needs no further guard."""
         pipe = self.redis.pipeline(transaction=True)
-        self._forget(pipe, partition, job)
+        self._forget(pipe, partition, job, carrier)
         Later(self.redis, self.keys).add(payload, now, pipe)
         pipe.execute()
         return 1

@@ -242,3 +242,16 @@ class TimeBoxed(Workflow):
         On("task.completed", source=working, target=done),
         On("task.failed", source=working, target=gave_up),
     ]
+
+
+class TwoSteps(Workflow):
+    """Two steps that a lost try does not sink: each may be tried three times."""
+
+    name = "two_steps"
+    one = State(initial=True, task=Task(step, retries=2, backoff=0.1))
+    two = State(task=Task(step, retries=2, backoff=0.1))
+    done = State(final=True)
+    transitions = [
+        On("task.completed", source=one, target=two),
+        On("task.completed", source=two, target=done),
+    ]
