@@ -7,10 +7,12 @@ a crash writes the very same jobs, never new ones.
 Under load one RQ job carries several tasks (or notifications): RQ spends
 some twenty round trips on every job it runs, more than the whole rest of a
 workflow step, so a commit that makes many tasks ready at once packs them.
-A task alone still gets a job of its own, and a commit never packs fewer
-jobs than there are workers to take them, so light load keeps its latency
-and tasks still spread over the workers. Inside a job each task keeps its own
-id, deadline, heartbeat and answer (orchestrator.jobs.run_tasks).
+A task alone still gets a job of its own, and a commit spreads its tasks
+over at least as many jobs as there are idle workers (workers registered
+with RQ, less the jobs already waiting in the queue), so light load keeps
+its latency and tasks still spread over the workers; with a backlog the
+workers are busy anyway and a commit's tasks go in one job. Inside a job each
+task keeps its own id, deadline, heartbeat and answer (orchestrator.jobs.run_tasks).
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ class Dispatcher:
 
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than
-        workers to take them, else packed, as evenly as the workers allow."""
-        for group in _packs(ready.tasks, self._worker_count(TASK_QUEUE), TASKS_PER_JOB):
+        idle workers to take them, else packed, as evenly as the idle workers allow."""
+        for group in _packs(
+            ready.tasks, self._idle_workers(ready.tasks, self.tasks), TASKS_PER_JOB
+        ):
             if len(group) == 1:
                 job, payload = group[0]
                 self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, payload["timeout"])
@@ -153,7 +157,7 @@ class Dispatcher:
             self._enqueue(pipe, self.tasks, RUN_TASKS, {"items": items}, carrier, timeout)
             for job, payload in group:
                 self._watch(pipe, job, payload, carrier)
-        workers = self._worker_count(NOTIFICATION_QUEUE)
+        workers = self._idle_workers(ready.notifications, self.notifications)
         for group in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
             if len(group) == 1:
                 self.enqueue_notification(pipe, group[0][1], group[0][0])
@@ -185,6 +189,13 @@ class Dispatcher:
         else:
             partition = self.keys.partition_of(payload["instance"])
         self.watchdog.watch(pipe, partition, job, payload, carrier)
+
+    def _idle_workers(self, ready: list[Any], queue: Queue) -> int:
+        """How many workers can start on this work now: those not already owed a job
+        waiting in the queue (at least one). With a backlog, everything goes in one job."""
+        if len(ready) < 2:
+            return 1
+        return max(1, self._worker_count(queue.name) - int(self.redis.llen(queue.key)))
 
     def _worker_count(self, queue: str) -> int:
         """RQ workers listening on `queue` (RQ registers them), re-read every few seconds."""

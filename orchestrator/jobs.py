@@ -27,6 +27,7 @@ from orchestrator.limits import MAX_RESULT_BYTES, check_data
 from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
 
 log = logging.getLogger("orchestrator.jobs")
+ANSWERS_WAIT = 0.02  # seconds the first answer of a packed job waits for others, at most
 
 
 def load_task(path: str) -> Callable[..., Any]:
@@ -46,7 +47,8 @@ def run_task(payload: dict[str, Any]) -> None:
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     with Heartbeat(job.connection, [payload["alive"]]) as heartbeat:
-        _run_one(job.connection, payload, heartbeat, nullcontext())
+        answer = _run_one(payload, nullcontext())
+        _send(job.connection, [(payload, answer)], heartbeat)
 
 
 def run_tasks(payload: dict[str, Any]) -> None:
@@ -54,27 +56,28 @@ def run_tasks(payload: dict[str, Any]) -> None:
     per job (some twenty round trips) is paid once for all of them.
 
     Each task keeps what it has alone: its own deadline (an alarm around its call
-    alone; RQ's timeout for the job is their sum), its own answer event sent as soon
-    as it finishes, and its own heartbeat, kept alive from the start of the job so
-    that the watchdog sees the tasks still waiting their turn as alive. A job that
-    dies part way loses no task: the finished ones have answered, the rest stop
-    beating and the watchdog reports them lost.
+    alone; RQ's timeout for the job is their sum), its own answer event, and its
+    own heartbeat, kept alive from the start of the job so that the watchdog sees
+    the tasks still waiting their turn as alive. Answers go out together, at the
+    end or once the oldest has waited ANSWERS_WAIT: the applier then finds them
+    together and packs the next steps as this job was packed, instead of taking
+    them one by one. A job that dies part way loses no task: a task whose answer
+    was not sent stops beating and the watchdog reports it lost (at least once).
     """
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     items: list[dict[str, Any]] = payload["items"]
-    with Heartbeat(job.connection, [item["alive"] for item in items]) as heartbeat:
+    with (
+        Heartbeat(job.connection, [item["alive"] for item in items]) as heartbeat,
+        _Answers(job.connection, heartbeat) as answers,
+    ):
         for item in items:
             deadline = UnixSignalDeathPenalty(int(item["timeout"]), JobTimeoutException)  # type: ignore[no-untyped-call]
-            _run_one(job.connection, item, heartbeat, deadline)
+            answers.add(item, _run_one(item, deadline))
 
 
-def _run_one(
-    connection: redis.Redis,
-    payload: dict[str, Any],
-    heartbeat: Heartbeat,
-    deadline: AbstractContextManager[Any],
-) -> None:
+def _run_one(payload: dict[str, Any], deadline: AbstractContextManager[Any]) -> Event:
+    """Run one task; its answer: completed with the result, or failed with the error."""
     kind = payload["kind"]
     done, failed = (
         (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
@@ -95,9 +98,31 @@ def _run_one(
     except Exception as exc:  # every failure of user code becomes an event (a timeout too)
         log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
         error = {"error_type": type(exc).__name__, "message": str(exc)}
-        _answer(connection, payload, failed, {**answer, **error}, heartbeat)
-        return
-    _answer(connection, payload, done, {**answer, "result": result}, heartbeat)
+        return _event(payload, failed, {**answer, **error})
+    return _event(payload, done, {**answer, "result": result})
+
+
+def _event(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Event:
+    return Event(
+        id=f"{payload['job']}-{event_type}",
+        type=event_type,
+        instance_id=payload["instance"],
+        at=time.time(),
+        data=data,
+    )
+
+
+def _send(
+    connection: redis.Redis,
+    answers: list[tuple[dict[str, Any], Event]],
+    heartbeat: Heartbeat,
+) -> None:
+    """Tasks' answers and the end of their heartbeats, in one round trip."""
+    pipe = connection.pipeline(transaction=False)
+    for payload, event in answers:
+        pipe.xadd(payload["inbox"], {"e": event.to_json()})
+        heartbeat.done(payload["alive"], pipe)
+    pipe.execute()
 
 
 def send_notification(payload: dict[str, Any]) -> None:
@@ -124,27 +149,6 @@ def _notifiers() -> Any:
 
         _channels = Notifiers(os.environ)
     return _channels
-
-
-def _answer(
-    connection: redis.Redis,
-    payload: dict[str, Any],
-    event_type: str,
-    data: dict[str, Any],
-    heartbeat: Heartbeat,
-) -> None:
-    """The task's answer and the end of its heartbeat, in one round trip."""
-    event = Event(
-        id=f"{payload['job']}-{event_type}",
-        type=event_type,
-        instance_id=payload["instance"],
-        at=time.time(),
-        data=data,
-    )
-    pipe = connection.pipeline(transaction=False)
-    pipe.xadd(payload["inbox"], {"e": event.to_json()})
-    heartbeat.done(payload["alive"], pipe)
-    pipe.execute()
 
 
 class Heartbeat:
@@ -198,3 +202,46 @@ class Heartbeat:
                 self._refresh()
             except Exception:  # a missed beat is retried; the work must not die of it
                 log.warning("heartbeat of %s failed", sorted(self.keys)[:3], exc_info=True)
+
+
+class _Answers:
+    """A packed job's answers, sent together once the oldest has waited ANSWERS_WAIT
+    (a thread sends them even while a slow task runs), and the rest at the end."""
+
+    def __init__(self, connection: redis.Redis, heartbeat: Heartbeat) -> None:
+        self.redis = connection
+        self.heartbeat = heartbeat
+        self.waiting: list[tuple[dict[str, Any], Event]] = []
+        self.oldest = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._flush_late, name="answers", daemon=True)
+
+    def __enter__(self) -> _Answers:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.flush()
+
+    def add(self, payload: dict[str, Any], event: Event) -> None:
+        with self.lock:
+            if not self.waiting:
+                self.oldest = time.monotonic()
+            self.waiting.append((payload, event))
+
+    def flush(self) -> None:
+        with self.lock:
+            waiting, self.waiting = self.waiting, []
+            if waiting:
+                _send(self.redis, waiting, self.heartbeat)
+
+    def _flush_late(self) -> None:
+        while not self.stopped.wait(ANSWERS_WAIT / 2):
+            if self.waiting and time.monotonic() - self.oldest >= ANSWERS_WAIT:
+                try:
+                    self.flush()
+                except Exception:  # sent again at the end; a task must not die of it
+                    log.warning("sending answers failed", exc_info=True)
