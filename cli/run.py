@@ -17,8 +17,17 @@ def worker(
     burst: bool = typer.Option(
         False, "--burst", help="Run in this process and exit once there is nothing left to do now."
     ),
-    processes: int = typer.Option(
-        2, "--processes", "-p", min=1, help="Task worker processes (each task in a fork)."
+    processes: int = typer.Option(2, "--processes", "-p", min=1, help="Task worker processes."),
+    isolation: str = typer.Option(
+        "job",
+        "--isolation",
+        envvar="ORCHESTRATOR_ISOLATION",
+        help=(
+            "job: fork a work-horse for each RQ job, so a crash or leak in a task ends "
+            "with its job; process: run jobs in the worker process itself, a few ms less "
+            "per step (a task that kills it takes the worker down; it is restarted and "
+            "the task retried)."
+        ),
     ),
     notifiers: int = typer.Option(
         1, "--notifiers", min=1, help="Notification worker processes (connections kept)."
@@ -31,7 +40,7 @@ def worker(
     ),
 ) -> None:
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
-    from orchestrator.worker import Supervisor, run_burst
+    from orchestrator.worker import ISOLATIONS, Supervisor, run_burst
 
     app = app_of(ctx)
     app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
@@ -42,10 +51,13 @@ def worker(
         typer.echo(f"burst done: {applied} events applied")
         return
     typer.echo(
-        f"worker: 1 applier, {processes} task and {notifiers} notification worker processes; "
+        f"worker: 1 applier, {processes} task ({isolation} isolation) and {notifiers} "
+        "notification worker processes; "
         f"workflows: {', '.join(app.registry.names())}; Ctrl-C to stop",
     )
-    Supervisor(app.settings, processes, notifiers).run()
+    if isolation not in ISOLATIONS:
+        raise typer.BadParameter(f"use one of {', '.join(ISOLATIONS)}", param_hint="--isolation")
+    Supervisor(app.settings, processes, notifiers, isolation).run()
 
 
 @commands.command("demo")

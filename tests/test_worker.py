@@ -79,3 +79,46 @@ def test_worker_runs_orders_survives_a_killed_child_and_stops_on_sigterm(
     # And SIGTERM stops it cleanly, leaving no child behind
     assert worker.returncode == 0, output
     assert "Traceback" not in output
+
+
+def test_process_isolation_runs_tasks_without_a_fork_and_survives_a_task_that_kills_it(
+    app: App, tmp_path: Path
+) -> None:
+    env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--isolation", "process"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Given a task that kills its own process on its first try, which here is the
+        # task worker itself (no work-horse is forked)
+        marker, marker2 = tmp_path / "died", tmp_path / "slept"
+        marker2.write_text("already slept")
+        iid = app.client.start("fragile", {"marker": str(marker), "marker2": str(marker2)})
+        # When it runs: the supervisor starts the worker again and the try is reported lost
+        final = wait_final(env, iid, timeout=60)
+        # Then the retry finished the workflow
+        assert (final["state"], final["status"]) == ("done", "completed")
+        lost = [
+            h for h in app.client.history(iid) if h["event"]["data"].get("error_type") == "TaskLost"
+        ]
+        assert [h["outcome"] for h in lost] == ["retry"]
+        assert marker.read_text() == "died"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert "(process isolation)" in output
+    assert "exited with -9" in output  # the task worker itself died, and was replaced
+    assert worker.returncode == 0, output
+
+
+def test_an_unknown_isolation_is_a_clear_error(app: App, tmp_path: Path) -> None:
+    result = run_cli(
+        "worker", "--isolation", "thread", env=cli_env(app.settings.redis_url, tmp_path)
+    )
+    assert result.returncode != 0
+    assert "--isolation" in result.stderr and "job, process" in result.stderr
