@@ -79,6 +79,7 @@ class Dispatcher:
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
         self.watchdog = Watchdog(client, keys)
         self._workers: dict[str, tuple[float, int]] = {}
+        self.backlog = False  # task jobs were waiting for every worker at the last commit
 
     def add(
         self,
@@ -143,6 +144,8 @@ class Dispatcher:
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than
         idle workers to take them, else packed, as evenly as the idle workers allow."""
+        if not ready.tasks:
+            self.backlog = False
         for group in _packs(
             ready.tasks, self._idle_workers(ready.tasks, self.tasks), TASKS_PER_JOB
         ):
@@ -192,10 +195,15 @@ class Dispatcher:
 
     def _idle_workers(self, ready: list[Any], queue: Queue) -> int:
         """How many workers can start on this work now: those not already owed a job
-        waiting in the queue (at least one). With a backlog, everything goes in one job."""
-        if len(ready) < 2:
+        waiting in the queue (at least one). With a backlog, everything goes in one job,
+        and the applier lingers between batches (`backlog`) so that the next grows."""
+        if not ready:
             return 1
-        return max(1, self._worker_count(queue.name) - int(self.redis.llen(queue.key)))
+        workers = self._worker_count(queue.name)
+        waiting = int(self.redis.llen(queue.key))
+        if queue is self.tasks:
+            self.backlog = waiting >= workers
+        return max(1, workers - waiting)
 
     def _worker_count(self, queue: str) -> int:
         """RQ workers listening on `queue` (RQ registers them), re-read every few seconds."""
