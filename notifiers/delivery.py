@@ -7,7 +7,13 @@
 The workflow hears `notification.sent` (with the provider's id) or
 `notification.failed` (with the code and reason) once the outcome is final:
 transient failures are retried with exponential backoff and jitter (or the
-provider's Retry-After) up to MAX_ATTEMPTS, permanent ones fail at once.
+provider's Retry-After) up to MAX_ATTEMPTS, permanent ones fail at once. An
+ambiguous failure (the message went out, no answer came back) is retried too,
+and noted in the ledger so that the retry's send counts as a resend.
+
+A Deliverer may serve several threads at once (notifiers.batch): it keeps no
+state between calls, and the templates render through `render`, which the
+batch hands back to the main thread, the one where a render's CPU limit works.
 """
 
 from __future__ import annotations
@@ -19,17 +25,24 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
+from redis.client import Pipeline
 
 from notifiers.base import Delivery, Message
-from notifiers.errors import DeliveryError, NotifierError, PermanentError, TransientError
+from notifiers.errors import (
+    AmbiguousError,
+    DeliveryError,
+    NotifierError,
+    PermanentError,
+    TransientError,
+)
 from notifiers.ledger import Ledger
 from notifiers.ratelimit import RateLimits
 from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
-from notifiers.templates import render
+from notifiers.templates import Rendered, render
 from orchestrator import events as ev
 from orchestrator.keys import Keys
 
@@ -39,6 +52,17 @@ BACKOFF = 2.0  # seconds before the second try; doubles, capped at MAX_BACKOFF
 MAX_BACKOFF = 300.0
 LONGEST_WAIT = 5.0  # a rate-limit wait longer than this is scheduled, not slept
 BUSY_RECHECK = 5.0  # a job that finds another sending looks again this much later
+
+
+class Render(Protocol):
+    def __call__(
+        self,
+        module: str | None,
+        name: str,
+        channel: str,
+        context: dict[str, Any],
+        locale: str | None = None,
+    ) -> Rendered: ...
 
 
 @dataclass
@@ -53,15 +77,23 @@ class Outcome:
 
 class Deliverer:
     def __init__(
-        self, client: redis.Redis, keys: Keys, env: Mapping[str, str], notifiers: Notifiers
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        env: Mapping[str, str],
+        notifiers: Notifiers,
+        render: Render = render,
     ) -> None:
         self.keys = keys
         self.ledger = Ledger(client, keys)
         self.recipients = Recipients(client, keys)
         self.rates = RateLimits(client, keys, env)
         self.notifiers = notifiers
+        self.render = render
 
-    def deliver(self, payload: dict[str, Any], owner: str) -> Outcome:
+    def deliver(self, payload: dict[str, Any], owner: str, pipe: Pipeline | None = None) -> Outcome:
+        """Deliver (or answer again); with `pipe`, the ledger's final writes are queued there,
+        to commit with the caller's answer in one transaction, else they are made at once."""
         channel, to = str(payload["channel"]), payload.get("to")
         key = f"{payload['key']}:{to}"
         attempt = int(payload.get("attempt", 1))
@@ -83,26 +115,43 @@ class Deliverer:
         if claim.outcome != "claimed":
             return self._answer_again(claim.outcome, claim.record, facts)
         try:
-            return self._send(payload, key, attempt, facts)
+            return self._send(payload, key, attempt, facts, claim.record, pipe)
         except PermanentError as exc:
-            return self._fail(key, facts, exc)
+            return self._fail(key, facts, exc, pipe)
         except TransientError as exc:
+            # The provider may have this one: the record says so, and the next send is a resend
+            ambiguous = str(exc) if isinstance(exc, AmbiguousError) else None
             if attempt >= MAX_ATTEMPTS:
-                return self._fail(key, facts, exc, note=f"gave up after {attempt} tries")
+                note = f"gave up after {attempt} tries"
+                return self._fail(key, facts, exc, pipe, note=note, ambiguous=ambiguous)
             delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
-            self.ledger.advance(key, "retrying", last_error=str(exc), next_try=time.time() + delay)
+            self.ledger.advance(
+                key,
+                "retrying",
+                pipe,
+                last_error=str(exc),
+                next_try=time.time() + delay,
+                ambiguous=ambiguous,
+            )
             log.info("notification %s: try %d failed (%s); next in %.1fs", key, attempt, exc, delay)
             return Outcome("retrying", later=time.time() + delay)
         except NotifierError as exc:  # configuration: permanent for this notification
-            return self._fail(key, facts, PermanentError(str(exc)))
+            return self._fail(key, facts, PermanentError(str(exc)), pipe)
 
     def _send(
-        self, payload: dict[str, Any], key: str, attempt: int, facts: dict[str, Any]
+        self,
+        payload: dict[str, Any],
+        key: str,
+        attempt: int,
+        facts: dict[str, Any],
+        record: dict[str, str],
+        pipe: Pipeline | None,
     ) -> Outcome:
         channel, to = facts["channel"], facts["to"]
         recipient = self.recipients.get(str(to)) if to else None
         if recipient is not None and channel in recipient.opted_out:
-            self.ledger.advance(key, "skipped", reason=f"{recipient.id} opted out of {channel}")
+            reason = f"{recipient.id} opted out of {channel}"
+            self.ledger.advance(key, "skipped", pipe, reason=reason)
             return Outcome(
                 "skipped",
                 ev.NOTIFICATION_FAILED,
@@ -111,10 +160,10 @@ class Deliverer:
         if recipient is not None and not payload.get("urgent"):
             until = recipient.quiet_until(datetime.now(UTC))
             if until is not None:
-                self.ledger.advance(key, "delayed", until=until.timestamp())
+                self.ledger.advance(key, "delayed", pipe, until=until.timestamp())
                 return Outcome("delayed", later=until.timestamp())
         locale = recipient.locale if recipient else None
-        rendered = render(
+        rendered = self.render(
             payload.get("templates"),
             str(payload["template"]),
             channel,
@@ -125,10 +174,10 @@ class Deliverer:
         notifier, warning = self.notifiers.get(channel)
         wait = self.rates.wait(channel, notifier.rate_per_second)
         if wait > LONGEST_WAIT:
-            self.ledger.advance(key, "retrying", last_error="rate limited")
+            self.ledger.advance(key, "retrying", pipe, last_error="rate limited")
             return Outcome("rate-limited", later=time.time() + wait)
         time.sleep(wait)
-        done = set(json.loads((self.ledger.get(key) or {}).get("done_targets", "[]")))
+        done = set(json.loads(record.get("done_targets", "[]")))  # as the claim found it
         deliveries: list[Delivery] = []
         gone: list[str] = []
         refused: dict[str, str] = {}
@@ -146,7 +195,8 @@ class Deliverer:
                 push_subscription=subscription,
             )
             try:
-                deliveries.append(notifier.send(message))
+                with self.notifiers.sending(channel):
+                    deliveries.append(notifier.send(message))
             except PermanentError as exc:
                 if subscription is None:
                     raise
@@ -157,7 +207,8 @@ class Deliverer:
                     refused[address] = str(exc)
                 continue
             done.add(address)
-            self.ledger.note(key, done_targets=sorted(done))
+            if len(targets) > 1:  # a later target may fail: the next try skips this one
+                self.ledger.note(key, done_targets=sorted(done))
         if not deliveries and not done:
             if gone and not refused:
                 raise PermanentError(f"every push subscription of {to} is gone", gone=True)
@@ -168,13 +219,14 @@ class Deliverer:
         self.ledger.advance(
             key,
             "sent",
+            pipe,
             provider_id=provider_id,
             refused=refused,
             warnings=warnings,
             gone=gone or None,
         )
         for d in deliveries:
-            self.ledger.remember_provider_id(d.provider_id, key)
+            self.ledger.remember_provider_id(d.provider_id, key, pipe)
         return Outcome(
             "sent",
             ev.NOTIFICATION_SENT,
@@ -200,9 +252,17 @@ class Deliverer:
             raise PermanentError(f"no {channel} address for {to or 'the recipient'}")
         return [(address, None)]
 
-    def _fail(self, key: str, facts: dict[str, Any], exc: DeliveryError, note: str = "") -> Outcome:
+    def _fail(
+        self,
+        key: str,
+        facts: dict[str, Any],
+        exc: DeliveryError,
+        pipe: Pipeline | None,
+        note: str = "",
+        ambiguous: str | None = None,
+    ) -> Outcome:
         reason = f"{exc.reason}; {note}" if note else exc.reason
-        self.ledger.advance(key, "failed", reason=reason, code=exc.code)
+        self.ledger.advance(key, "failed", pipe, reason=reason, code=exc.code, ambiguous=ambiguous)
         log.info("notification %s failed: %s", key, reason)
         return Outcome(
             "failed",

@@ -2,16 +2,19 @@
 
 Certificates and host names are always verified (SMTP_CA_FILE adds a CA;
 STARTTLS never falls back to plain text), and a password never travels
-unencrypted. One connection is kept open between sends and reopened once
-when the server dropped it. Recipients the server refused are reported one
-by one in the Delivery; only when every one was refused does send raise.
+unencrypted. Connections are kept open between sends, one per send running
+at the same moment (threads of a batch share the notifier), and one the
+server dropped while idle is replaced once. Recipients the server refused
+are reported one by one in the Delivery; only when every one was refused
+does send raise.
 
-Header injection: Python's email package decodes encoded words while it
-parses a header and writes the decoded CR/LF out raw (3.11 before 3.11.10),
-so a subject like "=?utf-8?q?a=0D=0ABcc:_x@y?=" would add a header. Every
-subject, name and address is checked before and after decoding, and the
-serialized message is parsed again and must hold exactly the headers and
-recipients that were built.
+An answer lost after the whole message went out (the connection dropped
+after the final dot, or the 250 came after SMTP_TIMEOUT) is ambiguous: the
+server may have kept the message. It is never resent on the spot; it is an
+AmbiguousError, retried later with the resend counted in the ledger.
+
+The message itself is written, and checked against header injection, by
+notifiers.mime.
 
     SMTP_HOST                     server (unset: the channel is not configured)
     SMTP_PORT                     default 587 (starttls), 465 (tls), 25 (none)
@@ -27,29 +30,58 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import smtplib
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.headerregistry import Address, AddressHeader, HeaderRegistry
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import SMTP, default
-from email.utils import formatdate, make_msgid
-from typing import cast
+from email.headerregistry import Address
+from email.utils import make_msgid
+from typing import TYPE_CHECKING
 
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
-from notifiers.errors import ChannelConfigError, DeliveryError, PermanentError, TransientError
+from notifiers.errors import (
+    AmbiguousError,
+    ChannelConfigError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
+from notifiers.mime import Writer, addresses
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 PORTS = {"starttls": 587, "tls": 465, "none": 25}
-CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-ADDR_SPEC = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
-_HEADERS = HeaderRegistry()
 STALE = (smtplib.SMTPServerDisconnected, ConnectionError, smtplib.SMTPSenderRefused)
+
+
+class _Smtp(smtplib.SMTP):
+    """smtplib's client, knowing whether the message's final dot went out: once it has,
+    a connection lost before the answer may have delivered the message."""
+
+    in_data = False
+    body_sent = False
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        self.body_sent = False  # a new message begins
+        return super().mail(sender, options)
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.in_data = True
+        try:
+            return super().data(msg)
+        finally:
+            self.in_data = False
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        super().send(s)
+        if self.in_data and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.body_sent = True
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    pass
 
 
 @dataclass(frozen=True)
@@ -71,8 +103,12 @@ class EmailNotifier(Notifier):
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._tls = ssl.create_default_context(cafile=config.ca_file)  # verifies host names
-        self._smtp: smtplib.SMTP | None = None
-        self._pid = 0  # the process that opened _smtp: a forked child never shares it
+        try:
+            self._writer = Writer(config.sender, config.reply_to)
+        except PermanentError as exc:
+            raise ChannelConfigError(f"SMTP_FROM or SMTP_REPLY_TO: {exc.reason}") from None
+        self._idle: list[_Smtp] = []  # open connections no send is using
+        self._pid = os.getpid()  # the process that opened them: a forked child never shares
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -95,9 +131,9 @@ class EmailNotifier(Notifier):
         if not env.get("SMTP_FROM"):
             raise ChannelConfigError("SMTP_FROM is not set (the sender's address)")
         try:
-            sender = _addresses("SMTP_FROM", env["SMTP_FROM"], single=True)[0]
+            sender = addresses("SMTP_FROM", env["SMTP_FROM"], single=True)[0]
             reply = env.get("SMTP_REPLY_TO")
-            reply_to = _addresses("SMTP_REPLY_TO", reply, single=True)[0] if reply else None
+            reply_to = addresses("SMTP_REPLY_TO", reply, single=True)[0] if reply else None
         except PermanentError as exc:
             raise ChannelConfigError(exc.reason) from None
         username = env.get("SMTP_USERNAME") or None
@@ -125,12 +161,11 @@ class EmailNotifier(Notifier):
             raise ChannelConfigError(f"SMTP_CA_FILE {ca_file!r} cannot be used: {exc}") from None
 
     def send(self, message: Message) -> Delivery:
-        recipients = _addresses("the recipient address", message.to)
+        recipients = addresses("the recipient address", message.to)
         envelope = list(dict.fromkeys(a.addr_spec for a in recipients))
         message_id = self._message_id(message.key)
         raw = self._build(message, recipients, message_id)
-        with self._lock:
-            refused = self._transmit(envelope, raw)
+        refused = self._transmit(envelope, raw)
         reasons = {rcpt: f"{code} {_text(text)}" for rcpt, (code, text) in refused.items()}
         return Delivery(
             provider_id=message_id,
@@ -139,44 +174,84 @@ class EmailNotifier(Notifier):
         )
 
     def close(self) -> None:
+        """QUIT the idle connections (one a send is using right now stays to that send)."""
         with self._lock:
-            self._drop(quit=True)
+            idle, self._idle = self._idle, []
+            ours = self._pid == os.getpid()
+        for smtp in idle:
+            _hang_up(smtp, quit=ours)
 
-    # -- the connection ---------------------------------------------------------
+    @property
+    def _smtp(self) -> smtplib.SMTP | None:
+        """The connection the next send takes, if one is open."""
+        with self._lock:
+            return self._idle[-1] if self._idle and self._pid == os.getpid() else None
+
+    # -- the connections --------------------------------------------------------
 
     def _transmit(self, envelope: list[str], raw: bytes) -> dict[str, tuple[int, bytes]]:
-        reused = self._smtp is not None and self._pid == os.getpid()
-        if self._smtp is not None and not reused:
-            self._drop(quit=False)  # inherited through fork: the parent's conversation
+        smtp = self._take()
+        reused = smtp is not None
+        sender = self.config.sender.addr_spec
         try:
             try:
-                return self._connection().sendmail(self.config.sender.addr_spec, envelope, raw)
+                smtp = smtp or self._open()
+                refused = smtp.sendmail(sender, envelope, raw)
             except STALE as exc:
                 # An idle connection the server closed, silently or with "421 timeout"
                 # (which smtplib reads as the answer to MAIL FROM): open a new one, once.
-                if not reused or getattr(exc, "smtp_code", 421) != 421:
+                # Never once the message went out: the server may have it (ambiguous).
+                if not reused or smtp is None or smtp.body_sent:
                     raise
-                self._drop(quit=False)
-                return self._connection().sendmail(self.config.sender.addr_spec, envelope, raw)
+                if getattr(exc, "smtp_code", 421) != 421:
+                    raise
+                _hang_up(smtp, quit=False)
+                smtp = None
+                smtp = self._open()
+                refused = smtp.sendmail(sender, envelope, raw)
         except smtplib.SMTPRecipientsRefused as exc:  # every recipient; connection still good
+            self._give_back(smtp)
             first = next(r for r in envelope if r in exc.recipients)
             code, text = exc.recipients[first]
             others = len(exc.recipients) - 1
             tail = f" (and {others} more)" if others else ""
             raise _by_code(f"{first} refused{tail}: {code} {_text(text)}", code) from None
         except Exception as exc:
-            self._drop(quit=False)
-            raise self._classify(exc) from None
+            ambiguous = smtp is not None and smtp.body_sent
+            if smtp is not None:
+                _hang_up(smtp, quit=False)
+            raise self._classify(exc, ambiguous=ambiguous) from None
+        self._give_back(smtp)
+        return refused
 
-    def _connection(self) -> smtplib.SMTP:
-        if self._smtp is not None:
-            return self._smtp
+    def _take(self) -> _Smtp | None:
+        """An idle connection of this process, or None (the caller opens one)."""
+        with self._lock:
+            if self._pid != os.getpid():  # inherited through fork: the parent's conversations
+                inherited, self._idle, self._pid = self._idle, [], os.getpid()
+            else:
+                inherited = []
+            smtp = self._idle.pop() if self._idle else None
+        for other in inherited:
+            _hang_up(other, quit=False)
+        return smtp
+
+    def _give_back(self, smtp: _Smtp | None) -> None:
+        if smtp is None or smtp.sock is None:  # closed by smtplib (a 421 answer)
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(smtp)
+                return
+        _hang_up(smtp, quit=False)
+
+    def _open(self) -> _Smtp:
         c = self.config
         # Connecting in the constructor is what sets the name TLS verifies the certificate for.
         smtp = (
-            smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=self._tls)
+            _SmtpSsl(c.host, c.port, timeout=c.timeout, context=self._tls)
             if c.security == "tls"
-            else smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            else _Smtp(c.host, c.port, timeout=c.timeout)
         )
         try:
             smtp.ehlo()
@@ -192,23 +267,21 @@ class EmailNotifier(Notifier):
         except BaseException:
             smtp.close()
             raise
-        self._smtp, self._pid = smtp, os.getpid()
         return smtp
 
-    def _drop(self, *, quit: bool) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        if quit and self._pid == os.getpid():
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                smtp.quit()
-        smtp.close()
-
-    def _classify(self, exc: Exception) -> DeliveryError:
+    def _classify(self, exc: Exception, ambiguous: bool = False) -> DeliveryError:
         """A typed error for what smtplib raised; never with a credential in it."""
         where = f"{self.config.host}:{self.config.port}"
         if isinstance(exc, DeliveryError):
             return exc
+        lost = isinstance(exc, smtplib.SMTPServerDisconnected) or (
+            isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+        )
+        if ambiguous and lost:  # after the final dot, no answer: not one refusal
+            return AmbiguousError(
+                f"the SMTP server {where} did not answer after the message was sent "
+                f"({self._scrub(str(exc))}); it may have kept it"
+            )
         if isinstance(exc, smtplib.SMTPAuthenticationError) and exc.smtp_code >= 500:
             return PermanentError(
                 f"{where} refused the credentials of SMTP_USERNAME {self.config.username!r}: "
@@ -245,74 +318,15 @@ class EmailNotifier(Notifier):
         return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
     def _build(self, message: Message, recipients: list[Address], message_id: str) -> bytes:
-        subject = _checked("the subject", message.subject)
-        email = EmailMessage(policy=SMTP)
-        try:
-            email["From"] = self.config.sender
-            email["To"] = recipients
-            email["Subject"] = subject
-            if self.config.reply_to is not None:
-                email["Reply-To"] = self.config.reply_to
-            email["Date"] = formatdate(usegmt=True)
-            email["Message-ID"] = message_id
-            email.set_content(message.body)
-            if message.html is not None:
-                email.add_alternative(message.html, subtype="html")
-            raw = email.as_bytes()
-        except (ValueError, TypeError) as exc:  # the email package refused a header or a part
-            raise PermanentError(f"the message cannot be written: {exc}") from None
-        _verify(raw, email)
-        return raw
+        return self._writer.write(message, recipients, message_id)
 
 
-def _verify(raw: bytes, built: EmailMessage) -> None:
-    """Parse what will be sent: the same headers, the same recipients, no line break smuggled in."""
-    parsed = BytesParser(policy=default).parsebytes(raw, headersonly=True)
-    expected = sorted(name.lower() for name in built)
-    if sorted(name.lower() for name in parsed) != expected:
-        raise PermanentError("a header would have been injected (a line break in a header value)")
-    for name in ("From", "To", "Reply-To"):
-        if name in built:
-            sent = [a.addr_spec for a in parsed[name].addresses]
-            if sent != [a.addr_spec for a in built[name].addresses]:
-                raise PermanentError(f"the {name} header would not hold the addresses given")
-            if any(CONTROL.search(a.display_name) for a in parsed[name].addresses):
-                raise PermanentError(f"a name in {name} would hold a line break")
-    if CONTROL.search(str(parsed["Subject"])):
-        raise PermanentError("the subject would hold a line break once decoded")
-
-
-def _checked(what: str, value: str) -> str:
-    """Refuse a line break or control character, given as is or in an encoded word."""
-    try:
-        decoded = str(_HEADERS("Subject", value))
-    except ValueError:
-        decoded = "\n"
-    if CONTROL.search(value) or CONTROL.search(decoded):
-        raise PermanentError(f"{what} holds a line break or control character; refused")
-    return value
-
-
-def _addresses(what: str, value: str, single: bool = False) -> list[Address]:
-    """Strictly parsed addresses: plain ASCII addr-specs, no groups, no defects, no line breaks."""
-    refused = PermanentError(f"{what} is not a valid list of email addresses: {value!r:.120}")
-    if CONTROL.search(value):
-        raise PermanentError(f"{what} holds a line break or control character; refused")
-    try:
-        header = _HEADERS("To", value)
-    except ValueError:  # the email package refuses CR/LF it decoded from an encoded word
-        raise PermanentError(f"{what} holds an encoded line break; refused") from None
-    found, groups = cast(AddressHeader, header).addresses, cast(AddressHeader, header).groups
-    if header.defects or not found or any(g.display_name is not None for g in groups):
-        raise refused
-    if single and len(found) != 1:
-        raise PermanentError(f"{what} must be one address, not {value!r:.120}")
-    for address in found:
-        if not ADDR_SPEC.fullmatch(address.addr_spec):
-            raise refused
-        if CONTROL.search(address.display_name) or "=?" in address.display_name:
-            raise PermanentError(f"{what} has a name with a line break or an encoded word")
-    return list(found)
+def _hang_up(smtp: smtplib.SMTP, *, quit: bool) -> None:
+    """Close a connection; QUIT first only in the process that opened it."""
+    if quit:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+    smtp.close()
 
 
 def _by_code(reason: str, code: int) -> DeliveryError:

@@ -5,7 +5,10 @@
     │                              also an orchestrator ConfigurationError
     └── DeliveryError              the provider did not take the message
         ├── TransientError         try again later: connection, timeout, SMTP 4xx, HTTP 429/5xx;
-        │                          `retry_after` seconds when the provider said so
+        │   │                      `retry_after` seconds when the provider said so
+        │   └── AmbiguousError     the whole message went out and no answer came back (the
+        │                          connection dropped, or the answer came too late): the
+        │                          provider may have it, so the next try counts as a resend
         └── PermanentError         never retry: SMTP 5xx, invalid number, unsubscribed,
                                    push subscription gone (`gone=True`); `code` is the provider's
 
@@ -44,3 +47,7 @@ class PermanentError(DeliveryError):
     def __init__(self, reason: str, *, code: str | int | None = None, gone: bool = False) -> None:
         super().__init__(reason, code=code)
         self.gone = gone  # the address no longer exists (a push subscription answered 404/410)
+
+
+class AmbiguousError(TransientError):
+    """Retried like any transient error; the ledger counts the retry's send as a resend."""

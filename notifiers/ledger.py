@@ -13,9 +13,13 @@ that finds the record sent does not send again. Statuses only move forward:
 The one window left: a process that dies after the provider accepted the
 message and before `sent` is recorded. Its claim expires (`claim_seconds`),
 the job is run again, and the message is sent a second time. Every such
-resend is counted in the record's `resends`. A claim lasts while its owner's
-heartbeat key lives (the job refreshes it while it runs), so a dead owner's
-claim is taken over within seconds, and a live one's never.
+resend is counted in the record's `resends`. So is the send that follows an
+ambiguous answer: the whole message went out and the connection dropped, or
+the answer came after the client stopped waiting. The try records `ambiguous`
+with its `retrying`, and the next claim counts a resend and clears it. A
+claim lasts while its owner's heartbeat key lives (the job refreshes it while
+it runs), so a dead owner's claim is taken over within seconds, and a live
+one's never.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from orchestrator.keys import Keys
 
@@ -42,10 +47,14 @@ ORDER = {
 }
 DONE = frozenset({"sent", "delivered", "undelivered", "failed", "skipped"})
 
-# KEYS: record; ARGV: owner, now, claim_until, fields JSON (set when the record is new),
-# the owner's heartbeat key ("" for none). A claim holds while its owner's heartbeat
-# lives (or, without one, until claim_until). Returns {outcome, owner}: "claimed" = send.
+# KEYS: record, and the instance's index of notifications (absent: no instance); ARGV:
+# owner, now, claim_until, fields JSON (set when the record is new), the owner's heartbeat
+# key ("" for none), the notification's key. A claim holds while its owner's heartbeat
+# lives (or, without one, until claim_until). Taking over a stale claim, or claiming
+# after an ambiguous answer, counts a resend. Returns {outcome, owner, record as a flat
+# list}: "claimed" = send. One round trip for all of it: it runs once per notification.
 _CLAIM = """
+if KEYS[2] then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[6]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   local fields = cjson.decode(ARGV[4])
@@ -54,7 +63,7 @@ if not status then
 end
 if status == 'sent' or status == 'delivered' or status == 'undelivered'
    or status == 'failed' or status == 'skipped' then
-  return {status, ''}
+  return {status, '', redis.call('HGETALL', KEYS[1])}
 end
 if status == 'sending' then
   local alive = redis.call('HGET', KEYS[1], 'alive') or ''
@@ -64,13 +73,18 @@ if status == 'sending' then
   else
     held = tonumber(redis.call('HGET', KEYS[1], 'claim_until') or '0') > tonumber(ARGV[2])
   end
-  if held then return {'busy', redis.call('HGET', KEYS[1], 'owner') or ''} end
+  if held then
+    return {'busy', redis.call('HGET', KEYS[1], 'owner') or '', redis.call('HGETALL', KEYS[1])}
+  end
+  redis.call('HDEL', KEYS[1], 'ambiguous')
+  redis.call('HINCRBY', KEYS[1], 'resends', 1)
+elseif redis.call('HDEL', KEYS[1], 'ambiguous') == 1 then
   redis.call('HINCRBY', KEYS[1], 'resends', 1)
 end
 redis.call('HSET', KEYS[1], 'status', 'sending', 'owner', ARGV[1], 'claim_until', ARGV[3],
            'alive', ARGV[5], 'updated_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return {'claimed', ARGV[1]}
+return {'claimed', ARGV[1], redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS: record; ARGV: new status, now, fields JSON. Moves forward only.
@@ -103,29 +117,37 @@ class Ledger:
     def claim(self, key: str, owner: str, fields: dict[str, Any], alive: str = "") -> Claim:
         """Claim the right to send; `alive` is the owner's heartbeat key, if it keeps one."""
         now = time.time()
-        record_key = self.keys.notification(key)
-        outcome, _ = self._claim(
-            keys=[record_key],
+        keys = [self.keys.notification(key)]
+        instance = fields.get("instance")
+        if instance:
+            keys.append(self.keys.notifications_of(str(instance)))
+        outcome, _, flat = self._claim(
+            keys=keys,
             args=[
                 owner,
                 now,
                 now + self.claim_seconds,
                 json.dumps({**_strings(fields), "key": key, "created_at": repr(now)}),
                 alive,
+                key,
             ],
         )
-        instance = fields.get("instance")
-        if instance:
-            self.redis.zadd(self.keys.notifications_of(str(instance)), {key: now}, nx=True)
-        return Claim(outcome.decode(), self.get(key) or {})
+        record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return Claim(outcome.decode(), record)
 
-    def advance(self, key: str, status: str, **fields: Any) -> bool:
-        """Move a record forward (never back); returns whether it moved."""
-        moved = self._advance(
-            keys=[self.keys.notification(key)],
-            args=[status, time.time(), json.dumps(_strings(fields)), json.dumps(ORDER)],
-        )
-        return bool(moved)
+    def advance(self, key: str, status: str, pipe: Pipeline | None = None, **fields: Any) -> bool:
+        """Move a record forward (never back); returns whether it moved. With `pipe`, the
+        move is queued there (to commit with the caller's other writes) and True returned."""
+        args: list[str | float] = [
+            status,
+            time.time(),
+            json.dumps(_strings(fields)),
+            json.dumps(ORDER),
+        ]
+        if pipe is not None:  # the script's text, not its hash: no NOSCRIPT inside a MULTI
+            pipe.eval(_ADVANCE, 1, self.keys.notification(key), *args)
+            return True
+        return bool(self._advance(keys=[self.keys.notification(key)], args=args))
 
     def note(self, key: str, **fields: Any) -> None:
         """Record facts on a record without moving its status (e.g. targets already sent)."""
@@ -145,8 +167,11 @@ class Ledger:
         found = self.redis.get(self.keys.provider_message(provider_id))
         return found.decode() if isinstance(found, bytes) else None
 
-    def remember_provider_id(self, provider_id: str, key: str) -> None:
-        self.redis.set(self.keys.provider_message(provider_id), key, ex=30 * 86400)
+    def remember_provider_id(
+        self, provider_id: str, key: str, pipe: Pipeline | None = None
+    ) -> None:
+        target = self.redis if pipe is None else pipe
+        target.set(self.keys.provider_message(provider_id), key, ex=30 * 86400)
 
 
 def _strings(fields: dict[str, Any]) -> dict[str, str]:

@@ -4,13 +4,20 @@ Vendor SDKs (twilio, pywebpush) load with their channel, so a process that
 never sends an SMS never imports twilio. A channel that is not configured
 falls back to the console with a warning, so development and the demo need
 no credentials; ORCHESTRATOR_REQUIRE_CHANNELS=1 makes it a failure instead.
+
+One process's notifiers may serve many threads at once (notifiers.batch):
+email and SMS keep a connection per concurrent send, webhook opens one per
+request, the console prints. Push keeps one lazily built HTTP session that
+it does not guard, so its sends in one process go one at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 
 from notifiers.base import Notifier
 from notifiers.errors import ChannelConfigError
@@ -24,6 +31,7 @@ CHANNELS: dict[str, str] = {
     "webhook": "notifiers.webhook:WebhookNotifier",
     "console": "notifiers.console:ConsoleNotifier",
 }
+ONE_AT_A_TIME = frozenset({"push"})  # channels whose notifier is not safe to share
 
 
 def notifier_class(channel: str) -> type[Notifier]:
@@ -49,12 +57,28 @@ class Notifiers:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self._built: dict[str, tuple[Notifier, str | None]] = {}
+        self._lock = threading.Lock()  # two threads never build the same channel twice
+        self._serial = {channel: threading.Lock() for channel in ONE_AT_A_TIME}
 
     def get(self, channel: str) -> tuple[Notifier, str | None]:
         """The channel's notifier, and a warning when the console stands in for it."""
-        if channel not in self._built:
-            self._built[channel] = self._build(channel)
-        return self._built[channel]
+        found = self._built.get(channel)
+        if found is None:
+            with self._lock:
+                found = self._built.get(channel)
+                if found is None:
+                    found = self._built[channel] = self._build(channel)
+        return found
+
+    @contextlib.contextmanager
+    def sending(self, channel: str) -> Iterator[None]:
+        """Held around a send: a channel that cannot send concurrently sends alone."""
+        lock = self._serial.get(channel)
+        if lock is None:
+            yield
+            return
+        with lock:
+            yield
 
     def _build(self, channel: str) -> tuple[Notifier, str | None]:
         cls = notifier_class(channel)
@@ -70,6 +94,7 @@ class Notifiers:
             return ConsoleNotifier(stands_in_for=channel), warning
 
     def close(self) -> None:
-        for notifier, _ in self._built.values():
+        with self._lock:
+            built, self._built = list(self._built.values()), {}
+        for notifier, _ in built:
             notifier.close()
-        self._built.clear()

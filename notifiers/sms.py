@@ -7,7 +7,11 @@ checked by Twilio's description rather than by us.
 
 `twilio` is imported only when the channel is built or used, never at module
 import, so a process that sends no SMS (or just prints `--help`) never pays
-for it. One Client, and so one HTTP session, serves every send.
+for it. One Client serves every send; its HTTP client keeps one session (and
+so one kept-alive connection) per thread, since requests does not promise
+that a Session is safe to share between threads sending at the same moment.
+An answer that never came (the read timed out after the request went out)
+is ambiguous: Twilio may have queued the message (AmbiguousError).
 
 Segments are computed here because an SMS longer than one segment is billed
 as several: GSM-7 bodies hold 160 septets in one segment and 153 per part
@@ -27,7 +31,13 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
-from notifiers.errors import ChannelConfigError, DeliveryError, PermanentError, TransientError
+from notifiers.errors import (
+    AmbiguousError,
+    ChannelConfigError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
 
 DEFAULT_TIMEOUT = 15.0  # seconds for one request to Twilio
 
@@ -84,33 +94,78 @@ def http_client_class() -> type[Any]:
 
     It sends to `base` (scheme, host, port and an optional path prefix) instead of
     https://api.twilio.com when given one, since the SDK has no base-URL option,
-    and remembers the Retry-After of the last answer in this thread, since the
-    SDK's exceptions carry no headers.
+    remembers the Retry-After of the last answer in this thread, since the SDK's
+    exceptions carry no headers, and gives each thread its own session.
+
+    requests reads every proxy and CA variable of the environment twice per request
+    (a scan of os.environ each time, a good part of an SMS's CPU); here they are read
+    once per host and set on the sessions, which then leave the environment alone.
     """
+    import requests
     from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
 
     class RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
         def __init__(self, base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+            self._last = threading.local()
+            self._sessions: list[requests.Session] = []
+            self._sessions_lock = threading.Lock()
+            self._environment: dict[tuple[str, str], dict[str, Any]] = {}
             super().__init__(timeout=timeout)
             self.base: SplitResult | None = urlsplit(base) if base else None
-            self._last = threading.local()
+
+        @property
+        def session(self) -> requests.Session:
+            """This thread's session, made on its first request."""
+            session: requests.Session | None = getattr(self._last, "session", None)
+            if session is None:
+                session = self._last.session = requests.Session()
+                session.trust_env = False  # see _settle: the environment is read once per host
+                with self._sessions_lock:
+                    self._sessions.append(session)
+            return session
+
+        @session.setter
+        def session(self, made: requests.Session | None) -> None:
+            if made is not None:  # the one the SDK's constructor makes: each thread has its own
+                made.close()
 
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             if self.base is not None:
                 parts, base = urlsplit(url), self.base
                 path = base.path.rstrip("/") + parts.path
                 url = urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
+            self._settle(url)
             self._last.retry_after = None
             response = super().request(method, url, *args, **kwargs)
             self._last.retry_after = retry_after(response.headers)
             return response
 
+        def _settle(self, url: str) -> None:
+            """This thread's session gets the proxies and CA bundle the environment
+            gives `url`'s host (NO_PROXY included), as requests itself would find them."""
+            parts = urlsplit(url)
+            host = (parts.scheme, parts.netloc)
+            found = self._environment.get(host)
+            if found is None:
+                with requests.Session() as probe:  # trusts the environment, once
+                    found = probe.merge_environment_settings(url, {}, None, None, None)
+                self._environment[host] = found
+            session = self.session
+            session.proxies, session.verify, session.cert = (
+                found["proxies"],
+                found["verify"],
+                found["cert"],
+            )
+
         def last_retry_after(self) -> float | None:
             return getattr(self._last, "retry_after", None)
 
         def close(self) -> None:
-            if self.session is not None:
-                self.session.close()
+            with self._sessions_lock:
+                sessions, self._sessions = self._sessions, []
+            for session in sessions:
+                session.close()
+            self._last = threading.local()  # a send after close() makes a new session
 
     return RoutedHttpClient
 
@@ -218,6 +273,9 @@ class SmsNotifier(Notifier):
             raise self._refusal(exc.status, exc.code, str(exc.msg)) from None
         except TwilioServiceException as exc:  # RFC 9457 problem details
             raise self._refusal(exc.status, exc.code, str(exc.detail or exc.title)) from None
+        except requests.ReadTimeout as exc:  # the request went out; the answer did not come
+            reason = self._scrub(f"Twilio did not answer in time: {exc}; it may have the SMS")
+            raise AmbiguousError(reason) from None
         except (requests.RequestException, TwilioException) as exc:
             reason = self._scrub(f"Twilio not reached: {type(exc).__name__}: {exc}")
             raise TransientError(reason) from None

@@ -44,7 +44,7 @@ ENTRY_POINTS = frozenset({RUN_TASK, RUN_TASKS, SEND_NOTIFICATION, SEND_NOTIFICAT
 FAILURE_TTL = 7 * 24 * 3600
 NOTIFICATION_TIMEOUT = 60
 TASKS_PER_JOB = 20  # at most, one after another in one work-horse
-NOTIFICATIONS_PER_JOB = 1  # TODO(lead): 50 once notifiers.batch lands
+NOTIFICATIONS_PER_JOB = 50  # at most, sent concurrently by one notification job
 WORKERS_FRESH_FOR = 2.0  # seconds a count of RQ workers is trusted
 
 
