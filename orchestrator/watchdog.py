@@ -93,30 +93,23 @@ class Watchdog:
         replies = pipe.execute()
         records = [None if raw is None else json.loads(raw) for raw in replies[0::2]]
         alive = [bool(flag) for flag in replies[1::2]]
-        pipe = self.redis.pipeline(transaction=False)
-        for (_, job), record in zip(due, records, strict=True):
-            carrier = job if record is None else str(record.get("rq_job", job))
-            pipe.hmget(Job.key_for(carrier), "status", "started_at")
-            for queue in INTERMEDIATE:
-                pipe.lpos(queue, carrier)
-        replies = pipe.execute()
+        carriers = [
+            job if record is None else str(record.pop("rq_job", job))
+            for (_, job), record in zip(due, records, strict=True)
+        ]
+        jobs = self._carrier_states(
+            [c for c, r, a in zip(carriers, records, alive, strict=True) if r and not a]
+        )
         lost = 0
         later = self.redis.pipeline(transaction=False)
-        width = 1 + len(INTERMEDIATE)
         for index, (partition, job) in enumerate(due):
-            (status, started_at), *taken = replies[width * index : width * (index + 1)]
-            record = records[index]
+            record, carrier = records[index], carriers[index]
             if record is None:  # answered meanwhile
                 later.zrem(self.keys.outstanding(partition), job)
                 continue
-            carrier = str(record.pop("rq_job", job))
+            status, started_at, taken = jobs.get(carrier, (None, None, False))
             reason = _lost_reason(status, started_at, alive[index], now)
-            if (
-                reason is None
-                and status == b"queued"
-                and not alive[index]
-                and any(t is not None for t in taken)
-            ):
+            if reason is None and status == b"queued" and not alive[index] and taken:
                 reason = self._stranded(carrier, now)
             if reason is None:
                 later.zadd(self.keys.outstanding(partition), {job: now + CHECK_EVERY})
@@ -124,6 +117,30 @@ class Watchdog:
             lost += self._report_lost(partition, job, carrier, record, reason, now)
         later.execute()
         return lost
+
+    def _carrier_states(self, carriers: list[str]) -> dict[str, tuple[Any, Any, bool]]:
+        """Status, start time and "in RQ's intermediate list" of each RQ job, read once
+        per job however many of its tasks are due (the list only for queued ones)."""
+        unique = list(dict.fromkeys(carriers))
+        if not unique:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for carrier in unique:
+            pipe.hmget(Job.key_for(carrier), "status", "started_at")
+        states = dict(zip(unique, pipe.execute(), strict=True))
+        queued = [c for c in unique if states[c][0] == b"queued"]
+        taken: set[str] = set()
+        if queued:
+            pipe = self.redis.pipeline(transaction=False)
+            for carrier in queued:
+                for queue in INTERMEDIATE:
+                    pipe.lpos(queue, carrier)
+            found = pipe.execute()
+            width = len(INTERMEDIATE)
+            for index, carrier in enumerate(queued):
+                if any(p is not None for p in found[width * index : width * (index + 1)]):
+                    taken.add(carrier)
+        return {c: (states[c][0], states[c][1], c in taken) for c in unique}
 
     def _report_lost(
         self,
