@@ -46,7 +46,6 @@ from orchestrator.store import decode_hash
 from orchestrator.timers import Timers
 
 log = logging.getLogger("orchestrator.applier")
-LINGER = 0.005  # seconds between batches while task workers have a backlog
 ANSWERS = frozenset(
     {ev.TASK_COMPLETED, ev.TASK_FAILED, ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED}
 )
@@ -104,8 +103,8 @@ class Applier:
             try:
                 self.tick(block_ms=block_ms)
                 pause = 0.1
-                if self.dispatcher.backlog:  # workers are busy: let the next batch grow,
-                    time.sleep(LINGER)  # so that its tasks go out packed in fewer jobs
+                if self.dispatcher.linger:  # workers are busy: let the next batch grow,
+                    time.sleep(self.dispatcher.linger)  # so its tasks go out in fewer jobs
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unreachable (%s); trying again in %.1fs", exc, pause)
                 self.leases.check_soon()  # they may have expired meanwhile

@@ -45,6 +45,8 @@ FAILURE_TTL = 7 * 24 * 3600
 NOTIFICATION_TIMEOUT = 60
 TASKS_PER_JOB = 20  # at most, one after another in one work-horse
 NOTIFICATIONS_PER_JOB = 50  # at most, sent concurrently by one notification job
+LINGER_PER_JOB = 0.005  # seconds the applier waits per task job waiting per worker...
+MAX_LINGER = 0.05  # ...at most
 WORKERS_FRESH_FOR = 2.0  # seconds a count of RQ workers is trusted
 
 
@@ -79,7 +81,7 @@ class Dispatcher:
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
         self.watchdog = Watchdog(client, keys)
         self._workers: dict[str, tuple[float, int]] = {}
-        self.backlog = False  # task jobs were waiting for every worker at the last commit
+        self.linger = 0.0  # seconds the applier waits before its next batch (a backlog)
 
     def add(
         self,
@@ -145,7 +147,7 @@ class Dispatcher:
         """Enqueue what a commit made ready: one job each when there are no more than
         idle workers to take them, else packed, as evenly as the idle workers allow."""
         if not ready.tasks:
-            self.backlog = False
+            self.linger = 0.0
         for group in _packs(
             ready.tasks, self._idle_workers(ready.tasks, self.tasks), TASKS_PER_JOB
         ):
@@ -196,13 +198,16 @@ class Dispatcher:
     def _idle_workers(self, ready: list[Any], queue: Queue) -> int:
         """How many workers can start on this work now: those not already owed a job
         waiting in the queue (at least one). With a backlog, everything goes in one job,
-        and the applier lingers between batches (`backlog`) so that the next grows."""
+        and the applier lingers before its next batch (`linger`) so that it grows: 5 ms
+        for each job waiting per worker, 50 ms at most; those jobs come first anyway."""
         if not ready:
             return 1
         workers = self._worker_count(queue.name)
         waiting = int(self.redis.llen(queue.key))
         if queue is self.tasks:
-            self.backlog = waiting >= workers
+            self.linger = (
+                min(MAX_LINGER, LINGER_PER_JOB * waiting / workers) if waiting >= workers else 0.0
+            )
         return max(1, workers - waiting)
 
     def _worker_count(self, queue: str) -> int:
