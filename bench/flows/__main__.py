@@ -1,0 +1,75 @@
+"""`python -m bench.flows`: run the workloads and print the systems side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.flows import ALL, QUICK_SYSTEMS
+from bench.flows.run import FULL, QUICK, run_flows
+
+
+def table(result: dict[str, Any]) -> str:
+    systems = list(dict.fromkeys(row["system"] for row in result["rows"]))
+    workloads = list(dict.fromkeys(row["workload"] for row in result["rows"]))
+    cells = {(row["workload"], row["system"]): row for row in result["rows"]}
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list):
+            return " / ".join(show(v) for v in value)
+        return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+    header = ["workload", *systems]
+    lines = [
+        [w, *(show(cells[(w, s)]["value"]) if (w, s) in cells else "" for s in systems)]
+        for w in workloads
+    ]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cols: list[str]) -> str:
+        first = cols[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cols[1:], widths[1:], strict=True))])
+
+    out = [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines), ""]
+    for name, found in result["details"]["systems"].items():
+        if "skipped" in found or "error" in found:
+            out.append(f"{name}: {found.get('skipped') or 'FAILED: ' + found['error']}")
+            continue
+        out.append(f"{name}: {found['workers']}; {found['seconds']} s in all")
+    out.append("")
+    for row in result["rows"]:
+        if row["note"]:
+            out.append(f"{row['system']:>12}  {row['workload']}: {row['note']}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.flows", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes; the engine and RQ only")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--logs", type=Path, help="keep the worker processes' logs here")
+    parser.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)}")
+    args = parser.parse_args()
+    if args.systems:
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        if unknown := set(systems) - set(ALL):
+            parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    else:
+        systems = list(QUICK_SYSTEMS if args.quick else ALL)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load}; nproc {os.cpu_count()}", flush=True)
+    result = run_flows(systems, QUICK if args.quick else FULL, args.logs)
+    print(table(result))
+    print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"\nwritten: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
