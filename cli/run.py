@@ -30,7 +30,10 @@ def worker(
         ),
     ),
     notifiers: int = typer.Option(
-        1, "--notifiers", min=1, help="Notification worker processes (connections kept)."
+        1,
+        "--notifiers",
+        min=0,
+        help="Notification worker processes (connections kept; 0: none here).",
     ),
     accept_risk: bool = typer.Option(
         False,

@@ -38,9 +38,8 @@ class OrchestratorSystem(System):
         self.keys = self.app.keys
         self.instances: dict[str, str] = {}
         self.workers_note = (
-            f"`python -m cli.main worker --processes {TASK_PROCESSES} --notifiers 1 "
-            f"--isolation {self.isolation}`: {TASK_PROCESSES} task workers + 1 applier "
-            "(+ 1 idle notification worker, the CLI's minimum); "
+            f"`python -m cli.main worker --processes {TASK_PROCESSES} --notifiers 0 "
+            f"--isolation {self.isolation}`: {TASK_PROCESSES} task workers + 1 applier; "
             "instances started one by one with Orchestrator.start"
         )
 
@@ -69,7 +68,7 @@ class OrchestratorSystem(System):
             "ORCHESTRATOR_WORKFLOWS": MODULE,
             "ORCHESTRATOR_ACCEPT_RISK": "1",  # the private server keeps no AOF
         }
-        args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "1"]
+        args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "0"]
         args += ["--isolation", self.isolation]
         self.workers.python("orchestrator-worker", args, env)
 
