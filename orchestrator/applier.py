@@ -38,7 +38,7 @@ from orchestrator.instance import Instance
 from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
 from orchestrator.later import Later
 from orchestrator.leases import Leases
-from orchestrator.machine import GuardFailed, Result, transition
+from orchestrator.machine import GuardFailed, Result, already_applied, transition
 from orchestrator.registry import Registry
 from orchestrator.retention import Retention
 from orchestrator.schemas import SchemaViolation
@@ -151,11 +151,15 @@ class Applier:
         events = [(entry, _parse(entry[2])) for entry in entries]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
-            loaded, lost = self._load(events, partitions)
+            loaded, lost, behind = self._load(events, partitions)
             if lost:
                 pipe.reset()
                 for partition in lost:
                     self.leases.forget(partition)
+                return 0
+            if behind:  # older entries pending: read them first, in order, with these
+                pipe.reset()
+                self._caught_up -= behind
                 return 0
             work, dead = self._apply_all(events, loaded)
             crash_point("before_commit", self.crash_at)
@@ -191,7 +195,7 @@ class Applier:
             if partition in recovering and items:
                 still_pending.add(partition)
             for entry_id, fields in items:
-                if fields is None:  # an entry trimmed away while pending
+                if not fields:  # an entry trimmed away while pending (None or {})
                     continue
                 entries.append((partition, entry_id.decode(), fields))
         self._caught_up |= recovering - still_pending
@@ -201,30 +205,46 @@ class Applier:
 
     def _load(
         self, events: list[tuple[Entry, Event | None]], partitions: list[int]
-    ) -> tuple[dict[str, tuple[Instance | None, set[str]]], list[int]]:
-        """One round trip: the lease holders, the instances, which event ids they applied."""
+    ) -> tuple[dict[str, tuple[Instance | None, set[str]]], list[int], set[int]]:
+        """One round trip: the lease holders, the oldest pending entries, the instances,
+        which event ids they applied.
+
+        An entry older than this batch may be pending: one that an applier whose lease
+        had expired read after this one's recovery read, then failed to commit. Applied
+        after this batch it would break the order; trimmed with it, it would be lost.
+        Such partitions come back in `behind`, to be read again from their pending entries.
+        """
         wanted: dict[str, list[str]] = {}
-        for _, event in events:
+        first: dict[int, str] = {}
+        for (partition, entry_id, _), event in events:
+            first.setdefault(partition, entry_id)
             if event is not None:
                 wanted.setdefault(event.instance_id, []).append(event.id)
         pipe = self.redis.pipeline(transaction=False)
         for partition in partitions:
             pipe.get(self.keys.lease(partition))
+            pipe.xpending(self.keys.inbox(partition), INBOX_GROUP)
         for instance_id, event_ids in wanted.items():
             pipe.hgetall(self.keys.instance(instance_id))
             pipe.smismember(self.keys.applied(instance_id), event_ids)
         replies = pipe.execute()
-        holders, rest = replies[: len(partitions)], replies[len(partitions) :]
+        head, rest = replies[: 2 * len(partitions)], replies[2 * len(partitions) :]
+        holders, pending = head[0::2], head[1::2]
         lost = [
             p for p, h in zip(partitions, holders, strict=True) if (h or b"").decode() != self.id
         ]
+        behind = {
+            p
+            for p, summary in zip(partitions, pending, strict=True)
+            if summary["pending"] and _older(summary["min"], first[p])
+        }
         loaded: dict[str, tuple[Instance | None, set[str]]] = {}
         for index, (instance_id, event_ids) in enumerate(wanted.items()):
             raw, flags = rest[2 * index], rest[2 * index + 1]
             instance = Instance.from_fields(decode_hash(raw)) if raw else None
             applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
             loaded[instance_id] = (instance, applied)
-        return loaded, lost
+        return loaded, lost, behind
 
     def _apply_all(
         self,
@@ -245,8 +265,9 @@ class Applier:
                     dead.append(_dead(entry_id, raw, f"no instance {event.instance_id!r}"))
                     continue
                 item = work[event.instance_id] = _Work(instance, instance, applied)
-            if event.id in item.applied:
-                continue  # applied before: a duplicate emission
+            if event.id in item.applied:  # delivered again: recorded, not applied
+                self._record(item, event, raw, already_applied(item.after, event))
+                continue
             try:
                 definition = self.registry.get(item.after.workflow, item.after.version)
                 definition.schemas.check(event.type, event.data)
@@ -330,6 +351,14 @@ class Applier:
             inbox = self.keys.inbox(partition)
             pipe.xack(inbox, INBOX_GROUP, *ids)
             pipe.xtrim(inbox, minid=ids[-1], approximate=False)
+
+
+def _older(entry_id: bytes | str, than: str) -> bool:
+    """Stream ids compare as (milliseconds, sequence) pairs, not as strings."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    ms2, _, seq2 = than.partition("-")
+    return (int(ms), int(seq or 0)) < (int(ms2), int(seq2 or 0))
 
 
 def _fields(mapping: dict[str, str]) -> Any:

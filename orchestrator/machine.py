@@ -48,6 +48,13 @@ def transition(definition: Definition, instance: Instance, event: Event) -> Resu
     return Result(step.inst, tuple(step.effects), step.outcome, step.note)
 
 
+def already_applied(instance: Instance, event: Event) -> Result:
+    """An event whose id this instance applied before (delivered twice): recorded in
+    the history, so the copy is seen, and never applied again."""
+    inst = instance.evolve(seq=instance.seq + 1, updated_at=event.at)
+    return Result(inst, (), "ignored", "duplicate: this event id was applied before")
+
+
 class _Step:
     """The working state of one application; not shared, not reused."""
 

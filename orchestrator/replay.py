@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.definition import Definition
 from orchestrator.events import Event
 from orchestrator.instance import Instance
-from orchestrator.machine import transition
+from orchestrator.machine import already_applied, transition
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,17 @@ def created_shell(stored: Instance) -> Instance:
 def replay(definition: Definition, stored: Instance, history: list[dict[str, Any]]) -> ReplayReport:
     instance = created_shell(stored)
     divergence: dict[str, Any] | None = None
+    seen: set[str] = set()
     for entry in history:
         raw = entry["event"]
         event = Event(
             raw["id"], raw["type"], raw["instance"], float(raw["at"]), raw.get("data") or {}
         )
-        instance = transition(definition, instance, event).instance
+        if event.id in seen:
+            instance = already_applied(instance, event).instance
+        else:
+            instance = transition(definition, instance, event).instance
+        seen.add(event.id)
         recorded = (entry["seq"], entry["to"], entry["status"])
         recomputed = (instance.seq, instance.state, instance.status)
         if divergence is None and recorded != recomputed:

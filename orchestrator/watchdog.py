@@ -28,6 +28,7 @@ from redis.client import Pipeline
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from orchestrator import events as ev
 from orchestrator.events import Event
@@ -101,6 +102,7 @@ class Watchdog:
             [c for c, r, a in zip(carriers, records, alive, strict=True) if r and not a]
         )
         lost = 0
+        stranded: set[str] = set()
         later = self.redis.pipeline(transaction=False)
         for index, (partition, job) in enumerate(due):
             record, carrier = records[index], carriers[index]
@@ -111,6 +113,11 @@ class Watchdog:
             reason = _lost_reason(status, started_at, alive[index], now)
             if reason is None and status == b"queued" and not alive[index] and taken:
                 reason = self._stranded(carrier, now)
+                if reason is not None:  # every task it carries, before its traces go
+                    if carrier not in stranded:
+                        stranded.add(carrier)
+                        lost += self._report_carried(carrier, reason, now)
+                    continue
             if reason is None:
                 later.zadd(self.keys.outstanding(partition), {job: now + CHECK_EVERY})
                 continue
@@ -166,6 +173,37 @@ class Watchdog:
         pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
         pipe.execute()
         return 1
+
+    def _report_carried(self, carrier: str, reason: str, now: float) -> int:
+        """Report lost every task or notification a stranded RQ job carries and is still
+        outstanding: forgetting the job takes it off RQ's intermediate list, after which
+        a sibling due later would look merely queued, forever."""
+        try:  # JSON only: whatever a job holds, nothing is unpickled or run here
+            job_kwargs = Job.fetch(carrier, connection=self.redis, serializer=JSONSerializer).kwargs
+            payload = job_kwargs.get("payload")
+        except Exception:  # gone, or not ours: the due one is reported below all the same
+            payload = None
+        items = payload["items"] if isinstance(payload, dict) and "items" in payload else None
+        ids: list[tuple[int, str]] = []
+        for item in items or []:
+            job = str(item.get("job") or item.get("key"))
+            if "partition" in item:
+                partition = int(item["partition"])
+            else:
+                partition = self.keys.partition_of(item["instance"])
+            ids.append((partition, job))
+        if not ids:  # a job of one: its id is the outstanding one's
+            ids = [(p, carrier) for p in range(self.keys.partitions)]
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, job in ids:
+            pipe.hget(self.keys.outstanding_jobs(partition), job)
+        lost = 0
+        for (partition, job), raw in zip(ids, pipe.execute(), strict=True):
+            if raw is not None:
+                record = json.loads(raw)
+                record.pop("rq_job", None)
+                lost += self._report_lost(partition, job, carrier, record, reason, now)
+        return lost
 
     def _stranded(self, carrier: str, now: float) -> str | None:
         """A job a worker took off the queue (into RQ's intermediate list) and died

@@ -41,8 +41,11 @@ def emit_ticks(app: App, ids: list[str], per_instance: int) -> dict[str, list[st
 
 
 def applied_ticks(app: App, instance_id: str) -> list[str]:
+    """Ticks applied: copies of an id applied before are recorded too, as duplicates."""
     return [
-        h["event"]["id"] for h in app.client.history(instance_id) if h["event"]["type"] == "tick"
+        h["event"]["id"]
+        for h in app.client.history(instance_id)
+        if h["event"]["type"] == "tick" and not h["note"].startswith("duplicate")
     ]
 
 
@@ -77,6 +80,10 @@ def test_duplicate_event_id_is_applied_once(app: App) -> None:
         app.client.emit("tick", instance_id=iid, event_id="same")
     app.applier().drain()
     assert applied_ticks(app, iid) == ["same"]
+    # and the two copies are in the history, recorded as ignored duplicates
+    copies = [h for h in app.client.history(iid) if h["note"].startswith("duplicate")]
+    assert [(h["event"]["id"], h["outcome"]) for h in copies] == [("same", "ignored")] * 2
+    assert app.client.replay(iid).matches
 
 
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
@@ -277,3 +284,30 @@ def test_history_records_every_event_with_what_it_did(app: App) -> None:
         "transition",
     )
     assert second["effects"] == ["cancel 1 timer(s)"]
+
+
+def test_an_entry_read_by_an_applier_whose_lease_expired_is_applied_in_order(
+    settings: Settings,
+) -> None:
+    # Given applier A, caught up, that stalls past its lease, and B that takes over
+    settings = replace(settings, partitions=1, lease_ttl=1.0)
+    app = bootstrap(settings)
+    a = app.applier()
+    a.leases.maintain(force=True)
+    a.tick()
+    time.sleep(1.2)
+    b = bootstrap(settings).applier()
+    b.leases.maintain(force=True)
+    b.tick()  # its recovery read: nothing pending yet
+    # When A, not knowing, reads an acknowledged start (pending now) and cannot commit it
+    first = app.client.start("counter", {}, instance_id="first")
+    assert a.apply_batch() == 0
+    # and a later start arrives for B
+    second = app.client.start("counter", {}, instance_id="second")
+    applied = sum(b.tick() for _ in range(3))
+    # Then B applies both, the older first, and trims nothing still pending
+    assert applied == 2
+    assert app.client.status(first).state == "counting"
+    assert app.client.status(second).state == "counting"
+    assert app.redis.xpending(app.keys.inbox(0), INBOX_GROUP)["pending"] == 0
+    assert app.redis.xlen(app.keys.deadletters) == 0

@@ -343,9 +343,19 @@ def test_an_event_id_is_applied_once(env: Env) -> None:
 
     # Then each id was applied once
     assert first == repeat == f"tick-1 -> {counter}\n"
-    ticks = [e["event"]["id"] for e in history(env, counter) if e["event"]["type"] == "tick"]
-    assert ticks == ["tick-1", "tick-2"]
-    assert status(env, counter)["seq"] == 3
+    ticks = [
+        (e["event"]["id"], e["outcome"])
+        for e in history(env, counter)
+        if e["event"]["type"] == "tick"
+    ]
+    # and the copies were recorded, ignored
+    assert ticks == [
+        ("tick-1", "transition"),
+        ("tick-1", "ignored"),
+        ("tick-2", "transition"),
+        ("tick-1", "ignored"),
+    ]
+    assert status(env, counter)["seq"] == 5
 
 
 def test_task_completed_from_outside_needs_a_task_name_and_a_running_task(env: Env) -> None:

@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.bootstrap import App
 from orchestrator.dispatch import RUN_TASK, RUN_TASKS, TASKS_PER_JOB, _packs
+from orchestrator.watchdog import CHECK_EVERY, INTERMEDIATE
 from orchestrator.worker import rq_worker, run_burst
 from tests.conftest import ROOT, cli_env
 
@@ -163,3 +164,32 @@ def test_packs_spread_over_the_workers_and_never_exceed_the_cap() -> None:
     assert sizes(7, 2) == [4, 3]
     assert sizes(100, 2) == [TASKS_PER_JOB] * (100 // TASKS_PER_JOB)
     assert sizes(0, 2) == []
+
+
+def test_a_packed_job_stranded_by_a_dying_worker_reports_every_task_it_carries(
+    app: App,
+) -> None:
+    # Given two tasks packed in one job, which a worker took off the queue (into RQ's
+    # intermediate list) and died before starting
+    iids = [app.client.start("two_steps", {"n": n}) for n in range(2)]
+    applier = app.applier()
+    applier.drain()
+    (job,) = queued_jobs(app)
+    assert len(job.kwargs["payload"]["items"]) == 2
+    app.redis.lmove("rq:queue:tasks", INTERMEDIATE[0], "LEFT", "RIGHT")
+    # When the watchdog has seen it stranded for a whole check period
+    partitions = list(range(app.keys.partitions))
+    now = time.time()
+    reported = [
+        applier.dispatcher.watchdog.check(partitions, now + n * (CHECK_EVERY + 0.1))
+        for n in range(1, 5)
+    ]
+    # Then both tasks are reported lost, whichever was due first, and nothing is left
+    assert sum(reported) == 2
+    assert not any(app.redis.hlen(app.keys.outstanding_jobs(p)) for p in partitions)
+    assert app.redis.lpos(INTERMEDIATE[0], job.id) is None
+    applier.drain()
+    for iid in iids:  # each try failed as lost, to be tried again
+        lost = [e for e in answers(app, iid) if e["data"].get("error_type") == "TaskLost"]
+        assert len(lost) == 1
+        assert any("task.retry" in timer for timer in app.client.status(iid).timers)
