@@ -1,4 +1,4 @@
-"""Every scenario by name, and the ones `--quick` runs: `python -m bench.chaos` reads this.
+"""Every scenario by name, and the ones `--quick` and `--ci` run (`python -m bench.chaos`).
 
 Kept apart from scenarios.py so the scenarios in their own modules (lost.py,
 outage.py, misbehave.py) can use its rows without an import cycle.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.duplicates import duplicates
 from bench.chaos.lost import child_kill
 from bench.chaos.misbehave import providers
 from bench.chaos.outage import redis_restart
@@ -15,10 +16,12 @@ from bench.chaos.scenarios import QUICK as BASE_QUICK
 from bench.chaos.scenarios import SCENARIOS as BASE
 from bench.chaos.scenarios import Outcome
 
-SCENARIOS: dict[str, Callable[[bool], Outcome]] = {
+SCENARIOS: dict[str, Callable[[str], Outcome]] = {
     **BASE,
     "child-kill": child_kill,
     "redis-restart": redis_restart,
     "providers": providers,
+    "duplicates": duplicates,
 }
-QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers")
+QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers", "duplicates")
+CI = ("kill-workers", "self-kill", "duplicates")  # their CI sizes: no timing judged

@@ -12,7 +12,8 @@ The invariants, by name (a Report maps each to its violations):
 
   final                  every instance reaches a final state
   sequence               seq numbers run 1..n with no gap or repeat, n = the instance's seq
-  duplicate_event        no event id applied twice to an instance
+  duplicate_event        no event id applied twice to an instance (a later entry of the
+                         same id may only record it, `ignored`)
   double_decision        no task try decided twice (two answers of one job that both moved it)
   replay                 the transition function replays the history to the stored instance
                          (an illegal move shows as a divergence)
@@ -106,10 +107,15 @@ def _sequence(
 
 
 def _duplicates(report: Report, instance_id: str, history: list[dict[str, Any]]) -> None:
-    ids = Counter(str(entry["event"]["id"]) for entry in history)
-    for event_id, count in sorted(ids.items()):
-        if count > 1:
-            report.flag("duplicate_event", f"{instance_id}: event {event_id} applied {count} times")
+    seen: set[str] = set()
+    again: Counter[str] = Counter()  # entries of an id after its first that did something
+    for entry in history:
+        event_id = str(entry["event"]["id"])
+        if event_id in seen and entry["outcome"] != "ignored":
+            again[event_id] += 1
+        seen.add(event_id)
+    for event_id, count in sorted(again.items()):
+        report.flag("duplicate_event", f"{instance_id}: event {event_id} applied {count + 1} times")
     decided: Counter[str] = Counter()
     for entry in history:
         event = entry["event"]

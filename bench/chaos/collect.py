@@ -128,32 +128,37 @@ def pending_work(app: App, instance_ids: list[str]) -> dict[str, list[str]]:
 
 
 def quiet(app: App, instance_ids: list[str]) -> bool:
-    """Nothing left to do: every instance final, every notification settled, no job,
-    no outstanding entry, no notification due later, every inbox entry applied."""
+    return unsettled(app, instance_ids) is None
+
+
+def unsettled(app: App, instance_ids: list[str]) -> str | None:
+    """What is left to do, or None when nothing is: every instance final, every
+    notification settled, no job, no outstanding entry, no notification due later,
+    every inbox entry applied."""
     keys, client = app.keys, app.redis
     pipe = client.pipeline(transaction=False)
     for instance_id in instance_ids:
         pipe.hmget(keys.instance(instance_id), "status", "compensating_to")
-    for status, compensating_to in pipe.execute():
+    for instance_id, (status, compensating_to) in zip(instance_ids, pipe.execute(), strict=True):
         fields = {"status": (status or b"").decode(), "compensating_to": compensating_to or ""}
         if not is_final(fields):
-            return False
-    if client.zcard(keys.notify_later):
-        return False
+            return f"{instance_id} is {fields['status'] or 'missing'}"
+    if later := client.zcard(keys.notify_later):
+        return f"{later} notifications due later"
     for name in (TASK_QUEUE, NOTIFICATION_QUEUE):
-        if client.llen(Queue(name, connection=client).key):
-            return False
+        if queued := client.llen(Queue(name, connection=client).key):
+            return f"{queued} {name} jobs queued"
     for partition in range(keys.partitions):
-        if client.hlen(keys.outstanding_jobs(partition)):
-            return False
+        if watched := client.hlen(keys.outstanding_jobs(partition)):
+            return f"{watched} outstanding jobs in partition {partition}"
         if not _inbox_drained(client, keys.inbox(partition)):
-            return False
+            return f"inbox {partition} not drained"
     ledger = Ledger(client, keys)
-    return all(
-        record.get("status") in SENT | {"failed", "skipped"}
-        for instance_id in instance_ids
-        for record in ledger.of_instance(instance_id)
-    )
+    for instance_id in instance_ids:
+        for record in ledger.of_instance(instance_id):
+            if record.get("status") not in SENT | {"failed", "skipped"}:
+                return f"notification {record.get('key')} is {record.get('status')}"
+    return None
 
 
 def _inbox_drained(client: redis.Redis, inbox: str) -> bool:

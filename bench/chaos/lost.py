@@ -22,14 +22,13 @@ from bench.chaos.cluster import Cluster, Shape, cluster
 from bench.chaos.model import Snapshot
 from bench.chaos.runner import Batch, Chaos, Run
 from bench.chaos.scenarios import (
-    SETTLE,
-    SETTLE_QUICK,
     Outcome,
     Row,
     _folder,
     common_rows,
     fault_row,
     health_row,
+    settle_for,
 )
 from bench.chaos.workload import SINK
 
@@ -48,10 +47,11 @@ class Cut:
 class LostRun(Run):
     """A Run whose kills alternate horse / whole worker, each tied to the jobs it cut."""
 
-    def __init__(self, c: Cluster, seed: int) -> None:
+    def __init__(self, c: Cluster, seed: int, aim: str) -> None:
         super().__init__(c, seed)
         self.cuts: list[Cut] = []
         self.round = 0
+        self.aim = aim  # only tries of instances whose id starts with this are cut
 
     def _working(self) -> dict[int, tuple[int, str]]:
         """Live horse pid -> (slot, job) for every horse whose task has written its line."""
@@ -59,7 +59,7 @@ class LostRun(Run):
         lines: list[bytes] = self.cluster.app.redis.lrange(SINK, -200, -1)  # type: ignore[assignment]
         for line in lines:
             call = json.loads(line)
-            if call["kind"] == "task":
+            if call["kind"] == "task" and str(call["i"]).startswith(self.aim):
                 jobs[int(call["pid"])] = str(call["job"])
         roles = self.cluster.pool.roles()
         out: dict[int, tuple[int, str]] = {}
@@ -123,14 +123,22 @@ def delays(cuts: list[Cut], snapshot: Snapshot) -> tuple[list[float], list[str],
     return seconds, missing, early
 
 
-def child_kill(quick: bool) -> Outcome:
-    count, over, lasts = (24, 15.0, 25.0) if quick else (60, 45.0, 55.0)
+def child_kill(size: str) -> Outcome:
+    """Kills aim at the long tasks ("ck-", ~1 s); the full size adds short orders ("cn-")
+    beside them, so that enough notifications go out for the duplicate budget."""
+    count, extra, over, lasts = {
+        "full": (30, 110, 45.0, 50.0),
+        "quick": (24, 0, 15.0, 25.0),
+        "ci": (24, 0, 15.0, 25.0),
+    }[size]
     folder, began = _folder("child-kill"), time.monotonic()
     with cluster(folder, Shape()) as c:
-        run = LostRun(c, seed=7)
-        batch = Batch("ck", count, over, fail_every=0, work=1.0)
-        run.drive([batch], Chaos(every=(2.0, 3.0), lasts=lasts))
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run = LostRun(c, seed=7, aim="ck-")
+        batches = [Batch("ck", count, over, fail_every=0, work=1.0)]
+        if extra:
+            batches.append(Batch("cn", extra, over, fail_every=0, work=0.05))
+        run.drive(batches, Chaos(every=(2.0, 3.0), lasts=lasts))
+        run.settle(settle_for(size))
         snapshot, report = run.collect()
     seconds, missing, early = delays(run.cuts, snapshot)
     report.violations.setdefault("lost_latency", []).extend(missing)
@@ -139,7 +147,7 @@ def child_kill(quick: bool) -> Outcome:
     top = max(seconds, default=0.0)
     median = statistics.median(seconds) if seconds else 0.0
     rows = [
-        *common_rows(report),
+        *common_rows(report, budget=size != "ci"),
         health_row(run),
         Row(
             "kills, each tied to a running try",

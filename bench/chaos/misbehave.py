@@ -29,13 +29,12 @@ from bench.chaos.model import Report
 from bench.chaos.runner import Batch, Chaos, Run
 from bench.chaos.scenarios import (
     DUPLICATE_TARGET,
-    SETTLE,
-    SETTLE_QUICK,
     Outcome,
     Row,
     _folder,
     common_rows,
     health_row,
+    settle_for,
 )
 from bench.redis_server import free_port
 from notifiers.ledger import Ledger
@@ -131,21 +130,22 @@ def excuse_ambiguous(report: Report, ambiguous: list[dict[str, Any]]) -> list[st
     return excused
 
 
-def providers(quick: bool) -> Outcome:
-    count, over = (200, 25.0) if quick else (400, 40.0)
+def providers(size: str) -> Outcome:
+    quick = size != "full"
+    count, over = (200, 25.0) if quick else (280, 35.0)
     drop, slow = ({10}, {30}) if quick else ({10, 210}, {30, 230})
     folder, began = _folder("providers"), time.monotonic()
     smtp = FlakySmtpServer(drop, slow)
     with cluster(folder, Shape(), smtp=smtp) as c:
         run = Run(c, seed=13)
         run.drive([Batch("pv", count, over, fail_every=0, work=0.0)], Chaos(every=None, lasts=0))
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         sids, unique = sms_sids(c, run.ids)
         with serve(c) as (url, public):
             calls = Callbacks(url, public, c.pool.env["TWILIO_AUTH_TOKEN"], seed=17)
             ledger = Ledger(c.app.redis, c.app.keys)
             calls.run(sids, lambda key: (ledger.get(key) or {}).get("status"))
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         statuses = Counter((ledger.get(k) or {}).get("status") for k in sids.values())
         for fault in smtp.ambiguous:  # the provider cut a notification worker off its answer
             c.faults.write({**fault, "action": "ambiguous", "roles": ["notifications"]})

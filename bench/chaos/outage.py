@@ -28,13 +28,12 @@ import redis
 from bench.chaos.cluster import Cluster, RedisServer, Shape, cluster
 from bench.chaos.runner import Batch, Run, inputs, say
 from bench.chaos.scenarios import (
-    SETTLE,
-    SETTLE_QUICK,
     Outcome,
     Row,
     _folder,
     common_rows,
     fault_row,
+    settle_for,
 )
 from bench.chaos.workload import NOTE
 from orchestrator.errors import InstanceExists
@@ -194,9 +193,10 @@ def outage_health_row(run: Run) -> Row:
     )
 
 
-def redis_restart(quick: bool) -> Outcome:
-    bounces, outage = (5, 10.0) if quick else (20, 30.0)
-    count, over = (30, 20.0) if quick else (90, 60.0)
+def redis_restart(size: str) -> Outcome:
+    quick = size != "full"
+    bounces, outage = (5, 10.0) if quick else (5, 30.0)
+    count, over = (30, 20.0) if quick else (105, 50.0)
     folder, began = _folder("redis-restart"), time.monotonic()
     with cluster(folder, Shape()) as c:
         run = OutageRun(c, seed=11)
@@ -216,10 +216,11 @@ def redis_restart(quick: bool) -> Outcome:
         back = time.time()
         run.wait(0)
         alive_after = [pid for _, pid in c.pool.running()]
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         snapshot, report = run.collect()
         rows_refusal = refusal_rows(c)
     resumed = first_answer_after(snapshot.histories, back)
+    copies = report.figure("duplicate_notifications")  # sends in flight when Redis went
     restarted = sum(1 for f in snapshot.faults if f.get("action") == "restart")
     rows = [
         *common_rows(report),
@@ -227,7 +228,8 @@ def redis_restart(quick: bool) -> Outcome:
         Row(
             "Redis SIGKILLs, restarts (max to PING)",
             f"{bounces} kills, {len(run.restarts)} starts ({max(run.restarts):.2f}s); "
-            f"{run.refused} calls refused, retried",
+            f"{run.refused} calls refused, retried; "
+            f"{copies:.0f} notification copies ({copies / (bounces + 1):.1f} per crash)",
             f"{bounces} + the outage",
             len(run.restarts) == bounces + 1,
         ),

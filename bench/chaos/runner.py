@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.chaos.checker import check
 from bench.chaos.cluster import PHONE, Cluster
-from bench.chaos.collect import load, quiet
+from bench.chaos.collect import load, unsettled
 from bench.chaos.journal import Journal, JournaledClient
 from bench.chaos.model import Report, Snapshot
 from bench.chaos.providers import prism_receipts
@@ -61,6 +61,7 @@ class Batch:
     work: float = 0.1
     undo_work: float = 0.1
     notes: int = 1  # chaos.note events emitted to each instance
+    note_within: float = 8.0  # seconds after its start, at random
 
 
 def inputs(batch: Batch, n: int) -> tuple[str, dict[str, Any]]:
@@ -69,6 +70,7 @@ def inputs(batch: Batch, n: int) -> tuple[str, dict[str, Any]]:
     return ref, {
         "ref": ref,
         "email": f"{ref}@example.com",
+        "contact": f"{ref}+orders@example.com",
         "phone": PHONE,
         "fail": fail,
         "work": batch.work,
@@ -105,7 +107,7 @@ class Run:
                 self.ids.append(self.client.start(batch.workflow, data, instance_id=ref))
                 if batch.workflow == "chaos_order":
                     notes += [
-                        (now + self.rng.uniform(0, 8), ref, f"note-{ref}-{k}")
+                        (now + self.rng.uniform(0, batch.note_within), ref, f"note-{ref}-{k}")
                         for k in range(batch.notes)
                     ]
                     notes.sort()
@@ -139,15 +141,20 @@ class Run:
     def settle(self, timeout: float) -> float:
         """Wait until quiet (twice in a row, a second apart); returns the seconds waited."""
         began = time.monotonic()
-        calm = 0
+        calm, left = 0, None
         while time.monotonic() - began < timeout:
             self.cluster.pool.ensure_running()
-            calm = calm + 1 if quiet(self.cluster.app, self.ids) else 0
+            left = unsettled(self.cluster.app, self.ids)
+            calm = calm + 1 if left is None else 0
             if calm >= 2:
                 break
             time.sleep(1.0)
         waited = time.monotonic() - began
-        say(f"  {'quiet' if calm >= 2 else 'NOT quiet'} after {waited:.0f}s")
+        say(
+            f"  quiet after {waited:.0f}s"
+            if calm >= 2
+            else f"  NOT quiet after {waited:.0f}s: {left}"
+        )
         return waited
 
     def collect(self) -> tuple[Snapshot, Report]:

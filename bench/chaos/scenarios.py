@@ -1,4 +1,4 @@
-"""The scenarios, their sizes (full and --quick), and the pass figures each prints.
+"""The scenarios, their sizes (full, --quick, --ci), and the pass figures each prints.
 
 kill-workers           SIGKILL a random worker child and its work-horse every few
                        seconds (now and then a whole worker, or everything at once),
@@ -11,7 +11,8 @@ compensation           half the instances fail at the last step; slow compensati
                        kills aimed at task workers and their horses
 
 More scenarios live in their own modules (lost.py: child-kill, outage.py:
-redis-restart, misbehave.py: providers); catalog.py lists them all.
+redis-restart, misbehave.py: providers, duplicates.py: duplicates);
+catalog.py lists them all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from bench.chaos.workload import SELF_KILL_TRIES
 DUPLICATE_TARGET = 0.5  # percent of notifications
 SETTLE, SETTLE_QUICK = 120.0, 60.0  # seconds to wait for quiet once the chaos ends: lost
 # work is promised back within ~10 s (README), a retry backs off at most 2 s here
+
+
+def settle_for(size: str) -> float:
+    """A deadline only: a run goes on as soon as it is quiet. Sizes are "full", "quick"
+    and "ci" (the small subset `--ci` runs: no timing judged); CI's deadline is the
+    generous one, for a loaded machine."""
+    return SETTLE if size != "quick" else SETTLE_QUICK
 
 
 @dataclass
@@ -57,7 +65,9 @@ class Outcome:
         return all(row.passed for row in self.rows)
 
 
-def common_rows(report: Report) -> list[Row]:
+def common_rows(report: Report, budget: bool = True) -> list[Row]:
+    """The figures every scenario prints. Without `budget` (a CI-sized run, where one
+    duplicate is already several percent) the duplicate share is shown, not judged."""
     f, v = report.figure, report.violations
     pct = f("duplicate_percent")
     unexplained = len(v["unexplained_duplicate"])
@@ -95,8 +105,8 @@ def common_rows(report: Report) -> list[Row]:
         Row(
             "duplicate notifications",
             f"{f('duplicate_notifications'):.0f} ({pct:.2f}%), {unexplained} outside the window",
-            f"<= {DUPLICATE_TARGET}%, 0 outside",
-            pct <= DUPLICATE_TARGET and unexplained == 0,
+            f"<= {DUPLICATE_TARGET}%, 0 outside" if budget else "0 outside (% not judged)",
+            (pct <= DUPLICATE_TARGET or not budget) and unexplained == 0,
         ),
         Row(
             "compensations wrong (count/order)",
@@ -149,39 +159,51 @@ def _folder(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
 
 
-def kill_workers(quick: bool, fsync: str = "always", name: str = "kill-workers") -> Outcome:
-    count, over, lasts = (40, 30.0, 40.0) if quick else (300, 150.0, 160.0)
+def kill_workers(size: str, fsync: str = "always", name: str = "kill-workers") -> Outcome:
+    count, over, lasts, notes = {
+        "full": (140, 55.0, 60.0, 8.0),
+        "quick": (40, 30.0, 40.0, 8.0),
+        "ci": (12, 8.0, 12.0, 3.0),
+    }[size]
     folder, began = _folder(name), time.monotonic()
     with cluster(folder, Shape(fsync=fsync)) as c:
         run = Run(c, seed=1)
-        batch = Batch("kw", count, over, work=0.3, undo_work=0.3)
+        batch = Batch("kw", count, over, work=0.3, undo_work=0.3, note_within=notes)
         run.drive([batch], Chaos(every=(1.5, 3.5), lasts=lasts))
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         snapshot, report = run.collect()
-    rows = [*common_rows(report), health_row(run), fault_row(report, snapshot)]
+    rows = [
+        *common_rows(report, budget=size != "ci"),
+        health_row(run),
+        fault_row(report, snapshot),
+    ]
     return Outcome(name, rows, report, time.monotonic() - began, folder)
 
 
-def kill_workers_everysec(quick: bool) -> Outcome:
-    return kill_workers(quick, fsync="everysec", name="kill-workers-everysec")
+def kill_workers_everysec(size: str) -> Outcome:
+    return kill_workers(size, fsync="everysec", name="kill-workers-everysec")
 
 
-def self_kill(quick: bool) -> Outcome:
-    normal, killers = (16, 6) if quick else (60, 20)
+def self_kill(size: str) -> Outcome:
+    """CI size skips the timing: no run alone, the latency beside shown, not judged."""
+    normal, killers, over = {"full": (70, 20, 40.0), "quick": (16, 6, 8.0), "ci": (6, 3, 4.0)}[size]
+    timed = size != "ci"
+    notes = 2.0  # seconds: the notes only add events here
     folder, began = _folder("self-kill"), time.monotonic()
     calm = Chaos(every=None, lasts=0.0)
     with cluster(folder, Shape()) as c:
         run = Run(c, seed=4)
-        run.drive([Batch("alone", normal, 8.0, fail_every=0)], calm)
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        if timed:
+            run.drive([Batch("alone", normal, over, fail_every=0, note_within=notes)], calm)
+            run.settle(settle_for(size))
         run.drive(
             [
-                Batch("beside", normal, 8.0, fail_every=0),
-                Batch("selfkill", killers, 8.0, workflow="chaos_self_kill", notes=0),
+                Batch("beside", normal, over, fail_every=0, note_within=notes),
+                Batch("selfkill", killers, over / 2, workflow="chaos_self_kill", notes=0),
             ],
             calm,
         )
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         snapshot, report = run.collect()
     alone, beside = latency(snapshot, "alone-"), latency(snapshot, "beside-")
     tries = [
@@ -202,8 +224,18 @@ def self_kill(quick: bool) -> Outcome:
         == ["prepare"]
     ]
     bound = 2 * alone + 1.0
+    slowed = (
+        Row(
+            "others not slowed (p95 latency)",
+            f"{beside:.2f}s beside vs {alone:.2f}s alone",
+            f"<= {bound:.2f}s",
+            0 < beside <= bound,
+        )
+        if timed
+        else Row("others' p95 latency beside (info)", f"{beside:.2f}s", "-", True)
+    )
     rows = [
-        *common_rows(report),
+        *common_rows(report, budget=timed),
         health_row(run),
         Row(
             "self-killing task: tries per instance",
@@ -217,19 +249,18 @@ def self_kill(quick: bool) -> Outcome:
             "all",
             len(ended) == len(tries) == killers,
         ),
-        Row(
-            "others not slowed (p95 latency)",
-            f"{beside:.2f}s beside vs {alone:.2f}s alone",
-            f"<= {bound:.2f}s",
-            0 < beside <= bound,
-        ),
+        slowed,
         fault_row(report, snapshot),
     ]
     return Outcome("self-kill", rows, report, time.monotonic() - began, folder)
 
 
-def compensation(quick: bool) -> Outcome:
-    count, over, lasts = (24, 20.0, 35.0) if quick else (120, 80.0, 100.0)
+def compensation(size: str) -> Outcome:
+    count, over, lasts = {
+        "full": (140, 60.0, 65.0),
+        "quick": (24, 20.0, 35.0),
+        "ci": (24, 20.0, 35.0),
+    }[size]
     folder, began = _folder("compensation"), time.monotonic()
     chaos = Chaos(
         every=(1.0, 2.5),
@@ -240,11 +271,11 @@ def compensation(quick: bool) -> Outcome:
     with cluster(folder, Shape()) as c:
         run = Run(c, seed=5)
         run.drive([Batch("comp", count, over, fail_every=2, undo_work=0.4)], chaos)
-        run.settle(SETTLE_QUICK if quick else SETTLE)
+        run.settle(settle_for(size))
         snapshot, report = run.collect()
     failing = [i for i, f in snapshot.instances.items() if f["status"] == "failed"]
     rows = [
-        *common_rows(report),
+        *common_rows(report, budget=size != "ci"),
         health_row(run),
         Row(
             "failing instances compensated",
@@ -273,7 +304,7 @@ def latency(snapshot: Snapshot, prefix: str) -> float:
     return statistics.quantiles(seconds, n=20)[-1]
 
 
-SCENARIOS: dict[str, Callable[[bool], Outcome]] = {
+SCENARIOS: dict[str, Callable[[str], Outcome]] = {
     "kill-workers": kill_workers,
     "kill-workers-everysec": kill_workers_everysec,
     "self-kill": self_kill,

@@ -1,10 +1,13 @@
 """The chaos workload: workflows whose every task leaves a trace outside the engine.
 
 `chaos_order` has six states: four task steps (reserve, charge, pack, ship),
-then `done` or `failed`. Entering `pack` emails a receipt, entering `ship`
-texts the customer. An instance started with `"fail": true` (a tenth of them
-in the harness) fails at `ship`, after its retries, and the engine undoes the
-three finished steps newest first: unpack, refund, release.
+then `done` or `failed`. Entering `reserve` emails an order confirmation (to
+`contact`, `REF+orders@example.com`, which the misbehaving SMTP server of
+the providers scenario leaves alone), entering `pack` emails a receipt,
+entering `ship` texts the customer: three notifications an order. An
+instance started with `"fail": true` (a tenth of them in the harness) fails
+at `ship`, after its retries, and the engine undoes the three finished steps
+newest first: unpack, refund, release.
 
 `chaos_self_kill` prepares (undone by `stand_down`), then runs a task that
 SIGKILLs its own work-horse on every try: the engine must give up after the
@@ -12,8 +15,10 @@ configured tries and compensate.
 
 Every call of every task appends one JSON line to the Redis list `chaos:sink`
 (outside the engine's `orch:` keys) before it does its work: what the engine
-asked for (instance, state, kind, try, state entry, RQ job id), so a task run
-twice, or a refund paid twice, shows there whatever the engine believes. The
+asked for (instance, state, kind, try, state entry, the try's job id, read
+from the RQ job's payload: its own, or its instance's item of a job carrying
+several tasks), so a task run twice, or a refund paid twice, shows there
+whatever the engine believes. The
 harness puts ORCHESTRATOR_WORKFLOWS=bench.chaos.workload in the workers'
 environment; tasks reach the sink through the workers' REDIS_URL.
 """
@@ -54,6 +59,9 @@ def record(ctx: dict[str, Any], step: str, kind: str) -> dict[str, Any]:
     """Append this call to the sink; what the engine asked comes from the RQ job itself."""
     job = get_current_job()
     payload: dict[str, Any] = dict(job.kwargs.get("payload") or {}) if job is not None else {}
+    if "items" in payload:  # a job carrying several tasks: this call is its instance's one
+        mine = [item for item in payload["items"] if item.get("instance") == ctx["ref"]]
+        payload = dict(mine[0]) if len(mine) == 1 else {}
     line = {
         "i": ctx["ref"],
         "step": payload.get("state", step),
@@ -129,12 +137,17 @@ def unpack_parcel(ctx: dict[str, Any]) -> None:
 
 
 class ChaosOrder(Workflow):
-    """Four steps, an email and an SMS; a tenth fail at the last step and compensate."""
+    """Four steps, two emails and an SMS; a tenth fail at the last step and compensate."""
 
     name = "chaos_order"
     version = 1
 
-    reserve = State(initial=True, task=step(reserve_stock), compensation=undo(release_stock))
+    reserve = State(
+        initial=True,
+        task=step(reserve_stock),
+        compensation=undo(release_stock),
+        notify=[Notify("email", "confirm", to="contact")],
+    )
     charge = State(task=step(charge_card), compensation=undo(refund_card))
     pack = State(
         task=step(pack_parcel),
