@@ -1,4 +1,4 @@
-"""The machine, the side-by-side table, and the JSON figures."""
+"""What `python -m bench` prints: the machine, the one table, and the details."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from bench.measure import Measurement
+from bench.targets import SYSTEMS, Line, met_text, show
 
 
 def machine(redis_version: str, ping_usec: float) -> dict[str, Any]:
@@ -108,6 +109,100 @@ def ratios(orch: Measurement, rq: Measurement) -> dict[str, float | None]:
         a, b = float(getattr(orch, key)), float(getattr(rq, key))
         out[key] = round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else None
     return out
+
+
+def print_summary(lines: list[Line]) -> None:
+    """The one table: every workload, each system's figure, the target, met or not."""
+    others = [s for line in lines for s in line.values if s not in SYSTEMS]
+    systems = [*SYSTEMS, *dict.fromkeys(others)]  # a system of no known column gets its own
+    rows: list[tuple[str, ...]] = [("workload", *systems, "target", "met")]
+    for line in lines:
+        cells = [
+            show(line.values[s], line.units.get(s, "")) if s in line.values else "" for s in systems
+        ]
+        rows.append((line.workload, *cells, line.target, met_text(line)))
+    _print_rows(rows, align="<" + ">" * len(systems) + "<<")
+
+
+def print_notes(lines: list[Line]) -> None:
+    """Each line's notes under its label; a note the line above had already is left out."""
+    seen: set[tuple[str, str]] = set()
+    for line in lines:
+        notes = [("target", line.why)] if line.why else []
+        notes += [(s, n) for s, n in line.notes.items() if (s, n) not in seen]
+        seen |= set(line.notes.items())
+        if notes:
+            print(f"  {line.workload}")
+            for system, note in notes:
+                print(f"      {system}: {note}")
+
+
+def print_memory(details: dict[str, Any]) -> None:
+    by_key = details["memory_usage_by_key_mean"]
+    raw = details["raw_bytes_per_history_entry"]
+    lines: list[tuple[str, ...]] = [("finished three_steps instance", "bytes")]
+    lines += [
+        (
+            "all of it (used_memory delta per instance)",
+            f"{details['bytes_per_instance_total']:,.0f}",
+        ),
+        ("  without its history", f"{details['bytes_per_instance_without_history']:,.0f}"),
+        (
+            "  its history stream (drop when deleted)",
+            f"{details['history_bytes_per_instance']:,.0f}",
+        ),
+        (
+            f"  per history entry ({details['history_entries_per_instance']:g})",
+            f"{details['history_bytes_per_entry']:,.0f}",
+        ),
+        ("MEMORY USAGE: instance hash", f"{by_key['instance hash']:,.0f}"),
+        ("MEMORY USAGE: history stream", f"{by_key['history stream']:,.0f}"),
+        ("MEMORY USAGE: applied-ids set", f"{by_key['applied-ids set']:,.0f}"),
+        ("raw field bytes: instance hash", f"{details['instance_hash_fields_bytes']:,}"),
+        ("raw field bytes: history entry (mean)", f"{raw['mean']:,.0f}"),
+    ]
+    _print_rows(lines, align="<>")
+    fields = ", ".join(f"{k} {v:.0f}" for k, v in raw["mean_value_bytes_by_field"].items())
+    print(f"history entry value bytes by field (mean): {fields}")
+
+
+SCALE_COLUMNS = (
+    ("size", "stored", "{:,}"),
+    ("preload_seconds", "preload s", "{:.1f}"),
+    ("preload_per_second", "copies/s", "{:,}"),
+    ("batched_usec_per_event", "us/event batched", "{:,.0f}"),
+    ("batched_cpu_usec_per_event", "CPU us/event", "{:,.0f}"),
+    ("batched_server_cpu_usec_per_event", "of it server", "{:,.0f}"),
+    ("single_event_usec_median", "us one event (median)", "{:,.0f}"),
+    ("single_event_usec_p90", "p90", "{:,.0f}"),
+    ("single_event_server_usec", "server us/tick", "{:,.0f}"),
+    ("start_usec", "us/start", "{:,.0f}"),
+    ("list_50_msec", "ms list(50)", "{:,.1f}"),
+    ("used_memory_after", "used_memory MB", "{:,.0f}"),
+)
+
+
+def print_scale(details: dict[str, Any]) -> None:
+    lines: list[tuple[str, ...]] = [tuple(title for _, title, _ in SCALE_COLUMNS)]
+    for point in details["points"]:
+        cells = []
+        for name, _, fmt in SCALE_COLUMNS:
+            value = point.get(name)
+            if name == "used_memory_after" and value is not None:
+                value = value / 1e6
+            cells.append("-" if value is None else fmt.format(value))
+        lines.append(tuple(cells))
+    _print_rows(lines, align=">" * len(SCALE_COLUMNS))
+    for reason in details.get("skipped", []):
+        print(f"not run at {reason}")
+
+
+def print_startup(details: dict[str, Any]) -> None:
+    imports = details["import_cli_main"]
+    print(f"python -X importtime -c 'import cli.main': {imports['total_ms']:.0f} ms in all")
+    for title, key in (("packages", "packages_ms"), ("own modules", "own_modules_ms")):
+        heaviest = ", ".join(f"{name} {ms:.0f}" for name, ms in imports[key].items())
+        print(f"  {title}, cumulative ms: {heaviest}")
 
 
 def _print_rows(lines: list[tuple[str, ...]], align: str = "<>>>") -> None:

@@ -1,0 +1,173 @@
+"""Issue #6's targets, and the one table: every workload, each system's figure, target, met.
+
+A workload module returns rows {"workload", "system", "value", "note"}, and
+may add "unit", and "target" and "met" when it judges its own figure (the
+memory, scale and start-up workloads do). For the others, whose targets
+compare systems measured in the same run, the rules below judge the row
+from all systems' values: the first rule whose words the workload's label
+contains.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSTEMS = ("orchestrator", "RQ", "Celery", "Dramatiq")
+PEERS = ("Celery", "Dramatiq")
+_BY_LOWER = {name.lower(): name for name in SYSTEMS}
+NUMBERED = re.compile(r"\d+\. ")  # a label that starts with its workload's number
+
+Values = dict[str, Any]  # system -> value
+
+
+@dataclass(frozen=True)
+class Rule:
+    number: str
+    words: str  # lower case, found in the workload's label
+    target: str
+    check: Callable[[Values], tuple[bool | None, str]]  # met, and why when it matters
+
+
+def _at_least(threshold: float) -> Callable[[Values], tuple[bool | None, str]]:
+    def check(values: Values) -> tuple[bool | None, str]:
+        ours = _number(values.get("orchestrator"))
+        return (None, "") if ours is None else (ours >= threshold, "")
+
+    return check
+
+
+def _workflows(values: Values) -> tuple[bool | None, str]:
+    """>= the fastest peer measured in the same run, and >= 4x raw RQ."""
+    ours = _number(values.get("orchestrator"))
+    if ours is None:
+        return None, ""
+    peers = {p: v for p in PEERS if (v := _number(values.get(p))) is not None}
+    rq = _number(values.get("RQ"))
+    met = True
+    why = []
+    if peers:
+        fastest = max(peers, key=lambda p: peers[p])
+        met &= ours >= peers[fastest]
+        why.append(f"{ours / peers[fastest]:.2f}x {fastest}")
+    else:
+        why.append("no peer measured")
+    if rq is not None:
+        met &= ours >= 4 * rq
+        why.append(f"{ours / rq:.1f}x RQ" if rq else "RQ 0")
+    else:
+        why.append("RQ not measured")
+    return met, ", ".join(why)
+
+
+def _latency(p50: float | None, p99: float) -> Callable[[Values], tuple[bool | None, str]]:
+    def check(values: Values) -> tuple[bool | None, str]:
+        ours = values.get("orchestrator")
+        if not isinstance(ours, list | tuple) or len(ours) != 2:
+            return None, ""
+        low, high = _number(ours[0]), _number(ours[1])
+        if low is None or high is None:
+            return None, ""
+        return (p50 is None or low <= p50) and high <= p99, ""
+
+    return check
+
+
+RULES = (
+    Rule("2", "workflows/s", ">= fastest peer, >= 4x RQ", _workflows),
+    Rule("3", "at 50/s", "p50 <= 10, p99 <= 25 ms", _latency(10, 25)),
+    Rule("3", "at 500/s", "p99 <= 100 ms", _latency(None, 100)),
+    Rule("4", "notifications/s", ">= 500/s", _at_least(500)),
+)
+
+
+@dataclass
+class Line:
+    """One line of the table."""
+
+    workload: str
+    values: Values = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    met: bool | None = None
+    why: str = ""
+
+
+def lines(rows: list[dict[str, Any]], number: str) -> list[Line]:
+    """The rows of one workload module, one line per workload label, in order."""
+    found: dict[str, Line] = {}
+    for row in rows:
+        label = str(row["workload"])
+        line = found.setdefault(label, Line(label))
+        system = _BY_LOWER.get(str(row["system"]).lower(), str(row["system"]))
+        line.values[system] = row.get("value")
+        if row.get("unit"):
+            line.units[system] = str(row["unit"])
+        if row.get("note"):
+            line.notes[system] = str(row["note"])
+        if "target" in row:
+            line.target = str(row["target"])
+        if "met" in row:
+            line.met = row["met"]
+    for line in found.values():
+        rule = next((r for r in RULES if r.words in line.workload.lower()), None)
+        prefix = rule.number if rule else number
+        if not NUMBERED.match(line.workload):
+            line.workload = f"{prefix}. {line.workload}"
+        if rule and not line.target:
+            line.target = rule.target
+            line.met, line.why = rule.check(line.values)
+    return list(found.values())
+
+
+def not_run(number: str, title: str, reason: str) -> Line:
+    return Line(f"{number}. {title}", {"orchestrator": None}, notes={"orchestrator": reason})
+
+
+def show(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "not run"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return " / ".join(show(v) for v in value) + (f" {unit}" if unit else "")
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            text = "n/a"
+        elif abs(number) >= 100:
+            text = f"{number:,.0f}"
+        elif abs(number) >= 1:
+            text = f"{number:.2f}".rstrip("0").rstrip(".") if number % 1 else f"{number:.0f}"
+        else:
+            text = f"{number:.3g}"
+        return f"{text} {unit}" if unit else text
+    return str(value)
+
+
+def met_text(line: Line) -> str:
+    if line.met is None:
+        return "-" if line.target or line.values.get("orchestrator") is None else ""
+    return "yes" if line.met else "NO"
+
+
+def as_dict(line: Line) -> dict[str, Any]:
+    return {
+        "workload": line.workload,
+        "values": line.values,
+        "units": line.units,
+        "target": line.target or None,
+        "met": line.met,
+        "why": line.why or None,
+        "notes": line.notes,
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
