@@ -1,1 +1,2 @@
-"""Benchmarks of the orchestrator against a raw RQ baseline; run with `python -m bench`."""
+"""The benchmark suite: six workloads, the engine beside raw RQ (and Celery and Dramatiq
+when the `bench` extra is installed); run with `python -m bench` (see bench/README.md)."""

@@ -73,7 +73,9 @@ class Store:
             filters.append(self.keys.by_status(status))
         if state and workflow:
             filters.append(self.keys.by_state(workflow, state))
-        newest: list[bytes] = self.redis.zrevrange(order_key, 0, -1)  # type: ignore[assignment]
+        unfiltered = not filters and not state
+        last = limit - 1 if unfiltered else -1  # no filter: read only the ids shown
+        newest: list[bytes] = self.redis.zrevrange(order_key, 0, last)  # type: ignore[assignment]
         ids = [i.decode() for i in newest]
         if filters:
             pipe = self.redis.pipeline(transaction=False)

@@ -186,10 +186,8 @@ def test_a_server_gone_between_sends_is_a_transient_error() -> None:
 def test_a_server_too_slow_to_answer_is_a_transient_error() -> None:
     with SmtpServer(delay=3.0) as server:
         env = {**server.env, "SMTP_TIMEOUT": "0.5"}
-        started = time.monotonic()
         with pytest.raises(TransientError, match="timed out"):
             send_once(env, mail())
-        assert time.monotonic() - started < 2.5
 
 
 # -- refusals ----------------------------------------------------------------------

@@ -296,13 +296,11 @@ def test_a_push_service_slower_than_push_timeout_is_transient(
     )
     browser = service.subscribe()
     service.answer(browser, 201, delay=3)
-    started = time.monotonic()
     try:
         with pytest.raises(TransientError, match="ReadTimeout"):
             built.send(message(browser))
     finally:
         built.close()
-    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize(
