@@ -19,9 +19,10 @@ the others stop beating, and the watchdog runs them again. An item that
 raised fails the job (after the others finished), so that the watchdog
 sees it.
 
-Templates render on the job's own thread, the main one: a render's CPU limit
-is a signal timer (notifiers.sandbox), and signals reach only the main
-thread. The pool threads hand their renders over and wait for them.
+Templates render on the send threads: a render's CPU limit watches the
+rendering thread's own CPU clock (notifiers.sandbox), whichever thread it is.
+The job's own thread waits for the items (`MainThread.serve`), where RQ's job
+timeout lands.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import redis
+from redis.client import Pipeline
 from rq import get_current_job
 from rq.timeouts import BaseTimeoutException
 
 from notifiers import templates
 from notifiers.delivery import Deliverer, Render
+from notifiers.ledger import Ask, Claim
 from notifiers.registry import Notifiers
 from orchestrator.events import Event
 from orchestrator.jobs import Heartbeat, _notifiers
@@ -65,12 +68,22 @@ def send_notifications(payload: dict[str, Any]) -> None:
     notifiers = _notifiers()
     main = MainThread()
     alive = [str(item["alive"]) for item in items if item.get("alive")]
+    parts = _Parts(connection, notifiers)
     with Heartbeat(connection, alive) as heartbeat:
+        claims = parts.claim(items)  # every item's own claim, made in one round trip
         futures = [
             pool().submit(
-                send_one, connection, item, str(item["key"]), heartbeat, notifiers, main.render
+                send_one,
+                connection,
+                item,
+                str(item["key"]),
+                heartbeat,
+                notifiers,
+                templates.render,
+                parts,
+                claim,
             )
-            for item in items
+            for item, claim in zip(items, claims, strict=True)
         ]
         main.serve(futures)
     failures = [
@@ -91,18 +104,21 @@ def send_one(
     heartbeat: Heartbeat,
     notifiers: Notifiers,
     render: Render = templates.render,
+    parts: _Parts | None = None,
+    claim: Claim | None = None,
 ) -> None:
     """Deliver one notification, then record and answer in one transaction: the ledger's
     outcome, retry later or not, the watchdog entry `job_id` removed, the event, the end
-    of the heartbeat. A worker that dies before it leaves the claim to be taken over."""
-    keys = Keys(str(payload.get("namespace", "orch")), int(payload.get("partitions", 8)))
-    deliverer = Deliverer(connection, keys, os.environ, notifiers, render)
+    of the heartbeat. A worker that dies before it leaves the claim to be taken over.
+    `claim`: its ledger claim, when the job made it with the others'."""
+    parts = parts or _Parts(connection, notifiers)
+    deliverer, later, watchdog = parts.of(payload, render)
     pipe = connection.pipeline(transaction=True)
-    outcome = deliverer.deliver(payload, job_id, pipe)  # its ledger writes wait in pipe
+    outcome = deliverer.deliver(payload, job_id, pipe, claim)  # its ledger writes wait in pipe
     if outcome.later is not None:
         again = {**payload, "attempt": int(payload.get("attempt", 1)) + 1}
-        Later(connection, keys).add(again, outcome.later, pipe)
-    Watchdog(connection, keys).answered(pipe, int(payload.get("partition", 0)), job_id)
+        later.add(again, outcome.later, pipe)
+    watchdog.answered(pipe, int(payload.get("partition", 0)), job_id)
     if outcome.event is not None and payload.get("instance"):
         event = Event(
             id=f"{outcome.data['key']}-{outcome.event}",
@@ -114,7 +130,153 @@ def send_one(
         pipe.xadd(payload["inbox"], {"e": event.to_json()})
     if payload.get("alive"):
         heartbeat.done(str(payload["alive"]), pipe)
-    pipe.execute()
+    parts.commits.commit(pipe)
+
+
+class _Parts:
+    """What sends a job's items, built once a job rather than once an item (each registers
+    its Lua scripts): they keep no state between calls, so the send threads share them."""
+
+    def __init__(self, connection: redis.Redis, notifiers: Notifiers) -> None:
+        self.connection, self.notifiers = connection, notifiers
+        self.commits = _Commits(connection)
+        self._made: dict[tuple[str, int, Render], tuple[Deliverer, Later, Watchdog]] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, items: Sequence[dict[str, Any]]) -> list[Claim | None]:
+        """Each item's ledger claim, as its delivery would make it, all in one round trip;
+        None for one not made here (its delivery makes it, and meets any error there)."""
+        claims: list[Claim | None] = [None] * len(items)
+        asks: dict[Deliverer, list[tuple[int, Ask]]] = {}
+        for index, item in enumerate(items):
+            try:
+                deliverer = self.of(item, templates.render)[0]
+                ask = deliverer.ask(item, str(item["key"]))
+            except Exception:  # a malformed item: it fails on its own, in its thread
+                continue
+            asks.setdefault(deliverer, []).append((index, ask))
+        for deliverer, pairs in asks.items():
+            made = deliverer.ledger.claim_many([ask for _, ask in pairs])
+            for (index, _), claim in zip(pairs, made, strict=True):
+                claims[index] = claim
+        return claims
+
+    def of(self, payload: dict[str, Any], render: Render) -> tuple[Deliverer, Later, Watchdog]:
+        namespace, partitions = (
+            str(payload.get("namespace", "orch")),
+            int(payload.get("partitions", 8)),
+        )
+        key = (namespace, partitions, render)
+        with self._lock:
+            made = self._made.get(key)
+            if made is None:
+                keys, client = Keys(namespace, partitions), self.connection
+                made = self._made[key] = (
+                    Deliverer(client, keys, os.environ, self.notifiers, render),
+                    Later(client, keys),
+                    Watchdog(client, keys),
+                )
+        return made
+
+
+class _Commits:
+    """The items' transactions, committed together when several are ready at once, as a
+    job's items are (their provider answers them within milliseconds of each other): one
+    round trip, and one request for Redis to serve, instead of one each. No item waits
+    for another to be ready: a transaction ready while none is being committed goes at
+    once, and those that become ready meanwhile go together next. Each is still whole
+    (one MULTI/EXEC holds them all), and its thread returns once it is committed, or
+    raises its own error."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self._lock = threading.Lock()
+        self._ready: list[_Ready] = []
+        self._busy = False  # a thread is committing: those ready meanwhile leave it to it
+
+    def commit(self, pipe: Pipeline) -> None:
+        mine = _Ready(pipe)
+        with self._lock:
+            self._ready.append(mine)
+            lead, self._busy = not self._busy, True
+        if lead:
+            self._lead()
+        mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+
+    def _lead(self) -> None:
+        group: list[_Ready] = []
+        try:
+            while True:
+                with self._lock:
+                    group, self._ready = self._ready, []
+                    if not group:
+                        self._busy = False
+                        return
+                self._run(group)
+        except BaseException as exc:  # never leave a thread waiting for a commit
+            with self._lock:
+                left, self._ready, self._busy = group + self._ready, [], False
+            for ready in left:
+                if not ready.done.is_set():
+                    ready.error = exc
+                    ready.done.set()
+            raise
+
+    def _run(self, group: list[_Ready]) -> None:
+        if len(group) > 1:
+            merged = self.connection.pipeline(transaction=True)
+            for ready in group:
+                merged.command_stack.extend(ready.pipe.command_stack)
+                merged.scripts.update(ready.pipe.scripts)
+            try:
+                replies = merged.execute(raise_on_error=False)
+            except redis.ResponseError:
+                pass  # refused before it ran (EXECABORT): each on its own, to fail alone
+            except Exception as exc:
+                self._answer(group, exc)
+                return
+            else:
+                self._answer(group, None, replies, merged)
+                return
+        for ready in group:
+            try:
+                ready.pipe.execute()
+            except Exception as exc:
+                ready.error = exc
+            ready.done.set()
+
+    @staticmethod
+    def _answer(
+        group: list[_Ready],
+        error: Exception | None,
+        replies: list[Any] | None = None,
+        merged: Pipeline | None = None,
+    ) -> None:
+        """Each transaction's own outcome: the group's error, or the first error among its
+        own replies, as its own execute would raise it."""
+        at = 0
+        for ready in group:
+            ready.error = error
+            if replies is not None and merged is not None:
+                stack = ready.pipe.command_stack
+                for number, reply in enumerate(replies[at : at + len(stack)], start=1):
+                    if isinstance(reply, redis.ResponseError):
+                        merged.annotate_exception(reply, number, stack[number - 1][0])  # type: ignore[no-untyped-call]
+                        ready.error = reply
+                        break
+                at += len(stack)
+            ready.done.set()
+
+
+class _Ready:
+    __slots__ = ("done", "error", "pipe")
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self.done = threading.Event()
+        self.error: BaseException | None = None
 
 
 def pool() -> ThreadPoolExecutor:
@@ -153,16 +315,6 @@ class MainThread:
                 raise RuntimeError("the job's thread stopped taking calls (the job ended)")
             self._calls.put((done, fn))
         return done.result()
-
-    def render(
-        self,
-        module: str | None,
-        name: str,
-        channel: str,
-        context: dict[str, Any],
-        locale: str | None = None,
-    ) -> templates.Rendered:
-        return self.call(lambda: templates.render(module, name, channel, context, locale))
 
     def serve(self, futures: Sequence[Future[Any]]) -> None:
         """Run the handed-over calls until every future is done."""

@@ -38,7 +38,7 @@ from notifiers.errors import (
     PermanentError,
     TransientError,
 )
-from notifiers.ledger import Ledger
+from notifiers.ledger import Ask, Claim, Ledger
 from notifiers.ratelimit import RateLimits
 from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
@@ -91,15 +91,12 @@ class Deliverer:
         self.notifiers = notifiers
         self.render = render
 
-    def deliver(self, payload: dict[str, Any], owner: str, pipe: Pipeline | None = None) -> Outcome:
-        """Deliver (or answer again); with `pipe`, the ledger's final writes are queued there,
-        to commit with the caller's answer in one transaction, else they are made at once."""
+    def ask(self, payload: dict[str, Any], owner: str) -> Ask:
+        """The ledger claim delivering `payload` begins with (made by `deliver`, or made
+        beforehand with others in one round trip: Ledger.claim_many)."""
         channel, to = str(payload["channel"]), payload.get("to")
-        key = f"{payload['key']}:{to}"
-        attempt = int(payload.get("attempt", 1))
-        facts = {"channel": channel, "to": to, "template": payload["template"], "key": key}
-        claim = self.ledger.claim(
-            key,
+        return Ask(
+            f"{payload['key']}:{to}",
             owner,
             {
                 "instance": payload.get("instance"),
@@ -109,13 +106,33 @@ class Deliverer:
                 "urgent": bool(payload.get("urgent")),
             },
             alive=str(payload.get("alive") or ""),
+            recipient=self.keys.recipient(str(to)) if to else "",
         )
+
+    def deliver(
+        self,
+        payload: dict[str, Any],
+        owner: str,
+        pipe: Pipeline | None = None,
+        claim: Claim | None = None,
+    ) -> Outcome:
+        """Deliver (or answer again); with `pipe`, the ledger's final writes are queued there,
+        to commit with the caller's answer in one transaction, else they are made at once.
+        `claim`: the ledger claim of `ask(payload, owner)`, if already made."""
+        channel, to = str(payload["channel"]), payload.get("to")
+        key = f"{payload['key']}:{to}"
+        attempt = int(payload.get("attempt", 1))
+        facts = {"channel": channel, "to": to, "template": payload["template"], "key": key}
+        if claim is None:
+            ask = self.ask(payload, owner)
+            claim = self.ledger.claim(ask.key, owner, ask.fields, ask.alive, ask.recipient)
         if claim.outcome == "busy":  # another job is sending it; look again in a while
             return Outcome("busy", later=time.time() + BUSY_RECHECK)
         if claim.outcome != "claimed":
             return self._answer_again(claim.outcome, claim.record, facts)
         try:
-            return self._send(payload, key, attempt, facts, claim.record, pipe)
+            recipient = Recipients.parse(claim.recipient) if to else None
+            return self._send(payload, key, attempt, facts, claim.record, recipient, pipe)
         except PermanentError as exc:
             return self._fail(key, facts, exc, pipe)
         except TransientError as exc:
@@ -145,10 +162,10 @@ class Deliverer:
         attempt: int,
         facts: dict[str, Any],
         record: dict[str, str],
+        recipient: Recipient | None,
         pipe: Pipeline | None,
     ) -> Outcome:
         channel, to = facts["channel"], facts["to"]
-        recipient = self.recipients.get(str(to)) if to else None
         if recipient is not None and channel in recipient.opted_out:
             reason = f"{recipient.id} opted out of {channel}"
             self.ledger.advance(key, "skipped", pipe, reason=reason)
@@ -176,7 +193,8 @@ class Deliverer:
         if wait > LONGEST_WAIT:
             self.ledger.advance(key, "retrying", pipe, last_error="rate limited")
             return Outcome("rate-limited", later=time.time() + wait)
-        time.sleep(wait)
+        if wait > 0:  # not sleep(0): that gives the CPU away for nothing
+            time.sleep(wait)
         done = set(json.loads(record.get("done_targets", "[]")))  # as the claim found it
         deliveries: list[Delivery] = []
         gone: list[str] = []

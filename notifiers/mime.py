@@ -35,6 +35,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 ADDR_SPEC = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
 _HEADERS = HeaderRegistry()
 _NOT_7BIT = re.compile(r"[^\t\n\x20-\x7e]")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 CRLF = "\r\n"
 
 
@@ -61,7 +62,8 @@ class Writer:
             ("MIME-Version", "1.0"),
         ]
         try:
-            lines = [f"{name}: {_fold(name, value)}" for name, value in headers]
+            written = [(name, _fold(name, value)) for name, value in headers]
+            lines = [f"{name}: {value}" for name, value in written]
             if message.html is None:
                 body = _part("plain", message.body)
             else:
@@ -75,9 +77,24 @@ class Writer:
             raw = (CRLF.join(lines) + CRLF + body).encode("ascii")
         except (ValueError, TypeError, UnicodeError) as exc:
             raise PermanentError(f"the message cannot be written: {exc}") from None
+        if _plain(written, recipients):
+            return raw  # what parsing it back would find, and pass (see _plain)
         content = ["Content-Type"] + (["Content-Transfer-Encoding"] if message.html is None else [])
         _verify(raw, [name for name, _ in headers] + content, recipients)
         return raw
+
+
+def _plain(written: list[tuple[str, str]], recipients: list[Address]) -> bool:
+    """Whether every header is one line of printable ASCII, To the bare addresses and the
+    Subject without an encoded word. Then _verify's parse (a tenth of a millisecond) can
+    only find what was written: each `Name: value` line is one header of that name and
+    value (no line break to start another), To holds exactly the addresses, and the
+    Subject decodes to itself, which `checked` found free of control characters."""
+    if not all(_PRINTABLE.fullmatch(value) for _, value in written):
+        return False
+    values = dict(written)
+    to = ", ".join(a.addr_spec for a in recipients)
+    return values["To"] == to and "=?" not in values["Subject"]
 
 
 def _verify(raw: bytes, names: list[str], recipients: list[Address]) -> None:
@@ -159,6 +176,11 @@ def checked(what: str, value: str) -> str:
 
 def addresses(what: str, value: str, single: bool = False) -> list[Address]:
     """Strictly parsed addresses: plain ASCII addr-specs, no groups, no defects, no line breaks."""
+    if "=?" not in value and (plain := ADDR_SPEC.fullmatch(value)):
+        # One bare address (dot-atoms, no name, no encoded word): what the parser below
+        # returns for it, in a hundredth of its time.
+        username, domain = plain[0].rsplit("@", 1)
+        return [Address(username=username, domain=domain)]
     refused = PermanentError(f"{what} is not a valid list of email addresses: {value!r:.120}")
     if CONTROL.search(value):
         raise PermanentError(f"{what} holds a line break or control character; refused")

@@ -76,7 +76,11 @@ class Recipients:
         self.keys = keys
 
     def get(self, recipient_id: str) -> Recipient | None:
-        raw = self.redis.hget(self.keys.recipient(recipient_id), "data")
+        return self.parse(self.redis.hget(self.keys.recipient(recipient_id), "data"))
+
+    @staticmethod
+    def parse(raw: object) -> Recipient | None:
+        """A recipient from its stored data (read by `get`, or with a ledger claim)."""
         if not isinstance(raw, bytes):
             return None
         return Recipient(**json.loads(raw))

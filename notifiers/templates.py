@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from notifiers.errors import PermanentError
@@ -55,40 +55,76 @@ class TemplateProblem:
 
 @lru_cache(maxsize=64)
 def environment(folder: str) -> SandboxedEnvironment:
+    """One environment a folder. Templates are deployed with the code, so a loaded one is
+    never looked at on disk again (auto_reload off: no stat per render)."""
     return LimitedSandbox(
         loader=FileSystemLoader(folder),
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name and name.endswith(".html")),
         keep_trailing_newline=False,
+        auto_reload=False,
     )
 
 
-def _pick(env: SandboxedEnvironment, name: str, part: str, locale: str | None) -> str | None:
+Chosen = tuple[str, Template]  # the file a part renders, and its compiled template
+
+# (folder, name, part, locale) -> the file picked and its template, or None: none exists.
+# Templates are deployed with the code: what a folder holds stays, as Jinja's cache assumes
+# with auto_reload off. Cleared when full (locales come from recipients: any number).
+_picked: dict[tuple[str, str, str, str | None], Chosen | None] = {}
+_PICKED_MOST = 4096
+
+
+def _pick(folder: str, name: str, part: str, locale: str | None) -> Chosen | None:
     """The template file for a part: the locale's, then the language's, then the default."""
+    key = (folder, name, part, locale)
+    try:
+        return _picked[key]
+    except KeyError:
+        pass
+    env = environment(folder)
     candidates = []
     if locale:
         candidates.append(f"{name}/{locale}/{part}")
         if "-" in locale:
             candidates.append(f"{name}/{locale.split('-')[0]}/{part}")
     candidates.append(f"{name}/{part}")
+    chosen: Chosen | None = None
     for candidate in candidates:
         try:
-            env.get_template(candidate)
+            chosen = (candidate, env.get_template(candidate))
         except TemplateNotFound:
             continue
-        return candidate
-    return None
+        break
+    if len(_picked) >= _PICKED_MOST:
+        _picked.clear()
+    _picked[key] = chosen
+    return chosen
+
+
+# module -> its templates folder, once found (a module does not move while it runs)
+_folders: dict[str, str] = {}
 
 
 def folder_of(module: str | None) -> str | None:
     """The templates folder beside a workflow's module (found without importing it)."""
     if not module:
         return None
+    found = _folders.get(module)
+    if found is not None:
+        return found
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         return None
     folder = Path(spec.origin).parent / "templates"
-    return str(folder) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    _folders[module] = str(folder)
+    return str(folder)
+
+
+# (folder, template name) that exist: only these are remembered, as a missing one may come
+_named: set[tuple[str, str]] = set()
 
 
 def render(
@@ -96,23 +132,23 @@ def render(
 ) -> Rendered:
     """Render a workflow's template for a channel; PermanentError names the file and the fault."""
     folder = folder_of(module)
-    if not folder or not Path(folder, name).is_dir():
+    if not folder or ((folder, name) not in _named and not _exists(folder, name)):
         raise PermanentError(f"no template {name!r} for {module or 'this workflow'}")
-    env = environment(folder)
 
     def part(*names: str, required: bool = False) -> str | None:
         for file in names:
-            chosen = _pick(env, name, file, locale)
+            chosen = _pick(folder, name, file, locale)
             if chosen is not None:
+                path, template = chosen
                 try:
-                    text = render_limited(env.get_template(chosen), context).strip()
+                    text = render_limited(template, context).strip()
                 except TemplateError as exc:
-                    raise PermanentError(f"template {chosen}: {_describe(exc, chosen)}") from None
+                    raise PermanentError(f"template {path}: {_describe(exc, path)}") from None
                 except Exception as exc:  # a template's own arithmetic or filters failing
-                    line = _template_line(exc, chosen)
+                    line = _template_line(exc, path)
                     where = f" (line {line})" if line else ""
                     raise PermanentError(
-                        f"template {chosen}: {type(exc).__name__}: {exc}{where}"
+                        f"template {path}: {type(exc).__name__}: {exc}{where}"
                     ) from None
                 return text
         if required:
@@ -128,6 +164,13 @@ def render(
     body = part("body.txt", required=True) or ""
     html = part("body.html") if channel in ("email", "webhook") else None
     return Rendered(subject, body, html)
+
+
+def _exists(folder: str, name: str) -> bool:
+    if not Path(folder, name).is_dir():
+        return False
+    _named.add((folder, name))
+    return True
 
 
 def check(folder: Path) -> list[TemplateProblem]:
