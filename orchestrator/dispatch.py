@@ -90,12 +90,10 @@ class Dispatcher:
         seq: int,
         index: int,
         effect: Effect,
-        ready: Ready | None = None,
+        ready: Ready,
     ) -> None:
         """Write an effect into the commit; tasks and notifications wait in `ready`
-        (when given) for `enqueue_ready`, which decides how to pack them."""
-        alone = ready is None
-        ready = Ready() if ready is None else ready
+        for `enqueue_ready`, which decides how to pack them."""
         partition = self.keys.partition_of(instance_id)
         match effect:
             case RunTask():
@@ -140,8 +138,6 @@ class Dispatcher:
             case CancelTimers():
                 pipe.zrem(self.keys.timers(partition), *effect.ids)
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
-        if alone:
-            self.enqueue_ready(pipe, ready)
 
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than
