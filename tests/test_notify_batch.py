@@ -321,8 +321,8 @@ def test_a_template_bomb_in_a_packed_job_is_cut_off_and_fails_only_its_notificat
         # When one job carries the three
         enqueue_packed(app, items)
         run_jobs(app)
-    # Then the bomb's render was cut off by the CPU limit (it ran on the job's main
-    # thread, where that limit works): its notification failed, the others went out
+    # Then the bomb's render was cut off by the CPU limit (on its send thread's own
+    # CPU clock): its notification failed, the others went out
     (failed,) = events(app, bomb)
     assert failed["type"] == "notification.failed"
     assert "rendering took more than" in failed["data"]["reason"]
