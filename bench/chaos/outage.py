@@ -195,7 +195,10 @@ def outage_health_row(run: Run) -> Row:
 
 def redis_restart(size: str) -> Outcome:
     quick = size != "full"
-    bounces, outage = (5, 10.0) if quick else (5, 30.0)
+    # twenty crashes (the issue's scenario 3); its duplicate share is shown, not judged:
+    # every send in flight at a crash is a copy inside the window, so the share follows
+    # the crash rate (the 0.5% budget is scenario 1's, worker kills)
+    bounces, outage = (5, 10.0) if quick else (20, 30.0)
     count, over = (30, 20.0) if quick else (105, 50.0)
     folder, began = _folder("redis-restart"), time.monotonic()
     with cluster(folder, Shape()) as c:
@@ -223,7 +226,7 @@ def redis_restart(size: str) -> Outcome:
     copies = report.figure("duplicate_notifications")  # sends in flight when Redis went
     restarted = sum(1 for f in snapshot.faults if f.get("action") == "restart")
     rows = [
-        *common_rows(report),
+        *common_rows(report, budget=False),
         outage_health_row(run),
         Row(
             "Redis SIGKILLs, restarts (max to PING)",
