@@ -144,37 +144,37 @@ class Dispatcher:
         idle workers to take them, else packed, as evenly as the idle workers allow."""
         if not ready.tasks:
             self.linger = 0.0
-        for group in _packs(
-            ready.tasks, self._idle_workers(ready.tasks, self.tasks), TASKS_PER_JOB
-        ):
+        workers = self._idle_workers(ready.tasks, self.tasks)
+        for group in _packs(ready.tasks, workers, TASKS_PER_JOB):
             if len(group) == 1:
                 job, payload = group[0]
                 self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, payload["timeout"])
                 self._watch(pipe, job, payload, job)
-                continue
-            carrier = _carrier_id(group)
-            items = [payload for _, payload in group]
-            timeout = sum(int(payload["timeout"]) for payload in items)
-            self._enqueue(pipe, self.tasks, RUN_TASKS, {"items": items}, carrier, timeout)
-            for job, payload in group:
-                self._watch(pipe, job, payload, carrier)
+            else:
+                timeout = sum(int(payload["timeout"]) for _, payload in group)
+                self._enqueue_pack(pipe, self.tasks, RUN_TASKS, group, timeout)
         workers = self._idle_workers(ready.notifications, self.notifications)
         for group in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
             if len(group) == 1:
                 self.enqueue_notification(pipe, group[0][1], group[0][0])
-                continue
-            carrier = _carrier_id(group)
-            items = [payload for _, payload in group]
-            self._enqueue(
-                pipe,
-                self.notifications,
-                SEND_NOTIFICATIONS,
-                {"items": items},
-                carrier,
-                NOTIFICATION_TIMEOUT * 2,
-            )
-            for key, payload in group:
-                self._watch(pipe, key, payload, carrier)
+            else:
+                timeout = NOTIFICATION_TIMEOUT * 2
+                self._enqueue_pack(pipe, self.notifications, SEND_NOTIFICATIONS, group, timeout)
+
+    def _enqueue_pack(
+        self,
+        pipe: Pipeline,
+        queue: Queue,
+        func: str,
+        group: list[tuple[str, dict[str, Any]]],
+        timeout: int,
+    ) -> None:
+        """One RQ job carrying several items; the watchdog knows each by its own id."""
+        carrier = _carrier_id(group)
+        items = [payload for _, payload in group]
+        self._enqueue(pipe, queue, func, {"items": items}, carrier, timeout)
+        for job, payload in group:
+            self._watch(pipe, job, payload, carrier)
 
     def enqueue_notification(self, pipe: Pipeline, payload: dict[str, Any], job: str) -> None:
         """Enqueue a notification job and watch it, so a job lost with its worker runs again."""
