@@ -11,8 +11,9 @@ applied-ids set, their key and expiry entries, and its members in the
 indexes. RQ's keys for the bench's own short-lived workers (`rq:worker:*`)
 are deleted before each reading: they are not per instance.
 
-The history's share is measured by deleting the N history streams and
-reading how much used_memory drops; the rest is the instance without its
+The history's share is measured by deleting the N histories (a finished
+instance's history is an archive, one compressed string: orchestrator.archive)
+and reading how much used_memory drops; the rest is the instance without its
 history. `MEMORY USAGE` (exact, SAMPLES 0) of each key gives the
 breakdown, and the raw bytes of the stored fields show how much of a
 history entry is data and how much is the structure holding it.
@@ -27,6 +28,7 @@ import redis
 
 from bench.inprocess import Engine
 from bench.three_steps import NAME
+from orchestrator import archive
 
 WARMUP = 200  # more than zset-max-ziplist-entries (128)
 INSTANCE_BUDGET = 2048  # bytes, without the history
@@ -46,15 +48,16 @@ def measure_memory(url: str, *, instances: int, warmup: int = WARMUP) -> dict[st
         keys = engine.app.keys
         by_key = {
             "instance hash": _usage(admin, [keys.instance(i) for i in ids]),
-            "history stream": _usage(admin, [keys.history(i) for i in ids]),
+            "history archive": _usage(admin, [keys.archive(i) for i in ids]),
+            "history stream (none once finished)": _usage(admin, [keys.history(i) for i in ids]),
             "applied-ids set": _usage(admin, [keys.applied(i) for i in ids]),
         }
-        entries = _history_lengths(admin, [keys.history(i) for i in ids])
-        raw = _raw_entry_bytes(admin, keys.history(ids[0]))
+        entries = [len(engine.app.client.history(i)) for i in ids]
+        raw = _raw_entry_bytes(admin, keys.archive(ids[0]))
         sample = _decoded(admin.hgetall(keys.instance(ids[0])))
         pipe = admin.pipeline(transaction=False)
         for instance_id in ids:
-            pipe.delete(keys.history(instance_id))
+            pipe.delete(keys.history(instance_id), keys.archive(instance_id))
         pipe.execute()
         without_history = used_memory(admin)
     finally:
@@ -82,7 +85,7 @@ def measure_memory(url: str, *, instances: int, warmup: int = WARMUP) -> dict[st
             "unit": "B",
             "target": f"<= {ENTRY_BUDGET} B",
             "met": per_entry <= ENTRY_BUDGET,
-            "note": f"{length:g} entries per instance; drop when the streams are deleted",
+            "note": f"{length:g} entries per instance; drop when the histories are deleted",
         },
     ]
     details = {
@@ -116,25 +119,21 @@ def _usage(admin: redis.Redis, keys: list[str]) -> float:
     return statistics.fmean(int(v or 0) for v in pipe.execute())
 
 
-def _history_lengths(admin: redis.Redis, keys: list[str]) -> list[int]:
-    pipe = admin.pipeline(transaction=False)
-    for key in keys:
-        pipe.xlen(key)
-    return [int(n) for n in pipe.execute()]
-
-
 def _raw_entry_bytes(admin: redis.Redis, key: str) -> dict[str, Any]:
-    """Field names and values of one instance's history entries, in bytes."""
-    entries: Any = admin.xrange(key)
-    sizes = [sum(len(k) + len(v) for k, v in fields.items()) for _, fields in entries]
+    """Field names and values of one finished instance's history entries, in bytes,
+    before the archive compresses them, and the archive's own size."""
+    blob: Any = admin.get(key)
+    entries = archive.unpack(blob)
+    sizes = [sum(len(k) + len(v) for k, v in fields.items()) for fields in entries]
     fields: dict[str, float] = {}
-    for _, entry in entries:
+    for entry in entries:
         for name, value in entry.items():
-            fields[name.decode()] = fields.get(name.decode(), 0) + len(value) / len(entries)
+            fields[name] = fields.get(name, 0) + len(value) / len(entries)
     return {
         "per_entry": sizes,
         "mean": round(statistics.fmean(sizes), 1),
         "mean_value_bytes_by_field": {k: round(v, 1) for k, v in fields.items()},
+        "archive_bytes": len(blob or b""),
     }
 
 

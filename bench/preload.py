@@ -4,14 +4,11 @@ Running a million instances through the engine would take hours; what the
 scale workload needs is a Redis holding a million finished instances as the
 engine leaves them. So one instance runs to its end for real, and a Lua
 script copies it server-side under each new id: COPY (Redis 6.2) of its
-hash, history stream and applied-ids set to the new id's own keys (its
+hash, history archive and applied-ids set to the new id's own keys (its
 partition's, built here by `orchestrator.keys.Keys`), time to live included;
 the hash's `id` set to the new id; the id filed in the same indexes with the
 same scores and the same `idx:expiring` member shape as the original. Key
-count, index sizes and key shapes match real instances; the copies' streams
-are smaller than real ones (a copied stream node is sized to its content,
-where XADD reserves 4 KB for it), so Redis holds less memory than a million
-real instances would.
+count, index sizes and key shapes match real instances.
 """
 
 from __future__ import annotations
@@ -73,7 +70,7 @@ def template(admin: redis.Redis, keys: Keys, instance_id: str) -> Template:
     head, _, tail = member.partition(instance_id)
     created = admin.zscore(keys.all_instances, instance_id)
     expiry = admin.zscore(keys.expiring, member)
-    originals = [keys.instance(instance_id), keys.history(instance_id), keys.applied(instance_id)]
+    originals = [keys.instance(instance_id), keys.archive(instance_id), keys.applied(instance_id)]
     ttls = [int(admin.pttl(key)) for key in originals]
     if created is None or expiry is None or min(ttls) <= 0:
         raise RuntimeError(f"instance {instance_id} is not a finished, expiring instance")
@@ -92,7 +89,7 @@ def preload(admin: redis.Redis, keys: Keys, original: Template, count: int, pref
             copies += [
                 instance_id,
                 keys.instance(instance_id),
-                keys.history(instance_id),
+                keys.archive(instance_id),
                 keys.applied(instance_id),
             ]
         script(keys=original.index_keys, args=[*original.args, *copies], client=pipe)

@@ -148,7 +148,7 @@ def print_memory(details: dict[str, Any]) -> None:
         ),
         ("  without its history", f"{details['bytes_per_instance_without_history']:,.0f}"),
         (
-            "  its history stream (drop when deleted)",
+            "  its history (drop when deleted)",
             f"{details['history_bytes_per_instance']:,.0f}",
         ),
         (
@@ -156,10 +156,11 @@ def print_memory(details: dict[str, Any]) -> None:
             f"{details['history_bytes_per_entry']:,.0f}",
         ),
         ("MEMORY USAGE: instance hash", f"{by_key['instance hash']:,.0f}"),
-        ("MEMORY USAGE: history stream", f"{by_key['history stream']:,.0f}"),
+        ("MEMORY USAGE: history archive", f"{by_key['history archive']:,.0f}"),
         ("MEMORY USAGE: applied-ids set", f"{by_key['applied-ids set']:,.0f}"),
         ("raw field bytes: instance hash", f"{details['instance_hash_fields_bytes']:,}"),
         ("raw field bytes: history entry (mean)", f"{raw['mean']:,.0f}"),
+        ("archive bytes (compressed entries)", f"{raw['archive_bytes']:,}"),
     ]
     _print_rows(lines, align="<>")
     fields = ", ".join(f"{k} {v:.0f}" for k, v in raw["mean_value_bytes_by_field"].items())

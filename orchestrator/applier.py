@@ -5,8 +5,9 @@ One batch, from the inbox partitions this applier holds leases on:
   XREADGROUP (new entries, or the pending ones of a partition just taken over)
   WATCH the lease keys; load the instances and their applied-event ids
   apply each event with the pure transition function, in stream order
-  MULTI: instance hashes, history entries, applied ids, indexes, RQ jobs,
-         timers, dead letters, XACK, XTRIM; EXEC
+  for instances now finished: read their history so far (orchestrator.archive)
+  MULTI: instance hashes, history entries (or archives), applied ids, indexes,
+         RQ jobs, timers, dead letters, XACK, XTRIM; EXEC
 
 If the process dies anywhere before EXEC, nothing of the batch is written and
 its entries stay pending, to be read again by whoever holds the lease next.
@@ -28,6 +29,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from orchestrator import archive
 from orchestrator import events as ev
 from orchestrator.dispatch import Dispatcher, Ready
 from orchestrator.effects import describe
@@ -162,9 +164,10 @@ class Applier:
                 self._caught_up -= behind
                 return 0
             work, dead = self._apply_all(events, loaded)
+            finished = self._finished_histories(work)
             crash_point("before_commit", self.crash_at)
             pipe.multi()
-            self._write(pipe, work, dead, entries)
+            self._write(pipe, work, dead, entries, finished)
             try:
                 pipe.execute()
             except redis.WatchError:
@@ -246,6 +249,26 @@ class Applier:
             loaded[instance_id] = (instance, applied)
         return loaded, lost, behind
 
+    def _finished_histories(self, work: dict[str, _Work]) -> dict[str, _Archived]:
+        """One round trip, for batches that finish an instance (or record a late copy for a
+        finished one): the history it has so far, to be archived with this batch's entries."""
+        finished = [iid for iid, item in work.items() if item.history and item.after.finished]
+        if not finished:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in finished:
+            pipe.get(self.keys.archive(instance_id))
+            pipe.xrange(self.keys.history(instance_id))
+            pipe.pttl(self.keys.instance(instance_id))
+        replies = pipe.execute()
+        return {
+            iid: _Archived(
+                archive.unpack(replies[3 * n]) + archive.stream_entries(replies[3 * n + 1]),
+                int(replies[3 * n + 2]),
+            )
+            for n, iid in enumerate(finished)
+        }
+
     def _apply_all(
         self,
         events: list[tuple[Entry, Event | None]],
@@ -313,6 +336,7 @@ class Applier:
         work: dict[str, _Work],
         dead: list[dict[str, str]],
         entries: list[Entry],
+        finished: dict[str, _Archived],
     ) -> None:
         ready = Ready()
         for instance_id, item in work.items():
@@ -320,8 +344,11 @@ class Applier:
                 continue
             after, before = item.after, item.before
             pipe.hset(self.keys.instance(instance_id), mapping=_fields(after.to_fields()))
-            for entry in item.history:
-                pipe.xadd(self.keys.history(instance_id), _fields(entry))
+            if instance_id in finished:
+                self._archive(pipe, instance_id, finished[instance_id], item, before.finished)
+            else:
+                for entry in item.history:
+                    pipe.xadd(self.keys.history(instance_id), _fields(entry))
             pipe.sadd(self.keys.applied(instance_id), *item.new_ids)
             if before.status != after.status:
                 pipe.srem(self.keys.by_status(before.status), instance_id)
@@ -351,6 +378,25 @@ class Applier:
             inbox = self.keys.inbox(partition)
             pipe.xack(inbox, INBOX_GROUP, *ids)
             pipe.xtrim(inbox, minid=ids[-1], approximate=False)
+
+    def _archive(
+        self, pipe: Pipeline, instance_id: str, so_far: _Archived, item: _Work, was_finished: bool
+    ) -> None:
+        """Fold the whole history into the archive and drop the stream. Finishing now,
+        retention sets the archive's time to live below; a late copy keeps the instance's."""
+        key = self.keys.archive(instance_id)
+        pipe.set(key, archive.pack(so_far.entries + item.history))
+        pipe.delete(self.keys.history(instance_id))
+        if was_finished and so_far.ttl_ms > 0:
+            pipe.pexpire(key, so_far.ttl_ms)
+
+
+@dataclass
+class _Archived:
+    """A finished instance's history before this batch, and its keys' time to live."""
+
+    entries: list[dict[str, str]]
+    ttl_ms: int
 
 
 def _older(entry_id: bytes | str, than: str) -> bool:

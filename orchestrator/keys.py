@@ -14,6 +14,7 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:stranded:JOB                  string when a job was first seen dequeued but never started
   N:{pK}:instance:ID              hash   one instance (see orchestrator.instance)
   N:{pK}:history:ID               stream every event applied to ID, with what it did
+  N:{pK}:archive:ID               string history of a finished ID, compressed (orchestrator.archive)
   N:{pK}:applied:ID               set    event ids already applied to ID (idempotency)
   N:corr:WORKFLOW:KEY=VALUE       string id of the live instance answering to a business key
   N:idx:all                       zset   instance ids by creation time
@@ -91,6 +92,9 @@ class Keys:
 
     def history(self, instance_id: str) -> str:
         return f"{self._i(instance_id)}:history:{instance_id}"
+
+    def archive(self, instance_id: str) -> str:
+        return f"{self._i(instance_id)}:archive:{instance_id}"
 
     def applied(self, instance_id: str) -> str:
         return f"{self._i(instance_id)}:applied:{instance_id}"

@@ -32,7 +32,7 @@ class Retention:
         ttl = max(1, int(self.seconds))
         for key in (
             self.keys.instance(instance.id),
-            self.keys.history(instance.id),
+            self.keys.archive(instance.id),  # the history, folded by the same commit
             self.keys.applied(instance.id),
         ):
             pipe.expire(key, ttl)

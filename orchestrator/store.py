@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from orchestrator import archive
 from orchestrator.errors import UnknownInstance
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
@@ -49,10 +50,17 @@ class Store:
         return int(self.redis.zcard(self.keys.expired))
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
-        if not self.redis.exists(self.keys.instance(instance_id)):
+        """The archive of a finished instance, then what its stream holds (all of a live
+        instance's history; late copies of events recorded after it finished)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.instance(instance_id))
+        pipe.get(self.keys.archive(instance_id))
+        pipe.xrange(self.keys.history(instance_id))
+        exists, archived, live = pipe.execute()
+        if not exists:
             raise self._missing(instance_id)
-        entries: Any = self.redis.xrange(self.keys.history(instance_id))
-        return [history_entry(fields) for _, fields in entries]
+        entries = archive.unpack(archived) + archive.stream_entries(live)
+        return [history_entry(fields) for fields in entries]
 
     def correlated(self, workflow: str, key: str, value: str) -> str | None:
         found: bytes | None = self.redis.get(self.keys.correlation(workflow, key, value))  # type: ignore[assignment]
@@ -93,8 +101,7 @@ class Store:
         return found[:limit]
 
 
-def history_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    raw = decode_hash(fields)
+def history_entry(raw: dict[str, str]) -> dict[str, Any]:
     return {
         "seq": int(raw["seq"]),
         "event": json.loads(raw["event"]),

@@ -24,7 +24,8 @@ def test_finished_instances_expire_and_say_so(settings: Settings, tmp_path: Path
     run_burst(app)
     # The finished one's keys carry a time to live; the running one's do not
     assert 0 < app.redis.ttl(app.keys.instance(done)) <= 1
-    assert 0 < app.redis.ttl(app.keys.history(done)) <= 1
+    assert 0 < app.redis.ttl(app.keys.archive(done)) <= 1  # its history, folded
+    assert not app.redis.exists(app.keys.history(done))
     assert app.redis.ttl(app.keys.instance(running)) == -1
     time.sleep(1.2)
     assert app.applier().retention.clean() == 1
@@ -40,6 +41,36 @@ def test_finished_instances_expire_and_say_so(settings: Settings, tmp_path: Path
     listed = run_cli("list", env=env)
     assert running in listed.stdout and done not in listed.stdout
     assert "1 finished instance(s) expired" in listed.stdout
+
+
+def test_a_finished_history_is_archived_whole_and_late_events_join_it(settings: Settings) -> None:
+    app = bootstrap(replace(settings, retention=3600.0))
+    iid = app.client.start("counter")
+    run_burst(app)
+    app.client.emit("tick", instance_id=iid)
+    run_burst(app)
+    live = app.client.history(iid)
+    # When it finishes, the stream goes and the archive holds every entry, in order
+    app.client.emit("finish", instance_id=iid)
+    run_burst(app)
+    archived = app.client.history(iid)
+    assert archived[: len(live)] == live
+    assert [h["seq"] for h in archived] == list(range(1, len(live) + 2))
+    assert archived[-1]["event"]["type"] == "finish"
+    assert not app.redis.exists(app.keys.history(iid))
+    ttl = app.redis.pttl(app.keys.archive(iid))
+    assert 0 < ttl <= 3600_000
+    # And an event arriving later is recorded at the end, the archive keeping its expiry
+    app.client.emit("tick", instance_id=iid)
+    run_burst(app)
+    late = app.client.history(iid)
+    assert late[:-1] == archived
+    assert (late[-1]["event"]["type"], late[-1]["outcome"]) == ("tick", "ignored")
+    assert not app.redis.exists(app.keys.history(iid))
+    assert 0 < app.redis.pttl(app.keys.archive(iid)) <= ttl
+    # And replay from the archive gives the stored instance
+    report = app.client.replay(iid)
+    assert report.matches and report.events == len(late)
 
 
 @pytest.mark.parametrize(

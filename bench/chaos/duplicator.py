@@ -5,7 +5,8 @@
 
 A process of its own beside the workers (so the harness's threads cannot
 slow it). It follows each instance's history stream (never trimmed, unlike
-the inbox the applier trims as it commits, so no event slips past), and for
+the inbox the applier trims as it commits, so no event slips past), then
+the archive the commit that finishes the instance folds it into, and for
 every task.completed found there appends the event's own inbox JSON, byte
 for byte (the history keeps it as it came), to the instance's inbox again
 0, 1 or 2 more times: one to three deliveries in all. Each copy waits a
@@ -34,12 +35,20 @@ from typing import Any
 
 import redis
 
+from orchestrator import archive
 from orchestrator.keys import Keys
 
 FINAL = ("completed", "cancelled")
 COPIES = (0, 1, 2)  # extra deliveries of one event, equally likely
 SOON, LATE = (0.0, 1.5), (2.0, 6.0)  # seconds a copy waits
 LATE_SHARE = 0.3  # copies that take the long wait
+
+
+def _as_bytes(fields: Any) -> dict[bytes, bytes]:
+    return {
+        (k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
+        for k, v in fields.items()
+    }
 
 
 def is_final(status: str, compensating_to: str) -> bool:
@@ -100,13 +109,28 @@ class Duplicator:
             wait = self._wait() if block else None
             reply: Any = self.redis.xread(streams, count=200, block=wait)
             if not reply:
-                return
+                break
             for stream, entries in reply:
                 instance_id = stream.decode().rsplit(":history:", 1)[1]
                 for entry_id, fields in entries:
                     self.cursors[instance_id] = entry_id.decode()
-                    self._entry(instance_id, entry_id.decode(), fields)
+                    self._entry(instance_id, entry_id.decode(), _as_bytes(fields))
             block = False  # drain what is there, then go back to delivering
+        self.follow_archived()
+
+    def follow_archived(self) -> None:
+        """Instances finished since: the rest of their history is in their archive."""
+        followed = list(self.cursors)
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in followed:
+            pipe.get(self.keys.archive(instance_id))
+        for instance_id, blob in zip(followed, pipe.execute(), strict=True):
+            if blob is None:
+                continue
+            entries = archive.unpack(blob)
+            for position in range(self.after[instance_id], len(entries)):
+                self._entry(instance_id, f"archive-{position}", _as_bytes(entries[position]))
+            self.cursors.pop(instance_id, None)
 
     def _wait(self) -> int:
         """Milliseconds to block: until the next copy is due, at most 200."""
@@ -115,6 +139,7 @@ class Duplicator:
         return max(1, min(200, int((self.due[0][0] - time.time()) * 1000)))
 
     def _entry(self, instance_id: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """One history entry (stream or archive) read for the first time."""
         self.after[instance_id] += 1
         raw = fields[b"event"].decode()
         event = json.loads(raw)
@@ -158,7 +183,11 @@ class Duplicator:
             late = is_final((status or b"").decode(), (compensating_to or b"").decode())
             inbox = self.keys.inbox(self.keys.partition_of(instance_id))
             added: Any = self.redis.xadd(inbox, {"e": raw})
-            between = self.redis.xlen(self.keys.history(instance_id))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xlen(self.keys.history(instance_id))
+            pipe.get(self.keys.archive(instance_id))
+            streamed, archived = pipe.execute()
+            between = int(streamed) + len(archive.unpack(archived))
             self._write(
                 {
                     **copy,
