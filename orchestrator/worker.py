@@ -83,7 +83,7 @@ def _applier_main(settings: Settings) -> None:
 ISOLATIONS = ("job", "process")
 
 
-def _task_worker_main(settings: Settings, isolation: str = "job") -> None:
+def _task_worker_main(settings: Settings, isolation: str = "process") -> None:
     """With isolation "job", each job runs in a work-horse forked for it (RQ's Worker): a
     crash or a leak in user code ends with the job, at the price of a fork per job. With
     "process", jobs run in this process (RQ's SimpleWorker), as Celery's and Dramatiq's
@@ -130,7 +130,7 @@ class Supervisor:
         settings: Settings,
         processes: int = 2,
         notifiers: int = 1,
-        isolation: str = "job",
+        isolation: str = "process",
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")

@@ -31,7 +31,7 @@ def test_killed_work_horse_and_killed_worker_are_detected_and_retried(
 ) -> None:
     env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--processes", "1"],
+        [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--isolation", "job"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -115,7 +115,7 @@ def test_a_packed_job_whose_work_horse_dies_loses_no_task(app: App, tmp_path: Pa
     env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
     # When a worker (one task process) runs them
     worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--processes", "1"],
+        [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--isolation", "job"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -197,7 +197,7 @@ def cluster(
         app = bootstrap(Settings(redis_url=url, workflows=(WORKFLOWS,), data_dir=folder))
         workers_env = {**worker_env(url, folder, smtp.env, prism.url), **(env or {})}
         pool = WorkerPool(
-            [sys.executable, "-m", "cli.main", "worker"],
+            [sys.executable, "-m", "cli.main", "worker", "--isolation", "job"],
             workers_env,
             folder,
             faults,
