@@ -23,6 +23,7 @@ from bench.redis_server import private_redis
 from bench.report import (
     machine,
     print_commands,
+    print_flow_trips,
     print_machine,
     print_memory,
     print_notes,
@@ -165,6 +166,8 @@ def _print_details(outcomes: list[suite.Outcome]) -> None:
         if name == "applier" and outcome.extra:
             orch, rq = outcome.extra
             _print_applier(orch, rq)
+        elif name == "flows":
+            print_flow_trips(outcome.details)
         elif name == "memory":
             print_memory(outcome.details)
         elif name == "scale":

@@ -206,6 +206,13 @@ def print_startup(details: dict[str, Any]) -> None:
         print(f"  {title}, cumulative ms: {heaviest}")
 
 
+def print_flow_trips(details: dict[str, Any]) -> None:
+    """Workload 2's Redis round trips and commands per workflow step, by system and name."""
+    from bench.flows.trips import commands_table
+
+    print(commands_table(details) or "(no round trips counted)")
+
+
 def _print_rows(lines: list[tuple[str, ...]], align: str = "<>>>") -> None:
     """Columns separated by two spaces; align holds one of "<" or ">" per column."""
     widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]

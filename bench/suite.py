@@ -2,7 +2,8 @@
 
 Every workload returns {"rows": [...], "details": {...}} (see bench.targets).
 Workloads 2-3 (bench.flows) and 4 (bench.notify_rate) run in a child
-process with a time limit (bench.isolated), imported only there: if one is
+process with a time limit (bench.isolated), imported only there (but for
+bench.flows.trips, which turns its details into rows): if one is
 missing, raises or hangs, its line says "not run" and why, and the others
 still run; so does any of ours that raises.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.apply_rate import measure_applier
+from bench.flows.trips import trips_rows
 from bench.isolated import NotRun, run_isolated
 from bench.measure import Measurement
 from bench.redis_server import private_redis
@@ -132,7 +134,13 @@ def applier_vs_rq(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def flows(args: argparse.Namespace) -> dict[str, Any]:
-    return run_isolated("flows", args.quick, LIMITS[_mode(args)]["flows"])
+    """Its rows, and after the throughput line the Redis round trips per step over that
+    run (counted on the server: bench.flows.trips)."""
+    result = run_isolated("flows", args.quick, LIMITS[_mode(args)]["flows"])
+    rows = list(result.get("rows", []))
+    throughput = [r for r in rows if "workflows/s" in str(r.get("workload"))]
+    rest = [r for r in rows if r not in throughput]
+    return {**result, "rows": [*throughput, *trips_rows(result.get("details", {})), *rest]}
 
 
 def notifications(args: argparse.Namespace) -> dict[str, Any]:

@@ -76,8 +76,23 @@ def _latency(p50: float | None, p99: float) -> Callable[[Values], tuple[bool | N
     return check
 
 
+def _at_most_trips(threshold: float) -> Callable[[Values], tuple[bool | None, str]]:
+    """<= threshold; why: how it compares with RQ measured in the same run."""
+
+    def check(values: Values) -> tuple[bool | None, str]:
+        ours = _number(values.get("orchestrator"))
+        if ours is None:
+            return None, ""
+        rq = _number(values.get("RQ"))
+        why = f"RQ {rq:.1f} per step ({rq / ours:.0f}x as many)" if rq and ours else ""
+        return ours <= threshold, why
+
+    return check
+
+
 RULES = (
     Rule("2", "workflows/s", ">= fastest peer, >= 4x RQ", _workflows),
+    Rule("2", "round trips per workflow step", "<= 3", _at_most_trips(3)),
     Rule("3", "at 50/s", "p50 <= 10, p99 <= 25 ms", _latency(10, 25)),
     Rule("3", "at 500/s", "p99 <= 100 ms", _latency(None, 100)),
     Rule("4", "notifications/s", ">= 500/s", _at_least(500)),

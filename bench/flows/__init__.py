@@ -13,15 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 PEERS = ("celery", "dramatiq")
-ALL = ("orchestrator", "orchestrator-process", "rq", *PEERS)
+ALL = ("orchestrator", "orchestrator-job", "rq", *PEERS)
 QUICK_SYSTEMS = ("orchestrator", "rq")
 
 
 def measure_flows(quick: bool) -> dict[str, Any]:
     """{"rows": [...], "details": {...}}; quick: smaller sizes, the engine and RQ only.
 
-    Systems: orchestrator (default worker, a fork per RQ job), orchestrator-process
-    (`--isolation process`), rq, celery, dramatiq (the last two when importable).
+    Systems: orchestrator (default worker: jobs run in the worker process),
+    orchestrator-job (`--isolation job`: a fork per RQ job), rq, celery, dramatiq (the
+    last two when importable).
     """
     from bench.flows.run import FULL, QUICK, run_flows
 

@@ -10,12 +10,14 @@ from typing import Any
 
 from bench.flows import ALL, QUICK_SYSTEMS
 from bench.flows.run import FULL, QUICK, run_flows
+from bench.flows.trips import commands_table, trips_rows
 
 
 def table(result: dict[str, Any]) -> str:
-    systems = list(dict.fromkeys(row["system"] for row in result["rows"]))
-    workloads = list(dict.fromkeys(row["workload"] for row in result["rows"]))
-    cells = {(row["workload"], row["system"]): row for row in result["rows"]}
+    all_rows = [*result["rows"], *trips_rows(result["details"])]
+    systems = list(dict.fromkeys(row["system"] for row in all_rows))
+    workloads = list(dict.fromkeys(row["workload"] for row in all_rows))
+    cells = {(row["workload"], row["system"]): row for row in all_rows}
 
     def show(value: Any) -> str:
         if value is None:
@@ -42,7 +44,7 @@ def table(result: dict[str, Any]) -> str:
             continue
         out.append(f"{name}: {found['workers']}; {found['seconds']} s in all")
     out.append("")
-    for row in result["rows"]:
+    for row in all_rows:
         if row["note"]:
             out.append(f"{row['system']:>12}  {row['workload']}: {row['note']}")
     return "\n".join(out)
@@ -65,6 +67,8 @@ def main() -> None:
     print(f"load average before: {load}; nproc {os.cpu_count()}", flush=True)
     result = run_flows(systems, QUICK if args.quick else FULL, args.logs)
     print(table(result))
+    if commands := commands_table(result["details"]):
+        print(f"\n{commands}")
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -4,6 +4,10 @@ Throughput: W workflows preloaded with the workers stopped; then the two
 worker processes start; the clock starts when a worker first takes from the
 backlog (seen by polling Redis every 2 ms, so worker start-up is not counted,
 but reported) and stops at the last finish time any workflow recorded.
+Over the same run, from the first take until the system has settled after
+the last step (bench.flows.trips): the Redis round trips and commands of
+all its processes, counted on the server, the driver's own left out, per
+step (3 per workflow).
 
 Latency, open loop, on a fresh server with fresh workers: once both worker
 processes are up and WARM_UP workflows have gone through, one workflow is
@@ -25,12 +29,14 @@ from typing import Any
 
 from bench.flows.base import System
 from bench.flows.steps import DONE
+from bench.flows.trips import Meter
 
 POLL = 0.002  # s, watching for the first take
 WAIT_POLL = 0.02  # s, watching for completion
 SAMPLE_EVERY = 0.5  # s, progress samples kept for the report
 SHOW_UNFINISHED = 5
 WARM_UP = 4
+STEPS = 3  # per workflow
 
 
 class WorkersDied(RuntimeError):
@@ -102,9 +108,14 @@ def throughput(system: System, sizes: Sizes) -> dict[str, Any]:
         if dead := system.workers.dead():
             raise WorkersDied("; ".join(dead))
         time.sleep(POLL)
+    meter = Meter(system.redis, system.driver_count)
+    meter.start()
     first_take = time.time()
     progress: list[tuple[float, int]] = []
     done = wait_done(system, ids, time.monotonic() + sizes.drain_preloaded, progress)
+    if len(done) == len(ids):
+        system.settle(10.0)  # the system's bookkeeping after the last step counts too
+    counted = meter.stop(STEPS * len(done), time.time() - first_take)
     last = max(done.values(), default=first_take)
     seconds = last - first_take
     return {
@@ -118,6 +129,7 @@ def throughput(system: System, sizes: Sizes) -> dict[str, Any]:
         "unfinished": _unfinished(system, ids, done),
         "left": system.state(),
         "progress": progress,
+        "redis": counted,
     }
 
 

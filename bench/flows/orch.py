@@ -2,10 +2,9 @@
 
 The worker command runs a supervisor with one applier process, the task
 worker processes asked for, and at least one notification worker (the CLI's
-minimum; it idles here). Measured twice: with the default isolation (a forked
-work-horse per RQ job) as "orchestrator", and with `--isolation process`
-(jobs run in the worker process, as the peers run theirs) as
-"orchestrator-process".
+minimum; it idles here). Measured twice: with the default isolation (jobs
+run in the worker process, as the peers run theirs) as "orchestrator", and
+with `--isolation job` (a forked work-horse per RQ job) as "orchestrator-job".
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ TASK_PROCESSES = 2
 
 class OrchestratorSystem(System):
     name = "orchestrator"
-    isolation = "job"  # the CLI's default: a forked work-horse for each RQ job
+    isolation = "process"  # the CLI's default: jobs run in the worker process
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)
@@ -107,8 +106,8 @@ class OrchestratorSystem(System):
         self.app.redis.close()
 
 
-class OrchestratorInProcess(OrchestratorSystem):
-    """Tasks run in the worker processes themselves, as Celery's and Dramatiq's do."""
+class OrchestratorForking(OrchestratorSystem):
+    """A work-horse forked for each RQ job, as RQ's default Worker runs jobs."""
 
-    name = "orchestrator-process"
-    isolation = "process"
+    name = "orchestrator-job"
+    isolation = "job"

@@ -18,12 +18,13 @@ from typing import Any
 from bench.flows import driver
 from bench.flows.base import STRANDED_KEY, System
 from bench.flows.driver import Sizes, WorkersDied, latency, throughput, warm_up
+from bench.flows.trips import check_method
 from bench.redis_server import private_redis
 
 # name -> (module, class, packages it needs)
 SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "orchestrator": ("bench.flows.orch", "OrchestratorSystem", ()),
-    "orchestrator-process": ("bench.flows.orch", "OrchestratorInProcess", ()),
+    "orchestrator-job": ("bench.flows.orch", "OrchestratorForking", ()),
     "rq": ("bench.flows.rq_chain", "RqSystem", ()),
     "celery": ("bench.flows.celery_app", "CelerySystem", ("celery",)),
     "dramatiq": ("bench.flows.dramatiq_app", "DramatiqSystem", ("dramatiq",)),
@@ -151,6 +152,8 @@ def run_flows(systems: list[str], sizes: Sizes, logs: Path | None = None) -> dic
         "method": (driver.__doc__ or "").strip(),
         "systems": {},
     }
+    with private_redis() as server:  # the round-trip count, on known requests first
+        details["round_trips_check"] = check_method(server.url)
     with tempfile.TemporaryDirectory(prefix="bench-flows-") as tmp, _stopped_cleanly():
         base = logs or Path(tmp)
         for name in systems:
