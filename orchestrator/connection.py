@@ -24,6 +24,7 @@ def connect(settings: Settings) -> redis.Redis:
     url = settings.redis_url or embedded.ensure_running(settings.data_dir)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        _describe_driver_once(client)
         info = client.info("server")
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {_reason(exc)}") from None
@@ -51,6 +52,22 @@ def keys_for(client: redis.Redis, settings: Settings) -> Keys:
             f"ORCHESTRATOR_PARTITIONS={stored} or use another namespace"
         )
     return Keys(settings.namespace, stored)
+
+
+def _describe_driver_once(client: redis.Redis) -> None:
+    """Resolve once what redis-py would resolve for every new connection.
+
+    A client made by `from_url` gives its connections no DriverInfo, so each new one
+    builds its own, reading redis-py's package metadata from disk for CLIENT SETINFO:
+    1-2 ms a connection. A forked work-horse (`worker --isolation job`) cannot share its
+    parent's sockets and opens two per job. This is the DriverInfo `redis.Redis(...)`
+    would have passed.
+    """
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # an older redis-py resolves its version once, at import
+        return
+    client.connection_pool.connection_kwargs.setdefault("driver_info", DriverInfo())
 
 
 def _reason(exc: Exception) -> str:

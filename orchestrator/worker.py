@@ -16,10 +16,16 @@ import signal
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
+# Imported here, in the worker, rather than by RQ in each forked work-horse: a module first
+# imported in a horse dies with it, so every job imported (and, with no .pyc written,
+# compiled) the task entry points anew, some 3 ms and 650 copy-on-write page faults a job.
+import orchestrator.jobs  # noqa: F401
 from orchestrator.bootstrap import App, bootstrap
 from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
 from orchestrator.guard import GuardedJob
@@ -27,6 +33,8 @@ from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.worker")
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
+OVERRUN_GRACE = 5.0  # seconds past a job's own timeout before its process is ended
+DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
 
 
 class BurstWorker(Worker):
@@ -83,7 +91,31 @@ def _applier_main(settings: Settings) -> None:
 ISOLATIONS = ("job", "process")
 
 
-def _task_worker_main(settings: Settings, isolation: str = "process") -> None:
+class DeadlineWorker(SimpleWorker):
+    """Runs jobs in this process and tells the supervisor by when each must be done.
+
+    A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that
+    sits in a C call which never returns to Python, would hold this worker for ever. With
+    job isolation RQ's worker kills such a work-horse; here the supervisor ends the whole
+    worker (and starts it again) once `deadline` (shared memory, a Unix time; 0 while
+    idle) is passed, and the watchdog reports the task lost: its heartbeat stopped.
+    """
+
+    deadline: Any = None  # a multiprocessing Value("d"), set by _task_worker_main
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.deadline is None:  # nobody watching
+            super().execute_job(job, queue)
+            return
+        timeout = job.timeout if job.timeout and job.timeout > 0 else DEFAULT_JOB_TIMEOUT
+        self.deadline.value = time.time() + timeout + OVERRUN_GRACE
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.deadline.value = 0.0
+
+
+def _task_worker_main(settings: Settings, isolation: str = "process", deadline: Any = None) -> None:
     """With isolation "job", each job runs in a work-horse forked for it (RQ's Worker): a
     crash or a leak in user code ends with the job, at the price of a fork per job. With
     "process", jobs run in this process (RQ's SimpleWorker), as Celery's and Dramatiq's
@@ -92,10 +124,13 @@ def _task_worker_main(settings: Settings, isolation: str = "process") -> None:
     watchdog reports the task lost, as after the out-of-memory killer."""
     app = bootstrap(settings)
     queue = Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
-    kind = Worker if isolation == "job" else SimpleWorker
-    kind([queue], connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob).work(
-        logging_level="WARNING"
-    )
+    options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": GuardedJob}
+    if isolation == "job":
+        Worker([queue], connection=app.redis, **options).work(logging_level="WARNING")
+        return
+    worker = DeadlineWorker([queue], connection=app.redis, **options)
+    worker.deadline = deadline
+    worker.work(logging_level="WARNING")
 
 
 def _notification_worker_main(settings: Settings) -> None:
@@ -135,12 +170,18 @@ class Supervisor:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
         self.settings = settings
+        self.context = multiprocessing.get_context("fork")
         self.roles: dict[str, Callable[[Settings], None]] = {"applier": _applier_main}
+        self.deadlines: dict[str, Any] = {}  # task worker -> its job's deadline (process)
         for index in range(processes):
-            self.roles[f"tasks-{index}"] = functools.partial(_task_worker_main, isolation=isolation)
+            name = f"tasks-{index}"
+            if isolation == "process":
+                self.deadlines[name] = self.context.Value("d", 0.0, lock=False)
+            self.roles[name] = functools.partial(
+                _task_worker_main, isolation=isolation, deadline=self.deadlines.get(name)
+            )
         for index in range(notifiers):
             self.roles[f"notifications-{index}"] = _notification_worker_main
-        self.context = multiprocessing.get_context("fork")
         self.children: dict[str, multiprocessing.process.BaseProcess] = {}
         self.started: dict[str, float] = {}
 
@@ -154,6 +195,7 @@ class Supervisor:
             while not stopping():
                 now = time.monotonic()
                 for name, child in list(self.children.items()):
+                    self._end_if_overrun(name, child)
                     if child.is_alive():
                         if now - self.started[name] > 30:
                             failures[name] = 0  # it has run a while: a fresh start next time
@@ -171,6 +213,20 @@ class Supervisor:
                 time.sleep(0.1)
         finally:
             self.stop()
+
+    def _end_if_overrun(self, name: str, child: multiprocessing.process.BaseProcess) -> None:
+        """A task worker still in a job past its deadline: kill it (see DeadlineWorker)."""
+        deadline = self.deadlines.get(name)
+        if deadline is None or not 0 < deadline.value < time.time() or not child.is_alive():
+            return
+        log.warning(
+            "%s is %.1fs past its job's deadline (a task ignoring its timeout?); ending it",
+            name,
+            time.time() - deadline.value + OVERRUN_GRACE,
+        )
+        child.kill()
+        child.join(5)
+        deadline.value = 0.0
 
     def stop(self, grace: float = 10.0) -> None:
         for child in self.children.values():

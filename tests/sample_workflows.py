@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -202,6 +203,31 @@ class Fragile(Workflow):
         On("task.completed", source=working, target=sleeping),
         On("task.completed", source=sleeping, target=done),
         On("task.failed", source=[working, sleeping], target=broken),
+    ]
+
+
+def ignores_its_timeout_once(ctx: dict[str, Any]) -> dict[str, Any]:
+    """On the first call, swallows the timeout and keeps running (as a stuck C call would)."""
+    marker = Path(ctx["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        until = time.monotonic() + 120
+        while time.monotonic() < until:
+            with contextlib.suppress(BaseException):  # the misbehaviour under test
+                time.sleep(0.2)
+    return {"survived": True}
+
+
+class Stubborn(Workflow):
+    """A task that outlives its deadline: its process must be ended for it."""
+
+    name = "stubborn"
+    working = State(initial=True, task=Task(ignores_its_timeout_once, timeout=1, retries=1))
+    done = State(final=True)
+    broken = State(final=True, outcome="failed")
+    transitions = [
+        On("task.completed", source=working, target=done),
+        On("task.failed", source=working, target=broken),
     ]
 
 

@@ -122,3 +122,37 @@ def test_an_unknown_isolation_is_a_clear_error(app: App, tmp_path: Path) -> None
     )
     assert result.returncode != 0
     assert "--isolation" in result.stderr and "job, process" in result.stderr
+
+
+def test_process_isolation_ends_a_worker_whose_task_outlives_its_deadline(
+    app: App, tmp_path: Path
+) -> None:
+    env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--processes", "1"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Given a task (timeout 1 s) that swallows its timeout on its first try and goes on
+        marker = tmp_path / "stubborn"
+        iid = app.client.start("stubborn", {"marker": str(marker)})
+        # When it runs in the default isolation, in the task worker process itself
+        final = wait_final(env, iid, timeout=60)
+        # Then the supervisor ended that process past the deadline, the try was reported
+        # lost and the retry finished the workflow
+        assert (final["state"], final["status"]) == ("done", "completed")
+        lost = [
+            h for h in app.client.history(iid) if h["event"]["data"].get("error_type") == "TaskLost"
+        ]
+        assert [h["outcome"] for h in lost] == ["retry"]
+        assert marker.exists()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert "past its job's deadline" in output
+    assert "exited with -9" in output
+    assert worker.returncode == 0, output
