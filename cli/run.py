@@ -26,7 +26,8 @@ def worker(
             "process: run jobs in the worker process itself, as Celery and Dramatiq do "
             "(a task that kills it takes the worker down; it is restarted and the task "
             "retried); job: fork a work-horse for each RQ job, so a crash or leak in a "
-            "task ends with its job, at some 50 ms more per step."
+            "task ends with its job, at a fork and new Redis connections per job (some ms "
+            "more per step). In both, a task past its deadline has its process ended."
         ),
     ),
     notifiers: int = typer.Option(
