@@ -51,8 +51,9 @@ class Store:
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         """The archive of a finished instance, then what its stream holds (all of a live
-        instance's history; late copies of events recorded after it finished)."""
-        pipe = self.redis.pipeline(transaction=False)
+        instance's history; late copies of events recorded after it finished). Read in one
+        MULTI: a commit folding the stream into the archive in between would hide both."""
+        pipe = self.redis.pipeline(transaction=True)
         pipe.exists(self.keys.instance(instance_id))
         pipe.get(self.keys.archive(instance_id))
         pipe.xrange(self.keys.history(instance_id))
