@@ -53,6 +53,7 @@ ANSWERS = frozenset(
 )
 
 Entry = tuple[int, str, dict[bytes, bytes]]  # partition, stream entry id, fields
+_Loaded = tuple[Instance | None, set[str], dict[str, str]]  # instance, applied ids, its hash
 
 
 @dataclass
@@ -62,6 +63,7 @@ class _Work:
     before: Instance
     after: Instance
     applied: set[str]
+    stored: dict[str, str]  # the instance hash as loaded: only fields that differ are written
     new_ids: list[str] = field(default_factory=list)
     answered_jobs: list[str] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
@@ -208,7 +210,7 @@ class Applier:
 
     def _load(
         self, events: list[tuple[Entry, Event | None]], partitions: list[int]
-    ) -> tuple[dict[str, tuple[Instance | None, set[str]]], list[int], set[int]]:
+    ) -> tuple[dict[str, _Loaded], list[int], set[int]]:
         """One round trip: the lease holders, the oldest pending entries, the instances,
         which event ids they applied.
 
@@ -241,12 +243,13 @@ class Applier:
             for p, summary in zip(partitions, pending, strict=True)
             if summary["pending"] and _older(summary["min"], first[p])
         }
-        loaded: dict[str, tuple[Instance | None, set[str]]] = {}
+        loaded: dict[str, _Loaded] = {}
         for index, (instance_id, event_ids) in enumerate(wanted.items()):
             raw, flags = rest[2 * index], rest[2 * index + 1]
-            instance = Instance.from_fields(decode_hash(raw)) if raw else None
+            stored = decode_hash(raw) if raw else {}
+            instance = Instance.from_fields(stored) if stored else None
             applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
-            loaded[instance_id] = (instance, applied)
+            loaded[instance_id] = (instance, applied, stored)
         return loaded, lost, behind
 
     def _finished_histories(self, work: dict[str, _Work]) -> dict[str, _Archived]:
@@ -257,22 +260,25 @@ class Applier:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for instance_id in finished:
-            pipe.get(self.keys.archive(instance_id))
             pipe.xrange(self.keys.history(instance_id))
-            pipe.pttl(self.keys.instance(instance_id))
-        replies = pipe.execute()
-        return {
-            iid: _Archived(
-                archive.unpack(replies[3 * n]) + archive.stream_entries(replies[3 * n + 1]),
-                int(replies[3 * n + 2]),
-            )
-            for n, iid in enumerate(finished)
-        }
+            if work[instance_id].before.finished:  # a late copy: archived already, and expiring
+                pipe.get(self.keys.archive(instance_id))
+                pipe.pttl(self.keys.instance(instance_id))
+        replies = iter(pipe.execute())
+        found: dict[str, _Archived] = {}
+        for instance_id in finished:
+            live = archive.stream_entries(next(replies))
+            if work[instance_id].before.finished:
+                entries, ttl_ms = archive.unpack(next(replies)), int(next(replies))
+            else:  # finishing now: only the finishing commit writes an archive
+                entries, ttl_ms = [], 0
+            found[instance_id] = _Archived(entries + live, ttl_ms)
+        return found
 
     def _apply_all(
         self,
         events: list[tuple[Entry, Event | None]],
-        loaded: dict[str, tuple[Instance | None, set[str]]],
+        loaded: dict[str, _Loaded],
     ) -> tuple[dict[str, _Work], list[dict[str, str]]]:
         work: dict[str, _Work] = {}
         dead: list[dict[str, str]] = []
@@ -283,11 +289,11 @@ class Applier:
                 continue
             item = work.get(event.instance_id)
             if item is None:
-                instance, applied = loaded.get(event.instance_id, (None, set()))
+                instance, applied, stored = loaded.get(event.instance_id, (None, set(), {}))
                 if instance is None:
                     dead.append(_dead(entry_id, raw, f"no instance {event.instance_id!r}"))
                     continue
-                item = work[event.instance_id] = _Work(instance, instance, applied)
+                item = work[event.instance_id] = _Work(instance, instance, applied, stored)
             if event.id in item.applied:  # delivered again: recorded, not applied
                 self._record(item, event, raw, already_applied(item.after, event))
                 continue
@@ -338,12 +344,22 @@ class Applier:
         entries: list[Entry],
         finished: dict[str, _Archived],
     ) -> None:
+        """The batch's writes. What many instances share goes out once per key: the
+        indexes' SREM/SADD and the watchdog's records, one command per key and batch
+        (variadic) rather than one per instance; each instance's own keys, one each."""
         ready = Ready()
+        leaving: dict[str, list[str]] = {}  # index key -> instance ids leaving it
+        joining: dict[str, list[str]] = {}  # index key -> instance ids joining it
+        answered: dict[int, list[str]] = {}  # partition -> jobs whose answer is applied
         for instance_id, item in work.items():
             if not item.history:
                 continue
             after, before = item.after, item.before
-            pipe.hset(self.keys.instance(instance_id), mapping=_fields(after.to_fields()))
+            fields = after.to_fields()
+            if not before.finished:  # a finished one's hash may be expiring: write it whole
+                fields = {k: v for k, v in fields.items() if item.stored.get(k) != v}
+            if fields:
+                pipe.hset(self.keys.instance(instance_id), mapping=_fields(fields))
             if instance_id in finished:
                 self._archive(pipe, instance_id, finished[instance_id], item, before.finished)
             else:
@@ -351,23 +367,33 @@ class Applier:
                     pipe.xadd(self.keys.history(instance_id), _fields(entry))
             pipe.sadd(self.keys.applied(instance_id), *item.new_ids)
             if before.status != after.status:
-                pipe.srem(self.keys.by_status(before.status), instance_id)
-                pipe.sadd(self.keys.by_status(after.status), instance_id)
+                leaving.setdefault(self.keys.by_status(before.status), []).append(instance_id)
+                joining.setdefault(self.keys.by_status(after.status), []).append(instance_id)
             if before.state != after.state:
                 if before.state:
-                    pipe.srem(self.keys.by_state(after.workflow, before.state), instance_id)
+                    key = self.keys.by_state(after.workflow, before.state)
+                    leaving.setdefault(key, []).append(instance_id)
                 if after.state:
-                    pipe.sadd(self.keys.by_state(after.workflow, after.state), instance_id)
+                    key = self.keys.by_state(after.workflow, after.state)
+                    joining.setdefault(key, []).append(instance_id)
             if after.finished and not before.finished:
                 self.retention.finished(pipe, after, time.time())
                 if after.correlation:
                     key, _, value = after.correlation.partition("=")
                     pipe.delete(self.keys.correlation(after.workflow, key, value))
-            partition = self.keys.partition_of(instance_id)
-            for job in item.answered_jobs:
-                self.dispatcher.watchdog.answered(pipe, partition, job)
+            if item.answered_jobs:
+                partition = self.keys.partition_of(instance_id)
+                answered.setdefault(partition, []).extend(item.answered_jobs)
             for seq, index, effect in item.effects:
                 self.dispatcher.add(pipe, instance_id, seq, index, effect, ready)
+        # An instance leaves one key and joins another (never the same), and no two
+        # instances share an id: removing all, then adding all, is the same as pairwise.
+        for key, ids in leaving.items():
+            pipe.srem(key, *ids)
+        for key, ids in joining.items():
+            pipe.sadd(key, *ids)
+        for partition, jobs in answered.items():
+            self.dispatcher.watchdog.answered_many(pipe, partition, jobs)
         self.dispatcher.enqueue_ready(pipe, ready)
         for letter in dead:
             pipe.xadd(self.keys.deadletters, _fields(letter))

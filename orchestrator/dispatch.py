@@ -43,7 +43,7 @@ SEND_NOTIFICATIONS = "notifiers.batch.send_notifications"
 ENTRY_POINTS = frozenset({RUN_TASK, RUN_TASKS, SEND_NOTIFICATION, SEND_NOTIFICATIONS})
 FAILURE_TTL = 7 * 24 * 3600
 NOTIFICATION_TIMEOUT = 60
-TASKS_PER_JOB = 20  # at most, one after another in one work-horse
+TASKS_PER_JOB = 50  # at most, one after another in one work-horse
 NOTIFICATIONS_PER_JOB = 50  # at most, sent concurrently by one notification job
 LINGER_PER_JOB = 0.005  # seconds the applier waits per task job waiting per worker...
 MAX_LINGER = 0.05  # ...at most
@@ -144,22 +144,27 @@ class Dispatcher:
         idle workers to take them, else packed, as evenly as the idle workers allow."""
         if not ready.tasks:
             self.linger = 0.0
+        watched: dict[int, dict[str, str]] = {}  # partition -> job -> watchdog record
         workers = self._idle_workers(ready.tasks, self.tasks)
         for group in _packs(ready.tasks, workers, TASKS_PER_JOB):
             if len(group) == 1:
                 job, payload = group[0]
                 self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, payload["timeout"])
-                self._watch(pipe, job, payload, job)
+                self._watch(watched, job, payload, job)
             else:
                 timeout = sum(int(payload["timeout"]) for _, payload in group)
-                self._enqueue_pack(pipe, self.tasks, RUN_TASKS, group, timeout)
+                self._enqueue_pack(pipe, self.tasks, RUN_TASKS, group, timeout, watched)
         workers = self._idle_workers(ready.notifications, self.notifications)
         for group in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
             if len(group) == 1:
                 self.enqueue_notification(pipe, group[0][1], group[0][0])
             else:
                 timeout = NOTIFICATION_TIMEOUT * 2
-                self._enqueue_pack(pipe, self.notifications, SEND_NOTIFICATIONS, group, timeout)
+                self._enqueue_pack(
+                    pipe, self.notifications, SEND_NOTIFICATIONS, group, timeout, watched
+                )
+        for partition, records in watched.items():  # one HSET and one ZADD a partition
+            self.watchdog.watch_many(pipe, partition, records)
 
     def _enqueue_pack(
         self,
@@ -168,13 +173,14 @@ class Dispatcher:
         func: str,
         group: list[tuple[str, dict[str, Any]]],
         timeout: int,
+        watched: dict[int, dict[str, str]],
     ) -> None:
         """One RQ job carrying several items; the watchdog knows each by its own id."""
         carrier = _carrier_id(group)
         items = [payload for _, payload in group]
         self._enqueue(pipe, queue, func, {"items": items}, carrier, timeout)
         for job, payload in group:
-            self._watch(pipe, job, payload, carrier)
+            self._watch(watched, job, payload, carrier)
 
     def enqueue_notification(self, pipe: Pipeline, payload: dict[str, Any], job: str) -> None:
         """Enqueue a notification job and watch it, so a job lost with its worker runs again."""
@@ -182,14 +188,20 @@ class Dispatcher:
         self._enqueue(
             pipe, self.notifications, SEND_NOTIFICATION, payload, job, NOTIFICATION_TIMEOUT
         )
-        self._watch(pipe, job, payload, job)
+        watched: dict[int, dict[str, str]] = {}
+        self._watch(watched, job, payload, job)
+        for partition, records in watched.items():
+            self.watchdog.watch_many(pipe, partition, records)
 
-    def _watch(self, pipe: Pipeline, job: str, payload: dict[str, Any], carrier: str) -> None:
+    def _watch(
+        self, watched: dict[int, dict[str, str]], job: str, payload: dict[str, Any], carrier: str
+    ) -> None:
+        """File a job for the watchdog; `enqueue_ready` registers a commit's at once."""
         if "partition" in payload:  # notifications say; tasks belong to their instance's
             partition = int(payload["partition"])
         else:
             partition = self.keys.partition_of(payload["instance"])
-        self.watchdog.watch(pipe, partition, job, payload, carrier)
+        watched.setdefault(partition, {})[job] = self.watchdog.record(payload, carrier)
 
     def _idle_workers(self, ready: list[Any], queue: Queue) -> int:
         """How many workers can start on this work now: those not already owed a job
@@ -228,6 +240,7 @@ class Dispatcher:
             func,
             kwargs={"payload": payload},
             id=job,
+            description=_description(func, payload),
             timeout=max(1, timeout),
             result_ttl=0,
             failure_ttl=FAILURE_TTL,
@@ -244,6 +257,16 @@ def _packs(
     """Split ready work into jobs: one each up to one per worker, else evenly, `most` at most."""
     size = max(1, min(most, math.ceil(len(ready) / workers)))
     return [ready[start : start + size] for start in range(0, len(ready), size)]
+
+
+def _description(func: str, payload: dict[str, Any]) -> str:
+    """What RQ shows of a job (logs, dashboards). Left to RQ, it would be the repr of the
+    whole payload, contexts and all, cut to 75 characters: costly to make for a packed job
+    (every item's repr), and telling little."""
+    if "items" in payload:
+        return f"{func}({len(payload['items'])} items)"
+    what = payload.get("task") or payload.get("channel") or ""
+    return f"{func}({what})"
 
 
 def _carrier_id(group: list[tuple[str, dict[str, Any]]]) -> str:

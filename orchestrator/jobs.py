@@ -117,12 +117,15 @@ def _send(
     answers: list[tuple[dict[str, Any], Event]],
     heartbeat: Heartbeat,
 ) -> None:
-    """Tasks' answers and the end of their heartbeats, in one round trip."""
+    """Tasks' answers, in one round trip. Their heartbeats stop beating but are not
+    deleted: each expires within HEARTBEAT_TTL, and while it lasts it only tells the
+    watchdog what the answer already says (a DEL a task would be a command a step)."""
     pipe = connection.pipeline(transaction=False)
     for payload, event in answers:
         pipe.xadd(payload["inbox"], {"e": event.to_json()})
-        heartbeat.done(payload["alive"], pipe)
     pipe.execute()
+    for payload, _ in answers:
+        heartbeat.stop(payload["alive"])
 
 
 def send_notification(payload: dict[str, Any]) -> None:
@@ -182,9 +185,13 @@ class Heartbeat:
 
     def done(self, key: str, pipe: Pipeline) -> None:
         """Stop beating for `key`; its DELETE goes out with the caller's pipeline."""
+        self.stop(key)
+        pipe.delete(key)
+
+    def stop(self, key: str) -> None:
+        """Stop beating for `key` and leave it to expire (HEARTBEAT_TTL)."""
         with self.lock:
             self.keys.discard(key)
-        pipe.delete(key)
 
     def _refresh(self) -> None:
         with self.lock:
@@ -234,14 +241,16 @@ class _Answers:
 
     def flush(self) -> None:
         with self.lock:
-            waiting, self.waiting = self.waiting, []
-            if waiting:
-                _send(self.redis, waiting, self.heartbeat)
+            if not self.waiting:
+                return
+            _send(self.redis, self.waiting, self.heartbeat)  # kept for another try if it fails:
+            self.waiting = []  # a copy that did get through is a duplicate event id, ignored
 
     def _flush_late(self) -> None:
         while not self.stopped.wait(ANSWERS_WAIT / 2):
             if self.waiting and time.monotonic() - self.oldest >= ANSWERS_WAIT:
                 try:
                     self.flush()
-                except Exception:  # sent again at the end; a task must not die of it
+                except Exception:  # sent again later or at the end; a task must not die of it
                     log.warning("sending answers failed", exc_info=True)
+                    self.oldest = time.monotonic() + HEARTBEAT_EVERY  # not again at once

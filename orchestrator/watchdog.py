@@ -63,19 +63,37 @@ class Watchdog:
         """Register a job in the enqueuing commit: a task (reported lost as a failed try)
         or a notification (`"kind": "notification"`: run again when lost). `carrier` is
         the RQ job that runs it, when that job carries several."""
+        self.watch_many(pipe, partition, {job: self.record(payload, carrier or job)})
+
+    @staticmethod
+    def record(payload: dict[str, Any], carrier: str) -> str:
+        """What the watchdog keeps of a job it watches: what its loss answers, and the RQ job."""
         if payload.get("kind") == "notification":
             record = {**payload}
         else:
             record = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
             record["entered_seq"] = payload["entered_seq"]
-        record["rq_job"] = carrier or job
-        pipe.hset(self.keys.outstanding_jobs(partition), job, json.dumps(record))
-        pipe.zadd(self.keys.outstanding(partition), {job: time.time() + CHECK_EVERY})
+        record["rq_job"] = carrier
+        return json.dumps(record, separators=(",", ":"))
+
+    def watch_many(self, pipe: Pipeline, partition: int, records: dict[str, str]) -> None:
+        """Register jobs of one partition (job id -> `record`): one HSET and one ZADD."""
+        if not records:
+            return
+        pipe.hset(self.keys.outstanding_jobs(partition), mapping=records)  # type: ignore[arg-type]
+        due = time.time() + CHECK_EVERY
+        pipe.zadd(self.keys.outstanding(partition), dict.fromkeys(records, due))
 
     def answered(self, pipe: Pipeline, partition: int, job: str) -> None:
         """Unregister a job whose answer is being applied, in the applying commit."""
-        pipe.zrem(self.keys.outstanding(partition), job)
-        pipe.hdel(self.keys.outstanding_jobs(partition), job)
+        self.answered_many(pipe, partition, [job])
+
+    def answered_many(self, pipe: Pipeline, partition: int, jobs: list[str]) -> None:
+        """Unregister jobs of one partition whose answers are being applied: one ZREM, one HDEL."""
+        if not jobs:
+            return
+        pipe.zrem(self.keys.outstanding(partition), *jobs)
+        pipe.hdel(self.keys.outstanding_jobs(partition), *jobs)
 
     def check(self, partitions: list[int], now: float, limit: int = 200) -> int:
         """Check the outstanding jobs due for a check; report the lost ones. Returns how many."""
