@@ -1,10 +1,26 @@
 """(d) Dramatiq: a pipeline of three actors, Redis broker, two worker processes.
 
-`dramatiq bench.flows.dramatiq_app --processes 2 --threads 1`: one parent and
-two worker processes with one worker thread each. The broker URL comes from
+`dramatiq bench.flows.dramatiq_app --processes 2 --threads 8`: one parent and
+two worker processes with Dramatiq's defaults otherwise: 8 worker threads each
+(`--threads` is spelt out only so that the note says what ran), a prefetch of
+2 x threads = 16 messages, default middleware. The broker URL comes from
 BENCH_REDIS_URL in the workers; the driver binds the actors to the run's
 server itself. The later steps ignore the earlier ones' results (pipe_ignore),
-so no result backend is needed. Dramatiq's default middleware otherwise.
+so no result backend is needed.
+
+Not `--threads 1`: with the Redis broker the prefetch, not the threads, sets
+the rate. A worker process's consumer thread fetches up to `prefetch` messages
+(2 x threads) and, while that many are still outstanding (fetched and not yet
+acked), does not fetch again but sleeps its back-off, 5 to 10 ms at least
+(`_RedisConsumer.__next__`, `compute_backoff`), even though its worker threads
+finish those messages long before. So a process handles at most `prefetch`
+messages per ~7.5 ms: with one thread (prefetch 2), ~270 messages/s per
+process, ~180 workflows/s for two, a quarter of issue #6's calibration. The
+rate scales with the prefetch whatever the threads (measured: threads 1, 2,
+4, 8: ~180, ~360, ~720, ~1,400 workflows/s; threads 1 with prefetch 16 like
+threads 8; threads 8 with prefetch 4 like threads 2). Dramatiq's default, 8
+threads, is the fair setting; a larger prefetch (`dramatiq_queue_prefetch`)
+is tuning beyond it and gained little here (prefetch 64: 1,460 to 1,820).
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ from bench.flows import steps
 from bench.flows.base import System
 
 QUEUE = "bench3"
+THREADS = 8  # per worker process: Dramatiq's default (prefetch 2 x 8); see above
 
 _url = os.environ.get(steps.URL_ENV)
 dramatiq.set_broker(RedisBroker(url=_url) if _url else StubBroker())  # type: ignore[no-untyped-call]
@@ -50,8 +67,9 @@ def bind(url: str) -> RedisBroker:
 class DramatiqSystem(System):
     name = "dramatiq"
     workers_note = (
-        "`dramatiq --processes 2 --threads 1`: 2 worker processes of 1 thread (+ the parent), "
-        "Redis broker, default middleware; pipeline([step, step, last]).run()"
+        f"`dramatiq --processes 2 --threads {THREADS}`: 2 worker processes (+ the parent), "
+        f"Dramatiq's defaults: {THREADS} threads and a prefetch of {2 * THREADS} each, "
+        "default middleware; Redis broker; pipeline([step, step, last]).run()"
     )
 
     def __init__(self, url: str, folder: Path) -> None:
@@ -75,7 +93,7 @@ class DramatiqSystem(System):
 
     def start_workers(self) -> None:
         argv = [sys.executable, "-m", "dramatiq", "bench.flows.dramatiq_app"]
-        argv += ["--processes", "2", "--threads", "1", "--queues", QUEUE]
+        argv += ["--processes", "2", "--threads", str(THREADS), "--queues", QUEUE]
         self.workers.spawn("dramatiq", argv, self.env)
 
     def ready(self) -> bool:
