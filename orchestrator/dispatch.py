@@ -45,7 +45,7 @@ FAILURE_TTL = 7 * 24 * 3600
 NOTIFICATION_TIMEOUT = 60
 TASKS_PER_JOB = 50  # at most, one after another in one work-horse
 NOTIFICATIONS_PER_JOB = 50  # at most, sent concurrently by one notification job
-LINGER_PER_JOB = 0.005  # seconds the applier waits per task job waiting per worker...
+LINGER_PER_JOB = 0.005  # seconds the applier waits per job waiting per worker...
 MAX_LINGER = 0.05  # ...at most
 WORKERS_FRESH_FOR = 2.0  # seconds a count of RQ workers is trusted
 
@@ -142,8 +142,7 @@ class Dispatcher:
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than
         idle workers to take them, else packed, as evenly as the idle workers allow."""
-        if not ready.tasks:
-            self.linger = 0.0
+        self.linger = 0.0  # unless a queue with work for it has a backlog: _idle_workers
         watched: dict[int, dict[str, str]] = {}  # partition -> job -> watchdog record
         workers = self._idle_workers(ready.tasks, self.tasks)
         for group in _packs(ready.tasks, workers, TASKS_PER_JOB):
@@ -207,15 +206,16 @@ class Dispatcher:
         """How many workers can start on this work now: those not already owed a job
         waiting in the queue (at least one). With a backlog, everything goes in one job,
         and the applier lingers before its next batch (`linger`) so that it grows: 5 ms
-        for each job waiting per worker, 50 ms at most; those jobs come first anyway."""
+        for each job waiting per worker, 50 ms at most; those jobs come first anyway.
+        Tasks and notifications alike: a small pack costs a worker a whole turn (RQ's
+        own cost for a task job; a notification job's 100 ms provider wait)."""
         if not ready:
             return 1
         workers = self._worker_count(queue.name)
         waiting = int(self.redis.llen(queue.key))
-        if queue is self.tasks:
-            self.linger = (
-                min(MAX_LINGER, LINGER_PER_JOB * waiting / workers) if waiting >= workers else 0.0
-            )
+        if waiting >= workers:
+            wait = min(MAX_LINGER, LINGER_PER_JOB * waiting / workers)
+            self.linger = max(self.linger, wait)
         return max(1, workers - waiting)
 
     def _worker_count(self, queue: str) -> int:
