@@ -9,7 +9,8 @@ process, then used_memory again. The difference over N is what one finished
 instance costs, everything included: its hash, history stream and
 applied-ids set, their key and expiry entries, and its members in the
 indexes. RQ's keys for the bench's own short-lived workers (`rq:worker:*`)
-are deleted before each reading: they are not per instance.
+are deleted before each reading: they are not per instance; so are the tasks'
+heartbeat keys, which expire a few seconds after each task.
 
 The history's share is measured by deleting the N histories (a finished
 instance's history is an archive, one compressed string: orchestrator.archive)
@@ -104,10 +105,12 @@ def measure_memory(url: str, *, instances: int, warmup: int = WARMUP) -> dict[st
 
 
 def used_memory(admin: redis.Redis) -> int:
-    """used_memory once the bench's own RQ worker records are gone."""
-    stale = list(admin.scan_iter(match="rq:worker:*", count=1000))
-    if stale:
-        admin.delete(*stale)
+    """used_memory once the bench's own RQ worker records are gone, and the tasks'
+    heartbeat keys (left to expire within HEARTBEAT_TTL of each task's end: not kept)."""
+    for pattern in ("rq:worker:*", "*:alive:*"):
+        stale = list(admin.scan_iter(match=pattern, count=1000))
+        if stale:
+            admin.delete(*stale)
     info: dict[str, Any] = admin.info("memory")
     return int(info["used_memory"])
 
