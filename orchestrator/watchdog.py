@@ -52,22 +52,10 @@ class Watchdog:
         self.redis = client
         self.keys = keys
 
-    def watch(
-        self,
-        pipe: Pipeline,
-        partition: int,
-        job: str,
-        payload: dict[str, Any],
-        carrier: str | None = None,
-    ) -> None:
-        """Register a job in the enqueuing commit: a task (reported lost as a failed try)
-        or a notification (`"kind": "notification"`: run again when lost). `carrier` is
-        the RQ job that runs it, when that job carries several."""
-        self.watch_many(pipe, partition, {job: self.record(payload, carrier or job)})
-
     @staticmethod
     def record(payload: dict[str, Any], carrier: str) -> str:
-        """What the watchdog keeps of a job it watches: what its loss answers, and the RQ job."""
+        """What the watchdog keeps of a job it watches: what its loss answers, and the RQ job
+        that carries it (its own id, or a packed job's)."""
         if payload.get("kind") == "notification":
             record = {**payload}
         else:
@@ -77,7 +65,9 @@ class Watchdog:
         return json.dumps(record, separators=(",", ":"))
 
     def watch_many(self, pipe: Pipeline, partition: int, records: dict[str, str]) -> None:
-        """Register jobs of one partition (job id -> `record`): one HSET and one ZADD."""
+        """Register jobs of one partition (job id -> `record`) in the enqueuing commit, one
+        HSET and one ZADD: tasks (reported lost as a failed try) and notifications
+        (`"kind": "notification"`: run again when lost)."""
         if not records:
             return
         pipe.hset(self.keys.outstanding_jobs(partition), mapping=records)  # type: ignore[arg-type]

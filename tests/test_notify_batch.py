@@ -120,7 +120,8 @@ def enqueue_packed(app: App, items: list[dict[str, Any]]) -> str:
     queue.enqueue_job(job, pipeline=pipe)
     watchdog = Watchdog(app.redis, app.keys)
     for one in items:
-        watchdog.watch(pipe, int(one["partition"]), str(one["key"]), one, carrier)
+        record = {str(one["key"]): watchdog.record(one, carrier)}
+        watchdog.watch_many(pipe, int(one["partition"]), record)
     pipe.execute()
     return carrier
 
