@@ -6,7 +6,7 @@ up to which Redis keeps a sorted set compact, as they are in any real
 deployment), then `INFO memory` used_memory, then N
 real `three_steps` instances run to completion by the engine in this
 process, then used_memory again. The difference over N is what one finished
-instance costs, everything included: its hash, history stream and
+instance costs, everything included: its hash, history archive and
 applied-ids set, their key and expiry entries, and its members in the
 indexes. RQ's keys for the bench's own short-lived workers (`rq:worker:*`)
 are deleted before each reading: they are not per instance; so are the tasks'
