@@ -25,18 +25,23 @@ def wait_final(env: dict[str, str], instance_id: str, timeout: float = 30) -> di
         time.sleep(0.2)
 
 
-def test_worker_runs_orders_survives_a_killed_child_and_stops_on_sigterm(
-    app: App, tmp_path: Path
-) -> None:
-    env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="1")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--processes", "2"],
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`orchestrator worker ARGS` as a user starts it; its output (text) in `stdout`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_worker_runs_orders_survives_a_killed_child_and_stops_on_sigterm(
+    app: App, tmp_path: Path
+) -> None:
+    env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="1")
+    worker = start_worker(env, "--processes", "2")
     try:
         # Given a running worker and two orders started from the CLI
         good = run_cli(
@@ -85,14 +90,7 @@ def test_process_isolation_runs_tasks_without_a_fork_and_survives_a_task_that_ki
     app: App, tmp_path: Path
 ) -> None:
     env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--isolation", "process"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker(env, "--processes", "1", "--isolation", "process")
     try:
         # Given a task that kills its own process on its first try, which here is the
         # task worker itself (no work-horse is forked)
@@ -128,14 +126,7 @@ def test_process_isolation_ends_a_worker_whose_task_outlives_its_deadline(
     app: App, tmp_path: Path
 ) -> None:
     env = cli_env(app.settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--processes", "1"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker(env, "--processes", "1")
     try:
         # Given a task (timeout 1 s) that swallows its timeout on its first try and goes on
         marker = tmp_path / "stubborn"
