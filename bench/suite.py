@@ -11,6 +11,7 @@ still run; so does any of ours that raises.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import traceback
@@ -70,27 +71,19 @@ class Outcome:
 
 def applier_vs_rq(args: argparse.Namespace) -> dict[str, Any]:
     with private_redis() as server:
-        orch_runs = [
-            measure_applier(
-                server.url,
-                events=args.events,
-                instances=args.instances,
-                partitions=args.partitions,
-                batch_size=args.batch_size,
-            )
-            for _ in range(args.repeat)
-        ]
+        applier_run = functools.partial(
+            measure_applier,
+            server.url,
+            events=args.events,
+            instances=args.instances,
+            partitions=args.partitions,
+            batch_size=args.batch_size,
+        )
+        orch_runs = [applier_run() for _ in range(args.repeat)]
         rq_runs = [measure_rq(server.url, jobs=args.jobs) for _ in range(args.repeat)]
         orch, rq = _best(orch_runs), _best(rq_runs)
         if args.profile:
-            measure_applier(
-                server.url,
-                events=args.events,
-                instances=args.instances,
-                partitions=args.partitions,
-                batch_size=args.batch_size,
-                profile_lines=args.profile,
-            )
+            applier_run(profile_lines=args.profile)
     how = (
         f"{orch.items} tick events over {args.instances} counter instances, one Applier; "
         f"RQ: {rq.items} no-op jobs, one SimpleWorker"
