@@ -385,7 +385,7 @@ class Applier:
                 partition = self.keys.partition_of(instance_id)
                 answered.setdefault(partition, []).extend(item.answered_jobs)
             for seq, index, effect in item.effects:
-                self.dispatcher.add(pipe, instance_id, seq, index, effect, ready)
+                self.dispatcher.add(pipe, after, seq, index, effect, ready)
         # An instance leaves one key and joins another (never the same), and no two
         # instances share an id: removing all, then adding all, is the same as pairwise.
         for key, ids in leaving.items():

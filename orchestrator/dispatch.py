@@ -31,6 +31,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
+from orchestrator.instance import Instance
 from orchestrator.keys import Keys
 from orchestrator.watchdog import Watchdog
 
@@ -86,20 +87,24 @@ class Dispatcher:
     def add(
         self,
         pipe: Pipeline,
-        instance_id: str,
+        instance: Instance,
         seq: int,
         index: int,
         effect: Effect,
         ready: Ready,
     ) -> None:
         """Write an effect into the commit; tasks and notifications wait in `ready`
-        for `enqueue_ready`, which decides how to pack them."""
+        for `enqueue_ready`, which decides how to pack them. A job names the workflow
+        and version that declares its work, so a worker can check it was declared."""
+        instance_id = instance.id
         partition = self.keys.partition_of(instance_id)
         match effect:
             case RunTask():
                 job = job_id(instance_id, seq, index)
                 payload: dict[str, Any] = {
                     "instance": instance_id,
+                    "workflow": instance.workflow,
+                    "version": instance.version,
                     "inbox": self.keys.inbox(partition),
                     "task": effect.task,
                     "kind": effect.kind,
@@ -115,6 +120,8 @@ class Dispatcher:
             case Notify():
                 payload = {
                     "instance": instance_id,
+                    "workflow": instance.workflow,
+                    "version": instance.version,
                     "inbox": self.keys.inbox(partition),
                     "channel": effect.channel,
                     "to": effect.to,
