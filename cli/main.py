@@ -70,6 +70,13 @@ def run() -> None:
             raise
         import redis
 
+        if _out_of_memory(exc):
+            typer.echo(
+                "error: Redis is out of memory (used memory is over its maxmemory) and refused "
+                "the command; free memory or raise maxmemory, then run it again",
+                err=True,
+            )
+            sys.exit(1)
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             typer.echo(f"error: lost the connection to Redis: {exc}", err=True)
         else:
@@ -78,6 +85,15 @@ def run() -> None:
                 err=True,
             )
         sys.exit(70)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a command for want of memory (also when a script's write was refused)."""
+    import redis
+
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return True
+    return isinstance(exc, redis.ResponseError) and "OOM command not allowed" in str(exc)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,16 @@ def connect(settings: Settings) -> redis.Redis:
 def keys_for(client: redis.Redis, settings: Settings) -> Keys:
     """The key schema, with the partition count this deployment was created with."""
     meta = Keys(settings.namespace).meta
-    client.hsetnx(meta, "partitions", settings.partitions or DEFAULT_PARTITIONS)
-    stored = int(client.hget(meta, "partitions") or DEFAULT_PARTITIONS)
+    recorded = client.hget(meta, "partitions")  # read first: a full Redis still answers reads
+    if recorded is None:
+        try:
+            client.hsetnx(meta, "partitions", settings.partitions or DEFAULT_PARTITIONS)
+            recorded = client.hget(meta, "partitions")
+        except redis.exceptions.OutOfMemoryError:
+            # a new deployment on a full Redis: nothing in it to read, and every write
+            # fails on its own with a clear error; record the count on a later start
+            recorded = None
+    stored = int(recorded or settings.partitions or DEFAULT_PARTITIONS)
     if settings.partitions is not None and stored != settings.partitions:
         raise ConfigurationError(
             f"this deployment (namespace {settings.namespace!r}) was created with {stored} "
