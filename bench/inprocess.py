@@ -22,7 +22,6 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from orchestrator.bootstrap import App, bootstrap
-from orchestrator.guard import GuardedJob
 from orchestrator.settings import Settings
 from orchestrator.worker import QUEUES
 
@@ -70,11 +69,19 @@ class Engine:
     def run_jobs(self) -> bool:
         """Run every queued job once, in this process; whether there was any."""
         queues = [
-            Queue(name, connection=self.app.redis, serializer=JSONSerializer, job_class=GuardedJob)
+            Queue(
+                name,
+                connection=self.app.redis,
+                serializer=JSONSerializer,
+                job_class=self.app.job_class,
+            )
             for name in QUEUES
         ]
         worker = SimpleWorker(
-            queues, connection=self.app.redis, serializer=JSONSerializer, job_class=GuardedJob
+            queues,
+            connection=self.app.redis,
+            serializer=JSONSerializer,
+            job_class=self.app.job_class,
         )
         handlers: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -82,6 +82,7 @@ class Applier:
         retention: float = 7 * 86400.0,
         crash_at: frozenset[str] = frozenset(),
         applier_id: str | None = None,
+        job_key: bytes | None = None,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -91,7 +92,7 @@ class Applier:
         self.id = applier_id or uuid.uuid4().hex[:12]
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
-        self.dispatcher = Dispatcher(client, keys)
+        self.dispatcher = Dispatcher(client, keys, job_key)
         self.retention = Retention(client, keys, retention)
         self.later = Later(client, keys)
         self._next_clean = 0.0

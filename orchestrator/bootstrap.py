@@ -14,6 +14,7 @@ import redis
 from orchestrator.applier import Applier
 from orchestrator.client import Orchestrator
 from orchestrator.connection import connect, keys_for
+from orchestrator.guard import GuardedJob, JobCheck, guarded
 from orchestrator.keys import Keys
 from orchestrator.registry import Registry
 from orchestrator.settings import Settings
@@ -39,6 +40,11 @@ class App:
     def client(self) -> Orchestrator:
         return Orchestrator(self.redis, self.keys, self.registry, self.settings.retention)
 
+    @cached_property
+    def job_class(self) -> type[GuardedJob]:
+        """The job class of this process's RQ workers: it runs only declared work."""
+        return guarded(JobCheck(self.registry, self.keys, self.settings.job_key))
+
     def applier(self, batch_size: int = 200) -> Applier:
         return Applier(
             self.redis,
@@ -48,6 +54,7 @@ class App:
             lease_ttl=self.settings.lease_ttl,
             retention=self.settings.retention,
             crash_at=self.settings.crash_at,
+            job_key=self.settings.job_key,
         )
 
 

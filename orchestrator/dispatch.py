@@ -33,6 +33,7 @@ from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTim
 from orchestrator.events import Event
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
+from orchestrator.payloads import seal
 from orchestrator.watchdog import Watchdog
 
 TASK_QUEUE = "tasks"
@@ -75,9 +76,10 @@ class Ready:
 
 
 class Dispatcher:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, job_key: bytes | None = None) -> None:
         self.redis = client
         self.keys = keys
+        self.job_key = job_key  # seals every job (orchestrator.payloads.seal) when set
         self.tasks = Queue(TASK_QUEUE, connection=client, serializer=JSONSerializer)
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
         self.watchdog = Watchdog(client, keys)
@@ -182,7 +184,7 @@ class Dispatcher:
         watched: dict[int, dict[str, str]],
     ) -> None:
         """One RQ job carrying several items; the watchdog knows each by its own id."""
-        carrier = _carrier_id(group)
+        carrier = carrier_id([job for job, _ in group])
         items = [payload for _, payload in group]
         self._enqueue(pipe, queue, func, {"items": items}, carrier, timeout)
         for job, payload in group:
@@ -255,6 +257,8 @@ class Dispatcher:
             serializer=JSONSerializer,
             origin=queue.name,
         )
+        if self.job_key is not None:  # the workers refuse a job whose seal does not match
+            created.meta["mac"] = seal(self.job_key, job, created.data)
         queue.enqueue_job(created, pipeline=pipe)
 
 
@@ -276,6 +280,6 @@ def _description(func: str, payload: dict[str, Any]) -> str:
     return f"{func}({what})"
 
 
-def _carrier_id(group: list[tuple[str, dict[str, Any]]]) -> str:
+def carrier_id(item_ids: list[str]) -> str:
     """A packing job's id: its first item's id (unique) and how many it carries."""
-    return f"{group[0][0]}-n{len(group)}"
+    return f"{item_ids[0]}-n{len(item_ids)}"

@@ -57,6 +57,10 @@ class Registry:
             )
         return versions[version]
 
+    def definitions(self) -> list[Definition]:
+        """Every loaded version of every workflow."""
+        return [d for versions in self._versions.values() for d in versions.values()]
+
     def latest(self) -> list[Definition]:
         return [self.get(name) for name in self.names()]
 

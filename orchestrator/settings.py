@@ -7,6 +7,9 @@ ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first us
 ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
 ORCHESTRATOR_RETENTION     how long finished instances and their history are kept (default: 7d)
 ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
+ORCHESTRATOR_JOB_KEY       a secret of 16+ characters: every RQ job is sealed with it and
+                           workers refuse a job without the seal (default: unset, no seal)
+ORCHESTRATOR_JOB_KEY_FILE  the same, read from a file (a Docker or Kubernetes secret)
 ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
 """
 
@@ -39,6 +42,7 @@ class Settings:
     lease_ttl: float = 10.0
     retention: float = 7 * 86400.0
     crash_at: frozenset[str] = frozenset()
+    job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,11 +61,39 @@ class Settings:
             lease_ttl=duration(env.get("ORCHESTRATOR_LEASE_TTL", "10"), "ORCHESTRATOR_LEASE_TTL"),
             retention=duration(env.get("ORCHESTRATOR_RETENTION", "7d"), "ORCHESTRATOR_RETENTION"),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
+            job_key=job_key(env),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if isinstance(given.get("workflows"), str):
             given["workflows"] = _modules(given["workflows"])
         return replace(settings, **given)
+
+
+MIN_JOB_KEY = 16
+
+
+def job_key(env: Mapping[str, str]) -> bytes | None:
+    """ORCHESTRATOR_JOB_KEY, or the content of ORCHESTRATOR_JOB_KEY_FILE (trailing
+    newline dropped); None when neither is set."""
+    text = env.get("ORCHESTRATOR_JOB_KEY") or None
+    path = env.get("ORCHESTRATOR_JOB_KEY_FILE") or None
+    if text is not None and path is not None:
+        raise ConfigurationError("set ORCHESTRATOR_JOB_KEY or ORCHESTRATOR_JOB_KEY_FILE, not both")
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                raw = file.read(4097)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"ORCHESTRATOR_JOB_KEY_FILE: cannot read {path!r}: {exc.strerror}"
+            ) from None
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    if text is None:
+        return None
+    if not MIN_JOB_KEY <= len(text) <= 4096:
+        where = "ORCHESTRATOR_JOB_KEY_FILE" if path else "ORCHESTRATOR_JOB_KEY"
+        raise ConfigurationError(f"{where} must be {MIN_JOB_KEY} to 4096 characters long")
+    return text.encode("utf-8", "surrogateescape")
 
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -28,7 +28,6 @@ from rq.serializers import JSONSerializer
 import orchestrator.jobs  # noqa: F401
 from orchestrator.bootstrap import App, bootstrap
 from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
-from orchestrator.guard import GuardedJob
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.worker")
@@ -47,11 +46,11 @@ class BurstWorker(Worker):
 
 def rq_worker(app: App, burst: bool = False) -> Worker:
     queues = [
-        Queue(name, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
+        Queue(name, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class)
         for name in QUEUES
     ]
     kind = BurstWorker if burst else Worker
-    return kind(queues, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
+    return kind(queues, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class)
 
 
 def run_burst(app: App, timer_horizon: float = 5.0) -> int:
@@ -123,8 +122,10 @@ def _task_worker_main(settings: Settings, isolation: str = "process", deadline: 
     kills its process takes this worker down, the supervisor starts it again and the
     watchdog reports the task lost, as after the out-of-memory killer."""
     app = bootstrap(settings)
-    queue = Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob)
-    options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": GuardedJob}
+    queue = Queue(
+        TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    )
+    options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": app.job_class}
     if isolation == "job":
         Worker([queue], connection=app.redis, **options).work(logging_level="WARNING")
         return
@@ -138,10 +139,10 @@ def _notification_worker_main(settings: Settings) -> None:
     sessions live from one send to the next (our code, not the user's)."""
     app = bootstrap(settings)
     queue = Queue(
-        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
+        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     )
     SimpleWorker(
-        [queue], connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     ).work(logging_level="WARNING")
 
 

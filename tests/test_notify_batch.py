@@ -7,7 +7,7 @@ time, on threads that keep their connections from one job to the next. The
 servers are real: aiosmtpd (tests/smtp_server.py, tests/smtp_faults.py) and a
 local Twilio Messages API for the real `twilio` client (tests/twilio_server.py).
 The jobs run in an RQ SimpleWorker in this process, as the notification
-worker runs them (no fork), with the worker's GuardedJob.
+worker runs them (no fork), with the worker's guarded job class.
 
 Ambiguous answers: when the whole message went out and no answer came back,
 the server may have it. The send is not repeated on the spot, the ledger
@@ -41,8 +41,9 @@ from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
 from notifiers.sms import SmsNotifier
 from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE, SEND_NOTIFICATIONS
-from orchestrator.guard import GuardedJob
+from orchestrator.dispatch import NOTIFICATION_QUEUE, SEND_NOTIFICATIONS, carrier_id
+from orchestrator.guard import GuardedJob, JobCheck, guarded
+from orchestrator.registry import Registry
 from orchestrator.watchdog import CHECK_EVERY, Watchdog
 from tests.conftest import free_port
 from tests.smtp_faults import AmbiguousSmtpServer, CrowdedSmtpServer
@@ -69,6 +70,18 @@ def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
         batch._pool[1].shutdown(wait=True)
 
 
+BOMBED_WORKFLOW = """
+from orchestrator import Notify, On, State, Workflow
+
+
+class Bombed(Workflow):
+    name = "bombed"
+    start = State(initial=True, notify=[Notify("email", "boom", to="email")])
+    done = State(final=True)
+    transitions = [On("go", source=start, target=done)]
+"""
+
+
 def use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -81,6 +94,8 @@ def item(app: App, n: int, **changes: Any) -> dict[str, Any]:
     key = f"{instance}-1-0"
     payload: dict[str, Any] = {
         "instance": instance,
+        "workflow": "order",
+        "version": 1,
         "inbox": app.keys.inbox(partition),
         "channel": "email",
         "to": f"buyer-{n}@example.com",
@@ -102,7 +117,7 @@ def item(app: App, n: int, **changes: Any) -> dict[str, Any]:
 def enqueue_packed(app: App, items: list[dict[str, Any]]) -> str:
     """One job carrying `items`, each watched under its own key, as orchestrator.dispatch
     packs the notifications of one commit; returns the job's id."""
-    carrier = f"{items[0]['key']}-pack{len(items)}"  # RQ ids: letters, digits, - and _
+    carrier = carrier_id([str(one["key"]) for one in items])
     queue = Queue(NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer)
     pipe = app.redis.pipeline(transaction=True)
     pipe.multi()
@@ -126,13 +141,14 @@ def enqueue_packed(app: App, items: list[dict[str, Any]]) -> str:
     return carrier
 
 
-def run_jobs(app: App) -> None:
+def run_jobs(app: App, job_class: type[GuardedJob] | None = None) -> None:
     """The notification worker's loop, in this process, until the queue is empty."""
+    job_class = job_class or app.job_class
     queue = Queue(
-        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
+        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=job_class
     )
     worker = SimpleWorker(
-        [queue], connection=app.redis, serializer=JSONSerializer, job_class=GuardedJob
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=job_class
     )
     worker.work(burst=True, logging_level="WARNING")
 
@@ -279,7 +295,7 @@ def test_each_item_of_a_packed_job_ends_its_own_way(app: App, channels: pytest.M
     assert alive_keys(app, list(items.values())) == 0
 
 
-def test_an_item_that_breaks_fails_the_job_and_is_run_again_alone(
+def test_a_packed_job_with_a_malformed_item_is_refused_whole_before_anything_is_sent(
     app: App, channels: pytest.MonkeyPatch
 ) -> None:
     # Given a packed job whose third item cannot even be read (no channel)
@@ -291,17 +307,19 @@ def test_an_item_that_breaks_fails_the_job_and_is_run_again_alone(
         carrier = enqueue_packed(app, items)
         # When the worker runs it
         run_jobs(app)
-        # Then the others were sent and answered; the job is recorded failed
-        assert len(server.messages) == 3
+        # Then the worker's guard refused the whole job before any send, naming the fault
+        assert server.messages == []
         assert carrier in FailedJobRegistry(NOTIFICATION_QUEUE, connection=app.redis)
-        assert [events(app, one) != [] for one in items] == [True, True, False, True]
-        assert alive_keys(app, items) == 0
-        assert outstanding(app) == 1
-        # and the watchdog puts the broken one, alone, back to be run again
+        job = Job.fetch(carrier, connection=app.redis, serializer=JSONSerializer)
+        result = job.latest_result()
+        assert result is not None and "RefusedJob" in (result.exc_string or "")
+        assert "items.2.channel: Field required" in (result.exc_string or "")
+        assert [events(app, one) for one in items] == [[], [], [], []]
+        # and the watchdog puts every item back, each to be run again in a job of its own
         watchdog = Watchdog(app.redis, app.keys)
         lost = watchdog.check(list(range(app.keys.partitions)), time.time() + CHECK_EVERY + 1)
-        assert lost == 1
-        assert [again["key"] for again in later(app)] == [broken["key"]]
+        assert lost == 4
+        assert sorted(again["key"] for again in later(app)) == sorted(i["key"] for i in items)
 
 
 def test_a_template_bomb_in_a_packed_job_is_cut_off_and_fails_only_its_notification(
@@ -310,7 +328,7 @@ def test_a_template_bomb_in_a_packed_job_is_cut_off_and_fails_only_its_notificat
     # Given a workflow template that would loop for hours, and two good notifications
     package = tmp_path / "bombed_batch"
     (package / "templates" / "boom").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(BOMBED_WORKFLOW)
     (package / "templates" / "boom" / "subject.txt").write_text("Boom")
     loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     (package / "templates" / "boom" / "body.txt").write_text(loop)
@@ -318,10 +336,12 @@ def test_a_template_bomb_in_a_packed_job_is_cut_off_and_fails_only_its_notificat
     with SmtpServer() as server:
         use(channels, server.env)
         bomb = item(app, 0, templates="bombed_batch", template="boom", context={})
+        bomb["workflow"] = "bombed"
         items = [bomb, item(app, 1), item(app, 2)]
-        # When one job carries the three
+        # When one job carries the three, run by a worker that loaded that workflow
         enqueue_packed(app, items)
-        run_jobs(app)
+        registry = Registry.from_modules(["workflows", "bombed_batch"])
+        run_jobs(app, guarded(JobCheck(registry, app.keys)))
     # Then the bomb's render was cut off by the CPU limit (on its send thread's own
     # CPU clock): its notification failed, the others went out
     (failed,) = events(app, bomb)
