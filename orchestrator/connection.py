@@ -7,6 +7,7 @@ than allowed to address events to the wrong partitions.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis
@@ -27,11 +28,17 @@ def connect(settings: Settings) -> redis.Redis:
         _describe_driver_once(client)
         info = client.info("server")
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {_reason(exc)}") from None
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redact(url)}: {_scrub(_reason(exc), url)}"
+        ) from None
     except redis.AuthenticationError as exc:
-        raise RedisUnavailable(f"Redis at {redact(url)} refused the credentials: {exc}") from None
+        raise RedisUnavailable(
+            f"Redis at {redact(url)} refused the credentials: {_scrub(str(exc), url)}"
+        ) from None
     except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {redact(url)}: {exc}") from None
+        raise ConfigurationError(
+            f"invalid Redis URL {redact(url)}: {_scrub(str(exc), url)}"
+        ) from None
     version = tuple(int(part) for part in str(info.get("redis_version", "0.0")).split(".")[:2])
     if version < MIN_REDIS:
         raise ConfigurationError(
@@ -81,6 +88,17 @@ def _describe_driver_once(client: redis.Redis) -> None:
 def _reason(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.split("\n")[0]
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without any word the redacted URL hides: redis-py's own messages may quote
+    a piece of a malformed URL (a password holding a `/` reads as a port: "Port could
+    not be cast to integer value as 'pa'")."""
+    shown = set(re.findall(r"\w+", redact(url)))
+    hidden = {word for word in re.findall(r"\w+", url) if word not in shown}
+    for word in sorted(hidden, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", "***", text)
+    return text
 
 
 def check_durability(client: redis.Redis, url: str) -> None:

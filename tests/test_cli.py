@@ -634,6 +634,34 @@ def test_password_in_the_url_query_is_not_shown() -> None:
     assert SECRET not in line
 
 
+AWKWARD_PASSWORDS = {
+    "at": "Zq@Xv-Kq7@W0rd",
+    "colon": "Zq:Xv-Kq7:W0rd",
+    "slash": "Zq/Xv-Kq7/W0rd",
+    "question": "Zq?Xv-Kq7=W0rd",
+    "hash": "Zq#Xv-Kq7#W0rd",
+    "percent": "Zq%40Xv-Kq7W0rd",
+    "all": "Zq@:/?#&=Kq7 W0rd",
+}
+
+
+@pytest.mark.parametrize("password", AWKWARD_PASSWORDS.values(), ids=list(AWKWARD_PASSWORDS))
+@pytest.mark.parametrize("where", ["userinfo", "user", "query"])
+def test_no_piece_of_a_password_is_shown_whatever_it_holds(password: str, where: str) -> None:
+    port = free_port()
+    url = {
+        "userinfo": f"redis://:{password}@127.0.0.1:{port}/0",
+        "user": f"redis://orch:{password}@127.0.0.1:{port}/0",
+        "query": f"redis://127.0.0.1:{port}/0?password={password}&db=0",
+    }[where]
+    result = run_cli("status", "abc", env=cli_env(url, Path("/nonexistent")))
+    assert result.returncode == 1 and result.stderr.startswith("error: "), result.stderr
+    for piece in re.findall(r"[A-Za-z0-9]{2,}", password):
+        assert piece not in result.stderr, f"{piece!r} of the password in {result.stderr!r}"
+    if "/" not in password or where == "query":  # a raw / cuts the authority short
+        assert f"127.0.0.1:{port}" in result.stderr
+
+
 @pytest.mark.parametrize("port", ["99999", "abc"])
 def test_a_redis_url_with_a_bad_port_is_a_clear_error(port: str) -> None:
     env = cli_env(f"redis://:{SECRET}@127.0.0.1:{port}/0", Path("/nonexistent"))
