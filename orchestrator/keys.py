@@ -3,7 +3,8 @@
 With namespace N (default "orch") and P partitions; {pK} is a hash tag, so
 everything that one partition's applier commits in one MULTI stays in one slot:
 
-  N:meta                          hash   partitions: the P this deployment was created with
+  N:meta                          hash   partitions: the P this deployment was created with;
+                                         retention: seconds, as the appliers keep instances
   N:{pK}:inbox                    stream events addressed to instances of partition K
   N:{pK}:lease                    string id of the applier that owns partition K (PX ttl)
   N:{pK}:timers                   zset   armed timers (member: timer id, score: due time)
@@ -23,6 +24,7 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:idx:state:NAME:STATE          set    instance ids of a workflow by current state
   N:idx:expiring                  zset   finished instances (JSON id, workflow, state) by expiry
   N:expired                       zset   ids of instances removed by retention, by removal time
+                                         (each kept for as long as the retention)
   N:notification:KEY              hash   one notification's ledger record (notifiers.ledger)
   N:notifications:ID              zset   the notification keys of instance ID, by creation
   N:provider-message:PID          string notification key of a provider's message id
@@ -32,6 +34,13 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:recipients                    set    recipient ids
   N:deadletters                   stream events that could not be applied, with the reason
   N:appliers                      zset   live applier ids by last heartbeat
+
+Retention (orchestrator.retention): everything written for one instance expires
+with it: instance, archive, applied, and its notifications (index, records, and
+their provider-message keys); a notification with no instance (`notify send`)
+lives for the retention. What stays is deployment-wide: meta, inboxes, leases,
+timers, outstanding, the idx:* and expired sets (trimmed by the janitor),
+notify-later, rate, recipients, deadletters, appliers.
 
 RQ keeps its own keys (rq:*); give each deployment its own Redis database.
 """
