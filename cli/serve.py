@@ -20,17 +20,37 @@ def serve(
         "127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."
     ),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free one)."),
+    max_connections: int = typer.Option(
+        1000,
+        "--max-connections",
+        min=1,
+        help="Open connections served at once; one more is answered 503 and closed.",
+    ),
+    request_timeout: float = typer.Option(
+        10.0,
+        "--request-timeout",
+        min=0.1,
+        max=3600,
+        help="Seconds a request may take to arrive whole, headers and body; then 408.",
+    ),
 ) -> None:
     """Serve POST /twilio/status, POST /events and GET /health until stopped (Ctrl-C or SIGTERM).
 
     Reads ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN(_FILE) and
     ORCHESTRATOR_EVENTS_SECRET(_FILE); an endpoint whose secret is unset answers 503.
+    Bodies over 256 KiB are refused 413 unread; the listen backlog is 1024.
     """
     from orchestrator.server import make_server
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    server = make_server(app_of(ctx), host, port)
+    server = make_server(
+        app_of(ctx),
+        host,
+        port,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
+    )
     config = server.config
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"serving on http://{bound_host!s}:{bound_port}; Ctrl-C to stop")

@@ -29,7 +29,7 @@ from notifiers.ledger import Ledger
 from orchestrator.applier import Applier
 from orchestrator.bootstrap import App
 from orchestrator.errors import ConfigurationError
-from orchestrator.server import Handler, make_server
+from orchestrator.server import make_server
 from tests.conftest import ROOT, cli_env, free_port
 
 PUBLIC = "https://hooks.example.com"
@@ -397,6 +397,107 @@ def test_malformed_bodies_are_bad_requests(served: Served, body: bytes, says: st
         assert says in answer.json()["error"]
 
 
+# -- malformed input: a user error, nothing written, nothing consumed ---------------
+
+
+def inbox_length(served: Served) -> int:
+    keys = served.app.keys
+    return sum(served.app.redis.xlen(keys.inbox(p)) for p in range(keys.partitions))
+
+
+def seen_signatures(served: Served) -> list[Any]:
+    return list(served.app.redis.keys(f"{served.app.keys.namespace}:seen-signature:*"))
+
+
+def resend(served: Served, first: requests.Response) -> requests.Response:
+    """The very same request again: its bytes and its signature headers."""
+    return requests.post(
+        served.url + "/events",
+        data=first.request.body,
+        headers=dict(first.request.headers),
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "status", "says"),
+    [
+        (b'{"type": "tick", "workflow": "@", "data": {"s": "caf\xe9"}}', 400, "UTF-8"),
+        (b'{"type": "tick", "workflow": "@", "data": {"s": "\\ud800"}}', 400, "surrogate"),
+        (b'{"type": "tick", "workflow": "@", "data": {"s": "\\udfff x"}}', 400, "surrogate"),
+        (b'{"type": "tick", "workflow": "@", "data": {"n": ' + b"7" * 5000 + b"}}", 400, "digits"),
+        (b'{"type": "tick", "workflow": "@", "data": {"n": -' + b"1" * 4301 + b"}}", 400, "digits"),
+        (
+            b'{"type": "tick", "workflow": "@", "data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+            400,
+            "nested",
+        ),
+        (b'{"type": "tick", "workflow": "@", "data": {"x": 1e999}}', 400, "out of range"),
+        (b'{"type": "tick", "workflow": "@", "id": 12}', 400, '"id"'),
+        (b'{"type": ["tick"], "workflow": "@"}', 400, '"type"'),
+        (b'{"type": "tick", "workflow": "@", "task": {}}', 400, '"task"'),
+        (b'{"type": "tick", "workflow": "@", "key": {"name": 1, "value": 2}}', 400, '"key"'),
+        (b'{"type": "tick", "workflow": "@", "data": "text"}', 400, '"data"'),
+        (b'{"type": "tick", "workflow": "@", "id": "bad id!"}', 400, "event id"),
+    ],
+)
+def test_malformed_input_is_a_user_error_that_writes_and_consumes_nothing(
+    served: Served, template: bytes, status: int, says: str
+) -> None:
+    # Given a running instance and the inbox as it is
+    instance = served.app.client.start("counter")
+    before = inbox_length(served)
+    # When a correctly signed request carries a malformed body
+    first = signed_post(served, template.replace(b"@", instance.encode()))
+    # Then it is a user error naming the fault, and nothing is written
+    assert first.status_code == status, first.text
+    assert says in first.json()["error"]
+    assert inbox_length(served) == before
+    assert seen_signatures(served) == []
+    # And its signature was not consumed: the same request is judged again, not "replayed"
+    again = resend(served, first)
+    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    assert types_of(served, instance) == ["workflow.started"]
+
+
+def test_a_refused_request_can_be_retried_once_it_can_succeed(served: Served) -> None:
+    # Given an instance not yet in its working state (its start event not yet applied)
+    instance = served.app.client.start("stuck")
+    body = {"type": "task.completed", "workflow": instance, "task": "working", "data": {"ok": 1}}
+    early = signed_post(served, body)
+    assert early.status_code == 400
+    assert seen_signatures(served) == []
+    # When the task runs and the sender retries the very same signed request
+    served.drain()
+    retry = resend(served, early)
+    # Then it is accepted, once
+    assert retry.status_code == 202, retry.text
+    assert resend(served, early).status_code == 403
+    served.drain()
+    assert served.app.client.status(instance).state == "done"
+
+
+def test_a_failure_inside_the_server_consumes_nothing(served: Served) -> None:
+    # Given an instance whose record Redis cannot read as an instance (a real WRONGTYPE fault)
+    instance = served.app.client.start("counter")
+    served.drain()
+    record = served.app.keys.instance(instance)
+    saved = served.app.redis.dump(record)
+    assert isinstance(saved, bytes)
+    served.app.redis.delete(record)
+    served.app.redis.set(record, "not a hash")
+    failed = signed_post(served, {"type": "tick", "workflow": instance, "id": "t-500"})
+    # Then the answer is a plain 500 and the signature is still unused
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "internal error"}
+    assert seen_signatures(served) == []
+    # And once the fault is mended, the same request is accepted
+    served.app.redis.delete(record)
+    served.app.redis.restore(record, 0, saved)
+    assert resend(served, failed).status_code == 202
+    assert types_of(served, instance) == ["workflow.started", "tick"]
+
+
 def test_data_nested_too_deeply_is_a_bad_request(served: Served) -> None:
     instance = served.app.client.start("counter")
     data: dict[str, Any] = {}
@@ -543,18 +644,24 @@ def test_the_serve_command_runs_until_sigterm(redis_url: str, tmp_path: Any) -> 
     assert EVENTS_KEY not in out + err
 
 
-def test_a_client_that_stalls_mid_body_gets_408(
-    served: Served, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a client that promises 100 bytes and sends 2 (the server's read timeout cut short)
-    monkeypatch.setattr(Handler, "timeout", 0.3)
-    host, port = served.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(
-            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-            b"X-Orchestrator-Timestamp: 1\r\nX-Orchestrator-Signature: sha256=0\r\n\r\n{}"
-        )
-        answer = sock.makefile("rb").read()
-    # Then the thread answers 408 and is free again
-    assert answer.startswith(b"HTTP/1.0 408 ")
-    assert requests.get(served.url + "/health", timeout=5).status_code == 200
+def test_a_client_that_stalls_mid_body_gets_408(app: App) -> None:
+    # Given a server whose requests must arrive within 0.3 s
+    server = make_server(app, "127.0.0.1", 0, ENV, request_timeout=0.3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # When a client promises 100 bytes and sends 2
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"X-Orchestrator-Timestamp: 1\r\nX-Orchestrator-Signature: sha256=0\r\n\r\n{}"
+            )
+            answer = sock.makefile("rb").read()
+        # Then it is answered 408 and cut, and the server is free again
+        assert answer.split(b" ", 2)[1:2] == [b"408"], answer
+        url = f"http://127.0.0.1:{server.server_port}/health"
+        assert requests.get(url, timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
