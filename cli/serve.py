@@ -24,7 +24,7 @@ def serve(
         1000,
         "--max-connections",
         min=1,
-        help="Open connections served at once; one more is answered 503 and closed.",
+        help="Open connections served at once; any more are answered 503 and closed.",
     ),
     request_timeout: float = typer.Option(
         10.0,
