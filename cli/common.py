@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,6 +11,9 @@ import typer
 from orchestrator.bootstrap import App
 from orchestrator.errors import InputError
 from orchestrator.inbox import parse_json_object
+from orchestrator.limits import MAX_DATA_BYTES, MAX_TEXT_BYTES, read_limited
+
+MAX_LIST = 10_000  # rows a listing command prints at most
 
 
 def app_of(ctx: typer.Context) -> App:
@@ -21,19 +23,54 @@ def app_of(ctx: typer.Context) -> App:
 
 
 def json_argument(value: str | None, what: str) -> dict[str, Any]:
-    """Parse `JSON` or `@file.json` (and `@-` for standard input) into an object."""
+    """Parse `JSON` or `@file.json` (and `@-` for standard input) into an object.
+
+    A file or standard input is read at most MAX_TEXT_BYTES (+1), never whole."""
     if value is None:
         return {}
     if value.startswith("@"):
         source = value[1:]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+            if source == "-":
+                raw = read_limited(sys.stdin.buffer, f"{what} on standard input")
+            else:
+                with open(source, "rb") as file:
+                    raw = read_limited(file, f"{what} in {source}")
+            text = raw.decode("utf-8")
         except OSError as exc:
             raise InputError(f"cannot read {what} from {source}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise InputError(f"{what} in {source} is not UTF-8 text") from None
-        return parse_json_object(text, f"{what} in {source}")
-    return parse_json_object(value, what)
+        return _parse(text, f"{what} in {source}")
+    return _parse(value, what)
+
+
+def _parse(text: str, what: str) -> dict[str, Any]:
+    if len(text) > MAX_TEXT_BYTES:
+        raise InputError(
+            f"{what} is {len(text):,} characters of text; the limit is {MAX_DATA_BYTES:,} "
+            "bytes of JSON"
+        )
+    try:
+        return parse_json_object(text, what)
+    except ValueError as exc:  # not JSONDecodeError: a number past int's 4,300 digits
+        if "integer string conversion" in str(exc):
+            raise InputError(
+                f"{what} holds a number of more than {sys.get_int_max_str_digits():,} digits"
+            ) from None
+        raise InputError(f"{what} is not valid JSON: {exc}") from None
+
+
+def bounded_int(text: str, what: str, low: int, high: int) -> int:
+    """A whole number from `low` to `high` given as text, or an InputError naming `what`
+    (checked as text first: `--limit 1` followed by 5,000 digits is never converted)."""
+    digits = text.strip()
+    if digits.isascii() and digits.isdigit() and len(digits) <= len(str(high)):
+        number = int(digits)
+        if low <= number <= high:
+            return number
+    shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text):,} characters)"
+    raise InputError(f"{what} must be a whole number from {low:,} to {high:,}, not {shown!r}")
 
 
 def key_argument(value: str | None) -> tuple[str, str] | None:

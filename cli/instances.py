@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from cli.common import app_of, json_argument, key_argument, print_json, when
+from cli.common import (
+    MAX_LIST,
+    app_of,
+    bounded_int,
+    json_argument,
+    key_argument,
+    print_json,
+    when,
+)
 
 commands = typer.Typer()
 
@@ -20,8 +28,8 @@ def start(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Start an instance of a workflow and print its id."""
-    client = app_of(ctx).client
-    new_id = client.start(name, json_argument(data, "--input"), instance_id=instance_id)
+    given = json_argument(data, "--input")  # before connecting: bad input needs no Redis
+    new_id = app_of(ctx).client.start(name, given, instance_id=instance_id)
     if as_json:
         print_json({"id": new_id, "workflow": name})
     else:
@@ -44,12 +52,12 @@ def emit(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Append an event for an instance, or start one with an event type that starts a workflow."""
-    client = app_of(ctx).client
-    emitted = client.emit(
+    given, found_by = json_argument(data, "--data"), key_argument(key)  # before connecting
+    emitted = app_of(ctx).client.emit(
         event_type,
-        json_argument(data, "--data"),
+        given,
         instance_id=workflow,
-        key=key_argument(key),
+        key=found_by,
         task=task,
         event_id=event_id,
     )
@@ -101,12 +109,15 @@ def list_instances(
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
     state: str | None = typer.Option(None, "--state", help="Only instances in this state."),
     status: str | None = typer.Option(None, "--status", help="Only this status."),
-    limit: int = typer.Option(50, "--limit", min=1, help="At most this many, newest first."),
+    limit: str = typer.Option(
+        "50", "--limit", metavar="N", help=f"At most this many (1 to {MAX_LIST:,}), newest first."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List instances, newest first."""
+    count = bounded_int(limit, "--limit", 1, MAX_LIST)
     client = app_of(ctx).client
-    found = client.list(workflow=workflow, state=state, status=status, limit=limit)
+    found = client.list(workflow=workflow, state=state, status=status, limit=count)
     if as_json:
         print_json([i.summary() for i in found])
         return

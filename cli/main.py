@@ -6,6 +6,8 @@ traceback appears only with --debug.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 import typer
@@ -13,8 +15,10 @@ import typer
 from cli import definitions, instances, notifications, operations, serve
 from cli import run as running
 from orchestrator.bootstrap import App
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import InputError, OrchestratorError
 from orchestrator.settings import Settings
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 app = typer.Typer(
     help="Workflows as Python classes, advanced by events in Redis, run by RQ workers.",
@@ -57,6 +61,7 @@ app.add_typer(running.server, name="server")
 def run() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
+        check_arguments(sys.argv[1:])
         app()
     except OrchestratorError as exc:
         if debug:
@@ -85,6 +90,26 @@ def run() -> None:
                 err=True,
             )
         sys.exit(70)
+
+
+def check_arguments(args: list[str]) -> None:
+    """Refuse an argument that is not UTF-8 text, before any command sees it.
+
+    Python hands bytes that are not UTF-8 over as lone surrogates ("\\udcff"), which
+    every later step (Redis, JSON, the terminal) would choke on."""
+    for number, arg in enumerate(args, start=1):
+        if not _SURROGATE.search(arg):
+            continue
+        try:
+            raw = os.fsencode(arg)
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "backslashreplace")
+        shown = repr(raw if len(raw) <= 60 else raw[:60] + b"...")
+        option = arg.partition("=")[0] if arg.startswith("--") and "=" in arg else ""
+        if not option and number > 1 and args[number - 2].startswith("-"):
+            option = args[number - 2]
+        where = f"argument {number} ({option})" if option else f"argument {number}"
+        raise InputError(f"{where} is not valid UTF-8 text: {shown}")
 
 
 def _out_of_memory(exc: BaseException) -> bool:

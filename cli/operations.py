@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import app_of, print_json, when
+from cli.common import MAX_LIST, app_of, bounded_int, print_json, when
 from orchestrator.errors import InputError
 
 commands = typer.Typer()
@@ -60,12 +60,14 @@ def replay(
 def list_dead_letters(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
-    limit: int = typer.Option(100, "--limit", min=1, help="At most this many, oldest first."),
+    limit: str = typer.Option(
+        "100", "--limit", metavar="N", help=f"At most this many (1 to {MAX_LIST:,}), oldest first."
+    ),
 ) -> None:
     """List the dead letters, oldest first."""
     if ctx.invoked_subcommand is not None:
         return
-    letters = app_of(ctx).client.dead_letters.read(limit)
+    letters = app_of(ctx).client.dead_letters.read(bounded_int(limit, "--limit", 1, MAX_LIST))
     if as_json:
         print_json(letters)
         return

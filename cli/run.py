@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import app_of
+from cli.common import app_of, bounded_int
 from orchestrator.connection import check_durability
 
 commands = typer.Typer()
+MAX_PROCESSES = 256  # of each kind, on one machine
 server = typer.Typer(help="Manage the embedded Redis server (used when no REDIS_URL is set).")
 
 
@@ -17,7 +18,9 @@ def worker(
     burst: bool = typer.Option(
         False, "--burst", help="Run in this process and exit once there is nothing left to do now."
     ),
-    processes: int = typer.Option(2, "--processes", "-p", min=1, help="Task worker processes."),
+    processes: str = typer.Option(
+        "2", "--processes", "-p", metavar="N", help=f"Task worker processes (1 to {MAX_PROCESSES})."
+    ),
     isolation: str = typer.Option(
         "process",
         "--isolation",
@@ -30,11 +33,12 @@ def worker(
             "more per step). In both, a task past its deadline has its process ended."
         ),
     ),
-    notifiers: int = typer.Option(
-        1,
+    notifiers: str = typer.Option(
+        "1",
         "--notifiers",
-        min=0,
-        help="Notification worker processes (connections kept; 0: none here).",
+        metavar="N",
+        help=f"Notification worker processes (0 to {MAX_PROCESSES}; connections kept; "
+        "0: none here).",
     ),
     accept_risk: bool = typer.Option(
         False,
@@ -46,6 +50,8 @@ def worker(
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
     from orchestrator.worker import ISOLATIONS, Supervisor, run_burst
 
+    task_processes = bounded_int(processes, "--processes", 1, MAX_PROCESSES)
+    notifier_processes = bounded_int(notifiers, "--notifiers", 0, MAX_PROCESSES)
     app = app_of(ctx)
     app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
     if not accept_risk:
@@ -55,13 +61,14 @@ def worker(
         typer.echo(f"burst done: {applied} events applied")
         return
     typer.echo(
-        f"worker: 1 applier, {processes} task ({isolation} isolation) and {notifiers} "
+        f"worker: 1 applier, {task_processes} task ({isolation} isolation) and "
+        f"{notifier_processes} "
         "notification worker processes; "
         f"workflows: {', '.join(app.registry.names())}; Ctrl-C to stop",
     )
     if isolation not in ISOLATIONS:
         raise typer.BadParameter(f"use one of {', '.join(ISOLATIONS)}", param_hint="--isolation")
-    Supervisor(app.settings, processes, notifiers, isolation).run()
+    Supervisor(app.settings, task_processes, notifier_processes, isolation).run()
 
 
 @commands.command("demo")
