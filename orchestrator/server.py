@@ -52,7 +52,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
@@ -475,16 +475,10 @@ def build_asgi(door: Door) -> Starlette:
 
         return await _answer(request, work)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _json(404, {"error": "not found"})
-
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return (
-            _json(405, {"error": "method not allowed"})
-            if exc.status_code == 405
-            else _json(exc.status_code, {"error": HTTPStatus(exc.status_code).phrase.lower()})
-        )
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own refusals (404, 405) as JSON like every other answer."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return _json(status, {"error": HTTPStatus(status).phrase.lower()})
 
     app = Starlette(
         routes=[
@@ -492,7 +486,7 @@ def build_asgi(door: Door) -> Starlette:
             Route("/twilio/status", twilio_status, methods=["POST"]),
             Route("/events", events, methods=["POST"]),
         ],
-        exception_handlers={404: not_found, HTTPException: not_allowed},
+        exception_handlers={HTTPException: http_error},
     )
     app.add_middleware(_AccessLog)
     return app
@@ -551,99 +545,115 @@ def _canned(status: int, message: str) -> bytes:
     return head.encode() + body
 
 
-def _protocol(max_connections: int, request_timeout: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, with a connection cap and a deadline on each request."""
+class LimitedProtocol(H11Protocol):
+    """uvicorn's h11 protocol, with a connection cap and a deadline on each request.
 
-    class Protocol(H11Protocol):
-        open = 0  # connections served now (those refused at the cap not counted)
+    `limited()` makes one subclass per server, holding its limits and its count.
+    """
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.deadline: asyncio.TimerHandle | None = None
-            self.refused = False
+    max_connections: ClassVar[int] = MAX_CONNECTIONS
+    request_timeout: ClassVar[float] = REQUEST_TIMEOUT
+    open: ClassVar[int] = 0  # connections served now (those refused at the cap not counted)
+    warned: ClassVar[float] = 0.0  # when a refusal was last logged (one line a second at most)
+
+    @classmethod
+    def limited(cls, max_connections: int, request_timeout: float) -> type[LimitedProtocol]:
+        limits = {"max_connections": max_connections, "request_timeout": request_timeout}
+        return type("Protocol", (cls,), {**limits, "open": 0, "warned": 0.0})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline: asyncio.TimerHandle | None = None
+        self.refused = False
+        self.counted = False
+        self.drained = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        kind = type(self)
+        if kind.open >= kind.max_connections:
+            self._refuse(transport)
+            return
+        kind.open += 1
+        self.counted = True
+        self._arm()  # a client that connects and says nothing is cut too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self.counted:
+            type(self).open -= 1
             self.counted = False
-            self.drained = 0
+        super().connection_lost(exc)
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if Protocol.open >= max_connections:
-                self.refused = True
-                log.warning("connection refused: %d open (--max-connections)", Protocol.open)
-                transport.write(
-                    _canned(503, f"the server is at its limit of {max_connections} connections")
-                )
-                if transport.can_write_eof():
-                    transport.write_eof()
-                self.deadline = self.loop.call_later(REFUSED_GRACE, transport.close)
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # read and dropped, so the close sends no reset over the 503
+        if self.deadline is None:
+            self._arm()  # the first bytes of a request: its deadline starts
+        if self._draining():
+            self.drained += len(data)
+            if self.drained > DRAIN_LIMIT:
+                self.transport.close()
                 return
-            Protocol.open += 1
-            self.counted = True
-            self._arm()  # a client that connects and says nothing is cut too
-
-        def connection_lost(self, exc: Exception | None) -> None:
+        super().data_received(data)
+        if self._between_requests():
             self._disarm()
-            if self.counted:
-                Protocol.open -= 1
-                self.counted = False
-            super().connection_lost(exc)
 
-        def data_received(self, data: bytes) -> None:
-            if self.refused:
-                return  # read and dropped, so the close sends no reset over the 503
-            if self.deadline is None:
-                self._arm()  # the first bytes of a request: its deadline starts
-            if self._draining():
-                self.drained += len(data)
-                if self.drained > DRAIN_LIMIT:
-                    self.transport.close()
-                    return
-            super().data_received(data)
-            if self._between_requests():
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            if self._between_requests():
-                self._disarm()
-            super().on_response_complete()
-
-        def _draining(self) -> bool:
-            """Answered already (e.g. 413), while the client is still sending its body."""
-            return (
-                self.cycle is not None
-                and self.cycle.response_complete
-                and self.conn.their_state is h11.SEND_BODY
-            )
-
-        def _between_requests(self) -> bool:
-            """The client's request is all in (or none has begun): its deadline is over."""
-            state = self.conn.their_state
-            if state is h11.IDLE:
-                return not self.conn.trailing_data[0]
-            return state is h11.DONE or state is h11.MUST_CLOSE or state is h11.CLOSED
-
-        def _arm(self) -> None:
+    def on_response_complete(self) -> None:
+        if self._between_requests():
             self._disarm()
-            self.deadline = self.loop.call_later(request_timeout, self._expire)
+        super().on_response_complete()
 
-        def _disarm(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Answer 503 at once, read and drop what the client sends, close after a grace."""
+        kind = type(self)
+        self.refused = True
+        now = time.monotonic()
+        if now - kind.warned >= 1:
+            kind.warned = now
+            log.warning("connections refused: %d open (--max-connections)", kind.open)
+        limit = kind.max_connections
+        transport.write(_canned(503, f"the server is at its limit of {limit} connections"))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.deadline = self.loop.call_later(REFUSED_GRACE, transport.close)
 
-        def _expire(self) -> None:
+    def _draining(self) -> bool:
+        """Answered already (e.g. 413), while the client is still sending its body."""
+        return (
+            self.cycle is not None
+            and self.cycle.response_complete
+            and self.conn.their_state is h11.SEND_BODY
+        )
+
+    def _between_requests(self) -> bool:
+        """The client's request is all in (or none has begun): its deadline is over."""
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            return not self.conn.trailing_data[0]
+        return state is h11.DONE or state is h11.MUST_CLOSE or state is h11.CLOSED
+
+    def _arm(self) -> None:
+        self._disarm()
+        self.deadline = self.loop.call_later(type(self).request_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
             self.deadline = None
-            if self.transport.is_closing():
-                return
-            cycle = self.cycle
-            answering = cycle is not None and cycle.response_started and not cycle.response_complete
-            if not answering and not self._draining():
-                log.info("request cut at its %gs deadline (--request-timeout)", request_timeout)
-                self.transport.write(
-                    _canned(408, f"the request did not arrive whole within {request_timeout:g}s")
-                )
-            self.transport.close()
 
-    return Protocol
+    def _expire(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        answering = cycle is not None and cycle.response_started and not cycle.response_complete
+        if not answering and not self._draining():
+            seconds = type(self).request_timeout
+            log.info("request cut at its %gs deadline (--request-timeout)", seconds)
+            message = f"the request did not arrive whole within {seconds:g}s"
+            self.transport.write(_canned(408, message))
+        self.transport.close()
 
 
 # -- the server -------------------------------------------------------------------------
@@ -673,7 +683,7 @@ class OrchestratorServer:
         self.asgi = build_asgi(self.door)
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self.protocol = _protocol(max_connections, request_timeout)
+        self.protocol = LimitedProtocol.limited(max_connections, request_timeout)
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 self.asgi,
@@ -686,7 +696,7 @@ class OrchestratorServer:
                 server_header=False,
                 backlog=BACKLOG,
                 timeout_keep_alive=KEEP_ALIVE,
-                timeout_graceful_shutdown=max(1, math.ceil(request_timeout)),
+                timeout_graceful_shutdown=min(30, max(1, math.ceil(request_timeout))),
             )
         )
         self._running = threading.Event()
@@ -696,7 +706,7 @@ class OrchestratorServer:
     @property
     def open_connections(self) -> int:
         """Connections being served now (not those refused at the cap)."""
-        return self.protocol.open  # type: ignore[attr-defined, no-any-return]
+        return self.protocol.open
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
         """Serve until `shutdown()` (another thread) or SIGINT/SIGTERM (the main thread).
