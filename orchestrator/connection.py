@@ -23,8 +23,12 @@ DEFAULT_PARTITIONS = 8
 
 def connect(settings: Settings) -> redis.Redis:
     url = settings.redis_url or embedded.ensure_running(settings.data_dir)
+    # the embedded server's every connection checks whose socket and server it reaches
+    checked = {} if settings.redis_url else {"connection_class": embedded.OwnedSocketConnection}
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=5, health_check_interval=30, **checked
+        )
         _describe_driver_once(client)
         info = client.info("server")
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
