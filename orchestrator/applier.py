@@ -13,6 +13,19 @@ If the process dies anywhere before EXEC, nothing of the batch is written and
 its entries stay pending, to be read again by whoever holds the lease next.
 If the lease changed hands meanwhile, EXEC fails on the WATCH and this
 applier lets the partition go: a fenced-out applier cannot commit.
+
+Nothing read back is trusted (anyone who can write to Redis can write
+anything): an inbox entry that is not UTF-8, not JSON, not an event, or an
+event addressed to another partition's instance goes to the dead letters in
+the batch's commit, with its bytes and the reason, and is acknowledged like
+the rest. An instance whose hash (or archived history) cannot be read is left
+as it is, the evidence an operator repairs, and its events go to the dead
+letters, to be replayed once it is repaired; the batch's other instances go
+on. The side duties of a tick (timers, notify-later, watchdog, retention)
+set aside what they cannot read themselves, and a failure in one of them
+that is not Redis's is logged and retried a little later, never allowed to
+stop the applying. All of it costs no extra round trip: the parsing that was
+there is checked, nothing more is read.
 """
 
 from __future__ import annotations
@@ -31,10 +44,11 @@ from redis.client import Pipeline
 
 from orchestrator import archive
 from orchestrator import events as ev
+from orchestrator.deadletters import INBOX, dead_letter
 from orchestrator.dispatch import Dispatcher, Ready
 from orchestrator.effects import describe
 from orchestrator.errors import UnknownWorkflow
-from orchestrator.events import Event
+from orchestrator.events import Event, Unreadable
 from orchestrator.faults import crash_point
 from orchestrator.instance import Instance
 from orchestrator.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
@@ -44,7 +58,7 @@ from orchestrator.machine import GuardFailed, Result, already_applied, transitio
 from orchestrator.registry import Registry
 from orchestrator.retention import Retention
 from orchestrator.schemas import SchemaViolation
-from orchestrator.store import decode_hash
+from orchestrator.store import decode_hash, decode_text, read_history
 from orchestrator.timers import Timers
 
 log = logging.getLogger("orchestrator.applier")
@@ -53,7 +67,10 @@ ANSWERS = frozenset(
 )
 
 Entry = tuple[int, str, dict[bytes, bytes]]  # partition, stream entry id, fields
-_Loaded = tuple[Instance | None, set[str], dict[str, str]]  # instance, applied ids, its hash
+Parsed = tuple[Entry, Event | None, str]  # the entry; its event and JSON text, or None and why
+# instance, applied ids, its hash; or why its hash cannot be read
+_Loaded = tuple[Instance | None, set[str], dict[str, str]] | str
+DUTY_PAUSE = 5.0  # seconds a side duty that failed waits before it is tried again
 
 
 @dataclass
@@ -98,6 +115,7 @@ class Applier:
         self._next_clean = 0.0
         self._caught_up: set[int] = set()
         self._next_watch = 0.0  # owned partitions with no pending entries left
+        self._duty_paused: dict[str, float] = {}  # side duty -> when it may run again
 
     # -- the loop -------------------------------------------------------------
 
@@ -128,16 +146,30 @@ class Applier:
                 time.sleep(block_ms / 1000)
             return 0
         now = time.time()
-        self.timers.fire_due(owned, now)
+        self._duty("timers", now, lambda: self.timers.fire_due(owned, now))
         if 0 in owned:  # one mover: the holder of partition 0
-            self.later.move_due(self.dispatcher, now)
+            self._duty("notify-later", now, lambda: self.later.move_due(self.dispatcher, now))
         if now >= self._next_watch:
             self._next_watch = now + 1.0
-            self.dispatcher.watchdog.check(owned, now)
+            self._duty("watchdog", now, lambda: self.dispatcher.watchdog.check(owned, now))
         if now >= self._next_clean:
             self._next_clean = now + 60.0
-            self.retention.clean(now)
+            self._duty("retention", now, lambda: self.retention.clean(now))
         return self.apply_batch(block_ms=block_ms)
+
+    def _duty(self, name: str, now: float, run: Callable[[], object]) -> None:
+        """Run a side duty of the tick. Redis's errors go up (the loop rides out an outage);
+        any other is a bug or data its reader did not expect: logged, the duty paused a
+        few seconds, and applying goes on."""
+        if self._duty_paused.get(name, 0.0) > now:
+            return
+        try:
+            run()
+        except redis.RedisError:
+            raise
+        except Exception:
+            log.exception("%s failed; trying again in %.0f s, applying meanwhile", name, DUTY_PAUSE)
+            self._duty_paused[name] = now + DUTY_PAUSE
 
     def drain(self) -> int:
         """Apply until every owned inbox is empty; for burst mode and tests."""
@@ -153,7 +185,7 @@ class Applier:
         if not entries:
             return 0
         partitions = sorted({p for p, _, _ in entries})
-        events = [(entry, _parse(entry[2])) for entry in entries]
+        events = [(entry, *self._parse(entry)) for entry in entries]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
             loaded, lost, behind = self._load(events, partitions)
@@ -167,7 +199,11 @@ class Applier:
                 self._caught_up -= behind
                 return 0
             work, dead = self._apply_all(events, loaded)
-            finished = self._finished_histories(work)
+            finished, unreadable = self._finished_histories(work)
+            if unreadable:  # rare: apply again, their events to the dead letters
+                loaded.update(unreadable)
+                work, dead = self._apply_all(events, loaded)
+                finished, _ = self._finished_histories(work)
             crash_point("before_commit", self.crash_at)
             pipe.multi()
             self._write(pipe, work, dead, entries, finished)
@@ -209,8 +245,30 @@ class Applier:
             return self._read(block_ms)
         return entries
 
+    def _parse(self, entry: Entry) -> tuple[Event | None, str]:
+        """An inbox entry's event and its JSON text; or None and why it cannot be applied."""
+        partition, _, fields = entry
+        raw = fields.get(b"e")
+        if raw is None:
+            names = sorted(decode_text(k) for k in fields)
+            return None, f"malformed event: the entry has no 'e' field (it has {names})"
+        try:
+            text = raw.decode()
+            event = Event.from_json(text)
+        except UnicodeDecodeError as exc:
+            return None, f"malformed event: not UTF-8 ({exc})"
+        except Unreadable as exc:
+            return None, f"malformed event: {exc}"
+        home = self.keys.partition_of(event.instance_id)
+        if home != partition:  # applied here, it would race its own partition's applier
+            return None, (
+                f"event for instance {event.instance_id!r} found in partition {partition}'s "
+                f"inbox; it belongs to partition {home}"
+            )
+        return event, text
+
     def _load(
-        self, events: list[tuple[Entry, Event | None]], partitions: list[int]
+        self, events: list[Parsed], partitions: list[int]
     ) -> tuple[dict[str, _Loaded], list[int], set[int]]:
         """One round trip: the lease holders, the oldest pending entries, the instances,
         which event ids they applied.
@@ -222,7 +280,7 @@ class Applier:
         """
         wanted: dict[str, list[str]] = {}
         first: dict[int, str] = {}
-        for (partition, entry_id, _), event in events:
+        for (partition, entry_id, _), event, _ in events:
             first.setdefault(partition, entry_id)
             if event is not None:
                 wanted.setdefault(event.instance_id, []).append(event.id)
@@ -247,18 +305,29 @@ class Applier:
         loaded: dict[str, _Loaded] = {}
         for index, (instance_id, event_ids) in enumerate(wanted.items()):
             raw, flags = rest[2 * index], rest[2 * index + 1]
-            stored = decode_hash(raw) if raw else {}
-            instance = Instance.from_fields(stored) if stored else None
+            try:
+                stored = decode_hash(raw) if raw else {}
+                instance = Instance.from_fields(stored) if stored else None
+                if instance is not None and instance.id != instance_id:
+                    raise Unreadable(f"field 'id' is {instance.id[:50]!r}")
+            except Unreadable as exc:
+                key = self.keys.instance(instance_id)
+                log.error("instance hash %s is unreadable: %s", key, exc)
+                loaded[instance_id] = f"instance hash {key} is unreadable: {exc}"
+                continue
             applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
             loaded[instance_id] = (instance, applied, stored)
         return loaded, lost, behind
 
-    def _finished_histories(self, work: dict[str, _Work]) -> dict[str, _Archived]:
+    def _finished_histories(
+        self, work: dict[str, _Work]
+    ) -> tuple[dict[str, _Archived], dict[str, str]]:
         """One round trip, for batches that finish an instance (or record a late copy for a
-        finished one): the history it has so far, to be archived with this batch's entries."""
+        finished one): the history it has so far, to be archived with this batch's entries.
+        Also returns the instances whose history cannot be read, with the reason."""
         finished = [iid for iid, item in work.items() if item.history and item.after.finished]
         if not finished:
-            return {}
+            return {}, {}
         pipe = self.redis.pipeline(transaction=False)
         for instance_id in finished:
             pipe.xrange(self.keys.history(instance_id))
@@ -267,32 +336,42 @@ class Applier:
                 pipe.pttl(self.keys.instance(instance_id))
         replies = iter(pipe.execute())
         found: dict[str, _Archived] = {}
+        unreadable: dict[str, str] = {}
         for instance_id in finished:
-            live = archive.stream_entries(next(replies))
+            live = next(replies)
+            archived, ttl_ms = None, 0  # finishing now: only the finishing commit archives
             if work[instance_id].before.finished:
-                entries, ttl_ms = archive.unpack(next(replies)), int(next(replies))
-            else:  # finishing now: only the finishing commit writes an archive
-                entries, ttl_ms = [], 0
-            found[instance_id] = _Archived(entries + live, ttl_ms)
-        return found
+                archived, ttl_ms = next(replies), int(next(replies))
+            try:
+                entries = read_history(self.keys, instance_id, archived, live)
+            except Unreadable as exc:
+                log.error("%s", exc)
+                unreadable[instance_id] = str(exc)
+                continue
+            found[instance_id] = _Archived(entries, ttl_ms)
+        return found, unreadable
 
     def _apply_all(
         self,
-        events: list[tuple[Entry, Event | None]],
+        events: list[Parsed],
         loaded: dict[str, _Loaded],
     ) -> tuple[dict[str, _Work], list[dict[str, str]]]:
         work: dict[str, _Work] = {}
         dead: list[dict[str, str]] = []
-        for (_, entry_id, fields), event in events:
-            raw = fields.get(b"e", b"").decode()
-            if event is None:
-                dead.append(_dead(entry_id, raw, "malformed event"))
+        for entry, event, raw in events:
+            entry_id = entry[1]
+            if event is None:  # `raw` says why
+                dead.append(self._dead(entry, raw))
                 continue
             item = work.get(event.instance_id)
             if item is None:
-                instance, applied, stored = loaded.get(event.instance_id, (None, set(), {}))
+                found = loaded.get(event.instance_id, (None, set(), {}))
+                if isinstance(found, str):  # its hash cannot be read: why
+                    dead.append(self._dead(entry, found))
+                    continue
+                instance, applied, stored = found
                 if instance is None:
-                    dead.append(_dead(entry_id, raw, f"no instance {event.instance_id!r}"))
+                    dead.append(self._dead(entry, f"no instance {event.instance_id!r}"))
                     continue
                 item = work[event.instance_id] = _Work(instance, instance, applied, stored)
             if event.id in item.applied:  # delivered again: recorded, not applied
@@ -303,14 +382,25 @@ class Applier:
                 definition.schemas.check(event.type, event.data)
                 result = transition(definition, item.after, event)
             except (UnknownWorkflow, GuardFailed, SchemaViolation) as exc:
-                dead.append(_dead(entry_id, raw, str(exc)))
+                dead.append(self._dead(entry, str(exc)))
                 continue
             except Exception as exc:  # a bug must not wedge the partition
-                log.exception("applying %s to %s failed", event.type, event.instance_id)
-                dead.append(_dead(entry_id, raw, f"internal error: {type(exc).__name__}: {exc}"))
+                log.exception(
+                    "applying %s to %s (entry %s)", event.type, event.instance_id, entry_id
+                )
+                dead.append(self._dead(entry, f"internal error: {type(exc).__name__}: {exc}"))
                 continue
             self._record(item, event, raw, result)
         return work, dead
+
+    def _dead(self, entry: Entry, reason: str) -> dict[str, str]:
+        """The dead letter of an inbox entry: its `e` field's bytes as they are (the whole
+        entry, as text, when it has none), where it was, and why."""
+        partition, entry_id, fields = entry
+        raw: bytes | str | None = fields.get(b"e")
+        if raw is None:
+            raw = json.dumps({decode_text(k): decode_text(v) for k, v in fields.items()})
+        return dead_letter(INBOX, self.keys.inbox(partition), entry_id, raw, reason)
 
     def _record(self, item: _Work, event: Event, raw: str, result: Result) -> None:
         """Queue what one applied event commits; `raw` is its inbox JSON, kept as it came."""
@@ -437,14 +527,3 @@ def _older(entry_id: bytes | str, than: str) -> bool:
 def _fields(mapping: dict[str, str]) -> Any:
     """Field maps as redis-py's annotations want them (its key types are invariant)."""
     return mapping
-
-
-def _parse(fields: dict[bytes, bytes]) -> Event | None:
-    try:
-        return Event.from_json(fields[b"e"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _dead(entry_id: str, raw: str, reason: str) -> dict[str, str]:
-    return {"entry": entry_id, "event": raw, "reason": reason, "at": repr(time.time())}

@@ -2,6 +2,10 @@
 
 Immutable: the transition function returns a new one. Stored as one Redis
 hash; `to_fields`/`from_fields` are the only place that knows its layout.
+
+`from_fields` reads what anyone with write access to Redis may have changed,
+so it checks each field and raises `Unreadable` naming the one it cannot read,
+rather than handing the applier an instance that fails somewhere later.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from orchestrator.events import Event
+from orchestrator.events import Event, Unreadable
 
 Status = Literal["pending", "running", "compensating", "completed", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = (
@@ -78,26 +82,35 @@ class Instance:
 
     @classmethod
     def from_fields(cls, raw: dict[str, str]) -> Instance:
+        """An instance from its hash; raises Unreadable naming a missing or corrupt field."""
+        status = raw.get("status", "pending")
+        if status not in STATUSES:
+            raise Unreadable(f"field 'status' is {status[:50]!r}, not one of {STATUSES}")
+        parked: list[Event] = []
+        for doc in _array(raw, "parked"):
+            try:
+                parked.append(Event.from_doc(doc))
+            except Unreadable as exc:
+                raise Unreadable(f"field 'parked' holds an unreadable event: {exc}") from None
+        created_at = _float(raw, "created_at", None)
         return cls(
-            id=raw["id"],
-            workflow=raw["workflow"],
-            version=int(raw["version"]),
+            id=_required(raw, "id"),
+            workflow=_required(raw, "workflow"),
+            version=_int(raw, "version", None),
             state=raw.get("state") or None,
-            status=raw.get("status", "pending"),  # type: ignore[arg-type]
-            seq=int(raw.get("seq", 0)),
-            entered_seq=int(raw.get("entered_seq", 0)),
-            attempt=int(raw.get("attempt", 0)),
-            context=json.loads(raw.get("context") or "{}"),
-            compensations=tuple(json.loads(raw.get("compensations") or "[]")),
+            status=status,  # type: ignore[arg-type]
+            seq=_int(raw, "seq"),
+            entered_seq=_int(raw, "entered_seq"),
+            attempt=_int(raw, "attempt"),
+            context=_object(raw, "context"),
+            compensations=_strings(raw, "compensations"),
             compensating_to=raw.get("compensating_to") or None,
-            parked=tuple(
-                Event.from_json(json.dumps(e)) for e in json.loads(raw.get("parked") or "[]")
-            ),
-            timers=tuple(json.loads(raw.get("timers") or "[]")),
+            parked=tuple(parked),
+            timers=_strings(raw, "timers"),
             correlation=raw.get("correlation") or None,
             reason=raw.get("reason") or None,
-            created_at=float(raw["created_at"]),
-            updated_at=float(raw.get("updated_at") or raw["created_at"]),
+            created_at=created_at,
+            updated_at=_float(raw, "updated_at", created_at),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -121,3 +134,62 @@ class Instance:
 
 def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _required(raw: dict[str, str], name: str) -> str:
+    value = raw.get(name)
+    if not value:
+        raise Unreadable(f"field {name!r} is missing")
+    return value
+
+
+def _int(raw: dict[str, str], name: str, default: int | None = 0) -> int:
+    text = raw.get(name)
+    if not text:
+        if default is None:
+            raise Unreadable(f"field {name!r} is missing")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise Unreadable(f"field {name!r} is {text[:50]!r}, not an integer") from None
+
+
+def _float(raw: dict[str, str], name: str, default: float | None) -> float:
+    text = raw.get(name)
+    if not text:
+        if default is None:
+            raise Unreadable(f"field {name!r} is missing")
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise Unreadable(f"field {name!r} is {text[:50]!r}, not a number") from None
+
+
+def _loads(raw: dict[str, str], name: str, empty: str) -> Any:
+    try:
+        return json.loads(raw.get(name) or empty)
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"field {name!r} is not JSON ({exc})") from None
+
+
+def _object(raw: dict[str, str], name: str) -> dict[str, Any]:
+    value = _loads(raw, name, "{}")
+    if not isinstance(value, dict):
+        raise Unreadable(f"field {name!r} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _array(raw: dict[str, str], name: str) -> list[Any]:
+    value = _loads(raw, name, "[]")
+    if not isinstance(value, list):
+        raise Unreadable(f"field {name!r} must be a JSON array, not {type(value).__name__}")
+    return value
+
+
+def _strings(raw: dict[str, str], name: str) -> tuple[str, ...]:
+    values = _array(raw, name)
+    if not all(isinstance(v, str) for v in values):
+        raise Unreadable(f"field {name!r} must be an array of strings")
+    return tuple(values)

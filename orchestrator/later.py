@@ -4,6 +4,11 @@ hours, long rate-limit waits.
 A job that must run again adds its payload to a sorted set by due time; the
 appliers move due entries onto the notifications queue, removing and
 enqueueing in one transaction, so an entry is never lost in between.
+
+An entry the mover cannot read (not UTF-8, not JSON, not an object with a
+string `key`, a partition that is not a number) would otherwise stop every
+later one behind it, run after run: it moves to the dead letters instead, in
+one transaction with its removal.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.client import Pipeline
 
+from orchestrator.deadletters import dead_letter
+from orchestrator.events import Unreadable
 from orchestrator.keys import Keys
 
 if TYPE_CHECKING:
@@ -44,7 +51,11 @@ class Later:
         )
         moved = 0
         for member in due:
-            payload = json.loads(member)
+            try:
+                payload = read_payload(member)
+            except Unreadable as exc:
+                self._set_aside(member, str(exc))
+                continue
             job = f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}"
             # Removing and enqueueing commit together: a mover dying between them loses
             # nothing. One applier moves (the holder of partition 0); were a second to
@@ -56,3 +67,33 @@ class Later:
             pipe.execute()
             moved += 1
         return moved
+
+    def _set_aside(self, member: bytes, reason: str) -> None:
+        """Move an unreadable entry to the dead letters, in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.notify_later, member)
+        key = self.keys.notify_later
+        letter = dead_letter(
+            "notify-later", key, "", member, f"unreadable entry of {key}: {reason}"
+        )
+        pipe.xadd(self.keys.deadletters, letter)  # type: ignore[arg-type]
+        pipe.execute()
+
+
+def read_payload(member: bytes) -> dict[str, Any]:
+    """A notify-later entry as the mover needs it; raises Unreadable saying what is wrong."""
+    try:
+        payload = json.loads(member.decode())
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"not UTF-8 ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"not JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise Unreadable(f"a notification job must be a JSON object, not {type(payload).__name__}")
+    if not isinstance(payload.get("key"), str):
+        raise Unreadable("'key' must be a string")
+    for name in ("attempt", "partition"):
+        value = payload.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Unreadable(f"{name!r} must be an integer, not {value!r:.50}")
+    return payload

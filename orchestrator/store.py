@@ -1,21 +1,53 @@
-"""Reading instances and their histories back out of Redis."""
+"""Reading instances and their histories back out of Redis.
+
+What comes back is parsed, never trusted: a hash or history that cannot be
+read raises `Unreadable` naming the key, so a caller shows what is wrong
+(and `list` skips the one instance) instead of failing on a stack trace.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis
 
 from orchestrator import archive
 from orchestrator.errors import UnknownInstance
+from orchestrator.events import Unreadable
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
 from orchestrator.settings import show_duration
 
+log = logging.getLogger("orchestrator.store")
+
 
 def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    """A hash as text; raises Unreadable naming the first field that is not UTF-8."""
+    try:
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except UnicodeDecodeError:
+        for k, v in raw.items():
+            for part in (k, v):
+                try:
+                    part.decode()
+                except UnicodeDecodeError as exc:
+                    raise Unreadable(f"field {decode_text(k)!r} is not UTF-8 ({exc})") from None
+        raise
+
+
+def decode_text(raw: bytes | str) -> str:
+    """Bytes as text for showing: whatever is not UTF-8 as \\xNN escapes, never an error."""
+    return raw if isinstance(raw, str) else raw.decode(errors="backslashreplace")
+
+
+def read_instance(key: str, raw: dict[bytes, bytes]) -> Instance:
+    """An instance hash as read from `key`; raises Unreadable naming the key and field."""
+    try:
+        return Instance.from_fields(decode_hash(raw))
+    except Unreadable as exc:
+        raise Unreadable(f"instance hash {key} is unreadable: {exc}") from None
 
 
 class Store:
@@ -25,8 +57,9 @@ class Store:
         self.retention = retention
 
     def find(self, instance_id: str) -> Instance | None:
-        raw: dict[bytes, bytes] = self.redis.hgetall(self.keys.instance(instance_id))  # type: ignore[assignment]
-        return Instance.from_fields(decode_hash(raw)) if raw else None
+        key = self.keys.instance(instance_id)
+        raw: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
+        return read_instance(key, raw) if raw else None
 
     def get(self, instance_id: str) -> Instance:
         instance = self.find(instance_id)
@@ -60,8 +93,9 @@ class Store:
         exists, archived, live = pipe.execute()
         if not exists:
             raise self._missing(instance_id)
-        entries = archive.unpack(archived) + archive.stream_entries(live)
-        return [history_entry(fields) for fields in entries]
+        return [
+            history_entry(fields) for fields in read_history(self.keys, instance_id, archived, live)
+        ]
 
     def correlated(self, workflow: str, key: str, value: str) -> str | None:
         found: bytes | None = self.redis.get(self.keys.correlation(workflow, key, value))  # type: ignore[assignment]
@@ -94,12 +128,35 @@ class Store:
             ids = [i for i in ids if i in allowed]
         filter_state_here = bool(state and not workflow)
         pipe = self.redis.pipeline(transaction=False)
-        for instance_id in ids if filter_state_here else ids[:limit]:
+        chosen = ids if filter_state_here else ids[:limit]
+        for instance_id in chosen:
             pipe.hgetall(self.keys.instance(instance_id))
-        found = [Instance.from_fields(decode_hash(raw)) for raw in pipe.execute() if raw]
+        found: list[Instance] = []
+        for instance_id, raw in zip(chosen, pipe.execute(), strict=True):
+            if not raw:
+                continue
+            try:
+                found.append(read_instance(self.keys.instance(instance_id), raw))
+            except Unreadable as exc:  # one corrupt hash must not hide every other instance
+                log.error("listing skips instance %r: %s", instance_id, exc)
         if filter_state_here:
             found = [i for i in found if i.state == state]
         return found[:limit]
+
+
+def read_history(keys: Keys, instance_id: str, archived: Any, live: Any) -> list[dict[str, str]]:
+    """An instance's archive (bytes or None) then its stream (an XRANGE reply), as field
+    maps; raises Unreadable naming the key whose content cannot be read."""
+    try:
+        entries = archive.unpack(archived)
+    except Exception as exc:  # zlib, JSON, shape: whatever it is, it is not an archive
+        key = keys.archive(instance_id)
+        raise Unreadable(f"archive {key} is unreadable: {type(exc).__name__}: {exc}") from None
+    try:
+        return entries + archive.stream_entries(live)
+    except UnicodeDecodeError as exc:
+        key = keys.history(instance_id)
+        raise Unreadable(f"history {key} is unreadable: not UTF-8 ({exc})") from None
 
 
 def history_entry(raw: dict[str, str]) -> dict[str, Any]:

@@ -14,6 +14,12 @@ checks outstanding jobs every few seconds:
 A lost job becomes a `task.failed` (or `compensation.failed`) event with
 error type `TaskLost`, bound to the same try, so the retry rules decide what
 follows, and a real answer arriving later is stale.
+
+The records are read back from Redis, where anything may have been written:
+one the watchdog cannot read (a job id or record that is not UTF-8, not JSON,
+not an object of the expected kind, a task of another partition's instance)
+moves to the dead letters in one transaction with its unregistering, and the
+check goes on with the others.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from orchestrator import events as ev
-from orchestrator.events import Event
+from orchestrator.deadletters import dead_letter
+from orchestrator.events import Event, Unreadable
 from orchestrator.keys import Keys
 from orchestrator.later import Later
 
@@ -92,7 +99,12 @@ class Watchdog:
         for partition in partitions:
             pipe.zrangebyscore(self.keys.outstanding(partition), "-inf", now, start=0, num=limit)
         for partition, jobs in zip(partitions, pipe.execute(), strict=True):
-            due.extend((partition, job.decode()) for job in jobs)
+            for job in jobs:
+                try:
+                    due.append((partition, job.decode()))
+                except UnicodeDecodeError as exc:
+                    key = self.keys.outstanding(partition)
+                    self._set_aside(partition, job, key, job, f"job id is not UTF-8 ({exc})")
         if not due:
             return 0
         pipe = self.redis.pipeline(transaction=False)
@@ -100,7 +112,16 @@ class Watchdog:
             pipe.hget(self.keys.outstanding_jobs(partition), job)
             pipe.exists(self.keys.alive(partition, job))
         replies = pipe.execute()
-        records = [None if raw is None else json.loads(raw) for raw in replies[0::2]]
+        records: list[dict[str, Any] | None] = []
+        unreadable: set[int] = set()  # indexes of records set aside
+        for index, ((partition, job), raw) in enumerate(zip(due, replies[0::2], strict=True)):
+            try:
+                records.append(None if raw is None else self.read_record(raw, partition))
+            except Unreadable as exc:
+                key = self.keys.outstanding_jobs(partition)
+                self._set_aside(partition, job, key, raw, str(exc))
+                records.append(None)
+                unreadable.add(index)
         alive = [bool(flag) for flag in replies[1::2]]
         carriers = [
             job if record is None else str(record.pop("rq_job", job))
@@ -114,6 +135,8 @@ class Watchdog:
         later = self.redis.pipeline(transaction=False)
         for index, (partition, job) in enumerate(due):
             record, carrier = records[index], carriers[index]
+            if index in unreadable:
+                continue
             if record is None:  # answered meanwhile
                 later.zrem(self.keys.outstanding(partition), job)
                 continue
@@ -132,6 +155,45 @@ class Watchdog:
             lost += self._report_lost(partition, job, carrier, record, reason, now)
         later.execute()
         return lost
+
+    def read_record(self, raw: bytes, partition: int) -> dict[str, Any]:
+        """A record of `record`, checked; raises Unreadable saying what is wrong with it."""
+        try:
+            record = json.loads(raw.decode())
+        except UnicodeDecodeError as exc:
+            raise Unreadable(f"not UTF-8 ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise Unreadable(f"not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise Unreadable(f"a record must be a JSON object, not {type(record).__name__}")
+        if not isinstance(record.get("rq_job", ""), str):
+            raise Unreadable("'rq_job' must be a string")
+        kind = record.get("kind")
+        if kind == "notification":
+            if not isinstance(record.get("key"), str):
+                raise Unreadable("a notification's 'key' must be a string")
+            return record
+        if kind not in ("task", "compensation"):
+            raise Unreadable(f"'kind' must be task, compensation or notification, not {kind!r:.50}")
+        instance = record.get("instance")
+        if not isinstance(instance, str):
+            raise Unreadable("'instance' must be a string")
+        if self.keys.partition_of(instance) != partition:
+            raise Unreadable(f"instance {instance!r:.100} is not one of partition {partition}")
+        return record
+
+    def _set_aside(
+        self, partition: int, job: bytes | str, key: str, raw: bytes | str, reason: str
+    ) -> None:
+        """Unregister an outstanding job the watchdog cannot read and keep what it was in
+        the dead letters, in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.outstanding(partition), job)
+        pipe.hdel(self.keys.outstanding_jobs(partition), job)
+        entry = job if isinstance(job, str) else job.decode(errors="backslashreplace")
+        letter = dead_letter("watchdog", key, entry, raw, f"unreadable record of {key}: {reason}")
+        pipe.xadd(self.keys.deadletters, letter)  # type: ignore[arg-type]
+        pipe.execute()
 
     def _carrier_states(self, carriers: list[str]) -> dict[str, tuple[Any, Any, bool]]:
         """Status, start time and "in RQ's intermediate list" of each RQ job, read once
@@ -193,12 +255,15 @@ class Watchdog:
             payload = None
         items = payload["items"] if isinstance(payload, dict) and "items" in payload else None
         ids: list[tuple[int, str]] = []
-        for item in items or []:
-            job = str(item.get("job") or item.get("key"))
-            if "partition" in item:
-                partition = int(item["partition"])
-            else:
-                partition = self.keys.partition_of(item["instance"])
+        for item in items if isinstance(items, list) else []:
+            try:  # a job's payload as RQ holds it: read, never trusted
+                job = str(item.get("job") or item.get("key"))
+                if "partition" in item:
+                    partition = int(item["partition"]) % self.keys.partitions
+                else:
+                    partition = self.keys.partition_of(item["instance"])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue  # an item it cannot name: the due one is reported below all the same
             ids.append((partition, job))
         if not ids:  # a job of one: its id is the outstanding one's
             ids = [(p, carrier) for p in range(self.keys.partitions)]
@@ -208,7 +273,12 @@ class Watchdog:
         lost = 0
         for (partition, job), raw in zip(ids, pipe.execute(), strict=True):
             if raw is not None:
-                record = json.loads(raw)
+                try:
+                    record = self.read_record(raw, partition)
+                except Unreadable as exc:
+                    key = self.keys.outstanding_jobs(partition)
+                    self._set_aside(partition, job, key, raw, str(exc))
+                    continue
                 record.pop("rq_job", None)
                 lost += self._report_lost(partition, job, carrier, record, reason, now)
         return lost
@@ -252,11 +322,16 @@ def _lost_reason(
         return None
     if status is None:
         return None  # finished and deleted (result_ttl 0): its answer is in the inbox
-    text = status.decode()
+    text = status.decode(errors="replace")
     if text in LOST_STATUSES:
         return f"its job ended {text} without an answer (the work-horse died?)"
     if text == "started" and started_at:
-        started = datetime.fromisoformat(started_at.decode().replace("Z", "+00:00"))
+        try:
+            started = datetime.fromisoformat(
+                started_at.decode(errors="replace").replace("Z", "+00:00")
+            )
+        except ValueError:  # RQ writes it; anything else is not RQ's, and there is no heartbeat
+            return "its job's start time is unreadable and it sends no heartbeat"
         if started.tzinfo is None:
             started = started.replace(tzinfo=UTC)
         if now - started.timestamp() > HEARTBEAT_TTL:
