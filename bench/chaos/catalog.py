@@ -1,7 +1,8 @@
 """Every scenario by name, and the ones `--quick` and `--ci` run (`python -m bench.chaos`).
 
 Kept apart from scenarios.py so the scenarios in their own modules (lost.py,
-outage.py, misbehave.py) can use its rows without an import cycle.
+outage.py, misbehave.py, duplicates.py, forge.py) can use its rows without an
+import cycle.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.chaos.duplicates import duplicates
+from bench.chaos.forge import forge_poison
 from bench.chaos.lost import child_kill
 from bench.chaos.misbehave import providers
 from bench.chaos.outage import redis_restart
@@ -22,6 +24,7 @@ SCENARIOS: dict[str, Callable[[str], Outcome]] = {
     "redis-restart": redis_restart,
     "providers": providers,
     "duplicates": duplicates,
+    "forge-poison": forge_poison,
 }
-QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers", "duplicates")
-CI = ("kill-workers", "self-kill", "duplicates")  # their CI sizes: no timing judged
+QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers", "duplicates", "forge-poison")
+CI = ("kill-workers", "self-kill", "duplicates", "forge-poison")  # CI sizes: no timing judged

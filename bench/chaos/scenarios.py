@@ -11,8 +11,8 @@ compensation           half the instances fail at the last step; slow compensati
                        kills aimed at task workers and their horses
 
 More scenarios live in their own modules (lost.py: child-kill, outage.py:
-redis-restart, misbehave.py: providers, duplicates.py: duplicates);
-catalog.py lists them all.
+redis-restart, misbehave.py: providers, duplicates.py: duplicates, forge.py:
+forge-poison); catalog.py lists them all.
 """
 
 from __future__ import annotations
