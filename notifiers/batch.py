@@ -1,4 +1,5 @@
-"""Several notifications in one RQ job, sent at the same time.
+"""Several notifications in one RQ job, sent at the same time; and a slow send
+that does not hold its worker.
 
 Why: a provider takes tens to hundreds of milliseconds to answer. One job per
 notification, run one after another by a notification worker, sends ten a
@@ -19,77 +20,86 @@ the others stop beating, and the watchdog runs them again. An item that
 raised fails the job (after the others finished), so that the watchdog
 sees it.
 
+A slow send does not hold the worker (issue #11): a webhook receiver that never
+answers kept each try on the worker for its whole timeout, and every other
+notification queued behind it. So a job waits for its sends only while they are
+quick (HOLD) or while the worker has nothing else to do. Once another job waits
+in the queue, the sends still in flight are handed over to the process, as a
+Celery worker runs many tasks at once and acknowledges each when it ends: in one
+transaction the job answers their watchdog entries and puts each in Later due
+SAFETY_NET seconds on (a visibility timeout); the process beats their heartbeats,
+so their ledger claims hold; each one's own commit takes its entry out of Later.
+A worker that dies with sends handed over leaves those entries to run them again,
+and the ledger's claim (its owner's heartbeat gone) counts the resend. A job never
+waits past half its own timeout. A forked work-horse (`orchestrator worker --burst`)
+ends with its job, so there a job waits for all its sends, as before.
+
 Templates render on the send threads: a render's CPU limit watches the
 rendering thread's own CPU clock (notifiers.sandbox), whichever thread it is.
-The job's own thread waits for the items (`MainThread.serve`), where RQ's job
-timeout lands.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import redis
 from redis.client import Pipeline
-from rq import get_current_job
+from rq import Queue, get_current_job
+from rq.job import Job
 from rq.timeouts import BaseTimeoutException
 
 from notifiers import templates
 from notifiers.delivery import Deliverer, Render
 from notifiers.ledger import Ask, Claim
 from notifiers.registry import Notifiers
+from orchestrator.dispatch import NOTIFICATION_TIMEOUT
 from orchestrator.events import Event
 from orchestrator.jobs import Heartbeat, _notifiers
 from orchestrator.keys import Keys
 from orchestrator.later import Later
-from orchestrator.watchdog import Watchdog
+from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL, Watchdog
 
 log = logging.getLogger("notifiers.batch")
 THREADS = 64  # sends at the same time in one worker process
-T = TypeVar("T")
+HOLD = 0.02  # seconds a job waits for its sends before it may hand the rest over
+TICK = 0.01  # how often a waiting job looks at its sends and its queue
+SAFETY_NET = float(NOTIFICATION_TIMEOUT)  # a handed-over send unanswered by then runs again
+HANDED_MOST = THREADS  # sends handed over and in flight in one process; past it, jobs wait
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
+_handing = threading.Lock()  # a job handing sends over, or a send marking itself committing
 
 
 def send_notifications(payload: dict[str, Any]) -> None:
     """The RQ entry point of a packed job: `{"items": [a send_notification payload, ...]}`."""
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
+    began = time.monotonic()
     items: list[dict[str, Any]] = list(payload["items"])
     connection: redis.Redis = job.connection
     notifiers = _notifiers()
-    main = MainThread()
     alive = [str(item["alive"]) for item in items if item.get("alive")]
     parts = _Parts(connection, notifiers)
     with Heartbeat(connection, alive) as heartbeat:
         claims = parts.claim(items)  # every item's own claim, made in one round trip
-        futures = [
-            pool().submit(
-                send_one,
-                connection,
-                item,
-                str(item["key"]),
-                heartbeat,
-                notifiers,
-                templates.render,
-                parts,
-                claim,
-            )
-            for item, claim in zip(items, claims, strict=True)
-        ]
-        main.serve(futures)
+        sends = [_Send(item, str(item["key"]), heartbeat) for item in items]
+        for send, claim in zip(sends, claims, strict=True):
+            send.future = pool().submit(_send, connection, send, parts, templates.render, claim)
+        _await(job, parts, sends, began)
     failures = [
-        (item, error)
-        for item, future in zip(items, futures, strict=True)
-        if not future.cancelled() and (error := future.exception()) is not None
+        (send.payload, error)
+        for send in sends
+        if send.handed is None
+        and not send.started.cancelled()
+        and (error := send.started.exception()) is not None
     ]
     for item, error in failures:
         log.error("notification %s failed in job %s: %r", item.get("key"), job.id, error)
@@ -104,20 +114,82 @@ def send_one(
     heartbeat: Heartbeat,
     notifiers: Notifiers,
     render: Render = templates.render,
-    parts: _Parts | None = None,
-    claim: Claim | None = None,
 ) -> None:
     """Deliver one notification, then record and answer in one transaction: the ledger's
     outcome, retry later or not, the watchdog entry `job_id` removed, the event, the end
     of the heartbeat. A worker that dies before it leaves the claim to be taken over.
-    `claim`: its ledger claim, when the job made it with the others'."""
-    parts = parts or _Parts(connection, notifiers)
+    In a notification worker the send runs on a send thread, handed over if it is slow
+    (see the module's docstring); elsewhere, here."""
+    parts = _Parts(connection, notifiers)
+    send = _Send(payload, job_id, heartbeat)
+    job = get_current_job()
+    if job is None or not _lives_on(job):
+        _send(connection, send, parts, render)
+        return
+    began = time.monotonic()
+    send.future = pool().submit(_send, connection, send, parts, render)
+    _await(job, parts, [send], began)
+    if send.handed is None:
+        send.started.result()  # its error fails the job, as if it had been raised here
+
+
+class _Beating(Protocol):
+    def done(self, key: str, pipe: Pipeline) -> None: ...
+    def stop(self, key: str) -> None: ...
+
+
+class _Send:
+    """One notification being sent, and who answers for it: its job, or the process."""
+
+    def __init__(self, payload: dict[str, Any], job_id: str, heartbeat: _Beating) -> None:
+        self.payload, self.job_id = payload, job_id
+        self.alive = str(payload.get("alive") or "")
+        self.heartbeat = heartbeat  # who beats its heartbeat now
+        self.future: Future[None] | None = None
+        self.committing = False  # its answer is being committed: no handing over now
+        self.handed: str | None = None  # its safety net's member in Later, once handed over
+
+    @property
+    def started(self) -> Future[None]:
+        assert self.future is not None, "a send waited for is submitted first"
+        return self.future
+
+
+def _send(
+    connection: redis.Redis,
+    send: _Send,
+    parts: _Parts,
+    render: Render,
+    claim: Claim | None = None,
+) -> None:
+    """Deliver, then commit the answer; a handed-over send's error is logged here, since
+    no job waits for it (its safety net runs it again)."""
+    try:
+        _deliver(connection, send, parts, render, claim)
+    except BaseException:
+        with _handing:
+            send.committing, handed = True, send.handed is not None
+        if not handed:
+            raise
+        send.heartbeat.stop(send.alive)
+        _process(connection).finished()
+        log.exception("notification %s failed after its job handed it over", send.job_id)
+
+
+def _deliver(
+    connection: redis.Redis,
+    send: _Send,
+    parts: _Parts,
+    render: Render,
+    claim: Claim | None,
+) -> None:
+    payload, job_id = send.payload, send.job_id
     deliverer, later, watchdog = parts.of(payload, render)
     pipe = connection.pipeline(transaction=True)
     outcome = deliverer.deliver(payload, job_id, pipe, claim)  # its ledger writes wait in pipe
     if outcome.later is not None:
-        again = {**payload, "attempt": int(payload.get("attempt", 1)) + 1}
-        later.add(again, outcome.later, pipe)
+        attempt = int(payload.get("attempt", 1)) + (1 if outcome.tried else 0)
+        later.add({**payload, "attempt": attempt}, outcome.later, pipe)
     watchdog.answered(pipe, int(payload.get("partition", 0)), job_id)
     if outcome.event is not None and payload.get("instance"):
         event = Event(
@@ -128,9 +200,145 @@ def send_one(
             data=outcome.data,
         )
         pipe.xadd(payload["inbox"], {"e": event.to_json()})
-    if payload.get("alive"):
-        heartbeat.done(str(payload["alive"]), pipe)
+    with _handing:  # from here its job cannot hand it over, nor can it be half handed over
+        send.committing = True
+        net, heartbeat = send.handed, send.heartbeat
+    if net is not None:
+        pipe.zrem(later.keys.notify_later, net)
+    if send.alive:
+        heartbeat.done(send.alive, pipe)
     parts.commits.commit(pipe)
+    if net is not None:
+        _process(connection).finished()
+
+
+def _lives_on(job: Job) -> bool:
+    """Whether this process outlives the job: not RQ's forked work-horse (RQ names the job
+    it forked for in RQ_JOB_ID), which exits as soon as its job returns."""
+    return os.environ.get("RQ_JOB_ID") != job.id
+
+
+def _await(job: Job, parts: _Parts, sends: Sequence[_Send], began: float) -> None:
+    """Wait for the sends; past HOLD, hand those still in flight over to the process when
+    another job waits in the queue, or when half the job's own timeout is gone."""
+    futures = [send.started for send in sends]
+    queue = Queue.redis_queue_namespace_prefix + job.origin
+    limit = job.timeout if job.timeout and job.timeout > 0 else NOTIFICATION_TIMEOUT
+    give_up = began + limit / 2
+    handing = _lives_on(job)
+    try:
+        while True:
+            _, pending = wait(futures, timeout=TICK if handing else None)
+            if not pending:
+                return
+            now = time.monotonic()
+            if now - began < HOLD or _process(parts.connection).full():
+                continue
+            if now < give_up and not parts.connection.llen(queue):
+                continue
+            if _hand_over(parts, [send for send in sends if send.future in pending]):
+                wait([send.started for send in sends if send.handed is None])  # committing
+                return
+    except BaseTimeoutException:  # the job's own timeout: sends not started are dropped
+        for future in futures:  # (their heartbeats end with the job's; the watchdog runs
+            future.cancel()  # them again), those started end first
+        wait(futures)
+        raise
+
+
+def _hand_over(parts: _Parts, sends: Sequence[_Send]) -> bool:
+    """Hand sends still in flight over to the process: their watchdog entries answered and
+    their safety nets in Later, in one transaction, then their heartbeats beaten here."""
+    process = _process(parts.connection)
+    with _handing:
+        moving = [send for send in sends if not send.committing and send.handed is None]
+        if not moving:
+            return True
+        pipe = parts.connection.pipeline(transaction=True)
+        nets = []
+        for send in moving:
+            _, later, watchdog = parts.of(send.payload, templates.render)
+            later.add(send.payload, time.time() + SAFETY_NET, pipe)
+            nets.append(json.dumps(send.payload, sort_keys=True))  # Later's member for it
+            watchdog.answered(pipe, int(send.payload.get("partition", 0)), send.job_id)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not hand sends over; the job waits for them", exc_info=True)
+            return False
+        for send, net in zip(moving, nets, strict=True):
+            process.take(send.alive)
+            send.heartbeat.stop(send.alive)
+            send.heartbeat, send.handed = process, net
+    log.info("job handed %d slow sends over to the process", len(moving))
+    return True
+
+
+class _Process:
+    """The sends this process took over from their jobs: how many are in flight, and their
+    heartbeats, refreshed from a thread of its own while they run."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+        self.lock = threading.Lock()
+        self.keys: set[str] = set()
+        self.in_flight = 0
+        self.thread = threading.Thread(target=self._beat, name="handed-over", daemon=True)
+        self.thread.start()
+
+    def full(self) -> bool:
+        return self.in_flight >= HANDED_MOST
+
+    def take(self, key: str) -> None:
+        with self.lock:
+            self.in_flight += 1
+            if key:
+                self.keys.add(key)
+
+    def finished(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def done(self, key: str, pipe: Pipeline) -> None:
+        self.stop(key)
+        pipe.delete(key)
+
+    def stop(self, key: str) -> None:
+        with self.lock:
+            self.keys.discard(key)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_EVERY)
+            with self.lock:
+                keys = list(self.keys)
+            if not keys:
+                continue
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.set(key, 1, ex=HEARTBEAT_TTL)
+                pipe.execute()
+            except Exception:  # a missed beat is retried; the sends must not die of it
+                log.warning("heartbeat of handed-over sends failed", exc_info=True)
+
+
+_processes: dict[int, _Process] = {}
+
+
+def handed_over() -> int:
+    """Sends this process took over from their jobs and is still sending."""
+    found = _processes.get(os.getpid())
+    return found.in_flight if found is not None else 0
+
+
+def _process(connection: redis.Redis) -> _Process:
+    """This process's (a forked child makes its own)."""
+    with _pool_lock:
+        found = _processes.get(os.getpid())
+        if found is None:
+            found = _processes[os.getpid()] = _Process(connection)
+        return found
 
 
 class _Parts:
@@ -287,67 +495,3 @@ def pool() -> ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(THREADS, thread_name_prefix="notify"))
         return _pool[1]
-
-
-class MainThread:
-    """Calls that pool threads hand to the thread that made this (the job's), run by
-    `serve` while it waits for the items.
-
-    When `serve` ends early (the job's timeout fired there), calls still waiting or
-    arriving later fail instead of waiting forever, items not started are cancelled,
-    and `serve` returns only once the started ones are done.
-    """
-
-    def __init__(self) -> None:
-        self.thread = threading.current_thread()
-        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._lock = threading.Lock()
-        self._open = True
-
-    def call(self, fn: Callable[[], T]) -> T:
-        if threading.current_thread() is self.thread:
-            return fn()
-        done: Future[T] = Future()
-        with self._lock:
-            if not self._open:
-                raise RuntimeError("the job's thread stopped taking calls (the job ended)")
-            self._calls.put((done, fn))
-        return done.result()
-
-    def serve(self, futures: Sequence[Future[Any]]) -> None:
-        """Run the handed-over calls until every future is done."""
-        left = len(futures)
-        for future in futures:
-            future.add_done_callback(lambda _: self._calls.put(None))
-        try:
-            while left:
-                call = self._calls.get()
-                if call is None:
-                    left -= 1
-                    continue
-                done, fn = call
-                try:
-                    done.set_result(fn())
-                except BaseTimeoutException as exc:  # the job's own timeout: it ends here
-                    done.set_exception(exc)
-                    raise
-                except Exception as exc:
-                    done.set_exception(exc)
-        finally:
-            self._close(futures)
-
-    def _close(self, futures: Sequence[Future[Any]]) -> None:
-        with self._lock:
-            self._open = False
-        for future in futures:
-            future.cancel()  # those not started: their heartbeat ends, the watchdog runs them
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            if call is not None:
-                call[0].set_exception(RuntimeError("the job ended before this render"))
-        wait(futures)

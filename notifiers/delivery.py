@@ -9,7 +9,9 @@ The workflow hears `notification.sent` (with the provider's id) or
 transient failures are retried with exponential backoff and jitter (or the
 provider's Retry-After) up to MAX_ATTEMPTS, permanent ones fail at once. An
 ambiguous failure (the message went out, no answer came back) is retried too,
-and noted in the ledger so that the retry's send counts as a resend.
+and noted in the ledger so that the retry's send counts as a resend. A send the
+channel held back before anything went out (DeferredError: its host is busy) is
+scheduled again without counting a try.
 
 A Deliverer may serve several threads at once (notifiers.batch): it keeps no
 state between calls, and the templates render through `render`, which the
@@ -33,6 +35,7 @@ from redis.client import Pipeline
 from notifiers.base import Delivery, Message
 from notifiers.errors import (
     AmbiguousError,
+    DeferredError,
     DeliveryError,
     NotifierError,
     PermanentError,
@@ -73,6 +76,7 @@ class Outcome:
     event: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     later: float | None = None  # epoch seconds
+    tried: bool = True  # False: nothing went out, so the run `later` keeps this try's number
 
 
 class Deliverer:
@@ -135,6 +139,11 @@ class Deliverer:
             return self._send(payload, key, attempt, facts, claim.record, recipient, pipe)
         except PermanentError as exc:
             return self._fail(key, facts, exc, pipe)
+        except DeferredError as exc:  # held back before anything went out: not a try
+            delay = exc.retry_after if exc.retry_after is not None else BUSY_RECHECK
+            next_try = time.time() + delay
+            self.ledger.advance(key, "retrying", pipe, last_error=str(exc), next_try=next_try)
+            return Outcome("deferred", later=next_try, tried=False)
         except TransientError as exc:
             # The provider may have this one: the record says so, and the next send is a resend
             ambiguous = str(exc) if isinstance(exc, AmbiguousError) else None

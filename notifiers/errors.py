@@ -6,9 +6,12 @@
     └── DeliveryError              the provider did not take the message
         ├── TransientError         try again later: connection, timeout, SMTP 4xx, HTTP 429/5xx;
         │   │                      `retry_after` seconds when the provider said so
-        │   └── AmbiguousError     the whole message went out and no answer came back (the
-        │                          connection dropped, or the answer came too late): the
-        │                          provider may have it, so the next try counts as a resend
+        │   ├── AmbiguousError     the whole message went out and no answer came back (the
+        │   │                      connection dropped, or the answer came too late): the
+        │   │                      provider may have it, so the next try counts as a resend
+        │   └── DeferredError      nothing went out: the channel held it back (its host has as
+        │                          many sends in flight as it may take); run again after
+        │                          `retry_after`, and that run keeps this try's number
         └── PermanentError         never retry: SMTP 5xx, invalid number, unsubscribed,
                                    push subscription gone (`gone=True`); `code` is the provider's
 
@@ -51,3 +54,8 @@ class PermanentError(DeliveryError):
 
 class AmbiguousError(TransientError):
     """Retried like any transient error; the ledger counts the retry's send as a resend."""
+
+
+class DeferredError(TransientError):
+    """Not tried at all, so not counted as a try: a host's sends are all in use, and this
+    one waits its turn in the schedule (notifiers.delivery) rather than on a thread."""

@@ -16,31 +16,61 @@ not followed (a POST turned into a GET to another host is not a delivery),
 and errors name the host only, never the path or query (they may carry
 tokens) and never the secret.
 
+A receiver that is slow, or never answers, slows only its own notifications
+(issue #11). Each request has a deadline for the whole of it (a receiver that
+drips its answer a byte at a time does not restart it), and a shorter one to
+connect. Each host gets at most WEBHOOK_HOST_CONCURRENCY sends at once in a
+process; a send beyond them is deferred (DeferredError), not queued on a thread.
+After WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row a host's circuit opens: for
+WEBHOOK_CIRCUIT_COOLDOWN seconds its sends fail at once, to be retried after it
+(they still count as tries), then one send tries the host again and its answer
+closes the circuit, or its timeout opens it again. A timeout after the whole
+request went out is ambiguous (AmbiguousError): the receiver may have it, so the
+retry counts as a resend in the ledger. The job that sends does not wait it out
+either: notifiers.batch hands a slow send over and the worker goes on.
+
     WEBHOOK_SECRET / WEBHOOK_SECRET_FILE   the HMAC key (required)
-    WEBHOOK_TIMEOUT                        seconds per request (default 10)
+    WEBHOOK_TIMEOUT                        seconds for a whole request (default 10)
+    WEBHOOK_CONNECT_TIMEOUT                seconds to connect, TLS included (default 3)
+    WEBHOOK_HOST_CONCURRENCY               sends at once to one host, per process (default 4)
+    WEBHOOK_CIRCUIT_TIMEOUTS               timeouts in a row that open a host's circuit (3)
+    WEBHOOK_CIRCUIT_COOLDOWN               seconds it stays open (default 30)
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
 import http.client
 import json
 import math
+import random
 import re
+import socket
 import ssl
 import string
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
-from notifiers.errors import ChannelConfigError, PermanentError, TransientError
+from notifiers.errors import (
+    AmbiguousError,
+    ChannelConfigError,
+    DeferredError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
 
 MAX_BODY = 256 * 1024
 MAX_PROVIDER_ID = 200
@@ -50,6 +80,7 @@ TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
 UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 TRANSIENT_4XX = frozenset({408, 425, 429})  # "try again": timeout, too early, too many
+BUSY_RETRY = 1.0  # seconds (jittered) before a send deferred for a busy host runs again
 
 
 def sign(key: str, timestamp: str, body: bytes) -> str:
@@ -68,21 +99,194 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises the 3xx as an HTTPError
 
 
+class _Deadline:
+    """The end of one request. The socket waits at most what is left once connected, so
+    a receiver that never answers is cut off then; a timer shuts the socket down at the
+    deadline too, since one that drips its answer restarts a socket's timeout per byte."""
+
+    def __init__(self, seconds: float, connect: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.connect = min(connect, seconds)
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self, sock: socket.socket) -> None:
+        left = max(0.001, self.at - time.monotonic())
+        sock.settimeout(left)
+        self._timer = threading.Timer(left, self._expire, (sock,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expire(self, sock: socket.socket) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError):  # the plain socket's: a TLS one's would drop its state
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Request(urllib.request.Request):
+    def __init__(self, url: str, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.deadline = deadline
+
+
+class _Timed(http.client.HTTPConnection):
+    """A connection that connects within its request's connect timeout, then arms its
+    deadline."""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        self.timeout = self.deadline.connect  # the TCP connect, and a TLS handshake
+        super().connect()
+        self.deadline.arm(self.sock)
+
+
+class _TimedTls(_Timed, http.client.HTTPSConnection):
+    pass
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        assert isinstance(req, _Request)
+        return self.do_open(functools.partial(_Timed, deadline=req.deadline), req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self.tls = context or ssl.create_default_context()  # made once, not per request
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        assert isinstance(req, _Request)
+        connection = functools.partial(_TimedTls, deadline=req.deadline)
+        return self.do_open(connection, req, context=self.tls)
+
+
+@dataclass
+class _Host:
+    busy: int = 0  # sends in flight
+    timeouts: int = 0  # in a row
+    open_until: float = 0.0  # monotonic; the circuit is open before it
+    trial: bool = False  # the circuit is half open and a send is trying the host
+
+
+class Hosts:
+    """Each host's share of one process's sends, and its circuit breaker (a host being an
+    origin: scheme, name and port).
+
+    At most `per_host` sends to one host at once: a host that hangs holds that many send
+    threads, never all of them; one more is deferred (DeferredError) to run again in
+    about BUSY_RETRY seconds. After `trip` timeouts in a row (an answer of any status
+    resets the count) the circuit opens for `cooldown` seconds: sends fail at once with
+    code "circuit-open" and the time left as retry_after. Then one send is let through
+    (half open): an answer closes the circuit, a timeout opens it again.
+    """
+
+    def __init__(
+        self,
+        per_host: int = 4,
+        trip: int = 3,
+        cooldown: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_host, self.trip, self.cooldown, self.clock = per_host, trip, cooldown, clock
+        self._lock = threading.Lock()
+        self._hosts: dict[str, _Host] = {}
+
+    def state(self, host: str) -> str:
+        """closed, open or half-open (for tests and logs)."""
+        with self._lock:
+            found = self._hosts.get(host)
+            if found is None or found.timeouts < self.trip:
+                return "closed"
+            return "open" if self.clock() < found.open_until or found.trial else "half-open"
+
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        """Held around one send to `host`; its outcome, a DeliveryError's code, is counted:
+        "timeout" against the host, an HTTP status (or none) for it."""
+        trial = self._enter(host)
+        answered: bool | None = None
+        try:
+            yield
+            answered = True
+        except DeliveryError as exc:
+            if exc.code == "timeout":
+                answered = False
+            elif exc.code is not None and exc.code.isdigit():
+                answered = True
+            raise
+        finally:
+            self._leave(host, trial, answered)
+
+    def _enter(self, host: str) -> bool:
+        with self._lock:
+            now, state = self.clock(), self._hosts.setdefault(host, _Host())
+            trial = state.timeouts >= self.trip
+            if trial and (now < state.open_until or state.trial):
+                wait = state.open_until - now if now < state.open_until else self.cooldown
+                raise TransientError(
+                    f"webhook {host}: circuit open after {state.timeouts} timeouts in a row; "
+                    "not sent",
+                    code="circuit-open",
+                    retry_after=max(wait, 1.0) * random.uniform(1.0, 1.2),
+                )
+            if state.busy >= self.per_host:
+                raise DeferredError(
+                    f"webhook {host} has {state.busy} sends in flight, as many as it may",
+                    code="host-busy",
+                    retry_after=BUSY_RETRY * random.uniform(0.5, 1.5),
+                )
+            state.busy += 1
+            state.trial = state.trial or trial
+            return trial
+
+    def _leave(self, host: str, trial: bool, answered: bool | None) -> None:
+        with self._lock:
+            state = self._hosts[host]
+            state.busy -= 1
+            if trial:
+                state.trial = False
+            if answered is False:
+                state.timeouts += 1
+                if state.timeouts >= self.trip:
+                    state.open_until = self.clock() + self.cooldown
+            elif answered:
+                state.timeouts = 0
+            if state.busy == 0 and state.timeouts == 0:
+                del self._hosts[host]
+
+
 class WebhookNotifier(Notifier):
     channel = "webhook"
 
     def __init__(
-        self, key: str, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+        self,
+        key: str,
+        timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        connect_timeout: float = 3.0,
+        hosts: Hosts | None = None,
     ) -> None:
         self._key = Secret(key)
         self.timeout = timeout
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-        if ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
-        self._opener = urllib.request.build_opener(*handlers)  # built once, used for every send
+        self.connect_timeout = connect_timeout
+        self.hosts = hosts or Hosts()
+        self._opener = urllib.request.build_opener(  # built once, used for every send
+            _NoRedirect(), _HttpHandler(), _HttpsHandler(ssl_context)
+        )
 
     def __repr__(self) -> str:
-        return f"WebhookNotifier(timeout={self.timeout:g})"
+        return (
+            f"WebhookNotifier(timeout={self.timeout:g}, connect_timeout={self.connect_timeout:g})"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookNotifier:
@@ -94,16 +298,14 @@ class WebhookNotifier(Notifier):
             ) from None
         if not key:
             raise ChannelConfigError("webhook needs WEBHOOK_SECRET or WEBHOOK_SECRET_FILE")
-        text = env.get("WEBHOOK_TIMEOUT", "10")
-        try:
-            timeout = float(text)
-        except ValueError:
-            timeout = 0.0
-        if not 0 < timeout <= 300:
-            raise ChannelConfigError(
-                f"WEBHOOK_TIMEOUT must be a number of seconds from 0 to 300, not {text!r}"
-            )
-        return cls(key, timeout)
+        timeout = _setting(env, "WEBHOOK_TIMEOUT", 10.0, 300.0)
+        hosts = Hosts(
+            int(_setting(env, "WEBHOOK_HOST_CONCURRENCY", 4, 1000, whole=True)),
+            int(_setting(env, "WEBHOOK_CIRCUIT_TIMEOUTS", 3, 1000, whole=True)),
+            _setting(env, "WEBHOOK_CIRCUIT_COOLDOWN", 30.0, 86400.0),
+        )
+        connect = _setting(env, "WEBHOOK_CONNECT_TIMEOUT", 3.0, 300.0)
+        return cls(key, timeout, connect_timeout=min(connect, timeout), hosts=hosts)
 
     def send(self, message: Message) -> Delivery:
         host = _check_url(message.to)
@@ -133,22 +335,53 @@ class WebhookNotifier(Notifier):
         }
         if message.key:
             headers["Idempotency-Key"] = _header_safe(message.key)
-        request = urllib.request.Request(message.to, data=body, headers=headers, method="POST")
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                response.read(64 * 1024)  # drain a little; the answer's body is not used
-                request_id = response.headers.get("X-Request-Id") or ""
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise _refused(host, exc) from None
-        except urllib.error.URLError as exc:
-            raise _unreachable(host, exc.reason) from None
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, garbled answers
-            raise _unreachable(host, exc) from None
+        with self.hosts.sending(_origin(message.to)):
+            request_id = self._post(host, message.to, body, headers)
         provider_id = request_id.strip()[:MAX_PROVIDER_ID] or message.key
         if not provider_id:
             provider_id = "webhook-" + hashlib.sha256(body).hexdigest()[:16]
         return Delivery(provider_id=provider_id, accepted=(message.to,))
+
+    def _post(self, host: str, url: str, body: bytes, headers: dict[str, str]) -> str:
+        """POST within the deadline; the answer's X-Request-Id, or a typed error."""
+        deadline = _Deadline(self.timeout, self.connect_timeout)
+        request = _Request(url, deadline, data=body, headers=headers, method="POST")
+        try:
+            response = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise _refused(host, exc) from None
+        except urllib.error.URLError as exc:  # connecting, or sending: not all of it went out
+            raise _unreachable(host, exc.reason, deadline.expired) from None
+        except (OSError, http.client.HTTPException) as exc:  # sent; no answer, or a garbled one
+            raise _lost(host, exc, deadline.expired) from None
+        finally:
+            deadline.disarm()
+        with response, contextlib.suppress(OSError, http.client.HTTPException):
+            response.read(64 * 1024)  # drain a little; the status is the answer
+        return str(response.headers.get("X-Request-Id") or "")
+
+
+def _setting(
+    env: Mapping[str, str], name: str, default: float, most: float, whole: bool = False
+) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= most or (whole and not value.is_integer()):
+        what = "a whole number" if whole else "a number of seconds"
+        raise ChannelConfigError(f"{name} must be {what} above 0, at most {most:g}, not {text!r}")
+    return value
+
+
+def _origin(url: str) -> str:
+    """What shares a circuit and a concurrency bound: scheme, host and port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
 
 
 def _check_url(url: str) -> str:
@@ -195,16 +428,29 @@ def _refused(host: str, exc: urllib.error.HTTPError) -> PermanentError | Transie
     return PermanentError(f"webhook {host} refused the notification ({status})", code=status)
 
 
-def _unreachable(host: str, reason: object) -> PermanentError | TransientError:
+def _unreachable(host: str, reason: object, expired: bool) -> PermanentError | TransientError:
+    """Failed before the whole request went out: the receiver cannot have it."""
     if isinstance(reason, ssl.SSLCertVerificationError):
         return PermanentError(
             f"webhook {host}: TLS certificate not trusted ({reason.verify_message})", code="tls"
         )
-    if isinstance(reason, TimeoutError):
-        return TransientError(f"webhook {host} did not answer in time", code="timeout")
+    if isinstance(reason, TimeoutError) or expired:
+        return TransientError(f"webhook {host} was not reached in time", code="timeout")
     what = reason if isinstance(reason, str) else getattr(reason, "strerror", None)
     return TransientError(
         f"webhook {host} unreachable ({what or type(reason).__name__})", code="connection"
+    )
+
+
+def _lost(host: str, reason: Exception, expired: bool) -> AmbiguousError:
+    """The whole request went out and no answer came: the receiver may have it."""
+    if isinstance(reason, TimeoutError) or expired:
+        return AmbiguousError(
+            f"webhook {host} did not answer in time; it may have the notification", code="timeout"
+        )
+    what = getattr(reason, "strerror", None) or type(reason).__name__
+    return AmbiguousError(
+        f"webhook {host} gave no answer ({what}); it may have the notification", code="connection"
     )
 
 
