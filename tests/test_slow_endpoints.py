@@ -32,8 +32,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+import notifiers.batch as batch
+import orchestrator.jobs as jobs
 from notifiers.base import Message
 from notifiers.delivery import Deliverer
 from notifiers.errors import DeferredError, TransientError
@@ -260,6 +264,118 @@ def test_a_webhook_timeout_after_the_request_went_out_is_ambiguous_and_its_retry
         # The endpoint got the two copies, with the one key it can drop the repeat on
         keys = [r["Idempotency-Key"] for r in endpoint.requests]
         assert keys == [key] * 2
+
+
+# -- a job that does not hold its worker ------------------------------------------------
+
+
+@pytest.fixture
+def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Fresh process notifiers and send threads for the test; closed after it."""
+    monkeypatch.setattr(jobs, "_channels", None)
+    monkeypatch.setattr(batch, "_pool", None)
+    monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")
+    monkeypatch.setenv("WEBHOOK_SECRET", KEY)
+    yield monkeypatch
+    if jobs._channels is not None:
+        jobs._channels.close()
+    if batch._pool is not None:
+        batch._pool[1].shutdown(wait=True)
+
+
+class _BurstWorker(SimpleWorker):
+    def subscribe(self) -> None:  # no pub/sub thread to wait for at the end of a burst
+        pass
+
+
+def run_jobs(app: App) -> None:
+    """The notification worker's loop, in this process, until the queue is empty."""
+    queue = Queue(
+        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    )
+    _BurstWorker(
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    ).work(burst=True, logging_level="WARNING")
+
+
+def later(app: App) -> list[tuple[dict[str, Any], float]]:
+    found: list[tuple[bytes, float]] = app.redis.zrange(  # type: ignore[assignment]
+        app.keys.notify_later, 0, -1, withscores=True
+    )
+    return [(json.loads(member), due) for member, due in found]
+
+
+def outstanding(app: App) -> int:
+    return sum(int(app.redis.zcard(app.keys.outstanding(p))) for p in range(app.keys.partitions))
+
+
+def test_a_slow_send_is_handed_over_and_the_next_job_runs_meanwhile(
+    app: App, channels: pytest.MonkeyPatch
+) -> None:
+    with hung_endpoints(1) as (endpoint,), SmtpServer() as smtp:
+        for name, value in {**smtp.env, "WEBHOOK_TIMEOUT": "2"}.items():
+            channels.setenv(name, value)
+        # Given a webhook to an endpoint that does not answer, and an email queued behind it
+        hook_job, email_job = payload(app, "webhook", endpoint.url), payload(app, "email", "a@x.io")
+        enqueue(app, hook_job)
+        enqueue(app, email_job)
+        # When the worker runs the queue
+        began = time.monotonic()
+        run_jobs(app)
+        # Then it is through both well before the webhook's 2 s are up: the email went out
+        assert time.monotonic() - began < 1.5
+        assert [m.rcpt_tos for m in smtp.messages] == [("a@x.io",)]
+        # and the webhook is still sending, handed over to the process: its heartbeat
+        # beats (so its claim holds), its watchdog entry is answered, and its safety net
+        # waits in Later, to run it again if this process died
+        assert batch.handed_over() == 1
+        key = f"{hook_job['key']}:{hook_job['to']}"
+        assert (Ledger(app.redis, app.keys).get(key) or {})["status"] == "sending"
+        alive = app.keys.alive(hook_job["partition"], hook_job["key"])
+        assert app.redis.exists(alive)
+        assert outstanding(app) == 0
+        ((net, due),) = later(app)
+        assert net["key"] == hook_job["key"] and net.get("attempt", 1) == 1
+        assert due > time.time() + batch.SAFETY_NET - 5
+        # When its try times out, its own commit answers for it: the retry replaces the
+        # safety net, the heartbeat ends, the record says the endpoint may have it
+        deadline = time.monotonic() + 10
+        while batch.handed_over() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ((retry, due),) = later(app)
+        assert (retry["key"], retry["attempt"]) == (hook_job["key"], 2)
+        assert due < time.time() + 10
+        assert not app.redis.exists(alive)
+        record = Ledger(app.redis, app.keys).get(key) or {}
+        assert record["status"] == "retrying" and "may have" in record["ambiguous"]
+        assert len(endpoint.requests) == 1
+
+
+def test_a_send_deferred_for_a_busy_host_keeps_its_try(
+    app: App, channels: pytest.MonkeyPatch
+) -> None:
+    with hung_endpoints(1) as (endpoint,):
+        channels.setenv("WEBHOOK_HOST_CONCURRENCY", "1")
+        channels.setenv("WEBHOOK_TIMEOUT", "2")
+        # Given the process's one send to a host in flight
+        sender, _ = jobs._notifiers().get("webhook")
+        busy = threading.Thread(target=_swallow, args=(sender, hook(endpoint.url, key="first")))
+        busy.start()
+        deadline = time.monotonic() + 5
+        while not endpoint.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # When a notification to that host runs
+        one = payload(app, "webhook", endpoint.url)
+        enqueue(app, one)
+        run_jobs(app)
+        busy.join(5)
+    # Then nothing went out, and it runs again soon as the same try, not the next one
+    assert len(endpoint.requests) == 1
+    ((again, due),) = later(app)
+    assert (again["key"], again.get("attempt", 1)) == (one["key"], 1)
+    assert due < time.time() + 3
+    record = Ledger(app.redis, app.keys).get(f"{one['key']}:{one['to']}") or {}
+    assert record["status"] == "retrying" and "host-busy" in record["last_error"]
 
 
 # -- a real worker -----------------------------------------------------------------------

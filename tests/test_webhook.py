@@ -22,7 +22,13 @@ import trustme
 
 from notifiers.base import Message
 from notifiers.console import ConsoleNotifier
-from notifiers.errors import ChannelConfigError, DeliveryError, PermanentError, TransientError
+from notifiers.errors import (
+    AmbiguousError,
+    ChannelConfigError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
 from notifiers.registry import Notifiers
 from notifiers.webhook import WebhookNotifier
 from tests.conftest import free_port
@@ -241,7 +247,7 @@ def test_a_connection_closed_without_an_answer_is_transient() -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-        with pytest.raises(TransientError):
+        with pytest.raises(AmbiguousError):  # it read the whole request: it may act on it
             notifier().send(message(url))
     finally:
         thread.join(5)
@@ -363,3 +369,64 @@ def test_a_key_that_is_no_valid_header_is_sent_percent_encoded(receiver: Receive
     assert got.headers["Idempotency-Key"] == "inst1:3:0:caf%C3%A9%0D%0AX-Evil:%201"
     assert "X-Evil" not in got.headers
     assert json.loads(got.body)["key"] == "inst1:3:0:caf\u00e9\r\nX-Evil: 1"
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline() -> None:
+    # Given a receiver that reads the request, then sends its answer a byte every 0.1 s
+    # (each byte would restart a timeout per read)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 200:
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        # When the notifier allows 1 s for the whole request
+        began = time.monotonic()
+        with pytest.raises(TransientError) as caught:
+            notifier(timeout=1.0).send(message(f"http://127.0.0.1:{listener.getsockname()[1]}/"))
+        # Then it gives up at the deadline, as a timeout the receiver may have acted on
+        assert time.monotonic() - began < 2.0
+        assert caught.value.code == "timeout"
+        assert isinstance(caught.value, AmbiguousError)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_the_timeouts_and_the_host_limits_come_from_the_environment() -> None:
+    built = WebhookNotifier.from_env(
+        {
+            "WEBHOOK_SECRET": KEY,
+            "WEBHOOK_TIMEOUT": "5",
+            "WEBHOOK_CONNECT_TIMEOUT": "8",
+            "WEBHOOK_HOST_CONCURRENCY": "2",
+            "WEBHOOK_CIRCUIT_TIMEOUTS": "5",
+            "WEBHOOK_CIRCUIT_COOLDOWN": "60",
+        }
+    )
+    assert (built.timeout, built.connect_timeout) == (5.0, 5.0)  # connecting fits the whole
+    assert (built.hosts.per_host, built.hosts.trip, built.hosts.cooldown) == (2, 5, 60.0)
+    default = WebhookNotifier.from_env({"WEBHOOK_SECRET": KEY})
+    assert (default.timeout, default.connect_timeout) == (10.0, 3.0)
+    assert (default.hosts.per_host, default.hosts.trip, default.hosts.cooldown) == (4, 3, 30.0)
+    for name, bad in [
+        ("WEBHOOK_CONNECT_TIMEOUT", "0"),
+        ("WEBHOOK_HOST_CONCURRENCY", "1.5"),
+        ("WEBHOOK_CIRCUIT_TIMEOUTS", "none"),
+        ("WEBHOOK_CIRCUIT_COOLDOWN", "-1"),
+    ]:
+        with pytest.raises(ChannelConfigError, match=name):
+            WebhookNotifier.from_env({"WEBHOOK_SECRET": KEY, name: bad})
