@@ -41,7 +41,7 @@ from notifiers.errors import (
     PermanentError,
     TransientError,
 )
-from notifiers.ledger import Ask, Claim, Ledger
+from notifiers.ledger import Ask, Claim, Ledger, record_key
 from notifiers.ratelimit import RateLimits
 from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
@@ -124,7 +124,7 @@ class Deliverer:
         to commit with the caller's answer in one transaction, else they are made at once.
         `claim`: the ledger claim of `ask(payload, owner)`, if already made."""
         channel, to = str(payload["channel"]), payload.get("to")
-        key = f"{payload['key']}:{to}"
+        key = record_key(payload["key"], to)
         attempt = int(payload.get("attempt", 1))
         facts = {"channel": channel, "to": to, "template": payload["template"], "key": key}
         if claim is None:

@@ -52,6 +52,13 @@ log = logging.getLogger("notifiers.ledger")
 RETENTION = 7 * 86400.0  # a record's time to live when no applier has published one
 PROVIDER_ID_TTL = 30 * 86400  # a provider's message id, while its instance lives on
 
+
+def record_key(job_key: str, to: object) -> str:
+    """The record of one notification: its job's key (instance, sequence, effect index)
+    and its recipient."""
+    return f"{job_key}:{to}"
+
+
 ORDER = {
     "pending": 0,
     "delayed": 1,

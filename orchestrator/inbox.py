@@ -10,6 +10,7 @@ without the event that will start it.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from typing import Any
@@ -150,6 +151,10 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
         raise InputError(f"{what} is nested too deeply") from None
     except InputError as exc:
         raise InputError(f"{what} is not valid JSON: {exc}") from None
+    except ValueError:  # not JSONDecodeError: a number past int's 4,300 digits
+        raise InputError(
+            f"{what} holds a number of more than {sys.get_int_max_str_digits():,} digits"
+        ) from None
     if not isinstance(value, dict):
         raise InputError(f"{what} must be a JSON object, not {type(value).__name__}")
     check_data(value, what)

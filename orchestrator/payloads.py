@@ -75,6 +75,7 @@ class NotificationPayload(TypedDict):
     partitions: int
     alive: NotRequired[str]
     attempt: NotRequired[int]
+    lost: NotRequired[int]  # runs lost in a row so far (orchestrator.watchdog.MAX_LOST_RUNS)
 
 
 class BadPayload(ValueError):

@@ -23,6 +23,7 @@ import time
 import redis
 from redis.client import Pipeline
 
+from orchestrator.deadletters import dead_letter
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
 
@@ -111,15 +112,31 @@ class Retention:
         return dropped
 
     def _drop(self, members: list[bytes], now: float) -> None:
+        """Drop these expired entries from the indexes; one that cannot be read goes to the
+        dead letters with its bytes instead of stopping every later clean."""
         pipe = self.redis.pipeline(transaction=True)
         for member in members:
-            entry = json.loads(member)
-            iid, workflow = entry["id"], entry["workflow"]
+            pipe.zrem(self.keys.expiring, member)
+            try:
+                entry = json.loads(member)
+                iid, workflow, status, state = (
+                    entry["id"],
+                    entry["workflow"],
+                    entry["status"],
+                    entry["state"],
+                )
+                names = (iid, workflow, status, state or "")
+                if not all(isinstance(name, str) for name in names):
+                    raise TypeError("a name that is not text")
+            except (ValueError, TypeError, KeyError) as exc:
+                reason = f"unreadable entry of {self.keys.expiring}: {type(exc).__name__}: {exc}"
+                letter = dead_letter("expiring", self.keys.expiring, "", member, reason)
+                pipe.xadd(self.keys.deadletters, letter)  # type: ignore[arg-type]
+                continue
             pipe.zrem(self.keys.all_instances, iid)
             pipe.zrem(self.keys.by_workflow(workflow), iid)
-            pipe.srem(self.keys.by_status(entry["status"]), iid)
-            if entry["state"]:
-                pipe.srem(self.keys.by_state(workflow, entry["state"]), iid)
+            pipe.srem(self.keys.by_status(status), iid)
+            if state:
+                pipe.srem(self.keys.by_state(workflow, state), iid)
             pipe.zadd(self.keys.expired, {iid: now})
-            pipe.zrem(self.keys.expiring, member)
         pipe.execute()

@@ -22,6 +22,12 @@ from orchestrator.settings import show_duration
 
 log = logging.getLogger("orchestrator.store")
 
+# Reads only, so Redis runs it even when out of memory (6.2 checks memory per write call).
+_READ_HISTORY = """
+local exists = redis.call('EXISTS', KEYS[1])
+return {exists, redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[3], '-', '+')}
+"""
+
 
 def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
     """A hash as text; raises Unreadable naming the first field that is not UTF-8."""
@@ -55,6 +61,7 @@ class Store:
         self.redis = client
         self.keys = keys
         self.retention = retention
+        self._read_history = client.register_script(_READ_HISTORY)
 
     def find(self, instance_id: str) -> Instance | None:
         key = self.keys.instance(instance_id)
@@ -84,13 +91,17 @@ class Store:
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         """The archive of a finished instance, then what its stream holds (all of a live
-        instance's history; late copies of events recorded after it finished). Read in one
-        MULTI: a commit folding the stream into the archive in between would hide both."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.exists(self.keys.instance(instance_id))
-        pipe.get(self.keys.archive(instance_id))
-        pipe.xrange(self.keys.history(instance_id))
-        exists, archived, live = pipe.execute()
+        instance's history; late copies of events recorded after it finished). Read at once
+        by a read-only script: a commit folding the stream into the archive in between would
+        hide both, and a script that only reads still runs while Redis is full (a MULTI
+        does not)."""
+        keys = [
+            self.keys.instance(instance_id),
+            self.keys.archive(instance_id),
+            self.keys.history(instance_id),
+        ]
+        exists, archived, flat = self._read_history(keys=keys)
+        live = [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in flat]
         if not exists:
             raise self._missing(instance_id)
         return [

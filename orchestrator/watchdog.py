@@ -13,7 +13,10 @@ checks outstanding jobs every few seconds:
 
 A lost job becomes a `task.failed` (or `compensation.failed`) event with
 error type `TaskLost`, bound to the same try, so the retry rules decide what
-follows, and a real answer arriving later is stale.
+follows, and a real answer arriving later is stale. A lost notification job is
+run again (its ledger claim decides whether it sends), up to MAX_LOST_RUNS
+times in a row: one that kills every worker that runs it then goes to the dead
+letters and its ledger record to `failed`, instead of killing workers forever.
 
 The records are read back from Redis, where anything may have been written:
 one the watchdog cannot read (a job id or record that is not UTF-8, not JSON,
@@ -36,6 +39,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from notifiers.ledger import Ledger, record_key
 from orchestrator import events as ev
 from orchestrator.deadletters import dead_letter
 from orchestrator.events import Event, Unreadable
@@ -46,6 +50,7 @@ CHECK_EVERY = 3.0  # seconds between checks of one outstanding job
 HEARTBEAT_EVERY = 1.0  # the wrapper refreshes its heartbeat this often...
 HEARTBEAT_TTL = 5  # ...and it expires this many seconds after the last refresh
 LOST_STATUSES = {"failed", "stopped", "canceled"}
+MAX_LOST_RUNS = 5  # a notification job lost this many times is dead-lettered, not run again
 # RQ moves a job it dequeues into this list until the job starts; a worker dying
 # in between strands it there, "queued" but in no queue.
 INTERMEDIATE = tuple(
@@ -308,9 +313,21 @@ class Watchdog:
         """A lost notification job goes back to be run again; its ledger claim decides
         whether it sends (the owner's heartbeat is gone, so the claim is stale). Only this
         partition's lease holder checks it, so one transaction needs no further guard."""
+        losses = payload.get("lost", 0)
+        losses = (losses if isinstance(losses, int) else 0) + 1
         pipe = self.redis.pipeline(transaction=True)
         self._forget(pipe, partition, job, carrier)
-        Later(self.redis, self.keys).add(payload, now, pipe)
+        if losses < MAX_LOST_RUNS:
+            Later(self.redis, self.keys).add({**payload, "lost": losses}, now, pipe)
+        else:
+            reason = f"notification job lost {losses} times in a row; not run again"
+            key = self.keys.outstanding_jobs(partition)
+            pipe.xadd(
+                self.keys.deadletters,
+                dead_letter("notification", key, job, json.dumps(payload), reason),  # type: ignore[arg-type]
+            )
+            record = record_key(str(payload["key"]), payload.get("to"))
+            Ledger(self.redis, self.keys).advance(record, "failed", pipe, reason=reason)
         pipe.execute()
         return 1
 

@@ -35,15 +35,16 @@ from notifiers.base import Message
 from notifiers.delivery import Deliverer
 from notifiers.email import EmailNotifier
 from notifiers.errors import AmbiguousError, TransientError
-from notifiers.ledger import Ledger
+from notifiers.ledger import Ledger, record_key
 from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
 from notifiers.sms import SmsNotifier
 from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE, SEND_NOTIFICATIONS, carrier_id
+from orchestrator.dispatch import NOTIFICATION_QUEUE, SEND_NOTIFICATIONS, Dispatcher, carrier_id
 from orchestrator.guard import GuardedJob, JobCheck, guarded
+from orchestrator.later import Later
 from orchestrator.registry import Registry
-from orchestrator.watchdog import CHECK_EVERY, Watchdog
+from orchestrator.watchdog import CHECK_EVERY, MAX_LOST_RUNS, Watchdog
 from tests.conftest import free_port
 from tests.smtp_faults import AmbiguousSmtpServer, CrowdedSmtpServer
 from tests.smtp_server import SmtpServer
@@ -332,6 +333,44 @@ def test_a_packed_job_with_a_malformed_item_is_refused_whole_before_anything_is_
         lost = watchdog.check(list(range(app.keys.partitions)), time.time() + CHECK_EVERY + 1)
         assert lost == 4
         assert sorted(again["key"] for again in later(app)) == sorted(i["key"] for i in items)
+
+
+def test_a_notification_job_lost_every_time_is_dead_lettered_after_its_budget(
+    app: App, channels: pytest.MonkeyPatch
+) -> None:
+    # Given a notification that its worker refuses every time (no channel: the guard's
+    # refusal leaves the job failed without an answer, as a killed work-horse does)
+    with SmtpServer() as server:
+        use(channels, server.env)
+        broken = item(app, 0)
+        del broken["channel"]
+        ledger = Ledger(app.redis, app.keys)
+        ledger.claim(record_key(broken["key"], broken["to"]), "a-dead-worker", {})
+        enqueue_packed(app, [broken])
+        watchdog = Watchdog(app.redis, app.keys)
+        mover = Later(app.redis, app.keys)
+        dispatcher = Dispatcher(app.redis, app.keys)
+        now = time.time()
+        runs = 0
+        # When the watchdog finds it lost, and the mover runs it again, round after round
+        for _ in range(MAX_LOST_RUNS + 3):
+            run_jobs(app)
+            runs += 1
+            now += CHECK_EVERY + 1
+            if not watchdog.check(list(range(app.keys.partitions)), now):
+                break
+            mover.move_due(dispatcher, now)
+        # Then it ran MAX_LOST_RUNS times, no more, and nothing of it is left to run
+        assert runs == MAX_LOST_RUNS + 1  # the last round finds nothing lost
+        assert later(app) == [] and outstanding(app) == 0
+        assert server.messages == []
+    # and it is a dead letter that says why, its ledger record failed with that reason
+    (letter,) = app.client.dead_letters.read()
+    assert letter["source"] == "notification"
+    assert f"lost {MAX_LOST_RUNS} times in a row" in letter["reason"]
+    record = ledger.get(record_key(broken["key"], broken["to"]))
+    assert record is not None and record["status"] == "failed"
+    assert "not run again" in record["reason"]
 
 
 def test_a_template_bomb_in_a_packed_job_is_cut_off_and_fails_only_its_notification(

@@ -302,17 +302,26 @@ EXPIRING_POISON = [
 
 
 @pytest.mark.parametrize("member", EXPIRING_POISON)
-def test_a_poisoned_retention_entry_does_not_stop_the_applier(
-    app: App, member: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Given orders in flight, and an unreadable entry due in the retention index
+def test_a_poisoned_retention_entry_is_a_dead_letter(app: App, member: bytes) -> None:
+    # Given orders in flight, an unreadable entry due in the retention index, and a
+    # finished instance due after it
     ids = orders_in_flight(app)
     app.redis.zadd(app.keys.expiring, {member: 0})
+    readable = json.dumps(
+        {"id": "gone", "workflow": "order", "status": "completed", "state": "shipped"}
+    )
+    app.redis.zadd(app.keys.all_instances, {"gone": 0})
+    app.redis.zadd(app.keys.expiring, {readable: 1})
     # When the engine runs (the janitor first of all)
     run_burst(app)
-    # Then the janitor's failure is logged, and the orders finished all the same
+    # Then the orders finished, the entry is a dead letter with its bytes, and the
+    # readable entry after it was still cleaned
     assert_shipped(app, ids)
-    assert any(r.message.startswith("retention failed") for r in caplog.records)
+    (letter,) = letters(app)
+    assert letter["source"] == "expiring" and app.keys.expiring in letter["reason"]
+    assert raw_of(app, letter) == member
+    assert app.redis.zscore(app.keys.expiring, member) is None
+    assert app.redis.zscore(app.keys.all_instances, "gone") is None
 
 
 def test_letters_that_are_not_events_are_listed_but_not_replayed(app: App) -> None:

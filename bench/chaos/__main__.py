@@ -37,7 +37,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument(
         "--ci",
         action="store_true",
-        help=f"tiny sizes of {', '.join(CI)}, about a minute; no timing judged",
+        help=f"tiny sizes of {', '.join(CI)}, about two minutes; no timing judged",
     )
     parser.add_argument(
         "--scenario",

@@ -111,19 +111,28 @@ def pending_work(app: App, instance_ids: list[str]) -> dict[str, list[str]]:
                 owe(job, f"{name} job {job} {what}")
     later: list[bytes] = client.zrange(keys.notify_later, 0, -1)  # type: ignore[assignment]
     for member in later:
-        owe(str(json.loads(member).get("instance")), "notification due later")
+        try:  # a planted poison entry is the engine's to dead-letter, not the checker's
+            entry = json.loads(member)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            owe(str(entry.get("instance")), "notification due later")
     for partition in range(keys.partitions):
         watched: dict[bytes, bytes] = client.hgetall(keys.outstanding_jobs(partition))  # type: ignore[assignment]
-        for raw in watched:
-            owe(raw.decode(), f"outstanding {raw.decode()}")
+        for raw in (r.decode(errors="replace") for r in watched):
+            owe(raw, f"outstanding {raw}")
         timers: list[bytes] = client.zrange(keys.timers(partition), 0, -1)  # type: ignore[assignment]
-        for timer in timers:
-            owe(timer.decode(), f"timer {timer.decode()}")
+        for timer in (t.decode(errors="replace") for t in timers):
+            owe(timer, f"timer {timer}")
         entries: Any = client.xrange(keys.inbox(partition))
         for _, fields in entries:
-            event = json.loads(fields[b"e"])
-            if not client.sismember(keys.applied(event["instance"]), event["id"]):
-                owe(event["instance"], f"inbox event {event['type']} {event['id']}")
+            try:  # poison again: the engine's to dead-letter
+                event = json.loads(fields.get(b"e", b""))
+                instance, event_id = str(event["instance"]), str(event["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not client.sismember(keys.applied(instance), event_id):
+                owe(instance, f"inbox event {event.get('type')} {event_id}")
     return owed
 
 
