@@ -28,6 +28,7 @@ from orchestrator.schemas import PayloadSchemas
 
 TaskFunction = Callable[[dict[str, Any]], Any]
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
+Save = bool | str | Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 Outcome = Literal["completed", "failed", "cancelled"]
 CANCELLED = "cancelled"
 
@@ -58,24 +59,29 @@ def task_path(fn: TaskFunction | str) -> str:
     return f"{module}:{qualname}"
 
 
+TASK_RETRIES = 0  # a task's tries after the first, unless given
+COMPENSATION_RETRIES = 20  # a compensation's, unless given: a half-undone saga is the worst
+COMPENSATION_MAX_BACKOFF = 300.0  # ...spaced up to 5 minutes apart: about an hour in all
+LOST_TRIES = 3  # tries of one step lost with their worker retried on top of its retries
+
+
 @dataclass(frozen=True)
 class Task:
     """A function a state runs on entry, with how often and how long it may try.
 
-    `retries` counts the tries after the first. Between tries the engine waits
-    `backoff * 2**(try-1)` seconds (capped at `max_backoff`, plus up to 25%
-    jitter); only after the last try does `task.failed` reach the workflow.
+    `retries` counts the tries after the first (default: 0 for a task,
+    COMPENSATION_RETRIES for a compensation). Between tries the engine waits
+    `backoff * 2**(try-1)` seconds (capped at `max_backoff`, default 60 s, or
+    300 s for a compensation, plus up to 25% jitter); only after the last try
+    does `task.failed` reach the workflow. A try lost with its worker (killed,
+    out of memory) is retried apart from these, up to LOST_TRIES times a step.
     """
 
     fn: TaskFunction | str
-    retries: int = 0
+    retries: int | None = None
     timeout: float = 300.0
     backoff: float = 1.0
-    max_backoff: float = 60.0
-
-    @property
-    def attempts(self) -> int:
-        return self.retries + 1
+    max_backoff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,10 @@ class On:
     """A row of the transition table: on `event`, from `source`, if `guard`, go to `target`.
 
     With `compensate=True` the instance first undoes every finished step that
-    named a compensation, newest first, then enters `target`. With
+    named a compensation, newest first, then enters `target`. `save` puts the
+    event's data into the context as the row fires: True merges it key by key,
+    a string stores it under that key, a function `(context, data) -> dict`
+    returns what to merge. With
     `internal=True` (target the same as the source) the event is consumed
     where the instance stands: the state is not left and entered again, so
     its task, notifications and timeout do not start over.
@@ -154,6 +163,7 @@ class On:
     guard: Guard | None = None
     compensate: bool = False
     internal: bool = False
+    save: Save | None = None
 
 
 # ---- the compiled, frozen form the transition function reads ----------------
@@ -197,6 +207,7 @@ class TransitionSpec:
     guard: Guard | None
     compensate: bool
     internal: bool = False
+    save: Save | None = None
 
 
 @dataclass(frozen=True)
@@ -350,8 +361,20 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
                 f"internal transition on {row.event!r} must have one source, the same as its "
                 f"target, and cannot compensate (source {_show(sources)}, target {target!r})"
             )
+        save = row.save
+        if save is False:
+            save = None
+        if save is not None and not (save is True or isinstance(save, str) or callable(save)):
+            raise fail(
+                f"transition on {row.event!r} from {_show(sources)}: save must be True, a "
+                f"context key or a function (context, data) -> dict, not {save!r}"
+            )
+        if isinstance(save, str) and not save:
+            raise fail(f"transition on {row.event!r} from {_show(sources)}: save key is empty")
         transitions.append(
-            TransitionSpec(row.event, sources, target, row.guard, row.compensate, row.internal)
+            TransitionSpec(
+                row.event, sources, target, row.guard, row.compensate, row.internal, save
+            )
         )
 
     cancel_state = CANCELLED
@@ -400,9 +423,16 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
             path = task_path(task.fn)
         except ValueError as exc:
             raise fail(f"state {name!r}: {role}: {exc}") from None
-        if task.retries < 0 or task.timeout <= 0 or task.backoff < 0:
+        undo = role == "compensation"
+        retries = task.retries
+        if retries is None:
+            retries = COMPENSATION_RETRIES if undo else TASK_RETRIES
+        max_backoff = task.max_backoff
+        if max_backoff is None:
+            max_backoff = COMPENSATION_MAX_BACKOFF if undo else 60.0
+        if retries < 0 or task.timeout <= 0 or task.backoff < 0:
             raise fail(f"state {name!r}: {role} needs retries >= 0, timeout > 0, backoff >= 0")
-        return TaskSpec(path, task.attempts, task.timeout, task.backoff, task.max_backoff)
+        return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff)
 
     if state.final and state.initial:
         raise fail(f"state {name!r} cannot be both initial and final")

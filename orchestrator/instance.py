@@ -41,9 +41,14 @@ class Instance:
     seq: int = 0  # events applied so far; the history's last entry number
     entered_seq: int = 0  # seq that entered the current state or compensation step
     attempt: int = 0  # try number of the outstanding task, 0 when none runs
+    lost: int = 0  # tries of the current step lost with their worker (not counted as tries)
     context: dict[str, Any] = field(default_factory=dict)
     compensations: tuple[str, ...] = ()  # states whose compensation is due, newest last
     compensating_to: str | None = None
+    # tries in flight of states that name a compensation: (entered_seq, attempt, state);
+    # a compensation run waits for them, and one that completes pushes its compensation
+    inflight: tuple[tuple[int, int, str], ...] = ()
+    halted: bool = False  # failed by a task failure nothing handled; `retry` resumes it
     parked: tuple[Event, ...] = ()
     timers: tuple[str, ...] = ()  # ids of armed timers, cancelled when the entry is left
     correlation: str | None = None  # "key=value" this instance answers to
@@ -53,7 +58,7 @@ class Instance:
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES or (
-            self.status == "failed" and self.compensating_to is None
+            self.status == "failed" and self.compensating_to is None and not self.halted
         )
 
     def evolve(self, **changes: Any) -> Instance:
@@ -69,9 +74,12 @@ class Instance:
             "seq": str(self.seq),
             "entered_seq": str(self.entered_seq),
             "attempt": str(self.attempt),
+            "lost": str(self.lost),
             "context": _dump(self.context),
             "compensations": _dump(list(self.compensations)),
             "compensating_to": self.compensating_to or "",
+            "inflight": _dump([list(t) for t in self.inflight]),
+            "halted": "1" if self.halted else "",
             "parked": _dump([json.loads(e.to_json()) for e in self.parked]),
             "timers": _dump(list(self.timers)),
             "correlation": self.correlation or "",
@@ -102,9 +110,12 @@ class Instance:
             seq=_int(raw, "seq"),
             entered_seq=_int(raw, "entered_seq"),
             attempt=_int(raw, "attempt"),
+            lost=_int(raw, "lost"),
             context=_object(raw, "context"),
             compensations=_strings(raw, "compensations"),
             compensating_to=raw.get("compensating_to") or None,
+            inflight=_tries(raw, "inflight"),
+            halted=bool(raw.get("halted")),
             parked=tuple(parked),
             timers=_strings(raw, "timers"),
             correlation=raw.get("correlation") or None,
@@ -126,6 +137,7 @@ class Instance:
             "updated_at": self.updated_at,
             "seq": self.seq,
             "compensations_pending": list(self.compensations),
+            "in_flight": [state for _, _, state in self.inflight],
             "parked_events": [e.type for e in self.parked],
             "correlation": self.correlation,
             "reason": self.reason,
@@ -186,6 +198,20 @@ def _array(raw: dict[str, str], name: str) -> list[Any]:
     if not isinstance(value, list):
         raise Unreadable(f"field {name!r} must be a JSON array, not {type(value).__name__}")
     return value
+
+
+def _tries(raw: dict[str, str], name: str) -> tuple[tuple[int, int, str], ...]:
+    tries = []
+    for item in _array(raw, name):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and all(type(v) is int for v in item[:2])
+            and isinstance(item[2], str)
+        ):
+            raise Unreadable(f"field {name!r} must hold [entered_seq, attempt, state] triples")
+        tries.append((item[0], item[1], item[2]))
+    return tuple(tries)
 
 
 def _strings(raw: dict[str, str], name: str) -> tuple[str, ...]:

@@ -7,12 +7,22 @@ what makes `replay` possible and what the tests lean on.
 
 What one event does, in order:
   1. a finished instance ignores everything (late events are recorded, not applied);
-  2. an event bound to a state entry or a task try (it carries `entered_seq`)
-     that no longer matches is stale and ignored;
+  2. an answer of a try still in flight of a state that names a compensation,
+     arriving after that state was left, is late: a completion pushes its
+     compensation (the instance compensating waits for such tries to settle);
+     any other event bound to a state entry or a task try (it carries
+     `entered_seq`) that no longer matches is stale and ignored;
   3. engine events (start, retries, compensation, cancel) are handled here;
   4. anything else is matched against the transition table; the first row
      whose event, source and guard match fires. With no row, the event is
-     parked and retried after every later transition.
+     parked and retried after every later transition; a task failure with no
+     row fails the instance (`retry` resumes it).
+
+States passed through in one step (an early, parked event moves the instance
+on as it enters) are in `Result.passed`; they send their notifications, but
+only the state the step ends in starts its task and its timeout, as a
+statechart starts an `invoke` only for the states still active at the end of
+a step.
 """
 
 from __future__ import annotations
@@ -22,22 +32,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import events as ev
-from orchestrator.definition import CANCELLED, Definition, StateSpec, TaskSpec, TransitionSpec
+from orchestrator.definition import (
+    CANCELLED,
+    LOST_TRIES,
+    Definition,
+    StateSpec,
+    TaskSpec,
+    TransitionSpec,
+)
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
 from orchestrator.instance import Instance
 
 
 class GuardFailed(Exception):
-    """A guard raised; the event cannot be applied and goes to the dead letters."""
+    """A guard (or a row's `save`) raised; the event cannot be applied and goes to the
+    dead letters."""
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A state entered and left in one step, and the event that moved it on."""
+
+    state: str
+    left_on: str  # that event's type
+    left_by: str  # its id
 
 
 @dataclass(frozen=True)
 class Result:
     instance: Instance
     effects: tuple[Effect, ...]
-    outcome: str  # started | transition | parked | ignored | retry | compensating | failed
+    # started | transition | parked | ignored | retry | compensating | late | failed
+    outcome: str
     note: str = ""
+    passed: tuple[Passed, ...] = ()
 
 
 def transition(definition: Definition, instance: Instance, event: Event) -> Result:
@@ -45,7 +74,7 @@ def transition(definition: Definition, instance: Instance, event: Event) -> Resu
     inst = instance.evolve(seq=instance.seq + 1, updated_at=event.at)
     step = _Step(definition, inst, event)
     step.run()
-    return Result(step.inst, tuple(step.effects), step.outcome, step.note)
+    return Result(step.inst, tuple(step.effects), step.outcome, step.note, step.passed())
 
 
 def already_applied(instance: Instance, event: Event) -> Result:
@@ -66,6 +95,15 @@ class _Step:
         self.outcome = "ignored"
         self.note = ""
         self.entry_mark: int | None = None  # where the effects of an entry made in this step begin
+        self.moving = event  # the event whose row is firing: this one, or a parked one
+        self.entered: list[tuple[str, Event]] = []  # states entered in this step, and by what
+
+    def passed(self) -> tuple[Passed, ...]:
+        """The states entered in this step and left in it, each with what moved it on."""
+        return tuple(
+            Passed(state, by.type, by.id)
+            for (state, _), (_, by) in zip(self.entered, self.entered[1:], strict=False)
+        )
 
     # -- dispatch -------------------------------------------------------------
 
@@ -91,6 +129,8 @@ class _Step:
             return
         if event.type == ev.RESUME:
             self._resume()
+            return
+        if event.type in (ev.TASK_COMPLETED, ev.TASK_FAILED) and self._late_answer():
             return
         bound = event.entered_seq
         if bound is not None and bound != inst.entered_seq:
@@ -127,35 +167,108 @@ class _Step:
             return False
         return True
 
+    def _answered_try(self) -> tuple[int, int, str] | None:
+        """The in-flight try this task answer settles, if it is one the instance follows."""
+        data = self.event.data
+        try:
+            key = (int(data["entered_seq"]), int(data["attempt"]), str(data["state"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return key if key in self.inst.inflight else None
+
+    def _settle(self, key: tuple[int, int, str]) -> None:
+        self.inst = self.inst.evolve(inflight=tuple(t for t in self.inst.inflight if t != key))
+
+    def _late_answer(self) -> bool:
+        """An answer of a try in flight of a state that names a compensation, arriving
+        after the state was left (or while the instance compensates): a completion is a
+        finished step, so its result enters the context and its compensation is pushed;
+        a failure (or a try lost with its worker) undid nothing. A compensation run that
+        waited for it starts once nothing is left in flight. False: not a late answer."""
+        key = self._answered_try()
+        inst = self.inst
+        current = (
+            inst.status == "running"
+            and key is not None
+            and key[:2] == (inst.entered_seq, inst.attempt)
+            and key[2] == inst.state
+        )
+        if key is None or current:
+            return False
+        self._settle(key)
+        state = key[2]
+        self.outcome = "late"
+        if self.event.type == ev.TASK_COMPLETED:
+            context = merge_result(self.inst.context, state, self.event.data.get("result"))
+            self.inst = self.inst.evolve(
+                context=context, compensations=(*self.inst.compensations, state)
+            )
+            self.note = f"late completion of {state} (left): its compensation is due"
+        else:
+            self.note = f"late failure of {state} (left): nothing to undo"
+        if self.inst.status == "compensating" and self.inst.attempt == 0:
+            if self.inst.inflight:
+                self.note += f"; still waiting for {self._waiting()}"
+            else:
+                self._next_compensation()
+                if not self.inst.finished and self.inst.status != "compensating":
+                    self._unpark()
+                self.outcome = "late"
+        return True
+
+    def _waiting(self) -> str:
+        return ", ".join(f"{state} (try {attempt})" for _, attempt, state in self.inst.inflight)
+
     def _task_completed(self) -> None:
         state = self._current()
+        key = (self.inst.entered_seq, self.inst.attempt, state.name)
         context = merge_result(self.inst.context, state.name, self.event.data.get("result"))
+        self._settle(key)
         stack = self.inst.compensations
         if state.compensation is not None:
             stack = (*stack, state.name)
-        self.inst = self.inst.evolve(context=context, compensations=stack, attempt=0)
+        self.inst = self.inst.evolve(context=context, compensations=stack, attempt=0, lost=0)
         self._match(park=True)
 
     def _task_failed(self) -> None:
         state = self._current()
         assert state.task is not None
+        self._settle((self.inst.entered_seq, self.inst.attempt, state.name))
         if self._schedule_retry(state.task):
             return
-        self.inst = self.inst.evolve(attempt=0)
-        self._match(park=True)
+        self.inst = self.inst.evolve(attempt=0, lost=0)
+        if self._match(park=False):
+            return
+        data = self.event.data
+        error = f"{data.get('error_type')}: {data.get('message')}"
+        self.inst = self.inst.evolve(
+            status="failed",
+            halted=True,
+            reason=f"state {state.name!r}: task {state.task.path} failed: {error}; "
+            f"no transition handles task.failed there",
+        )
+        self.outcome = "failed"
+        self.note = "task failed and nothing handles it: the instance failed (retry resumes it)"
 
     def _schedule_retry(self, task: TaskSpec) -> bool:
-        attempt = self.inst.attempt
-        if attempt >= task.attempts:
-            return False
+        attempt, lost = self.inst.attempt, self.inst.lost
         if self._timer_id(ev.RETRY_DUE, attempt + 1) in self.inst.timers:
             # A second report of a try already failed (the watchdog's, then the worker's)
             self.outcome, self.note = "ignored", f"try {attempt} already failed; retry armed"
             return True
+        was_lost = self.event.data.get("error_type") == "TaskLost"
+        if was_lost and lost < LOST_TRIES:
+            lost += 1  # the worker died: not the task's failure, not one of its tries
+            what = f"try {attempt} lost with its worker ({lost} of {LOST_TRIES} lost tries)"
+        elif attempt - lost >= task.attempts:
+            return False
+        else:
+            what = f"try {attempt - lost} of {task.attempts} failed"
         delay = backoff_delay(task, attempt, self.inst.id)
+        self.inst = self.inst.evolve(lost=lost)
         self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
         self.outcome = "retry"
-        self.note = f"try {attempt} of {task.attempts} failed; next in {delay:.2f}s"
+        self.note = f"{what}; next in {delay:.2f}s"
         return True
 
     def _retry_due(self) -> None:
@@ -214,12 +327,38 @@ class _Step:
 
     def _fire(self, row: TransitionSpec) -> None:
         self.outcome = "transition"
+        if row.save is not None:
+            self._save(row)
         if row.internal:  # consumed where it stands: no exit, no entry, no effects
             self.note = (self.note + "; internal").lstrip("; ")
-        elif row.compensate and self.inst.compensations:
+        elif row.compensate and (self.inst.compensations or self.inst.inflight):
             self._begin_compensation(row.target)
         else:
             self._enter(row.target)
+
+    def _save(self, row: TransitionSpec) -> None:
+        """The firing event's data into the context, as the row's `save` says."""
+        data = self.moving.data
+        save = row.save
+        if save is True:
+            saved = dict(data)
+        elif isinstance(save, str):
+            saved = {save: data}
+        else:
+            assert callable(save)
+            try:
+                saved = save(dict(self.inst.context), dict(data))
+            except Exception as exc:
+                raise GuardFailed(
+                    f"save of transition on {row.event} from {self.inst.state} raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if not isinstance(saved, dict):
+                raise GuardFailed(
+                    f"save of transition on {row.event} from {self.inst.state} returned "
+                    f"{type(saved).__name__}, not a dict"
+                )
+        self.inst = self.inst.evolve(context={**self.inst.context, **saved})
 
     def _unpark(self) -> None:
         """Retry parked events after a transition, oldest first, until none fires."""
@@ -237,6 +376,7 @@ class _Step:
                 row = self._find(parked)
                 if row is not None:
                     self._drop_parked(parked)
+                    self.moving = parked
                     self._fire(row)
                     self.note = (self.note + f"; applied parked {parked.type}").lstrip("; ")
                     progressed = True
@@ -251,6 +391,7 @@ class _Step:
         state = self.d.states.get(name)
         seq = self.inst.seq
         self._new_entry()
+        self.entered.append((name, self.moving))
         if state is None:  # the built-in cancel target
             assert name == CANCELLED
             self.inst = self.inst.evolve(
@@ -258,8 +399,11 @@ class _Step:
                 status="cancelled",
                 entered_seq=seq,
                 attempt=0,
+                lost=0,
                 compensating_to=None,
                 compensations=(),
+                inflight=(),
+                halted=False,
                 parked=(),
             )
             return
@@ -269,10 +413,12 @@ class _Step:
             status=status,
             entered_seq=seq,
             attempt=1 if state.task else 0,
+            lost=0,
             compensating_to=None,
+            halted=False,
         )
         if state.final:  # nothing can apply any more: drop what waited
-            self.inst = self.inst.evolve(compensations=(), parked=())
+            self.inst = self.inst.evolve(compensations=(), inflight=(), parked=())
         if state.task is not None:
             self.effects.append(self._run(state.task, "task", name))
         for spec in state.notify if notify else ():
@@ -312,9 +458,15 @@ class _Step:
                 if not isinstance(e, RunTask | StartTimer)
             ]
             dropped = {e.id for e in self.effects[self.entry_mark :] if isinstance(e, StartTimer)}
+            withdrawn = {
+                (e.entered_seq, e.attempt, e.state)
+                for e in self.effects[self.entry_mark :]
+                if isinstance(e, RunTask)
+            }
             self.effects[self.entry_mark :] = kept
             self.inst = self.inst.evolve(
-                timers=tuple(t for t in self.inst.timers if t not in dropped)
+                timers=tuple(t for t in self.inst.timers if t not in dropped),
+                inflight=tuple(t for t in self.inst.inflight if t not in withdrawn),
             )
         self._disarm()
         self.entry_mark = len(self.effects)
@@ -328,6 +480,11 @@ class _Step:
             self.inst = self.inst.evolve(timers=())
 
     def _run(self, spec: TaskSpec, kind: str, state: str) -> RunTask:
+        """The order to run a try; a task's try of a state that names a compensation is
+        followed in flight, so that nothing it finishes is left undone."""
+        if kind == "task" and self.d.states[state].compensation is not None:
+            key = (self.inst.entered_seq, self.inst.attempt, state)
+            self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
         return RunTask(
             task=spec.path,
             kind="compensation" if kind == "compensation" else "task",
@@ -340,8 +497,19 @@ class _Step:
 
     # -- compensation ---------------------------------------------------------
 
-    def _begin_compensation(self, target: str) -> None:
-        self.inst = self.inst.evolve(status="compensating", compensating_to=target, reason=None)
+    def _begin_compensation(self, target: str, reason: str | None = None) -> None:
+        """Undo the finished steps, newest first, then enter `target`; first wait for the
+        tries still in flight of states that name a compensation (each settles by its
+        answer, its timeout, or the watchdog reporting it lost)."""
+        self.inst = self.inst.evolve(
+            status="compensating", compensating_to=target, reason=reason, halted=False
+        )
+        self._new_entry()  # withdraws a task ordered earlier in this step, never to run
+        if self.inst.inflight:
+            self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=0, lost=0)
+            self.outcome = "compensating"
+            self.note = (self.note + f"; waits for {self._waiting()} in flight").lstrip("; ")
+            return
         self._next_compensation()
 
     def _next_compensation(self) -> None:
@@ -352,7 +520,7 @@ class _Step:
             self.outcome = "transition"
             return
         self._new_entry()
-        self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1)
+        self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1, lost=0)
         spec = self._compensation_spec()
         self.effects.append(self._run(spec, "compensation", self._work_state()))
         self.outcome = "compensating"
@@ -378,7 +546,7 @@ class _Step:
                 self.inst.context, self.inst.compensations[-1], self.event.data.get("result")
             )
             self.inst = self.inst.evolve(
-                context=context, compensations=self.inst.compensations[:-1], attempt=0
+                context=context, compensations=self.inst.compensations[:-1], attempt=0, lost=0
             )
             self.outcome = "compensating"
             self._next_compensation()
@@ -404,9 +572,8 @@ class _Step:
         if self.inst.status == "compensating":
             self.inst = self.inst.evolve(compensating_to=target)
             return
-        if self.inst.compensations:  # also when a compensation had failed: try it again
-            self.inst = self.inst.evolve(status="compensating", compensating_to=target)
-            self._next_compensation()
+        if self.inst.compensations or self.inst.inflight:  # also after a failed compensation
+            self._begin_compensation(target, self.inst.reason)
         else:
             self._enter(target)
 
@@ -418,7 +585,10 @@ class _Step:
             self.inst = inst.evolve(status="compensating", reason=None)
             self._next_compensation()
             self.outcome = "retry"
-        elif inst.status == "running" and state.task is not None and inst.attempt == 0:
+        elif inst.halted or (
+            inst.status == "running" and state.task is not None and inst.attempt == 0
+        ):
+            self.inst = inst.evolve(status="running", halted=False, reason=None)
             self._enter(state.name, notify=False)
             self._unpark()  # drops the answers bound to the entry just left
             self.outcome = "retry"

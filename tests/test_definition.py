@@ -595,7 +595,8 @@ def test_valid_class_compiles_into_a_frozen_definition() -> None:
     assert reserving.initial and not reserving.final
     assert reserving.task == TaskSpec("tests.sample_workflows:step", 3, 30, 0.5, 10)
     # a bare function becomes a Task with the defaults: one try, 300 s
-    assert reserving.compensation == TaskSpec("tests.sample_workflows:undo", 1, 300.0, 1.0, 60.0)
+    # a compensation given as a bare function retries for about an hour by default
+    assert reserving.compensation == TaskSpec("tests.sample_workflows:undo", 21, 300.0, 1.0, 300.0)
 
     waiting = d.state("waiting")
     assert (waiting.task, waiting.timeout, waiting.timeout_event) == (None, 60, "ship.late")

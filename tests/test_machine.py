@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import ANY, Notify, On, State, Workflow
+from orchestrator import ANY, Notify, On, State, Task, Workflow
 from orchestrator import events as ev
 from orchestrator.definition import Definition, TaskSpec
 from orchestrator.effects import CancelTimers, Effect, RunTask, StartTimer
@@ -147,7 +147,9 @@ class Run:
         return self.apply(make_event(type_, self.at, data, self.inst.id))
 
     def _answer(self) -> dict[str, Any]:
-        return {"attempt": self.inst.attempt, "entered_seq": self.inst.entered_seq}
+        inst = self.inst
+        state = inst.compensations[-1] if inst.status == "compensating" else inst.state
+        return {"attempt": inst.attempt, "entered_seq": inst.entered_seq, "state": state}
 
     def ok(self, result: Any = None) -> Result:
         """The worker reports the try the instance waits for as done."""
@@ -741,7 +743,11 @@ def test_second_abort_while_compensating_does_not_run_the_undo_twice() -> None:
 
 def test_table_event_after_failed_compensation_leaves_it_failed() -> None:
     class AbortableBadUndo(Workflow):
-        working = State(initial=True, task=step, compensation="tests.sample_workflows:undo_fails")
+        working = State(
+            initial=True,
+            task=step,
+            compensation=Task("tests.sample_workflows:undo_fails", retries=0),
+        )
         waiting = State()
         done = State(final=True)
         aborted = State(final=True, outcome="failed")
@@ -973,10 +979,18 @@ def test_cancel_compensates_then_ends_in_the_built_in_cancelled_state() -> None:
     run = Run(Saga)
     run.ok()
     run.ok()
+    three = run._answer()
     # When it is cancelled
     r = run.send(ev.CANCEL, {"reason": "customer changed mind"})
-    # Then `two` is undone, then `one`, and it ends in `cancelled`
-    assert r.instance.status == "compensating"
+    # Then it waits for `three`, still in flight, before undoing anything
+    assert (r.instance.status, r.outcome) == ("compensating", "compensating")
+    assert of_type(r.effects, RunTask) == []
+    assert "waits for three (try 1)" in r.note
+    # and when `three` completes after all, it is undone first, then `two`, then `one`
+    r = run.send(ev.TASK_COMPLETED, {**three, "result": {"three": "done"}})
+    assert r.outcome == "late" and r.instance.context["three"] == "done"
+    assert [t.state for t in of_type(r.effects, RunTask)] == ["three"]
+    r = run.ok()
     assert [t.state for t in of_type(r.effects, RunTask)] == ["two"]
     r = run.ok()
     assert r.instance.status == "compensating"
@@ -984,11 +998,27 @@ def test_cancel_compensates_then_ends_in_the_built_in_cancelled_state() -> None:
     r = run.ok()
     assert (r.instance.state, r.instance.status) == ("cancelled", "cancelled")
     assert r.instance.reason == "cancelled: customer changed mind"
-    assert r.instance.compensations == ()
+    assert r.instance.compensations == () and r.instance.inflight == ()
     assert r.instance.finished
-    # and the answer of the abandoned `three` arrives late: ignored
-    late = run.send(ev.TASK_COMPLETED, {"attempt": 1, "entered_seq": 3})
+    # and a copy of `three`'s answer arriving later still is ignored
+    late = run.send(ev.TASK_COMPLETED, three)
     assert late.outcome == "ignored"
+
+
+def test_cancel_while_a_try_runs_that_then_fails_undoes_only_the_finished_steps() -> None:
+    run = Run(Saga)
+    run.ok()
+    run.ok()
+    three = run._answer()
+    run.send(ev.CANCEL)
+    # When `three`'s try fails (or is lost with its worker) after the cancel
+    r = run.send(ev.TASK_FAILED, {**three, "error_type": "TaskLost", "message": "died"})
+    # Then nothing of it is undone: `two`, then `one`
+    assert r.outcome == "late" and "nothing to undo" in r.note
+    assert [t.state for t in of_type(r.effects, RunTask)] == ["two"]
+    run.ok()
+    r = run.ok()
+    assert r.instance.state == "cancelled"
 
 
 def test_cancel_with_nothing_to_undo_ends_at_once_and_cancels_timers() -> None:
@@ -1241,12 +1271,21 @@ def test_property_instance_timers_are_the_armed_timers(
 def _saga_completed_steps(trace: Trace) -> list[str]:
     """The compensable steps whose completion the Saga accepted, in order."""
     return [
-        before.state
+        step
         for before, event, result in zip(trace.befores, trace.events, trace.results, strict=True)
-        if event.type == ev.TASK_COMPLETED
-        and result.outcome == "transition"
-        and before.state in ("one", "two", "three")
+        if (step := _completed_step(before, event, result)) is not None
     ]
+
+
+def _completed_step(before: Instance, event: Event, result: Result) -> str | None:
+    """The compensable step a task answer completed: of the current state, or late."""
+    if event.type != ev.TASK_COMPLETED:
+        return None
+    if result.outcome == "late":
+        return str(event.data["state"])
+    if result.outcome == "transition" and before.state in ("one", "two", "three"):
+        return before.state
+    return None
 
 
 def _compensations_run(trace: Trace) -> list[str]:
@@ -1289,12 +1328,9 @@ def test_property_saga_stack_is_always_the_oldest_completed_steps(
     trace = drive(Saga, actions)
     completed: list[str] = []
     for before, event, result in zip(trace.befores, trace.events, trace.results, strict=True):
-        if (
-            event.type == ev.TASK_COMPLETED
-            and result.outcome == "transition"
-            and before.state in ("one", "two", "three")
-        ):
-            completed.append(before.state)
+        step = _completed_step(before, event, result)
+        if step is not None:
+            completed.append(step)
         stack = result.instance.compensations
         # Then the stack holds the oldest completed steps, newest last; undo pops the newest
         assert stack == tuple(completed[: len(stack)])

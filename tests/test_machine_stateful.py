@@ -724,12 +724,16 @@ def test_a_second_failure_report_leaves_no_timer_the_instance_forgot() -> None:
 
 
 def test_resuming_a_stuck_task_leaves_no_stale_answer_parked() -> None:
-    # Given Stuck, whose task failed with no row for the failure: the answer waits, parked
+    # Given Stuck, whose task failed with no row for the failure: the instance failed,
+    # with a reason naming the state, the task and the error, and nothing parked
     world = World(Stuck, {}, frozenset({"done"}))
     [job] = world.jobs
     world.answer(job, False, None, 1)
     world.deliver([0])
-    assert [e.type for e in world.instance.parked] == [ev.TASK_FAILED]
+    assert (world.instance.status, world.instance.halted) == ("failed", True)
+    assert not world.instance.finished and world.instance.parked == ()
+    reason = world.instance.reason or ""
+    assert "state 'working'" in reason and "failed" in reason
     # When the operator retries it: the state is entered again and the task runs anew
     resume = Event("retry", ev.RESUME, IID, world.stamp(), {})
     inst = transition(world.d, world.instance, resume).instance
