@@ -30,6 +30,12 @@ TaskFunction = Callable[[dict[str, Any]], Any]
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
 Outcome = Literal["completed", "failed", "cancelled"]
 CANCELLED = "cancelled"
+ErrorRef = type[BaseException] | str
+"""An error type, as its class or its class name; a name matches the class and its subclasses."""
+ErrorRefs = ErrorRef | Sequence[ErrorRef]
+FAILURE_EVENTS = frozenset({"task.failed", "compensation.failed"})
+"""The only events a row may route by error type (`On(..., error=...)`)."""
+TASK_LOST = "TaskLost"  # the error type of a try whose worker died (orchestrator.watchdog)
 
 
 class _AnyState:
@@ -65,6 +71,9 @@ class Task:
     `retries` counts the tries after the first. Between tries the engine waits
     `backoff * 2**(try-1)` seconds (capped at `max_backoff`, plus up to 25%
     jitter); only after the last try does `task.failed` reach the workflow.
+    An error of a type in `non_retryable` (classes or class names; a name also
+    matches its subclasses), like any `orchestrator.NonRetryable`, ends the
+    tries at once.
     """
 
     fn: TaskFunction | str
@@ -72,6 +81,7 @@ class Task:
     timeout: float = 300.0
     backoff: float = 1.0
     max_backoff: float = 60.0
+    non_retryable: ErrorRefs = ()
 
     @property
     def attempts(self) -> int:
@@ -145,7 +155,11 @@ class On:
     named a compensation, newest first, then enters `target`. With
     `internal=True` (target the same as the source) the event is consumed
     where the instance stands: the state is not left and entered again, so
-    its task, notifications and timeout do not start over.
+    its task, notifications and timeout do not start over. On `task.failed`
+    and `compensation.failed` rows, `error` (an error type or a list of them,
+    as classes or class names) makes the row match only a failure of one of
+    those types or of a subclass; a row without it matches any failure, so
+    the specific rows come first.
     """
 
     event: str
@@ -154,6 +168,7 @@ class On:
     guard: Guard | None = None
     compensate: bool = False
     internal: bool = False
+    error: ErrorRefs | None = None
 
 
 # ---- the compiled, frozen form the transition function reads ----------------
@@ -166,6 +181,7 @@ class TaskSpec:
     timeout: float
     backoff: float
     max_backoff: float
+    non_retryable: frozenset[str] = frozenset()  # error type names never retried
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,7 @@ class TransitionSpec:
     guard: Guard | None
     compensate: bool
     internal: bool = False
+    errors: frozenset[str] | None = None  # None: any error (or not a failure row)
 
 
 @dataclass(frozen=True)
@@ -350,8 +367,19 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
                 f"internal transition on {row.event!r} must have one source, the same as its "
                 f"target, and cannot compensate (source {_show(sources)}, target {target!r})"
             )
+        errors: frozenset[str] | None = None
+        if row.error is not None:
+            role = f"transition on {row.event!r} from {_show(sources)}: error"
+            if row.event not in FAILURE_EVENTS:
+                raise fail(
+                    f"{role}: only task.failed and compensation.failed rows can route by "
+                    f"error type, not {row.event!r} rows"
+                )
+            errors = error_names(row.error, role, fail)
         transitions.append(
-            TransitionSpec(row.event, sources, target, row.guard, row.compensate, row.internal)
+            TransitionSpec(
+                row.event, sources, target, row.guard, row.compensate, row.internal, errors
+            )
         )
 
     cancel_state = CANCELLED
@@ -402,7 +430,11 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
             raise fail(f"state {name!r}: {role}: {exc}") from None
         if task.retries < 0 or task.timeout <= 0 or task.backoff < 0:
             raise fail(f"state {name!r}: {role} needs retries >= 0, timeout > 0, backoff >= 0")
-        return TaskSpec(path, task.attempts, task.timeout, task.backoff, task.max_backoff)
+        where = f"state {name!r}: {role}: non_retryable"
+        never = error_names(task.non_retryable, where, fail, empty_ok=True)
+        if TASK_LOST in never:
+            raise fail(f"{where}: a lost try ({TASK_LOST}: its worker died) is always retried")
+        return TaskSpec(path, task.attempts, task.timeout, task.backoff, task.max_backoff, never)
 
     if state.final and state.initial:
         raise fail(f"state {name!r} cannot be both initial and final")
@@ -430,6 +462,42 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         timeout=state.timeout,
         timeout_event=state.timeout_event,
     )
+
+
+def error_names(
+    refs: object,
+    role: str,
+    fail: Callable[[str], DefinitionError],
+    *,
+    empty_ok: bool = False,
+) -> frozenset[str]:
+    """The class names of error types given as classes or names, one or a list of them.
+
+    A task's failure reports its class and base classes by name (orchestrator.jobs),
+    so a name stands for the class and its subclasses. Exception and BaseException
+    are refused: no failure reports them, so naming them would never match."""
+    items: list[object] = [refs] if isinstance(refs, str | type) else []
+    if not items:
+        if not isinstance(refs, Iterable):
+            raise fail(f"{role} must be an exception class, a class name or a list of them")
+        items = list(refs)
+    names: set[str] = set()
+    for item in items:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            name = item.__name__
+        elif isinstance(item, str) and item.isidentifier():
+            name = item
+        else:
+            raise fail(f"{role}: {item!r} is neither an exception class nor a class name")
+        if name in ("BaseException", "Exception"):
+            raise fail(
+                f"{role}: {name} would match nothing (failures report their own types); "
+                "name specific types, or raise orchestrator.NonRetryable"
+            )
+        names.add(name)
+    if not names and not empty_ok:
+        raise fail(f"{role} names no error type")
+    return frozenset(names)
 
 
 def _check_reachable(

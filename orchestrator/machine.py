@@ -25,6 +25,7 @@ from orchestrator import events as ev
 from orchestrator.definition import CANCELLED, Definition, StateSpec, TaskSpec, TransitionSpec
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
+from orchestrator.failures import error_types, retryable
 from orchestrator.instance import Instance
 
 
@@ -152,6 +153,9 @@ class _Step:
             # A second report of a try already failed (the watchdog's, then the worker's)
             self.outcome, self.note = "ignored", f"try {attempt} already failed; retry armed"
             return True
+        if not retryable(task, self.event.data):
+            self.note = f"try {attempt} of {task.attempts} failed with an error not retried"
+            return False
         delay = backoff_delay(task, attempt, self.inst.id)
         self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
         self.outcome = "retry"
@@ -198,6 +202,8 @@ class _Step:
             if row.sources is not None and state not in row.sources:
                 continue
             if row.sources is None and state is not None and self.d.states[state].final:
+                continue
+            if row.errors is not None and row.errors.isdisjoint(error_types(event.data)):
                 continue
             if row.guard is not None:
                 try:
