@@ -87,7 +87,7 @@ class Identified(Workflow):
     first = State(
         initial=True,
         task=Task(identify, retries=3, backoff=0.01, non_retryable=[PaymentDeclined]),
-        compensation=identify,
+        compensation=Task(identify, retries=2, backoff=0.01),
     )
     second = State(task=identify)
     done = State(final=True)
