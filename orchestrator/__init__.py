@@ -1,16 +1,19 @@
 """A workflow and notification orchestrator on Redis and RQ.
 
-Public API: the definition language (Workflow, State, Task, On, Notify, ANY)
-and the client (Orchestrator). Everything else is internal.
+Public API: the definition language (Workflow, State, Task, On, Notify, ANY),
+what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
+client (Orchestrator). Everything else is internal.
 """
 
 from orchestrator.client import Orchestrator
 from orchestrator.definition import ANY, Notify, On, State, Task, Workflow
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import NonRetryable, OrchestratorError
 from orchestrator.settings import Settings
+from orchestrator.taskinfo import TaskInfo, task_info
 
 __all__ = [
     "ANY",
+    "NonRetryable",
     "Notify",
     "On",
     "Orchestrator",
@@ -18,5 +21,7 @@ __all__ = [
     "Settings",
     "State",
     "Task",
+    "TaskInfo",
     "Workflow",
+    "task_info",
 ]

@@ -31,6 +31,12 @@ Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
 Save = bool | str | Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 Outcome = Literal["completed", "failed", "cancelled"]
 CANCELLED = "cancelled"
+ErrorRef = type[BaseException] | str
+"""An error type, as its class or its class name; a name matches the class and its subclasses."""
+ErrorRefs = ErrorRef | Sequence[ErrorRef]
+FAILURE_EVENTS = frozenset({"task.failed", "compensation.failed"})
+"""The only events a row may route by error type (`On(..., error=...)`)."""
+TASK_LOST = "TaskLost"  # the error type of a try whose worker died (orchestrator.watchdog)
 
 
 class _AnyState:
@@ -75,6 +81,9 @@ class Task:
     300 s for a compensation, plus up to 25% jitter); only after the last try
     does `task.failed` reach the workflow. A try lost with its worker (killed,
     out of memory) is retried apart from these, up to LOST_TRIES times a step.
+    An error of a type in `non_retryable` (classes or class names; a name also
+    matches its subclasses), like any `orchestrator.NonRetryable`, ends the
+    tries at once.
     """
 
     fn: TaskFunction | str
@@ -82,6 +91,7 @@ class Task:
     timeout: float = 300.0
     backoff: float = 1.0
     max_backoff: float | None = None
+    non_retryable: ErrorRefs = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,11 @@ class On:
     returns what to merge. With
     `internal=True` (target the same as the source) the event is consumed
     where the instance stands: the state is not left and entered again, so
-    its task, notifications and timeout do not start over.
+    its task, notifications and timeout do not start over. On `task.failed`
+    and `compensation.failed` rows, `error` (an error type or a list of them,
+    as classes or class names) makes the row match only a failure of one of
+    those types or of a subclass; a row without it matches any failure, so
+    the specific rows come first.
     """
 
     event: str
@@ -164,6 +178,7 @@ class On:
     compensate: bool = False
     internal: bool = False
     save: Save | None = None
+    error: ErrorRefs | None = None
 
 
 # ---- the compiled, frozen form the transition function reads ----------------
@@ -176,6 +191,7 @@ class TaskSpec:
     timeout: float
     backoff: float
     max_backoff: float
+    non_retryable: frozenset[str] = frozenset()  # error type names never retried
 
 
 @dataclass(frozen=True)
@@ -208,6 +224,7 @@ class TransitionSpec:
     compensate: bool
     internal: bool = False
     save: Save | None = None
+    errors: frozenset[str] | None = None  # None: any error (or not a failure row)
 
 
 @dataclass(frozen=True)
@@ -371,9 +388,25 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
             )
         if isinstance(save, str) and not save:
             raise fail(f"transition on {row.event!r} from {_show(sources)}: save key is empty")
+        errors: frozenset[str] | None = None
+        if row.error is not None:
+            role = f"transition on {row.event!r} from {_show(sources)}: error"
+            if row.event not in FAILURE_EVENTS:
+                raise fail(
+                    f"{role}: only task.failed and compensation.failed rows can route by "
+                    f"error type, not {row.event!r} rows"
+                )
+            errors = error_names(row.error, role, fail)
         transitions.append(
             TransitionSpec(
-                row.event, sources, target, row.guard, row.compensate, row.internal, save
+                row.event,
+                sources,
+                target,
+                row.guard,
+                row.compensate,
+                row.internal,
+                save=save,
+                errors=errors,
             )
         )
 
@@ -432,7 +465,11 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
             max_backoff = COMPENSATION_MAX_BACKOFF if undo else 60.0
         if retries < 0 or task.timeout <= 0 or task.backoff < 0:
             raise fail(f"state {name!r}: {role} needs retries >= 0, timeout > 0, backoff >= 0")
-        return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff)
+        where = f"state {name!r}: {role}: non_retryable"
+        never = error_names(task.non_retryable, where, fail, empty_ok=True)
+        if TASK_LOST in never:
+            raise fail(f"{where}: a lost try ({TASK_LOST}: its worker died) is always retried")
+        return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff, never)
 
     if state.final and state.initial:
         raise fail(f"state {name!r} cannot be both initial and final")
@@ -460,6 +497,42 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         timeout=state.timeout,
         timeout_event=state.timeout_event,
     )
+
+
+def error_names(
+    refs: object,
+    role: str,
+    fail: Callable[[str], DefinitionError],
+    *,
+    empty_ok: bool = False,
+) -> frozenset[str]:
+    """The class names of error types given as classes or names, one or a list of them.
+
+    A task's failure reports its class and base classes by name (orchestrator.jobs),
+    so a name stands for the class and its subclasses. Exception and BaseException
+    are refused: no failure reports them, so naming them would never match."""
+    items: list[object] = [refs] if isinstance(refs, str | type) else []
+    if not items:
+        if not isinstance(refs, Iterable):
+            raise fail(f"{role} must be an exception class, a class name or a list of them")
+        items = list(refs)
+    names: set[str] = set()
+    for item in items:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            name = item.__name__
+        elif isinstance(item, str) and item.isidentifier():
+            name = item
+        else:
+            raise fail(f"{role}: {item!r} is neither an exception class nor a class name")
+        if name in ("BaseException", "Exception"):
+            raise fail(
+                f"{role}: {name} would match nothing (failures report their own types); "
+                "name specific types, or raise orchestrator.NonRetryable"
+            )
+        names.add(name)
+    if not names and not empty_ok:
+        raise fail(f"{role} names no error type")
+    return frozenset(names)
 
 
 def _check_reachable(

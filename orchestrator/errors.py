@@ -13,6 +13,10 @@
     └── LeaseLost                  an applier was fenced out of a partition
 
 Anything else escaping the engine is a bug, and the CLI shows it as such.
+
+One more, raised by users rather than by the engine:
+
+    NonRetryable                   a task's error that no retry can fix (never retried)
 """
 
 from __future__ import annotations
@@ -60,3 +64,10 @@ class InvalidOperation(OrchestratorError):
 
 class LeaseLost(OrchestratorError):
     pass
+
+
+class NonRetryable(Exception):
+    """Raised (or subclassed) by a task whose failure no retry can fix: a declined card,
+    an invalid input. The try that raises it is the last; `task.failed` reaches the
+    workflow at once, and a row `On("task.failed", ..., error="PaymentDeclined")` can
+    route it by its type (its class or any of its bases)."""

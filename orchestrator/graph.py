@@ -7,6 +7,8 @@ from orchestrator.definition import Definition, TransitionSpec
 
 def _label(row: TransitionSpec) -> str:
     label = row.event
+    if row.errors is not None:
+        label += f" ({' | '.join(sorted(row.errors))})"
     if row.guard is not None:
         label += f" [{getattr(row.guard, '__name__', 'guard')}]"
     if row.compensate:

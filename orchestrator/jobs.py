@@ -2,7 +2,9 @@
 
 The wrapper runs a user's task and reports back with an event, whatever
 happens: `task.completed` with the result, or `task.failed` with the error's
-type and message. The engine decides about retries; RQ runs each try once.
+type, its base types, whether it may be retried (orchestrator.failures) and its
+message. The engine decides about retries; RQ runs each try once. While the
+task runs, `orchestrator.task_info()` tells it who it is (orchestrator.taskinfo).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from orchestrator import events as ev
 from orchestrator.events import Event
+from orchestrator.failures import failure_data
 from orchestrator.limits import MAX_RESULT_BYTES, check_data
+from orchestrator.taskinfo import Kind, TaskInfo, idempotency_key, running
 from orchestrator.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
 
 log = logging.getLogger("orchestrator.jobs")
@@ -92,14 +96,30 @@ def _run_one(payload: dict[str, Any], deadline: AbstractContextManager[Any]) -> 
         "job": payload["job"],
     }
     try:
-        with deadline:
+        with deadline, running(_info(payload)):
             result = load_task(payload["task"])(dict(payload["context"]))
         check_data(result, "the task's result", MAX_RESULT_BYTES)  # fail the task, not the engine
     except Exception as exc:  # every failure of user code becomes an event (a timeout too)
         log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
-        error = {"error_type": type(exc).__name__, "message": str(exc)}
+        error = {**failure_data(exc), "message": str(exc)}
         return _event(payload, failed, {**answer, **error})
     return _event(payload, done, {**answer, "result": result})
+
+
+def _info(payload: dict[str, Any]) -> TaskInfo:
+    """What task_info() returns inside this try (every field is in the checked payload)."""
+    kind: Kind = "compensation" if payload["kind"] == "compensation" else "task"
+    return TaskInfo(
+        instance_id=payload["instance"],
+        workflow=payload["workflow"],
+        version=payload["version"],
+        state=payload["state"],
+        kind=kind,
+        attempt=payload["attempt"],
+        idempotency_key=idempotency_key(
+            payload["instance"], payload["state"], payload["entered_seq"], kind
+        ),
+    )
 
 
 def _event(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Event:

@@ -35,6 +35,7 @@ from orchestrator import events as ev
 from orchestrator.definition import (
     CANCELLED,
     LOST_TRIES,
+    TASK_LOST,
     Definition,
     StateSpec,
     TaskSpec,
@@ -42,6 +43,7 @@ from orchestrator.definition import (
 )
 from orchestrator.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
 from orchestrator.events import Event
+from orchestrator.failures import error_types, retryable
 from orchestrator.instance import Instance
 
 
@@ -256,10 +258,13 @@ class _Step:
             # A second report of a try already failed (the watchdog's, then the worker's)
             self.outcome, self.note = "ignored", f"try {attempt} already failed; retry armed"
             return True
-        was_lost = self.event.data.get("error_type") == "TaskLost"
+        was_lost = self.event.data.get("error_type") == TASK_LOST
         if was_lost and lost < LOST_TRIES:
             lost += 1  # the worker died: not the task's failure, not one of its tries
             what = f"try {attempt} lost with its worker ({lost} of {LOST_TRIES} lost tries)"
+        elif not retryable(task, self.event.data):
+            self.note = f"try {attempt - lost} of {task.attempts} failed with an error not retried"
+            return False
         elif attempt - lost >= task.attempts:
             return False
         else:
@@ -311,6 +316,8 @@ class _Step:
             if row.sources is not None and state not in row.sources:
                 continue
             if row.sources is None and state is not None and self.d.states[state].final:
+                continue
+            if row.errors is not None and row.errors.isdisjoint(error_types(event.data)):
                 continue
             if row.guard is not None:
                 try:
