@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.backlog import saga_backlog
 from bench.chaos.duplicates import duplicates
 from bench.chaos.forge import forge_poison
 from bench.chaos.lost import child_kill
@@ -25,6 +26,15 @@ SCENARIOS: dict[str, Callable[[str], Outcome]] = {
     "providers": providers,
     "duplicates": duplicates,
     "forge-poison": forge_poison,
+    "saga-backlog": saga_backlog,
 }
-QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers", "duplicates", "forge-poison")
+QUICK = (
+    *BASE_QUICK,
+    "child-kill",
+    "redis-restart",
+    "providers",
+    "duplicates",
+    "forge-poison",
+    "saga-backlog",
+)
 CI = ("kill-workers", "self-kill", "duplicates", "forge-poison")  # CI sizes: no timing judged

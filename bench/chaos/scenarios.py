@@ -121,6 +121,13 @@ def common_rows(report: Report, budget: bool = True) -> list[Row]:
             not v["double_refund"],
         ),
         Row(
+            "steps done at the sink not undone once",
+            f"{len(v['unrefunded'])}: {f('not_undone'):.0f} never, {f('undone_twice'):.0f} "
+            f"twice (in {f('saga_instances'):.0f} compensating instances)",
+            "0",
+            not v["unrefunded"],
+        ),
+        Row(
             "task reruns not after a lost try",
             f"{sum(effects)} (of {f('repeated_calls'):.0f} repeats in {f('task_calls'):.0f} calls)",
             "0",
