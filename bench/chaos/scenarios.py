@@ -12,7 +12,12 @@ compensation           half the instances fail at the last step; slow compensati
 
 More scenarios live in their own modules (lost.py: child-kill, outage.py:
 redis-restart, misbehave.py: providers, duplicates.py: duplicates, forge.py:
-forge-poison); catalog.py lists them all.
+forge-poison, backlog.py: saga-backlog); catalog.py lists them all.
+
+Every scenario prints the common figures (common_rows), among them the steps
+done at the sink not undone once: in an instance that compensated, each
+compensable step whose task returned at the sink (even after its state was
+left) undone by exactly one compensation run (the checker's `unrefunded`).
 """
 
 from __future__ import annotations

@@ -59,10 +59,16 @@ _client: tuple[int, redis.Redis] | None = None
 
 
 def _sink() -> redis.Redis:
-    """One connection per process: a forked work-horse must not reuse its parent's socket."""
+    """One connection per process: a forked work-horse must not reuse its parent's socket.
+
+    No read timeout (redis-py's default is 5 s): a line written while Redis is frozen is
+    applied when it thaws, so a task that timed out on it would report a failure for work
+    the sink shows done (a charge the engine is told failed). The sink waits instead, and
+    its lines stay the truth of what returned."""
     global _client
     if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
+        url = os.environ["REDIS_URL"]
+        _client = (os.getpid(), redis.Redis.from_url(url, socket_timeout=None))
     return _client[1]
 
 
