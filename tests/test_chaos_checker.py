@@ -201,7 +201,11 @@ def test_a_clean_run_flags_nothing_and_counts_what_happened(clean: Snapshot) -> 
     assert figures["notifications"] == 6  # two emails and an SMS each
     assert figures["duplicate_notifications"] == 0 and figures["duplicate_transitions"] == 0
     assert figures["compensations_expected"] == 3
-    assert (figures["saga_instances"], figures["not_undone"], figures["undone_twice"]) == (1, 0, 0)
+    assert (figures["compensating_instances"], figures["not_undone"], figures["undone_twice"]) == (
+        1,
+        0,
+        0,
+    )
     assert figures["task_calls"] == 4 + 3 + 5 + 3  # four steps; three, five tries, three undos
 
 
@@ -364,7 +368,7 @@ def test_a_charge_that_returned_after_its_timeout_and_was_never_refunded_is_flag
         v.startswith("late-1: charge completed at the sink") and "undone by 0" in v
         for v in report.violations["unrefunded"]
     )
-    assert report.figures["saga_instances"] == 2
+    assert report.figures["compensating_instances"] == 2
 
 
 def test_a_charge_returning_while_the_order_compensates_counts_too(clean: Snapshot) -> None:

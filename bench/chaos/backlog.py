@@ -156,7 +156,7 @@ def saga_rows(report: Report, snapshot: Snapshot, count: int) -> list[Row]:
         ),
         Row(
             "orders compensated (info)",
-            f"{f('saga_instances'):.0f} of {count} ({timed_out} after a payment timeout); "
+            f"{f('compensating_instances'):.0f} of {count} ({timed_out} after a payment timeout); "
             f"{outcomes.count('done')} shipped",
             "-",
             True,

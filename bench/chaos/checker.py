@@ -62,7 +62,7 @@ def check(snapshot: Snapshot, definitions: Definitions) -> Report:
         "final",
         "acknowledged",
         "lost_acknowledged",
-        "saga_instances",
+        "compensating_instances",
         "not_undone",
         "undone_twice",
     ):
@@ -267,7 +267,7 @@ def _unrefunded(
     )
     if not compensated or not is_final(fields):
         return
-    report.add("saga_instances")
+    report.add("compensating_instances")
     for step in sorted(done_at, key=lambda s: done_at[s]):
         count = len(runs.get(step, {}))
         if count == 1:

@@ -128,7 +128,7 @@ def common_rows(report: Report, budget: bool = True) -> list[Row]:
         Row(
             "steps done at the sink not undone once",
             f"{len(v['unrefunded'])}: {f('not_undone'):.0f} never, {f('undone_twice'):.0f} "
-            f"twice (in {f('saga_instances'):.0f} compensating instances)",
+            f"twice (in {f('compensating_instances'):.0f} compensating instances)",
             "0",
             not v["unrefunded"],
         ),
