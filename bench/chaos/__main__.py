@@ -8,7 +8,7 @@ and prints one table: scenario, figure, value, target, pass/FAIL. Exits 1
 when any figure fails. A failing scenario's records (journal, fault log,
 worker logs, Redis files, the snapshot as JSON) are kept and their folder
 printed; --keep keeps them all. --ci runs a small subset at tiny sizes (about
-a minute) that judges no timing and no duplicate share: for a CI job.
+two minutes) that judges no timing and no duplicate share: for a CI job.
 """
 
 from __future__ import annotations

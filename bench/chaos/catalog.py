@@ -1,14 +1,20 @@
 """Every scenario by name, and the ones `--quick` and `--ci` run (`python -m bench.chaos`).
 
 Kept apart from scenarios.py so the scenarios in their own modules (lost.py,
-outage.py, misbehave.py, duplicates.py, forge.py) can use its rows without an
-import cycle.
+outage.py, misbehave.py, duplicates.py, forge.py, backlog.py) can use its rows
+without an import cycle.
+
+  saga-backlog   thousands of orders of the bundled `order`'s shape (chaos_saga),
+                 Redis frozen 20 s under the backlog: payment timeouts fire while
+                 the charges wait in the queue; every charge that returns must be
+                 refunded once in an order that compensated (the `unrefunded` check)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.backlog import saga_backlog
 from bench.chaos.duplicates import duplicates
 from bench.chaos.forge import forge_poison
 from bench.chaos.lost import child_kill
@@ -25,6 +31,15 @@ SCENARIOS: dict[str, Callable[[str], Outcome]] = {
     "providers": providers,
     "duplicates": duplicates,
     "forge-poison": forge_poison,
+    "saga-backlog": saga_backlog,
 }
-QUICK = (*BASE_QUICK, "child-kill", "redis-restart", "providers", "duplicates", "forge-poison")
-CI = ("kill-workers", "self-kill", "duplicates", "forge-poison")  # CI sizes: no timing judged
+QUICK = (
+    *BASE_QUICK,
+    "child-kill",
+    "redis-restart",
+    "providers",
+    "duplicates",
+    "forge-poison",
+    "saga-backlog",
+)
+CI = ("kill-workers", "self-kill", "duplicates", "forge-poison", "saga-backlog")  # no timing judged

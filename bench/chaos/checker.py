@@ -21,6 +21,13 @@ The invariants, by name (a Report maps each to its violations):
   compensation           a failed instance undid each completed compensable step exactly
                          once, newest first (history and sink agree); none undone otherwise
   double_refund          no step compensated by two compensation runs (two state entries)
+  unrefunded             judged at the sink (`chaos:done`, the calls that returned), not from
+                         the history: in every instance that compensated (its history shows
+                         `compensating`, or it ended failed or cancelled with a compensable
+                         step done), each compensable step whose task completed at the sink,
+                         even after its state was left (a charge that returned after its
+                         payment timeout fired), was undone by exactly one compensation run
+                         that completed there, newest first by completion
   rerun_after_success    a task try ran again only after that try failed or was lost
   attempts               no step tried more often than its configured attempts
   unanswered_call        every task call at the sink got an answer in the history
@@ -36,7 +43,7 @@ The invariants, by name (a Report maps each to its violations):
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from bench.chaos.effects import check_notifications, check_sink
@@ -50,8 +57,17 @@ __all__ = ["Report", "Snapshot", "check", "completed_steps", "is_final"]
 
 def check(snapshot: Snapshot, definitions: Definitions) -> Report:
     report = Report()
-    for figure in ("instances", "final", "acknowledged", "lost_acknowledged"):
+    for figure in (
+        "instances",
+        "final",
+        "acknowledged",
+        "lost_acknowledged",
+        "compensating_instances",
+        "not_undone",
+        "undone_twice",
+    ):
         report.figures[figure] = 0
+    calls, returned = _by_instance(snapshot.sink), _by_instance(snapshot.completions)
     for instance_id, fields in sorted(snapshot.instances.items()):
         history = snapshot.histories.get(instance_id, [])
         report.add("instances")
@@ -74,7 +90,8 @@ def check(snapshot: Snapshot, definitions: Definitions) -> Report:
             report.flag("replay", f"{instance_id}: no definition ({exc})")
             continue
         _replay(report, definition, fields, history)
-        _compensation(report, definition, instance_id, fields, history, snapshot.sink)
+        _compensation(report, definition, instance_id, fields, history, calls[instance_id])
+        _unrefunded(report, definition, instance_id, fields, history, returned[instance_id])
     _journal(report, snapshot)
     check_sink(report, snapshot, definitions)
     check_notifications(report, snapshot)
@@ -158,16 +175,29 @@ def _journal(report: Report, snapshot: Snapshot) -> None:
             )
 
 
+def _by_instance(lines: list[dict[str, Any]]) -> defaultdict[str, list[dict[str, Any]]]:
+    out: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        out[str(line["i"])].append(line)
+    return out
+
+
 def completed_steps(definition: Definition, history: list[dict[str, Any]]) -> list[str]:
-    """Compensable steps whose task completed (and so pushed their undo), in order."""
+    """Compensable steps whose task completed (and so pushed their undo), in completion order.
+
+    Each is named by the task's own state, `event.data["state"]`, not by the entry's
+    `from`: a late completion (an answer after its state was left, which pushes its undo)
+    is recorded with `from` = the state the instance was in when it arrived."""
     compensable = {n for n, s in definition.states.items() if s.compensation is not None}
-    return [
-        str(e["from"])
-        for e in history
-        if e["event"]["type"] == "task.completed"
-        and e["outcome"] not in UNDECIDED
-        and e["from"] in compensable
-    ]
+    steps: list[str] = []
+    for entry in history:
+        event = entry["event"]
+        if event["type"] != "task.completed" or entry["outcome"] in UNDECIDED:
+            continue
+        state = (event.get("data") or {}).get("state") or entry["from"]
+        if state in compensable:
+            steps.append(str(state))
+    return steps
 
 
 def _compensation(
@@ -188,8 +218,8 @@ def _compensation(
     gave_up = fields.get("status") in ("failed", "cancelled") and is_final(fields)
     expected = list(reversed(done)) if compensated or (gave_up and done) else []
     calls: dict[str, float] = {}
-    for call in sink:
-        if call["i"] == instance_id and call["kind"] == "compensation":
+    for call in sink:  # this instance's calls
+        if call["kind"] == "compensation":
             calls[call["step"]] = min(calls.get(call["step"], call["at"]), call["at"])
     at_sink = sorted(calls, key=lambda step: calls[step])
     if expected:
@@ -204,4 +234,63 @@ def _compensation(
         report.flag(
             "compensation",
             f"{instance_id}: the sink saw compensations {at_sink} (expected {expected})",
+        )
+
+
+def _unrefunded(
+    report: Report,
+    definition: Definition,
+    instance_id: str,
+    fields: dict[str, str],
+    history: list[dict[str, Any]],
+    returned: list[dict[str, Any]],
+) -> None:
+    """Every step whose task completed at the sink undone once there, when the instance
+    compensated. Runs of a compensation are told apart by their state entry
+    (`entered_seq`): the retries of one run share it (an idempotent refund is keyed on it),
+    two runs are two refunds. An instance not final is the `final` check's to report."""
+    compensable = {n for n, s in definition.states.items() if s.compensation is not None}
+    done_at: dict[str, float] = {}  # step -> its task's first completion at the sink
+    runs: defaultdict[str, dict[int, float]] = defaultdict(dict)  # step -> entry -> first
+    for line in returned:
+        step, at = str(line["step"]), float(line["at"])
+        if step not in compensable:
+            continue
+        if line["kind"] == "compensation":
+            entry = int(line["entered_seq"])
+            runs[step][entry] = min(runs[step].get(entry, at), at)
+        else:
+            done_at[step] = min(done_at.get(step, at), at)
+    gave_up = fields.get("status") in ("failed", "cancelled")
+    compensated = any(e["status"] == "compensating" for e in history) or (
+        gave_up and bool(done_at or completed_steps(definition, history))
+    )
+    if not compensated or not is_final(fields):
+        return
+    report.add("compensating_instances")
+    for step in sorted(done_at, key=lambda s: done_at[s]):
+        count = len(runs.get(step, {}))
+        if count == 1:
+            continue
+        report.add("not_undone" if count == 0 else "undone_twice")
+        report.add(f"{'not_undone' if count == 0 else 'undone_twice'}:{step}")
+        report.flag(
+            "unrefunded",
+            f"{instance_id}: {step} completed at the sink at {done_at[step]:.3f}, "
+            f"undone by {count} compensation runs (expected 1); the instance ended "
+            f"{fields.get('status')}",
+        )
+    for step in sorted(set(runs) - set(done_at)):
+        report.flag(
+            "unrefunded",
+            f"{instance_id}: {step} undone by {len(runs[step])} compensation runs, "
+            "its task never completed at the sink",
+        )
+    newest_first = sorted(done_at, key=lambda s: done_at[s], reverse=True)
+    undone = sorted((s for s in runs if s in done_at), key=lambda s: min(runs[s].values()))
+    if undone != [s for s in newest_first if s in runs]:
+        report.flag(
+            "unrefunded",
+            f"{instance_id}: undone at the sink in the order {undone}, "
+            f"expected newest first {newest_first}",
         )

@@ -2,7 +2,8 @@
 
 Everything is read after the workers have stopped, so nothing moves while it
 is read: instances and histories through the engine's Store, ledger records
-through notifiers.ledger.Ledger, the sink list, the journal and fault log
+through notifiers.ledger.Ledger, the sink lists (calls, and calls that
+returned), the journal and fault log
 files, and the providers' receipts. Each receipt is given the ledger key it
 delivers: an email by its Message-ID (the email channel derives it from the
 key: the first 32 hex digits of its SHA-256), an SMS by the instance its body
@@ -22,7 +23,7 @@ from rq import Queue
 from bench.chaos.effects import notify_keys
 from bench.chaos.journal import read_lines
 from bench.chaos.model import SENT, Snapshot, is_final
-from bench.chaos.workload import SINK
+from bench.chaos.workload import DONE, SINK
 from notifiers.ledger import Ledger
 from orchestrator.bootstrap import App
 from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
@@ -48,6 +49,7 @@ def load(
         histories[instance_id] = app.client.store.history(instance_id)
         records[instance_id] = ledger.of_instance(instance_id)
     sink: list[bytes] = client.lrange(SINK, 0, -1)  # type: ignore[assignment]
+    done: list[bytes] = client.lrange(DONE, 0, -1)  # type: ignore[assignment]
     letters: Any = client.xrange(keys.deadletters)
     return Snapshot(
         instances=instances,
@@ -56,6 +58,7 @@ def load(
         ledger=records,
         provider=attribute(receipts, histories, records),
         sink=[json.loads(line) for line in sink],
+        completions=[json.loads(line) for line in done],
         faults=read_lines(folder / "faults.jsonl"),
         pending=pending_work(app, [i for i, f in instances.items() if not is_final(f)]),
         dead_letters=[decode_hash(fields) for _, fields in letters],

@@ -21,6 +21,7 @@ CHECKS = (
     "lost_ack",
     "compensation",
     "double_refund",
+    "unrefunded",
     "rerun_after_success",
     "attempts",
     "unanswered_call",
@@ -48,6 +49,7 @@ class Snapshot:
     ledger: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # id -> records
     provider: list[dict[str, Any]] = field(default_factory=list)  # receipts, each with "key"
     sink: list[dict[str, Any]] = field(default_factory=list)  # one per task call
+    completions: list[dict[str, Any]] = field(default_factory=list)  # one per call that returned
     faults: list[dict[str, Any]] = field(default_factory=list)  # the harness's kills
     pending: dict[str, list[str]] = field(default_factory=dict)  # id -> work owed to it
     dead_letters: list[dict[str, Any]] = field(default_factory=list)

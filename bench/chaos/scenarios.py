@@ -12,7 +12,12 @@ compensation           half the instances fail at the last step; slow compensati
 
 More scenarios live in their own modules (lost.py: child-kill, outage.py:
 redis-restart, misbehave.py: providers, duplicates.py: duplicates, forge.py:
-forge-poison); catalog.py lists them all.
+forge-poison, backlog.py: saga-backlog); catalog.py lists them all.
+
+Every scenario prints the common figures (common_rows), among them the steps
+done at the sink not undone once: in an instance that compensated, each
+compensable step whose task returned at the sink (even after its state was
+left) undone by exactly one compensation run (the checker's `unrefunded`).
 """
 
 from __future__ import annotations
@@ -119,6 +124,13 @@ def common_rows(report: Report, budget: bool = True) -> list[Row]:
             f"{f('double_refunds'):.0f}",
             "0",
             not v["double_refund"],
+        ),
+        Row(
+            "steps done at the sink not undone once",
+            f"{len(v['unrefunded'])}: {f('not_undone'):.0f} never, {f('undone_twice'):.0f} "
+            f"twice (in {f('compensating_instances'):.0f} compensating instances)",
+            "0",
+            not v["unrefunded"],
         ),
         Row(
             "task reruns not after a lost try",

@@ -13,12 +13,20 @@ newest first: unpack, refund, release.
 SIGKILLs its own work-horse on every try: the engine must give up after the
 configured tries and compensate.
 
+`chaos_saga` is the bundled `order`'s shape (the backlog scenario's): reserve
+(released on failure), charge (refunded on failure) with a `payment.timeout`
+of PAYMENT_TIMEOUT seconds that fails the order and compensates, ship; no
+notifications. A charge that completes after its timeout fired has charged
+the card all the same: the sink shows it, whatever the engine makes of it.
+
 Every call of every task appends one JSON line to the Redis list `chaos:sink`
 (outside the engine's `orch:` keys) before it does its work: what the engine
 asked for (instance, state, kind, try, state entry, the try's job id, read
 from the RQ job's payload: its own, or its instance's item of a job carrying
 several tasks), so a task run twice, or a refund paid twice, shows there
-whatever the engine believes. The
+whatever the engine believes. A call whose work is done appends the same
+line (stamped again) to `chaos:done` just before it returns: the ground
+truth of what was charged and what was refunded. The
 harness puts ORCHESTRATOR_WORKFLOWS=bench.chaos.workload in the workers'
 environment; tasks reach the sink through the workers' REDIS_URL.
 """
@@ -39,19 +47,28 @@ from orchestrator import On, State, Task, Workflow
 from orchestrator.definition import Notify
 
 SINK = "chaos:sink"
+DONE = "chaos:done"  # one line per task call that returned: the effect is real
 NOTE = "chaos.note"  # an external event the harness emits; consumed where the instance stands
 STEP_TRIES = 5  # a step survives four lost tries in a row
 UNDO_TRIES = 10  # a compensation must eventually succeed: more tries
 SELF_KILL_TRIES = 3
+PAYMENT_TIMEOUT = 3.0  # seconds, as the bundled `order`'s charging state
+PAYMENT_TIMEOUT_EVENT = "payment.timeout"
 
 _client: tuple[int, redis.Redis] | None = None
 
 
 def _sink() -> redis.Redis:
-    """One connection per process: a forked work-horse must not reuse its parent's socket."""
+    """One connection per process: a forked work-horse must not reuse its parent's socket.
+
+    No read timeout (redis-py's default is 5 s): a line written while Redis is frozen is
+    applied when it thaws, so a task that timed out on it would report a failure for work
+    the sink shows done (a charge the engine is told failed). The sink waits instead, and
+    its lines stay the truth of what returned."""
     global _client
     if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
+        url = os.environ["REDIS_URL"]
+        _client = (os.getpid(), redis.Redis.from_url(url, socket_timeout=None))
     return _client[1]
 
 
@@ -77,6 +94,14 @@ def record(ctx: dict[str, Any], step: str, kind: str) -> dict[str, Any]:
     return line
 
 
+def finish(line: dict[str, Any]) -> None:
+    """Append this call, as `record` wrote it, to the list of calls that returned: written
+    when the task's work is done, just before it returns (a card charged, a parcel
+    shipped), whatever the engine makes of its answer later."""
+    done = {**line, "at": time.time()}
+    _sink().rpush(DONE, json.dumps(done, separators=(",", ":")))
+
+
 def step(fn: Any) -> Task:
     return Task(fn, retries=STEP_TRIES - 1, backoff=0.2, max_backoff=2.0, timeout=30.0)
 
@@ -96,44 +121,51 @@ def _work(ctx: dict[str, Any], name: str) -> None:
 
 
 def reserve_stock(ctx: dict[str, Any]) -> dict[str, Any]:
-    record(ctx, "reserve", "task")
+    line = record(ctx, "reserve", "task")
     _work(ctx, "work")
+    finish(line)
     return {"reservation": f"R-{ctx['ref']}"}
 
 
 def charge_card(ctx: dict[str, Any]) -> dict[str, Any]:
-    record(ctx, "charge", "task")
+    line = record(ctx, "charge", "task")
     _work(ctx, "work")
+    finish(line)
     return {"charge": f"CH-{ctx['ref']}"}
 
 
 def pack_parcel(ctx: dict[str, Any]) -> dict[str, Any]:
-    record(ctx, "pack", "task")
+    line = record(ctx, "pack", "task")
     _work(ctx, "work")
+    finish(line)
     return {"parcel": f"P-{ctx['ref']}"}
 
 
 def ship_parcel(ctx: dict[str, Any]) -> dict[str, Any]:
-    record(ctx, "ship", "task")
+    line = record(ctx, "ship", "task")
     _work(ctx, "work")
     if ctx.get("fail"):
         raise RuntimeError("the carrier refused the parcel")
+    finish(line)
     return {"tracking": f"T-{ctx['ref']}"}
 
 
 def release_stock(ctx: dict[str, Any]) -> None:
-    record(ctx, "reserve", "compensation")
+    line = record(ctx, "reserve", "compensation")
     _work(ctx, "undo_work")
+    finish(line)
 
 
 def refund_card(ctx: dict[str, Any]) -> None:
-    record(ctx, "charge", "compensation")
+    line = record(ctx, "charge", "compensation")
     _work(ctx, "undo_work")
+    finish(line)
 
 
 def unpack_parcel(ctx: dict[str, Any]) -> None:
-    record(ctx, "pack", "compensation")
+    line = record(ctx, "pack", "compensation")
     _work(ctx, "undo_work")
+    finish(line)
 
 
 class ChaosOrder(Workflow):
@@ -175,14 +207,16 @@ class ChaosOrder(Workflow):
 
 
 def get_ready(ctx: dict[str, Any]) -> dict[str, Any]:
-    record(ctx, "prepare", "task")
+    line = record(ctx, "prepare", "task")
     _work(ctx, "work")
+    finish(line)
     return {"prepared": True}
 
 
 def stand_down(ctx: dict[str, Any]) -> None:
-    record(ctx, "prepare", "compensation")
+    line = record(ctx, "prepare", "compensation")
     _work(ctx, "undo_work")
+    finish(line)
 
 
 def kill_own_process(ctx: dict[str, Any]) -> None:
@@ -211,4 +245,75 @@ class ChaosSelfKill(Workflow):
         On("task.failed", source=prepare, target=failed),
         On("task.completed", source=explode, target=done),
         On("task.failed", source=explode, target=failed, compensate=True),
+    ]
+
+
+# -- chaos_saga ------------------------------------------------------------------
+
+
+def saga_reserve(ctx: dict[str, Any]) -> dict[str, Any]:
+    line = record(ctx, "reserve", "task")
+    _work(ctx, "work")
+    finish(line)
+    return {"reservation": f"R-{ctx['ref']}"}
+
+
+def saga_release(ctx: dict[str, Any]) -> None:
+    line = record(ctx, "reserve", "compensation")
+    _work(ctx, "undo_work")
+    finish(line)
+
+
+def saga_charge(ctx: dict[str, Any]) -> dict[str, Any]:
+    line = record(ctx, "charge", "task")
+    _work(ctx, "work")
+    finish(line)  # the card is charged, whatever the engine makes of the answer
+    return {"charge": f"CH-{ctx['ref']}"}
+
+
+def saga_refund(ctx: dict[str, Any]) -> None:
+    line = record(ctx, "charge", "compensation")
+    _work(ctx, "undo_work")
+    finish(line)
+
+
+def saga_ship(ctx: dict[str, Any]) -> dict[str, Any]:
+    line = record(ctx, "ship", "task")
+    _work(ctx, "work")
+    if ctx.get("fail"):
+        raise RuntimeError("no carrier delivers there")
+    finish(line)
+    return {"tracking": f"T-{ctx['ref']}"}
+
+
+class ChaosSaga(Workflow):
+    """The bundled `order`'s shape: reserve (released on failure), charge (refunded on
+    failure) with a `payment.timeout` of PAYMENT_TIMEOUT seconds, ship; no notifications."""
+
+    name = "chaos_saga"
+    version = 1
+
+    reserve = State(
+        initial=True,
+        task=Task(saga_reserve, retries=2, backoff=0.2, timeout=30.0),
+        compensation=undo(saga_release),
+    )
+    charge = State(
+        task=Task(saga_charge, retries=1, backoff=0.2, timeout=60.0),
+        compensation=undo(saga_refund),
+        timeout=PAYMENT_TIMEOUT,
+        timeout_event=PAYMENT_TIMEOUT_EVENT,
+    )
+    ship = State(task=Task(saga_ship, retries=1, backoff=0.2, timeout=30.0))
+    done = State(final=True)
+    failed = State(final=True, outcome="failed")
+
+    transitions = [
+        On("task.completed", source=reserve, target=charge),
+        On("task.failed", source=reserve, target=failed),
+        On("task.completed", source=charge, target=ship),
+        On("task.failed", source=charge, target=failed, compensate=True),
+        On(PAYMENT_TIMEOUT_EVENT, source=charge, target=failed, compensate=True),
+        On("task.completed", source=ship, target=done),
+        On("task.failed", source=ship, target=failed, compensate=True),
     ]
