@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bench.chaos.model import ANSWERS, FAILURES, SENT, Definitions, Report, Snapshot
+from orchestrator.definition import LOST_TRIES
 
 NOTIFY = re.compile(r"^notify (\S+) to (.*) with (\S+)$")  # orchestrator.effects.describe
 REDIS_LEAD = 5.0  # seconds a send may take (the workers' TWILIO_TIMEOUT): one under way
@@ -102,9 +103,10 @@ def check_sink(report: Report, snapshot: Snapshot, definitions: Definitions) -> 
 
 
 def _attempts(definition: Any, step: str, kind: str) -> int | None:
+    """The most tries a step may get: its own, and the lost ones retried apart from them."""
     state = definition.states.get(step) if definition is not None else None
     spec = None if state is None else state.compensation if kind == "compensation" else state.task
-    return None if spec is None else int(spec.attempts)
+    return None if spec is None else int(spec.attempts) + LOST_TRIES
 
 
 def check_notifications(report: Report, snapshot: Snapshot) -> None:
