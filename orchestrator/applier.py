@@ -422,6 +422,7 @@ class Applier:
                 "status": after.status,
                 "note": result.note,
                 "effects": json.dumps([describe(e) for e in result.effects]),
+                **_passed(result),
             }
         )
         for index, effect in enumerate(result.effects):
@@ -527,3 +528,11 @@ def _older(entry_id: bytes | str, than: str) -> bool:
 def _fields(mapping: dict[str, str]) -> Any:
     """Field maps as redis-py's annotations want them (its key types are invariant)."""
     return mapping
+
+
+def _passed(result: Result) -> dict[str, str]:
+    """The history field of the states a step passed through, when it passed any."""
+    if not result.passed:
+        return {}
+    steps = [{"state": p.state, "left_on": p.left_on, "left_by": p.left_by} for p in result.passed]
+    return {"passed": json.dumps(steps, separators=(",", ":"))}

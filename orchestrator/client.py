@@ -143,7 +143,7 @@ class Orchestrator:
         instance = self.store.get(instance_id)
         definition = self.registry.get(instance.workflow, instance.version)
         state = definition.states.get(instance.state or "")
-        stuck_task = (
+        stuck_task = instance.halted or (
             instance.status == "running"
             and state is not None
             and state.task is not None

@@ -52,6 +52,12 @@ class GuardFailed(Exception):
     dead letters."""
 
 
+PASSED = "passed"  # the outcome shown for a state passed through (orchestrator.store)
+
+
+_UNDOING = ""  # in _Step.entered: the compensation run, which leaves the state entered
+
+
 @dataclass(frozen=True)
 class Passed:
     """A state entered and left in one step, and the event that moved it on."""
@@ -105,6 +111,7 @@ class _Step:
         return tuple(
             Passed(state, by.type, by.id)
             for (state, _), (_, by) in zip(self.entered, self.entered[1:], strict=False)
+            if state != _UNDOING
         )
 
     # -- dispatch -------------------------------------------------------------
@@ -512,6 +519,8 @@ class _Step:
             status="compensating", compensating_to=target, reason=reason, halted=False
         )
         self._new_entry()  # withdraws a task ordered earlier in this step, never to run
+        if self.entered:  # a state entered in this step is left for the compensation run
+            self.entered.append((_UNDOING, self.moving))
         if self.inst.inflight:
             self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=0, lost=0)
             self.outcome = "compensating"

@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.definition import Definition
 from orchestrator.events import Event
 from orchestrator.instance import Instance
-from orchestrator.machine import already_applied, transition
+from orchestrator.machine import PASSED, already_applied, transition
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ def replay(definition: Definition, stored: Instance, history: list[dict[str, Any
     divergence: dict[str, Any] | None = None
     seen: set[str] = set()
     for entry in history:
+        if entry["outcome"] == PASSED:  # part of the next entry's step, not an event
+            continue
         raw = entry["event"]
         event = Event(
             raw["id"], raw["type"], raw["instance"], float(raw["at"]), raw.get("data") or {}

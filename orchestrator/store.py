@@ -18,6 +18,7 @@ from orchestrator.errors import UnknownInstance
 from orchestrator.events import Unreadable
 from orchestrator.instance import Instance
 from orchestrator.keys import Keys
+from orchestrator.machine import PASSED
 from orchestrator.settings import show_duration
 
 log = logging.getLogger("orchestrator.store")
@@ -105,7 +106,9 @@ class Store:
         if not exists:
             raise self._missing(instance_id)
         return [
-            history_entry(fields) for fields in read_history(self.keys, instance_id, archived, live)
+            entry
+            for fields in read_history(self.keys, instance_id, archived, live)
+            for entry in history_entries(fields)
         ]
 
     def correlated(self, workflow: str, key: str, value: str) -> str | None:
@@ -170,8 +173,11 @@ def read_history(keys: Keys, instance_id: str, archived: Any, live: Any) -> list
         raise Unreadable(f"history {key} is unreadable: not UTF-8 ({exc})") from None
 
 
-def history_entry(raw: dict[str, str]) -> dict[str, Any]:
-    return {
+def history_entries(raw: dict[str, str]) -> list[dict[str, Any]]:
+    """One stored history entry as shown: first an entry (outcome `passed`) for each state
+    the event's step entered and left at once, naming the parked event that moved it on,
+    then the event's own entry, from the last state passed through."""
+    entry = {
         "seq": int(raw["seq"]),
         "event": json.loads(raw["event"]),
         "outcome": raw["outcome"],
@@ -181,3 +187,21 @@ def history_entry(raw: dict[str, str]) -> dict[str, Any]:
         "note": raw.get("note", ""),
         "effects": json.loads(raw.get("effects", "[]")),
     }
+    passed = json.loads(raw.get("passed") or "[]")
+    shown: list[dict[str, Any]] = []
+    for step in passed:
+        shown.append(
+            {
+                **entry,
+                "outcome": PASSED,
+                "to": step["state"],
+                "status": "running",
+                "note": f"passed through: left at once on parked {step['left_on']} "
+                f"({step['left_by']})",
+                "effects": [],
+                "left_on": step["left_on"],
+                "left_by": step["left_by"],
+            }
+        )
+        entry["from"] = step["state"]
+    return [*shown, entry]

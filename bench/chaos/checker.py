@@ -50,6 +50,7 @@ from bench.chaos.effects import check_notifications, check_sink
 from bench.chaos.model import ANSWERS, UNDECIDED, Definitions, Report, Snapshot, is_final
 from orchestrator.definition import Definition
 from orchestrator.instance import Instance
+from orchestrator.machine import PASSED
 from orchestrator.replay import replay
 
 __all__ = ["Report", "Snapshot", "check", "completed_steps", "is_final"]
@@ -69,7 +70,7 @@ def check(snapshot: Snapshot, definitions: Definitions) -> Report:
         report.figures[figure] = 0
     calls, returned = _by_instance(snapshot.sink), _by_instance(snapshot.completions)
     for instance_id, fields in sorted(snapshot.instances.items()):
-        history = snapshot.histories.get(instance_id, [])
+        history = [e for e in snapshot.histories.get(instance_id, []) if e["outcome"] != PASSED]
         report.add("instances")
         if is_final(fields):
             report.add("final")
