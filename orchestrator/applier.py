@@ -139,7 +139,9 @@ class Applier:
 
     def tick(self, block_ms: int = 0) -> int:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""
-        self.leases.maintain()
+        # A partition gained (again: a lease lost during a Redis pause, then taken back)
+        # may hold a batch this applier read and never acknowledged: read its pending first.
+        self._caught_up -= set(self.leases.maintain())
         owned = self.leases.owned
         if not owned:
             if block_ms:

@@ -186,6 +186,29 @@ def test_applier_that_lost_its_lease_lets_the_partition_go(app: App) -> None:
     assert applied_ticks(app, iid) == []
 
 
+def test_a_batch_read_before_a_lease_was_lost_is_applied_when_the_lease_comes_back(
+    app: App,
+) -> None:
+    # Given an applier that read a batch (pending, not acknowledged) and then, its commit
+    # refused on a lease that expired during a Redis pause, let its partitions go
+    ids = counters(app, 4)
+    sent = emit_ticks(app, ids, 1)
+    applier = app.applier()
+    applier.leases.maintain(force=True)
+    assert len(applier._read(0)) == 4
+    for partition in list(applier.leases.owned):
+        applier.leases.forget(partition)
+        app.redis.delete(app.keys.lease(partition))
+    assert pending(app) == 4
+    # When it takes the same partitions back and goes on
+    applier.leases.check_soon()
+    applier.drain()
+    # Then the batch it had read is applied, not left pending for ever
+    assert pending(app) == 0
+    for iid in ids:
+        assert applied_ticks(app, iid) == sent[iid]
+
+
 def test_early_event_is_parked_then_applied_after_the_transition_it_waits_for(app: App) -> None:
     client = app.client
     iid = client.start("approval", {"request_id": "R1", "minimum": 5})

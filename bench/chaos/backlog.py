@@ -55,17 +55,6 @@ PREFIX = "sb"
 BACKLOG_WITHIN = 30.0  # seconds after the last start to wait for a fifth of the orders in charge
 
 
-def lease_ttl(pause: float) -> float:
-    """Leases that outlive the pause. A lease is renewed every third of its ttl, so one has
-    at least two thirds left; frozen for longer, Redis's clock jumps past it on SIGCONT and
-    every lease is lost at once. That is not what this scenario is about, and the engine
-    does not ride it out yet: an applier whose commit fails on a lease that expired (a
-    WatchError) forgets its partitions, takes the same ones back, and does not read their
-    pending entries again (`Applier._caught_up` still names them), so the batch it had read
-    waits until a newer entry arrives in the partition, forever in a quiet one."""
-    return 1.5 * pause + 5.0
-
-
 class BacklogRun(Run):
     def backlog(self, charging: int, within: float) -> dict[str, int]:
         """Wait until at least `charging` orders stand in `charge` (their charge queued or
@@ -174,8 +163,7 @@ def saga_backlog(size: str) -> Outcome:
     count, over, pause, deadline = SIZES[size]
     folder, began = _folder("saga-backlog"), time.monotonic()
     flight: dict[str, Any] = {}
-    env = {"ORCHESTRATOR_LEASE_TTL": f"{lease_ttl(pause):g}"}
-    with cluster(folder, Shape(), env=env) as c:
+    with cluster(folder, Shape()) as c:
         run = BacklogRun(c, seed=12)
         batch = Batch(
             PREFIX, count, over, workflow="chaos_saga", fail_every=20, work=0.01, undo_work=0.01
