@@ -19,13 +19,20 @@ from hypothesis import strategies as st
 
 from orchestrator import ANY, Notify, On, State, Task, Workflow
 from orchestrator import events as ev
-from orchestrator.definition import Definition, TaskSpec
+from orchestrator.definition import LOST_TRIES, Definition, TaskSpec
 from orchestrator.effects import CancelTimers, Effect, RunTask, StartTimer
 from orchestrator.effects import Notify as NotifyEffect
 from orchestrator.errors import DefinitionError
 from orchestrator.events import Event
 from orchestrator.instance import Instance
-from orchestrator.machine import GuardFailed, Result, backoff_delay, merge_result, transition
+from orchestrator.machine import (
+    GuardFailed,
+    Passed,
+    Result,
+    backoff_delay,
+    merge_result,
+    transition,
+)
 from tests.sample_workflows import (
     Approval,
     BadCompensation,
@@ -1371,3 +1378,118 @@ def test_internal_transition_must_stay_where_it_is() -> None:
             a = State(initial=True)
             b = State(final=True)
             transitions = [On("ping", source=a, target=b, internal=True)]
+
+
+# ---- event data into the context (On(save=...)) ------------------------------
+
+
+def _payment_workflow(save: Any) -> type[Workflow]:
+    class Paid(Workflow):
+        name = "paid"
+        waiting = State(initial=True)
+        done = State(final=True)
+        transitions = [On("payment.received", source=waiting, target=done, save=save)]
+
+    return Paid
+
+
+@pytest.mark.parametrize(
+    ("save", "expected"),
+    [
+        (True, {"order": 1, "amount": 12.5, "currency": "EUR"}),
+        ("payment", {"order": 1, "payment": {"amount": 12.5, "currency": "EUR"}}),
+        (lambda ctx, data: {"paid": data["amount"] * 2}, {"order": 1, "paid": 25.0}),
+    ],
+    ids=["merge", "under-a-key", "function"],
+)
+def test_a_row_saves_the_event_data_into_the_context(save: Any, expected: dict[str, Any]) -> None:
+    run = Run(_payment_workflow(save), {"order": 1})
+    r = run.send("payment.received", {"amount": 12.5, "currency": "EUR"})
+    assert r.instance.state == "done" and r.instance.context == expected
+
+
+def test_a_parked_event_saves_its_own_data_when_its_row_fires() -> None:
+    class Late(Workflow):
+        a = State(initial=True)
+        b = State()
+        done = State(final=True)
+        transitions = [
+            On("go", source=a, target=b),
+            On("payment.received", source=b, target=done, save="payment"),
+        ]
+
+    run = Run(Late)
+    run.send("payment.received", {"amount": 3})  # early: parked
+    r = run.send("go", {"ignored": True})
+    assert r.instance.state == "done" and r.instance.context == {"payment": {"amount": 3}}
+
+
+def test_a_save_function_that_raises_or_returns_no_dict_is_refused_like_a_guard() -> None:
+    run = Run(_payment_workflow(lambda ctx, data: data["missing"]))
+    with pytest.raises(GuardFailed, match=r"save of transition on payment\.received"):
+        run.send("payment.received", {})
+    run = Run(_payment_workflow(lambda ctx, data: [1]))
+    with pytest.raises(GuardFailed, match="returned list, not a dict"):
+        run.send("payment.received", {})
+
+
+@pytest.mark.parametrize("save", [3, ""], ids=["not-a-save", "empty-key"])
+def test_a_malformed_save_fails_at_class_creation(save: Any) -> None:
+    with pytest.raises(DefinitionError, match="save"):
+        _payment_workflow(save)
+
+
+# ---- lost tries and the defaults of Task ---------------------------------------
+
+
+def test_a_lost_try_is_retried_apart_from_the_task_s_own_tries() -> None:
+    # Given Saga, whose tasks get one try each (no retries)
+    run = Run(Saga)
+    # When its worker dies LOST_TRIES times in a row
+    for lost in range(1, LOST_TRIES + 1):
+        r = run.send(ev.TASK_FAILED, {**run._answer(), "error_type": "TaskLost"})
+        assert r.outcome == "retry" and f"{lost} of {LOST_TRIES} lost tries" in r.note
+        run.fire_timer(of_type(r.effects, StartTimer)[0])
+    # Then each lost try was tried again, and the task's own try still stands
+    assert run.inst.attempt == LOST_TRIES + 1 and run.inst.lost == LOST_TRIES
+    r = run.ok()
+    assert r.instance.state == "two" and r.instance.lost == 0
+    # but once the lost budget is spent, a lost try is a failed try like any other
+    for _ in range(LOST_TRIES):
+        r = run.send(ev.TASK_FAILED, {**run._answer(), "error_type": "TaskLost"})
+        run.fire_timer(of_type(r.effects, StartTimer)[0])
+    r = run.send(ev.TASK_FAILED, {**run._answer(), "error_type": "TaskLost"})
+    assert r.outcome != "retry" and r.instance.status == "compensating"
+
+
+def test_defaults_of_task_and_compensation() -> None:
+    spec = Saga.definition.states["one"]
+    assert spec.task is not None and spec.compensation is not None
+    assert (spec.task.attempts, spec.task.max_backoff) == (1, 60.0)
+    assert (spec.compensation.attempts, spec.compensation.max_backoff) == (21, 300.0)
+
+
+# ---- states passed through in one step ----------------------------------------
+
+
+def test_a_state_passed_through_is_in_the_result_with_the_event_that_moved_it_on() -> None:
+    class Hop(Workflow):
+        a = State(initial=True)
+        b = State(notify=[Notify("email", "hello", to="email")], task=step, timeout=5)
+        c = State()
+        done = State(final=True)
+        transitions = [
+            On("go", source=a, target=b),
+            On("skip", source=b, target=c),
+            On("finish", source=c, target=done),
+        ]
+
+    run = Run(Hop, {"email": "a@example.com"})
+    run.send("skip")  # early: parked
+    r = run.send("go")
+    # `b` was entered and left at once on the parked `skip`: its notification went out,
+    # its task and its timeout did not start
+    assert r.instance.state == "c"
+    assert r.passed == (Passed("b", "skip", "skip@1001.0"),)
+    assert [n.template for n in of_type(r.effects, NotifyEffect)] == ["hello"]
+    assert of_type(r.effects, RunTask) == [] and r.instance.timers == ()
