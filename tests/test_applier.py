@@ -229,7 +229,7 @@ def test_early_event_is_parked_then_applied_after_the_transition_it_waits_for(ap
     done = client.status(iid)
     assert (done.state, done.status, done.parked) == ("paid", "completed", ())
     outcomes = [h["outcome"] for h in client.history(iid)]
-    assert outcomes == ["started", "parked", "parked", "transition"]
+    assert outcomes == ["started", "parked", "parked", "passed", "transition"]
 
 
 def test_timeout_fires_and_a_stale_timer_changes_nothing(app: App) -> None:

@@ -21,7 +21,7 @@ from bench.chaos.effects import notify_keys
 from bench.chaos.providers import prism_receipts
 from bench.chaos.workload import PAYMENT_TIMEOUT_EVENT, ChaosOrder, ChaosSaga
 from notifiers.email import EmailNotifier
-from orchestrator.definition import Definition
+from orchestrator.definition import LOST_TRIES, Definition
 from orchestrator.dispatch import job_id, timer_event
 from orchestrator.effects import Notify, RunTask, StartTimer, describe
 from orchestrator.events import Event
@@ -349,34 +349,42 @@ def with_run(snapshot: Snapshot, run: Run) -> Snapshot:
     return snapshot
 
 
-def test_a_charge_that_returned_after_its_timeout_and_was_never_refunded_is_flagged(
-    clean: Snapshot,
-) -> None:
-    # Given the engine as it is: the payment timeout fired while the charge waited, the
-    # reservation was released, the order failed; then the charge ran and returned
-    run = timed_out_order("late-1", [5000.0])
+def late_charge(instance_id: str) -> Run:
+    """The engine of issue #12: the payment timeout fired while the charge waited; the
+    compensation run waits for the charge, which returns late and is refunded first."""
+    run = timed_out_order(instance_id, [5000.0])
+    assert run.instance.compensations == ("reserve",) and run.instance.inflight
+    run.answer()  # the charge, at last: late, its refund pushed
+    assert run.history[-1]["outcome"] == "late"
+    run.answer(kind="compensation")  # refund
     run.answer(kind="compensation")  # release
     assert run.instance.status == "failed"
-    run.answer()  # the charge, at last: the card is charged
-    assert run.history[-1]["outcome"] == "ignored"  # recorded, never undone
-    report = check(with_run(clean, run), REGISTRY.get)
-    # Then the history alone looks right (the engine never knew of the charge), but the
-    # sink shows a card charged and never refunded
-    assert report.flagged == {"unrefunded"}, report.violations
-    assert report.figures["not_undone"] == report.figures["not_undone:charge"] == 1
-    assert any(
-        v.startswith("late-1: charge completed at the sink") and "undone by 0" in v
-        for v in report.violations["unrefunded"]
-    )
+    return run
+
+
+def test_a_charge_returning_after_its_timeout_and_refunded_is_not_flagged(
+    clean: Snapshot,
+) -> None:
+    report = check(with_run(clean, late_charge("late-1")), REGISTRY.get)
+    assert report.flagged == set(), report.violations
     assert report.figures["compensating_instances"] == 2
 
 
-def test_a_charge_returning_while_the_order_compensates_counts_too(clean: Snapshot) -> None:
-    # Given the charge's answer arriving while the reservation is being released
-    run = timed_out_order("late-2", [5000.0])
-    run.answer(kind="task")  # the charge: "task answer while compensating", ignored
-    run.answer(kind="compensation")
-    assert flagged(with_run(clean, run)) == {"unrefunded"}
+def test_a_charge_that_returned_after_its_timeout_and_was_never_refunded_is_flagged(
+    clean: Snapshot,
+) -> None:
+    # Given the late charge's refund planted away at the sink (as the engine before
+    # issue #12 did: the charge recorded as ignored, no refund ever run)
+    run = late_charge("late-2")
+    run.done = [c for c in run.done if not (c["kind"] == "compensation" and c["step"] == "charge")]
+    report = check(with_run(clean, run), REGISTRY.get)
+    # Then the sink shows a card charged and never refunded
+    assert "unrefunded" in report.flagged
+    assert report.figures["not_undone:charge"] == 1
+    assert any(
+        v.startswith("late-2: charge completed at the sink") and "undone by 0" in v
+        for v in report.violations["unrefunded"]
+    )
 
 
 def test_a_step_refunded_twice_at_the_sink_is_flagged(clean: Snapshot) -> None:
@@ -510,8 +518,9 @@ def test_a_try_run_again_after_it_succeeded_is_flagged(clean: Snapshot) -> None:
 
 
 def test_more_tries_than_configured_are_flagged(clean: Snapshot) -> None:
+    # more than the step's attempts and the lost tries retried apart from them
     last = max((c for c in clean.sink if c["step"] == "ship"), key=lambda c: c["attempt"])
-    extra = {**last, "attempt": last["attempt"] + 1, "job": "bad-1-98-0"}
+    extra = {**last, "attempt": last["attempt"] + LOST_TRIES + 1, "job": "bad-1-98-0"}
     clean.sink.append(extra)
     assert "attempts" in flagged(clean)
 
