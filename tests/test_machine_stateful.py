@@ -8,8 +8,27 @@ they were cancelled; users send events and cancels; the inbox is delivered
 in any order and in batches, with the instance stored (to_fields) and loaded
 (from_fields) between batches, and with the applier's rules: an event id
 applied before is skipped, a guard or schema failure goes to the dead
-letters. After every event and every step the invariants the engine relies
-on are checked against a model kept beside it; see `World.check`.
+letters. A failure reports its type the way orchestrator.failures does
+(retried, routed by `error=`, non-retryable), and a job may answer long after
+its state was left (a `skip`, a cancel, a timeout that compensates). After
+every event and every step the invariants the engine relies on are checked
+against a model kept beside it (see `World.check`), the saga rules of #12
+among them:
+
+- every step whose task completed, on time or late, in a state that names a
+  compensation, is undone exactly once, newest first by completion, and no
+  other step is; an undo is never ordered while a compensable try is in flight,
+  and a compensation run that waits always has a try to wait for;
+- `Instance.inflight` is exactly the compensable tries ordered and not yet
+  answered or lost; the answer of one of them is never dropped, and is `late`
+  when its state was left;
+- no step is tried more than its attempts + LOST_TRIES times; a lost try is
+  retried apart from the attempts while LOST_TRIES last; a non-retryable
+  failure is never followed by another try; a task failure is retried, routed
+  or halts the instance (failed, halted) exactly as the model predicts, and
+  only such a failure halts it; `workflow.retry` resumes it;
+- a row's `save` puts the firing event's data into the context;
+- the stored instance is what replaying its history gives.
 
 The number of sequences per test is HYPOTHESIS_STATEFUL_EXAMPLES (default
 200, what CI runs); the chaos harness runs 10,000.
@@ -17,17 +36,20 @@ The number of sequences per test is HYPOTHESIS_STATEFUL_EXAMPLES (default
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as statistic
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
@@ -38,13 +60,15 @@ from hypothesis.stateful import (
 
 from orchestrator import On, State, Task, Workflow
 from orchestrator import events as ev
+from orchestrator.definition import LOST_TRIES, TASK_LOST, TaskSpec, TransitionSpec
 from orchestrator.effects import CancelTimers, RunTask, StartTimer
 from orchestrator.events import Event
 from orchestrator.instance import Instance
-from orchestrator.machine import GuardFailed, Result, transition
+from orchestrator.machine import PASSED, GuardFailed, Result, transition
 from orchestrator.replay import replay
 from orchestrator.schemas import SchemaViolation
 from tests.sample_workflows import Approval, Saga, Stuck, step
+from tests.stateful_workflows import Ledger, log_note
 from workflows.order import OrderFulfilment
 
 IID = "inst-1"
@@ -75,6 +99,21 @@ external_data = st.fixed_dictionaries(
 )
 # a user's event may claim an entry, the current one or one just before: bound, maybe stale
 entries_back = st.one_of(st.none(), st.none(), st.integers(0, 2))
+# how a try fails, as orchestrator.failures reports it: retried, routed by type (Declined and
+# Refused are non_retryable in some of Ledger's tasks; Refused is a LedgerError), never retried
+FAILURES: tuple[dict[str, Any], ...] = (
+    {"error_type": "RuntimeError", "error_types": ["RuntimeError"]},
+    {"error_type": "Declined", "error_types": ["Declined"]},
+    {"error_type": "Refused", "error_types": ["Refused", "LedgerError"]},
+    {"error_type": "Fatal", "error_types": ["Fatal", "NonRetryable"], "retryable": False},
+)
+failures = st.sampled_from(FAILURES)
+
+
+def tally(value: str) -> None:
+    """A statistic of the run (--hypothesis-show-statistics); none outside a Hypothesis test."""
+    with contextlib.suppress(InvalidArgument):
+        statistic(value)
 
 
 def answer_type(task: RunTask, ok: bool) -> str:
@@ -85,6 +124,37 @@ def answer_type(task: RunTask, ok: bool) -> str:
 
 def binding(data: dict[str, Any]) -> tuple[Any, Any]:
     return data.get("entered_seq"), data.get("attempt")
+
+
+Try = tuple[int, int, str]  # (entered_seq, attempt, state), as Instance.inflight holds a try
+
+
+def try_of(data: dict[str, Any]) -> Try | None:
+    """The try a task answer names, if it names one."""
+    try:
+        return int(data["entered_seq"]), int(data["attempt"]), str(data["state"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def reported_types(data: dict[str, Any]) -> set[str]:
+    """The error types a failure reports (the model's own reading of orchestrator.failures)."""
+    names = data.get("error_types")
+    if isinstance(names, list) and names:
+        return {n for n in names if isinstance(n, str)}
+    return {data["error_type"]} if isinstance(data.get("error_type"), str) else set()
+
+
+@dataclass
+class Step:
+    """The model of one step: a state's task in one entry of it, or one compensation run."""
+
+    spec: TaskSpec
+    tries: int = 0  # tries ordered
+    lost: int = 0  # failures taken as a try lost with its worker, within LOST_TRIES
+    failed: int = 0  # failures counted against the task's attempts
+    failed_tries: set[int] = field(default_factory=set)  # tries whose failure was taken
+    closed: str = ""  # why no other try may follow: a completion, a non-retryable failure
 
 
 class World:
@@ -125,13 +195,26 @@ class World:
         self.timers: dict[str, StartTimer] = {}  # every timer ever armed
         self.cancelled: set[str] = set()  # cancelled after their commit: they may race
         self.expected_timers: set[str] = set()  # armed by effects - cancelled - delivered
-        self.stack: list[str] = []  # compensable steps completed and not yet undone
+        # the model of the saga: compensable steps (state, entered_seq) completed, on time or
+        # late, and not yet undone, in completion order; every step that ever completed; the
+        # compensable tries ordered and not yet answered, lost or dropped; every step's tries
+        self.stack: list[tuple[str, int]] = []
+        self.completed: set[tuple[str, int]] = set()
+        self.flight: list[Try] = []
+        self.steps: dict[tuple[str, int, str], Step] = {}  # by (kind, entered_seq, state)
+        self.saves = _saves(d.transitions)
+        self.loaded: tuple[dict[str, str], Instance] | None = None
+        self.replayed = -1  # the history's length when it was last replayed
+        self.halting = False  # the event being checked is a task failure nothing handles
         self.append(Event(f"start-{IID}", ev.STARTED, IID, T0, {"input": input}))
         self.deliver([0])
 
     @property
     def instance(self) -> Instance:
-        return Instance.from_fields(self.stored)
+        """The stored instance, read back (from_fields) once per store."""
+        if self.loaded is None or self.loaded[0] is not self.stored:
+            self.loaded = (self.stored, Instance.from_fields(self.stored))
+        return self.loaded[1]
 
     # -- the world's moves ----------------------------------------------------
 
@@ -147,7 +230,15 @@ class World:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self.fresh)}"
 
-    def answer(self, job: str, ok: bool, result: Any, copies: int, fresh_ids: bool = False) -> None:
+    def answer(
+        self,
+        job: str,
+        ok: bool,
+        result: Any,
+        copies: int,
+        fresh_ids: bool = False,
+        failure: dict[str, Any] = FAILURES[0],
+    ) -> None:
         """The job runs and reports; the report reaches the inbox `copies` times."""
         task = self.jobs.pop(job)
         type_ = answer_type(task, ok)
@@ -161,7 +252,7 @@ class World:
         if ok:
             data["result"] = result
         else:
-            data |= {"error_type": "RuntimeError", "message": f"boom {self.job_order.index(job)}"}
+            data |= {**failure, "message": f"boom {self.job_order.index(job)}"}
         event = Event(f"{job}-{type_}", type_, IID, self.stamp(), data)
         self.append_copies(event, copies, fresh_ids)
 
@@ -223,10 +314,15 @@ class World:
         self.applied.add(event.id)
         after = result.instance
         self.check(before, event, result)
+        raw = json.loads(event.to_json())
+        for passed in result.passed:  # as orchestrator.store shows them: before the event's entry
+            entry = {"seq": after.seq, "event": raw, "outcome": PASSED, "to": passed.state}
+            self.history.append({**entry, "status": "running"})
         self.history.append(
             {
                 "seq": after.seq,
-                "event": json.loads(event.to_json()),
+                "event": raw,
+                "outcome": result.outcome,
                 "to": after.state,
                 "status": after.status,
             }
@@ -244,6 +340,7 @@ class World:
                 self.jobs[job] = self.watched[job] = effect
                 self.latest, self.latest_job = effect, job
                 self.job_order.append(job)
+                self.ordered(effect)
             elif isinstance(effect, StartTimer):
                 self.armed[effect.id] = self.timers[effect.id] = effect
                 self.expected_timers.add(effect.id)
@@ -254,6 +351,26 @@ class World:
                     self.expected_timers.discard(timer_id)
                     if timer_id not in started:  # armed and cancelled in one MULTI: never fires
                         self.cancelled.add(timer_id)
+
+    def ordered(self, task: RunTask) -> None:
+        """A try is ordered: within its step's budget, never after its step ended, and an
+        undo never while a compensable try is in flight (it could still complete)."""
+        state = self.d.states[task.state]
+        spec = getattr(state, task.kind)
+        assert spec is not None and task.task == spec.path
+        step = self.steps.setdefault((task.kind, task.entered_seq, task.state), Step(spec))
+        assert not step.closed, f"{task.kind} of {task.state} tried again after {step.closed}"
+        step.tries += 1
+        assert task.attempt == step.tries, (task, step)
+        # each try after the first follows a failure taken: lost (within LOST_TRIES), or one
+        # of its attempts; so no step is tried more than its attempts + LOST_TRIES
+        assert step.tries - 1 == step.lost + step.failed, (task, step)
+        assert step.lost <= LOST_TRIES and step.failed < spec.attempts, (task, step)
+        assert step.tries <= spec.attempts + LOST_TRIES, (task, step)
+        if task.kind == "compensation":
+            assert not self.flight, f"{task.state} undone while {self.flight} are in flight"
+        elif state.compensation is not None:
+            self.flight.append((task.entered_seq, task.attempt, task.state))
 
     # -- the invariants of one applied event ----------------------------------
 
@@ -267,7 +384,7 @@ class World:
         )
         # every applied event counts once, and stamps the time
         assert (after.seq, after.updated_at) == (before.seq + 1, event.at)
-        assert after.seq == len(self.history) + 1
+        assert after.seq == len(self.results) + 1
         # a finished instance never changes again and orders nothing
         if before.finished:
             assert (outcome, effects) == ("ignored", ())
@@ -278,17 +395,39 @@ class World:
         # a timer that was cancelled, should it fire anyway, is stale (orchestrator.timers)
         if fired in self.cancelled:
             assert (outcome, after) == ("ignored", unchanged), result.note
-        # an answer is taken only from the work the instance waits for: the latest RunTask
-        if event.type in ANSWERS and outcome != "ignored":
+        # an answer is taken only from the work the instance waits for, the latest RunTask,
+        # or late, from a compensable try in flight (check_answer)
+        if event.type in ANSWERS and outcome not in ("ignored", "late"):
             latest = self.latest
             assert latest is not None
             assert event.type in (answer_type(latest, True), answer_type(latest, False))
             assert binding(event.data) == (latest.entered_seq, latest.attempt)
             assert event.data.get("job", self.latest_job) == self.latest_job
             assert event.data.get("state", latest.state) == latest.state
+        self.halting = False
+        self.check_answer(before, event, result)
         self.check_compensation(before, event, result)
+        self.check_saves(before, event, result)
+        # an instance fails halted only on a task failure that no row handles (and that is
+        # not retried); `retry` resumes it
+        if after.halted:
+            assert (after.status, after.compensating_to) == ("failed", None)
+            assert not after.finished
+            assert self.halting or before.halted, f"halted by {event.type}: {result.note}"
+        if event.type == ev.RESUME and before.halted:
+            assert (outcome, after.halted) == ("retry", False), result.note
+        if event.type == ev.CANCEL and before.halted:
+            tally(f"a halted instance cancelled: {after.status}")
         self.expected_timers.discard(fired)
+        if after.finished:  # nothing done is left undone: an unsuccessful end waited for all
+            if after.state not in self.success:
+                assert not self.flight, f"ended {after.state} with {self.flight} in flight"
+            self.flight.clear()
         self.dispatch(result)
+        # the instance follows exactly the compensable tries ordered and not yet settled
+        assert after.inflight == tuple(self.flight), (after.inflight, self.flight)
+        if after.status == "compensating":  # it waits for tries in flight, or it undoes a step
+            assert (after.attempt == 0) == bool(after.inflight), (after.attempt, after.inflight)
         # the instance's timers are those its effects armed, minus cancelled, minus delivered
         assert set(after.timers) == self.expected_timers
         if after.finished:  # and nothing is left behind: no stack, no parked event, no timer
@@ -299,22 +438,145 @@ class World:
                 assert parked.entered_seq in (None, after.entered_seq), parked
         assert not {p.type for p in after.parked} & ev.ENGINE_TYPES  # those are never parked
 
+    def check_answer(self, before: Instance, event: Event, result: Result) -> None:
+        """A compensable try in flight that answers is settled, late if its state was left;
+        any other answer is taken only from the try the instance waits for."""
+        if event.type not in ANSWERS or before.finished:
+            return
+        after, outcome, data = result.instance, result.outcome, event.data
+        undo = event.type in (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
+        ok = event.type in (ev.TASK_COMPLETED, ev.COMPENSATION_COMPLETED)
+        key = None if undo else try_of(data)
+        if key is not None and key in self.flight:
+            current = before.status == "running" and key == (
+                before.entered_seq,
+                before.attempt,
+                before.state,
+            )
+            assert outcome != "ignored", f"{key} in flight, answer dropped: {result.note}"
+            assert (outcome == "late") != current, (key, outcome, result.note)
+            self.flight.remove(key)
+        else:
+            assert outcome != "late", f"late answer of {key}, not in flight: {self.flight}"
+        if outcome == "late":
+            assert key is not None
+            tally(f"late {event.type} while {before.status}")
+            if ok:  # a finished step: its result is in the context, its undo due
+                self.complete(key[2], key[0])
+                result_ = data.get("result")
+                if isinstance(result_, dict):
+                    assert all(after.context.get(k) == v for k, v in result_.items())
+                elif result_ is not None:
+                    assert after.context.get(key[2]) == result_
+            return
+        self.check_current(before, event, result, "compensation" if undo else "task", ok)
+
+    def check_current(
+        self, before: Instance, event: Event, result: Result, kind: str, ok: bool
+    ) -> None:
+        """An answer of the try the instance waits for is taken, once; a failure is retried,
+        routed by its type, or halts the instance, as the model says."""
+        after, outcome, data = result.instance, result.outcome, event.data
+        waits = "compensating" if kind == "compensation" else "running"
+        current = (
+            before.status == waits
+            and before.attempt > 0
+            and binding(data) == (before.entered_seq, before.attempt)
+        )
+        if not current:
+            assert outcome == "ignored", result.note
+            return
+        state = before.compensations[-1] if kind == "compensation" else before.state
+        assert state is not None
+        step = self.steps[(kind, before.entered_seq, state)]
+        if not ok and before.attempt in step.failed_tries:  # a second report of a failed try
+            assert outcome == "ignored", result.note
+            return
+        assert outcome != "ignored", result.note
+        if ok:
+            step.closed = "its completion"
+            if kind == "task":
+                self.complete(state, before.entered_seq)
+            return
+        step.failed_tries.add(before.attempt)
+        retry = self.retried(step, data)
+        assert (outcome == "retry") == retry, (outcome, result.note, step, data)
+        if retry:  # a try lost with its worker never counts as a failure while LOST_TRIES last
+            moved = (after.state, after.status, after.attempt, after.lost)
+            assert moved == (before.state, before.status, before.attempt, step.lost), result.note
+            return
+        if kind == "compensation":  # failed, resumable: the stack intact
+            assert (outcome, after.status, after.halted) == ("failed", "failed", False)
+            assert (after.compensating_to, after.compensations) == (
+                before.compensating_to,
+                before.compensations,
+            )
+            return
+        row = self.failure_row(state, data)
+        if row is None:  # nothing handles it: the instance fails, halted, until `retry`
+            tally("a task failure nothing handles")
+            assert (outcome, after.status, after.state, after.halted) == (
+                "failed",
+                "failed",
+                state,
+                True,
+            ), result.note
+            assert f"state {state!r}" in (after.reason or "")
+            self.halting = True
+            return
+        assert outcome in ("transition", "compensating") and not after.halted, result.note
+        if after.status == "compensating":
+            assert after.compensating_to == row.target
+        else:
+            assert row.target in (after.state, *(p.state for p in result.passed))
+
+    @staticmethod
+    def retried(step: Step, data: dict[str, Any]) -> bool:
+        """Whether a failure of the step's current try is tried again: a lost try is, apart
+        from the attempts, while LOST_TRIES last; a non-retryable failure ends the tries."""
+        if data.get("error_type") == TASK_LOST and step.lost < LOST_TRIES:
+            step.lost += 1
+            tally("a lost try retried")
+            return True
+        step.failed += 1
+        if data.get("retryable") is False or step.spec.non_retryable & reported_types(data):
+            step.closed = "a failure not retried"
+            tally("a failure not retried")
+            return False
+        return step.failed < step.spec.attempts
+
+    def failure_row(self, state: str, data: dict[str, Any]) -> TransitionSpec | None:
+        """The row a task failure takes (the model's own reading): the first task.failed row
+        from the state naming no error type, or one the failure reports."""
+        for row in self.d.transitions:
+            if row.event != ev.TASK_FAILED:
+                continue
+            if row.sources is not None and state not in row.sources:
+                continue
+            if row.errors is not None and not row.errors & reported_types(data):
+                continue
+            assert row.guard is None, "the model reads no guard"
+            return row
+        return None
+
+    def complete(self, state: str, seq: int) -> None:
+        """A step's task completed, once: if its state names a compensation, it is due."""
+        assert (state, seq) not in self.completed, f"{state} (entry {seq}) completed twice"
+        self.completed.add((state, seq))
+        if self.d.states[state].compensation is not None:
+            self.stack.append((state, seq))
+
     def check_compensation(self, before: Instance, event: Event, result: Result) -> None:
-        """Completed steps with a compensation are undone once each, newest first."""
+        """Completed steps with a compensation (on time or late) are undone once each, newest
+        first, and no other step is: the model's stack is the instance's."""
         after, accepted = result.instance, result.outcome != "ignored"
-        if event.type == ev.TASK_COMPLETED and accepted:
-            assert before.state is not None
-            if self.d.states[before.state].compensation is not None:
-                self.stack.append(before.state)
         if event.type == ev.COMPENSATION_COMPLETED and accepted:
             assert before.status == "compensating"
             assert self.latest is not None and self.stack, "undo with nothing done"
-            undone = self.stack.pop()
+            undone, _ = self.stack.pop()
             assert undone == self.latest.state == event.data.get("state", undone)
         runs = [e for e in result.effects if isinstance(e, RunTask)]
         for task in runs:  # each state's work is its own task, each undo its own compensation
-            spec = self.d.states[task.state]
-            assert task.task == getattr(spec, task.kind).path
             # and is work the instance then waits for: none is ordered and abandoned at once
             awaited = after.compensations[-1] if after.status == "compensating" else after.state
             assert (task.kind == "compensation") == (after.status == "compensating")
@@ -325,22 +587,60 @@ class World:
             ), task
         for task in (t for t in runs if t.kind == "compensation"):
             assert after.status == "compensating"
-            assert self.stack and task.state == self.stack[-1], (task, self.stack)
+            assert self.stack and task.state == self.stack[-1][0], (task, self.stack)
         if after.finished:
             if after.state not in self.success:
                 assert self.stack == [], f"ended {after.state} with {self.stack} never undone"
             self.stack.clear()
         else:
-            assert after.compensations == tuple(self.stack)
+            assert after.compensations == tuple(state for state, _ in self.stack)
+
+    def check_saves(self, before: Instance, event: Event, result: Result) -> None:
+        """A row's `save` puts the data of the event that fired it into the context."""
+        if not self.saves:
+            return
+        after = result.instance
+        kept = {p.id for p in after.parked}
+        consumed = [p for p in before.parked if p.id not in kept]
+        if result.outcome not in ("ignored", "parked") and event.id not in kept:
+            consumed.append(event)
+        consumed = [e for e in consumed if e.type in self.saves]
+
+        def fired(e: Event) -> bool:
+            """Known to have fired its row: the event applied, or a parked one that left the
+            parked events unbound (so not dropped as stale) while the instance goes on."""
+            return e is event or (e.entered_seq is None and not after.finished)
+
+        for e in filter(fired, consumed):
+            tally(f"saved {e.type}{'' if e is event else ' (parked)'}")
+        for save in set(self.saves.values()):
+            events = [e for e in consumed if self.saves[e.type] == save]
+            if save is True:  # merged key by key
+                for e in filter(fired, events):
+                    assert all(after.context.get(k) == v for k, v in e.data.items()), e
+            elif isinstance(save, str):  # under its key: the data of one that fired
+                if any(map(fired, events)):
+                    assert after.context.get(save) in [e.data for e in events], save
+                elif not events:
+                    assert after.context.get(save) == before.context.get(save), save
+            else:  # log_note: each event that fired appends its ref to `notes`
+                assert save is log_note
+                old, new = before.context.get("notes", []), after.context.get("notes", [])
+                assert new[: len(old)] == old
+                added = Counter(new[len(old) :])
+                assert added <= Counter(e.data.get("ref") for e in events), (added, events)
+                assert {e.data.get("ref") for e in events if fired(e)} <= set(added)
 
     # -- the invariants of the stored instance --------------------------------
 
     def check_stored(self) -> None:
         inst = self.instance
-        assert inst.seq == len(self.history) == len(self.applied)
-        report = replay(self.d, inst, self.history)
-        assert report.matches, report.summary()
-        assert report.rebuilt.to_fields() == self.stored
+        assert inst.seq == len(self.results) == len(self.applied)
+        if self.replayed != len(self.history):  # replayed again whenever it grew
+            report = replay(self.d, inst, self.history)
+            assert report.matches, report.summary()
+            assert report.rebuilt.to_fields() == self.stored
+            self.replayed = len(self.history)
         # every timer the instance knows is armed in Redis or on its way in the inbox
         pending = {Event.from_json(raw).data.get("timer") for raw in self.inbox}
         assert set(inst.timers) <= set(self.armed) | pending
@@ -352,6 +652,16 @@ def _rest(event: Event) -> tuple[str, str, float, dict[str, Any]]:
     return event.type, event.instance_id, event.at, event.data
 
 
+def _saves(rows: tuple[TransitionSpec, ...]) -> dict[str, Any]:
+    """What each event type's rows save; one way per type, so that the model can tell."""
+    saves: dict[str, Any] = {}
+    for row in rows:
+        if row.save is not None:
+            assert saves.setdefault(row.event, row.save) == row.save, row
+    assert all(r.save is not None for r in rows if r.event in saves)
+    return saves
+
+
 # ---- the state machine --------------------------------------------------------
 
 
@@ -359,10 +669,16 @@ class WorldMachine(RuleBasedStateMachine):
     workflow: ClassVar[type[Workflow]]
     input: ClassVar[dict[str, Any]] = {}
     success: ClassVar[frozenset[str]] = frozenset()
+    opening: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()  # users' first events
 
     def __init__(self) -> None:
         super().__init__()
         self.world = World(self.workflow, dict(self.input), self.success)
+        for type_, data in self.opening:  # applied at once, so that runs get going
+            id_ = self.world.new_id("x")
+            event = Event(id_, type_, IID, self.world.stamp(), {**data, "ref": id_})
+            self.world.append(event)
+            self.world.deliver([len(self.world.inbox) - 1])
 
     @property
     def finished(self) -> bool:
@@ -374,10 +690,13 @@ class WorldMachine(RuleBasedStateMachine):
         ok=st.sampled_from([True, True, True, False]),
         result=results,
         copies=st.integers(1, 3),
+        failure=failures,
     )
-    def job_answers(self, pick: int, ok: bool, result: Any, copies: int) -> None:
+    def job_answers(
+        self, pick: int, ok: bool, result: Any, copies: int, failure: dict[str, Any]
+    ) -> None:
         jobs = sorted(self.world.jobs)
-        self.world.answer(jobs[pick % len(jobs)], ok, result, copies)
+        self.world.answer(jobs[pick % len(jobs)], ok, result, copies, failure=failure)
 
     @precondition(lambda self: bool(self.world.jobs))
     @rule(
@@ -385,12 +704,14 @@ class WorldMachine(RuleBasedStateMachine):
         result=results,
         copies=st.integers(1, 3),
         picks=st.lists(st.integers(0, 50), max_size=4),
+        failure=failures,
     )
     def job_answers_and_applier_catches_up(
-        self, ok: bool, result: Any, copies: int, picks: list[int]
+        self, ok: bool, result: Any, copies: int, picks: list[int], failure: dict[str, Any]
     ) -> None:
         """The common case, so that runs get deep: the newest job answers, all is applied."""
-        self.world.answer(max(self.world.jobs, key=self.world.job_order.index), ok, result, copies)
+        newest = max(self.world.jobs, key=self.world.job_order.index)
+        self.world.answer(newest, ok, result, copies, failure=failure)
         self.world.deliver(picks + [0] * len(self.world.inbox))
 
     @precondition(lambda self: bool(self.world.watched))
@@ -399,6 +720,18 @@ class WorldMachine(RuleBasedStateMachine):
         # the worker may be a zombie that still answers later: its job stays in RQ
         jobs = sorted(self.world.watched)
         self.world.lose(jobs[pick % len(jobs)])
+
+    @precondition(lambda self: bool(self.world.watched))
+    @rule()
+    def worker_dies_and_the_retry_runs(self) -> None:
+        """The newest job's worker dies: the watchdog reports it lost, the applier catches
+        up, and the retry it arms falls due at once; so that steps run out of LOST_TRIES."""
+        world = self.world
+        world.lose(max(world.watched, key=world.job_order.index))
+        world.deliver([0] * len(world.inbox))
+        for timer in sorted(t for t, s in world.armed.items() if s.event_type == ev.RETRY_DUE):
+            world.fire(timer, 1)
+        world.deliver([0] * len(world.inbox))
 
     @precondition(lambda self: bool(self.world.inbox))
     @rule(picks=st.lists(st.integers(0, 50), min_size=1, max_size=4))
@@ -428,10 +761,14 @@ class WorldMachine(RuleBasedStateMachine):
     ) -> None:
         types = sorted(self.world.d.event_types - {ev.TASK_COMPLETED, ev.TASK_FAILED})
         types.append(ev.NOTIFICATION_SENT)  # a notification's report, late as they are
-        type_ = types[type_index % len(types)]
+        self.emit(types[type_index % len(types)], data, back, applied_now)
+
+    def emit(self, type_: str, data: dict[str, Any], back: int | None, applied_now: bool) -> None:
         if back is not None:
             data = {**data, "entered_seq": self.world.instance.entered_seq - back}
-        self.world.append(Event(self.world.new_id("x"), type_, IID, self.world.stamp(), data))
+        id_ = self.world.new_id("x")
+        data = {**data, "ref": id_}  # what Ledger's `save=log_note` rows keep
+        self.world.append(Event(id_, type_, IID, self.world.stamp(), data))
         if applied_now:
             self.world.deliver([len(self.world.inbox) - 1])
 
@@ -472,6 +809,15 @@ class WorldMachine(RuleBasedStateMachine):
     @rule()
     def operator_retries(self) -> None:
         self.world.append(Event(self.world.new_id("r"), ev.RESUME, IID, self.world.stamp(), {}))
+
+    @precondition(lambda self: self.world.instance.status == "failed" and not self.finished)
+    @rule()
+    def operator_gives_up_on_a_failed_instance(self) -> None:
+        """`cancel` of an instance failed by a task (halted) or by a compensation: what was
+        done is undone, then it ends cancelled; applied at once."""
+        reason = {"reason": "given up"}
+        self.world.append(Event(self.world.new_id("c"), ev.CANCEL, IID, self.world.stamp(), reason))
+        self.world.deliver([len(self.world.inbox) - 1])
 
     @precondition(lambda self: bool(self.world.sent))
     @rule(pick=st.integers(0, 200), fresh=st.booleans())
@@ -534,7 +880,27 @@ class StuckWorld(WorldMachine):
     success = frozenset({"done"})
 
 
-MACHINES = [SagaWorld, ApprovalWorld, OrderWorld, HastyWorld, StuckWorld]
+class LedgerWorld(WorldMachine):
+    workflow = Ledger
+    success = frozenset({"settled"})
+    opening = (("offer", {"amount": 10}),)
+
+    @precondition(lambda self: not self.finished)
+    @rule(
+        type_=st.sampled_from(["skip", "skip", "memo", "note"]),
+        data=external_data,
+        back=entries_back,
+        applied_now=st.booleans(),
+    )
+    def user_moves_on(
+        self, type_: str, data: dict[str, Any], back: int | None, applied_now: bool
+    ) -> None:
+        """Ledger's own events, more often than `user_emits` sends them: a `skip` leaves
+        `quoting` with its try still running, whose answer is then late."""
+        self.emit(type_, data, back, applied_now)
+
+
+MACHINES = [SagaWorld, ApprovalWorld, OrderWorld, HastyWorld, StuckWorld, LedgerWorld]
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=[m.workflow.__name__ for m in MACHINES])
