@@ -23,11 +23,11 @@ import redis
 
 from bench.counting import counted_client
 from bench.measure import Measurement, timed
-from orchestrator.applier import Applier
-from orchestrator.bootstrap import bootstrap
-from orchestrator.inbox import Inbox
-from orchestrator.keys import Keys
-from orchestrator.settings import Settings
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.applier import Applier
+from orchestrator.store.inbox import Inbox
+from orchestrator.store.keys import Keys
 
 WORKFLOW_MODULE = "bench.workflows"
 APPEND_CHUNK = 2000

@@ -21,9 +21,9 @@ from typing import Any
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.settings import Settings
-from orchestrator.worker import QUEUES
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import QUEUES
 
 WORKFLOWS = ("bench.three_steps", "bench.workflows")
 

@@ -13,7 +13,7 @@ are deleted before each reading: they are not per instance; so are the tasks'
 heartbeat keys, which expire a few seconds after each task.
 
 The history's share is measured by deleting the N histories (a finished
-instance's history is an archive, one compressed string: orchestrator.archive)
+instance's history is an archive, one compressed string: orchestrator.store.archive)
 and reading how much used_memory drops; the rest is the instance without its
 history. `MEMORY USAGE` (exact, SAMPLES 0) of each key gives the
 breakdown, and the raw bytes of the stored fields show how much of a
@@ -29,7 +29,7 @@ import redis
 
 from bench.inprocess import Engine
 from bench.three_steps import NAME
-from orchestrator import archive
+from orchestrator.store import archive
 
 WARMUP = 200  # more than zset-max-ziplist-entries (128)
 INSTANCE_BUDGET = 2048  # bytes, without the history

@@ -138,8 +138,8 @@ def measure_engine(
     url: str, redis_pid: int, folder: Path, found: Providers, sizes: dict[str, int], notifiers: int
 ) -> dict[str, dict[str, Any]]:
     from bench.notify_flow import EMAIL, SMS
-    from orchestrator.bootstrap import bootstrap
-    from orchestrator.settings import Settings
+    from orchestrator.entry.bootstrap import bootstrap
+    from orchestrator.entry.settings import Settings
 
     app = bootstrap(Settings(redis_url=url, workflows=(WORKFLOWS,), data_dir=folder))
     workers = Workers(folder)

@@ -5,7 +5,7 @@ scale workload needs is a Redis holding a million finished instances as the
 engine leaves them. So one instance runs to its end for real, and a Lua
 script copies it server-side under each new id: COPY (Redis 6.2) of its
 hash, history archive and applied-ids set to the new id's own keys (its
-partition's, built here by `orchestrator.keys.Keys`), time to live included;
+partition's, built here by `orchestrator.store.keys.Keys`), time to live included;
 the hash's `id` set to the new id; the id filed in the same indexes with the
 same scores and the same `idx:expiring` member shape as the original. Key
 count, index sizes and key shapes match real instances.
@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from orchestrator.keys import Keys
+from orchestrator.store.keys import Keys
 
 # KEYS: idx:all, idx:workflow, idx:status, idx:state, idx:expiring
 # ARGV: the original's hash, history and applied keys, created score, expiry score,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from orchestrator.embedded import redis_server_binary
+from orchestrator.store.embedded import redis_server_binary
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from bench.inprocess import Engine
 from bench.preload import preload, template
 from bench.redis_server import private_redis
 from bench.three_steps import NAME
-from orchestrator.inbox import Inbox
+from orchestrator.store.inbox import Inbox
 
 FLAT = 1.20  # the largest size may be at most 20 % slower than the smallest
 WORKLOAD = "5"

@@ -54,10 +54,10 @@ import redis
 from bench.notify_procs import Workers
 from bench.notify_providers import Providers, SlowSmtp
 from bench.redis_server import private_redis
-from orchestrator.bootstrap import bootstrap
-from orchestrator.keys import Keys
-from orchestrator.settings import Settings
-from orchestrator.watchdog import HEARTBEAT_TTL
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.watchdog import HEARTBEAT_TTL
+from orchestrator.store.keys import Keys
 from tests.twilio_server import TwilioServer
 
 SECONDS = 180.0

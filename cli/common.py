@@ -8,10 +8,10 @@ from typing import Any
 
 import typer
 
-from orchestrator.bootstrap import App
-from orchestrator.errors import InputError
-from orchestrator.inbox import parse_json_object
-from orchestrator.limits import MAX_DATA_BYTES, MAX_TEXT_BYTES, read_limited
+from orchestrator.core.errors import InputError
+from orchestrator.core.limits import MAX_DATA_BYTES, MAX_TEXT_BYTES, read_limited
+from orchestrator.entry.bootstrap import App
+from orchestrator.store.inbox import parse_json_object
 
 MAX_LIST = 10_000  # rows a listing command prints at most
 

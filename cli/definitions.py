@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cli.common import app_of, print_json
-from orchestrator.graph import dot, mermaid
+from orchestrator.core.graph import dot, mermaid
 
 commands = typer.Typer()
 

@@ -14,9 +14,9 @@ import typer
 
 from cli import definitions, instances, notifications, operations, serve
 from cli import run as running
-from orchestrator.bootstrap import App
-from orchestrator.errors import InputError, OrchestratorError
-from orchestrator.settings import Settings
+from orchestrator.core.errors import InputError, OrchestratorError
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.settings import Settings
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -1,6 +1,6 @@
 """Commands about notifications: recipients, templates, a one-off send, an instance's sends.
 
-Thin on purpose: the logic is in notifiers.commands. The environment is read
+Thin on purpose: the logic is in orchestrator.entry.notifications. The environment is read
 here (`notify send`), at the edge, and nowhere below.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 import typer
 
 from cli.common import app_of, json_argument, print_json, when
-from notifiers.commands import (
+from orchestrator.core.errors import UnknownInstance
+from orchestrator.entry.notifications import (
     RecipientChange,
     add_recipient,
     check_templates,
@@ -24,10 +25,9 @@ from notifiers.commands import (
     template_module,
     update_recipient,
 )
-from notifiers.ledger import Ledger
-from notifiers.recipients import Recipients
-from orchestrator.errors import UnknownInstance
-from orchestrator.settings import redact
+from orchestrator.entry.settings import redact
+from orchestrator.runtime.notify.ledger import Ledger
+from orchestrator.runtime.notify.recipients import Recipients
 
 commands = typer.Typer()
 recipients = typer.Typer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import MAX_LIST, app_of, bounded_int, print_json, when
-from orchestrator.errors import InputError
+from orchestrator.core.errors import InputError
 
 commands = typer.Typer()
 dead_letters = typer.Typer(

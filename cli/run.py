@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import app_of, bounded_int
-from orchestrator.connection import check_durability
+from orchestrator.entry.connection import check_durability
 
 commands = typer.Typer()
 MAX_PROCESSES = 256  # of each kind, on one machine
@@ -48,7 +48,7 @@ def worker(
     ),
 ) -> None:
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
-    from orchestrator.worker import ISOLATIONS, Supervisor, run_burst
+    from orchestrator.entry.worker import ISOLATIONS, Supervisor, run_burst
 
     task_processes = bounded_int(processes, "--processes", 1, MAX_PROCESSES)
     notifier_processes = bounded_int(notifiers, "--notifiers", 0, MAX_PROCESSES)
@@ -74,7 +74,7 @@ def worker(
 @commands.command("demo")
 def demo(ctx: typer.Context) -> None:
     """Run order workflows (some fail and are compensated) on a private embedded Redis."""
-    from orchestrator.demo import run_demo
+    from orchestrator.entry.demo import run_demo
 
     raise typer.Exit(run_demo(app_of(ctx).settings))
 
@@ -82,7 +82,7 @@ def demo(ctx: typer.Context) -> None:
 @server.command("stop")
 def server_stop(ctx: typer.Context) -> None:
     """Stop the embedded Redis server (its data stays in the data folder)."""
-    from orchestrator.embedded import stop
+    from orchestrator.store.embedded import stop
 
     data_dir = app_of(ctx).settings.data_dir
     typer.echo("stopped" if stop(data_dir) else f"no embedded Redis is running in {data_dir}")
@@ -91,7 +91,7 @@ def server_stop(ctx: typer.Context) -> None:
 @server.command("info")
 def server_info(ctx: typer.Context) -> None:
     """Show where the embedded Redis keeps its data and how to reach it."""
-    from orchestrator.embedded import url_for
+    from orchestrator.store.embedded import url_for
 
     data_dir = app_of(ctx).settings.data_dir
     typer.echo(f"data folder: {data_dir}\nurl: {url_for(data_dir)}")

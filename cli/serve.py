@@ -40,7 +40,7 @@ def serve(
     ORCHESTRATOR_EVENTS_SECRET(_FILE); an endpoint whose secret is unset answers 503.
     Bodies over 256 KiB are refused 413 unread; the listen backlog is 1024.
     """
-    from orchestrator.server import make_server
+    from orchestrator.entry.server import make_server
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

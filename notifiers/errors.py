@@ -20,7 +20,7 @@ Messages carry the provider's code and reason, never a secret.
 
 from __future__ import annotations
 
-from orchestrator.errors import ConfigurationError, OrchestratorError
+from orchestrator.core.errors import ConfigurationError, OrchestratorError
 
 
 class NotifierError(OrchestratorError):
@@ -58,4 +58,4 @@ class AmbiguousError(TransientError):
 
 class DeferredError(TransientError):
     """Not tried at all, so not counted as a try: a host's sends are all in use, and this
-    one waits its turn in the schedule (notifiers.delivery) rather than on a thread."""
+    one waits its turn in the delivery schedule rather than on a thread."""

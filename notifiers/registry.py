@@ -5,7 +5,7 @@ never sends an SMS never imports twilio. A channel that is not configured
 falls back to the console with a warning, so development and the demo need
 no credentials; ORCHESTRATOR_REQUIRE_CHANNELS=1 makes it a failure instead.
 
-One process's notifiers may serve many threads at once (notifiers.batch):
+One process's notifiers may serve many threads at once (orchestrator.runtime.notify.batch):
 email and SMS keep a connection per concurrent send, webhook opens one per
 request, the console prints. Push keeps one lazily built HTTP session that
 it does not guard, so its sends in one process go one at a time.

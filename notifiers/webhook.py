@@ -27,7 +27,7 @@ WEBHOOK_CIRCUIT_COOLDOWN seconds its sends fail at once, to be retried after it
 closes the circuit, or its timeout opens it again. A timeout after the whole
 request went out is ambiguous (AmbiguousError): the receiver may have it, so the
 retry counts as a resend in the ledger. The job that sends does not wait it out
-either: notifiers.batch hands a slow send over and the worker goes on.
+either: orchestrator.runtime.notify.batch hands a slow send over and the worker goes on.
 
     WEBHOOK_SECRET / WEBHOOK_SECRET_FILE   the HMAC key (required)
     WEBHOOK_TIMEOUT                        seconds for a whole request (default 10)

@@ -5,11 +5,11 @@ what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
 client (Orchestrator). Everything else is internal.
 """
 
-from orchestrator.client import Orchestrator
-from orchestrator.definition import ANY, Notify, On, State, Task, Workflow
-from orchestrator.errors import NonRetryable, OrchestratorError
-from orchestrator.settings import Settings
-from orchestrator.taskinfo import TaskInfo, task_info
+from orchestrator.core.definition import ANY, Notify, On, State, Task, Workflow
+from orchestrator.core.errors import NonRetryable, OrchestratorError
+from orchestrator.entry.client import Orchestrator
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.taskinfo import TaskInfo, task_info
 
 __all__ = [
     "ANY",

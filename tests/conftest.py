@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.embedded import redis_server_binary
-from orchestrator.settings import Settings
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.store.embedded import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_WORKFLOWS = ("workflows", "tests.sample_workflows")

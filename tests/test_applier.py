@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.applier import Applier
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.events import Event
-from orchestrator.keys import INBOX_GROUP
-from orchestrator.settings import Settings
+from orchestrator.core.events import Event
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.applier import Applier
+from orchestrator.store.keys import INBOX_GROUP
 from tests.conftest import ROOT, cli_env, run_cli
 
 
@@ -125,8 +125,8 @@ def test_two_appliers_with_a_kill_never_apply_twice_or_out_of_order(
     ids = counters(app, 8)
     env = cli_env(settings.redis_url, tmp_path, ORCHESTRATOR_LEASE_TTL="1")
     script = (
-        "import sys, signal; from orchestrator.bootstrap import bootstrap;"
-        "from orchestrator.settings import Settings;"
+        "import sys, signal; from orchestrator.entry.bootstrap import bootstrap;"
+        "from orchestrator.entry.settings import Settings;"
         "stop = []; signal.signal(signal.SIGTERM, lambda *a: stop.append(1));"
         "bootstrap(Settings.from_env()).applier().run(lambda: bool(stop), block_ms=20)"
     )

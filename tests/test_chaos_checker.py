@@ -21,13 +21,13 @@ from bench.chaos.effects import notify_keys
 from bench.chaos.providers import prism_receipts
 from bench.chaos.workload import PAYMENT_TIMEOUT_EVENT, ChaosOrder, ChaosSaga
 from notifiers.email import EmailNotifier
-from orchestrator.definition import LOST_TRIES, Definition
-from orchestrator.dispatch import job_id, timer_event
-from orchestrator.effects import Notify, RunTask, StartTimer, describe
-from orchestrator.events import Event
-from orchestrator.instance import Instance
-from orchestrator.machine import transition
-from orchestrator.registry import Registry
+from orchestrator.core.definition import LOST_TRIES, Definition
+from orchestrator.core.effects import Notify, RunTask, StartTimer, describe
+from orchestrator.core.events import Event
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import transition
+from orchestrator.runtime.dispatch import job_id, timer_event
+from orchestrator.runtime.registry import Registry
 
 REGISTRY = Registry([ChaosOrder, ChaosSaga])
 DEFINITION = ChaosOrder.definition

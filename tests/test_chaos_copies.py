@@ -22,10 +22,10 @@ from bench.chaos.copies import check_copies, compare
 from bench.chaos.duplicator import Duplicator
 from bench.chaos.journal import read_lines
 from bench.chaos.model import Report
-from orchestrator.bootstrap import bootstrap
-from orchestrator.dispatch import job_id
-from orchestrator.events import Event
-from orchestrator.settings import Settings
+from orchestrator.core.events import Event
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.dispatch import job_id
 from tests.test_chaos_checker import REGISTRY, clean_snapshot
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.embedded import socket_path
+from orchestrator.store.embedded import socket_path
 from tests.conftest import ROOT, cli_env, free_port, run_cli
 
 Env = dict[str, str]

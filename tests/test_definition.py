@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator import ANY, Notify, On, State, Task, Workflow
-from orchestrator.definition import (
+from orchestrator.core.definition import (
     CANCELLED,
     Definition,
     NotifySpec,
@@ -21,7 +21,7 @@ from orchestrator.definition import (
     TransitionSpec,
     task_path,
 )
-from orchestrator.errors import DefinitionError, OrchestratorError
+from orchestrator.core.errors import DefinitionError, OrchestratorError
 from tests.sample_workflows import big_enough, step, undo
 
 

@@ -12,8 +12,8 @@ import pytest
 from notifiers.base import Delivery, Message
 from notifiers.email import EmailNotifier
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
-from orchestrator.bootstrap import App
-from orchestrator.worker import run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
 from tests.conftest import free_port
 from tests.smtp_server import PASSWORD, USERNAME, SmtpServer, smtp_server
 
@@ -437,7 +437,7 @@ def test_a_shipped_order_is_emailed_once_through_the_worker(
     # Given the SMTP server's settings in the worker's environment
     for name, value in smtp_server.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("orchestrator.jobs._channels", None)
+    monkeypatch.setattr("orchestrator.runtime.jobs._channels", None)
     # When an order runs to the end
     iid = app.client.start(
         "order", {"order_id": "E1", "email": "ana@example.com", "work_seconds": 0}

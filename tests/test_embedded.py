@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.embedded import RECORD, SOCKET_PATH_LIMIT, redis_server_binary
+from orchestrator.store.embedded import RECORD, SOCKET_PATH_LIMIT, redis_server_binary
 from tests.conftest import cli_env, run_cli
 
 Env = dict[str, str]

@@ -20,19 +20,19 @@ from typing import Any
 
 import pytest
 
-import notifiers.batch as batch
-import orchestrator.jobs as jobs
-from notifiers.commands import send_one
-from notifiers.delivery import Deliverer
-from notifiers.ledger import RETENTION as LEDGER_DEFAULT_RETENTION
-from notifiers.ledger import Ledger
+import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.notify.batch as batch
 from notifiers.registry import Notifiers
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.errors import UnknownInstance
-from orchestrator.keys import Keys
-from orchestrator.settings import Settings
-from orchestrator.watchdog import HEARTBEAT_TTL
-from orchestrator.worker import run_burst
+from orchestrator.core.errors import UnknownInstance
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.notifications import send_one
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime.notify.delivery import Deliverer
+from orchestrator.runtime.notify.ledger import RETENTION as LEDGER_DEFAULT_RETENTION
+from orchestrator.runtime.notify.ledger import Ledger
+from orchestrator.runtime.watchdog import HEARTBEAT_TTL
+from orchestrator.store.keys import Keys
 from tests.conftest import cli_env, run_cli
 from tests.smtp_server import SmtpServer, smtp_server
 
@@ -260,7 +260,7 @@ def test_an_unreadable_ledger_record_is_treated_as_absent_with_a_logged_reason(
     }  # fmt: skip
     corrupt(app, "cli-bad:someone", "garbage")
     try:
-        with caplog.at_level(logging.WARNING, logger="notifiers.ledger"):
+        with caplog.at_level(logging.WARNING, logger="orchestrator.runtime.notify.ledger"):
             outcome = Deliverer(app.redis, app.keys, {}, notifiers).deliver(payload, "me")
     finally:
         notifiers.close()
@@ -286,7 +286,7 @@ def test_notifications_of_an_instance_list_what_can_be_read(
         mapping={"status": b"\xff", "attempts": "many", "warnings": "5", "updated_at": "now"},
     )
     app.redis.zadd(app.keys.notifications_of(iid), {"missing:x": time.time()})
-    with caplog.at_level(logging.WARNING, logger="notifiers.ledger"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.runtime.notify.ledger"):
         records = ledger.of_instance(iid)
     # Then the listing holds what can be read, and the log says what could not
     assert [(r["key"], r["status"]) for r in records] == [(sms, "unknown")]

@@ -21,8 +21,10 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import (
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime.dispatch import (
     NOTIFICATION_QUEUE,
     RUN_TASK,
     RUN_TASKS,
@@ -31,9 +33,7 @@ from orchestrator.dispatch import (
     TASK_QUEUE,
     carrier_id,
 )
-from orchestrator.payloads import seal
-from orchestrator.settings import Settings
-from orchestrator.worker import run_burst
+from orchestrator.runtime.payloads import seal
 
 INSTANCE = "order-forged"
 Payload = dict[str, Any]
@@ -260,9 +260,19 @@ def test_forged_task_and_notification_jobs_run_nothing_and_say_why(
     for func, args, kwargs, reason in [
         ("os.system", (f"touch {marker}",), {}, "is not an orchestrator entry point"),
         ("subprocess.run", (["touch", str(marker)],), {}, "is not an orchestrator entry point"),
-        ("orchestrator.jobs.load_task", ("subprocess:run",), {}, "not an orchestrator entry"),
-        ("orchestrator.jobs._run_one", (), {"payload": task}, "not an orchestrator entry"),
-        ("notifiers.batch.send_one", (), {"payload": task}, "not an orchestrator entry"),
+        (
+            "orchestrator.runtime.jobs.load_task",
+            ("subprocess:run",),
+            {},
+            "not an orchestrator entry",
+        ),
+        ("orchestrator.runtime.jobs._run_one", (), {"payload": task}, "not an orchestrator entry"),
+        (
+            "orchestrator.runtime.notify.batch.send_one",
+            (),
+            {"payload": task},
+            "not an orchestrator entry",
+        ),
         (RUN_TASK + " ", (), {"payload": task}, "not an orchestrator entry point"),
         (RUN_TASK, (task,), {}, "takes one keyword argument, payload"),
         (RUN_TASK, (), {"payload": task, "shell": True}, "takes one keyword argument"),
@@ -329,7 +339,7 @@ def test_with_a_job_key_workflows_run_and_unsealed_or_resealed_jobs_are_refused(
 
 
 def test_a_short_job_key_is_refused_at_start_up() -> None:
-    from orchestrator.errors import ConfigurationError
+    from orchestrator.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="16 to 4096 characters"):
         Settings.from_env({"ORCHESTRATOR_JOB_KEY": "short"})
@@ -341,7 +351,7 @@ def test_a_job_key_is_read_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "job-key"
     secret.write_text("s" * 20 + "\n")
     assert Settings.from_env({"ORCHESTRATOR_JOB_KEY_FILE": str(secret)}).job_key == b"s" * 20
-    from orchestrator.errors import ConfigurationError
+    from orchestrator.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="cannot read"):
         Settings.from_env({"ORCHESTRATOR_JOB_KEY_FILE": str(tmp_path / "missing")})

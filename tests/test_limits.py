@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import App
-from orchestrator.errors import InputError
-from orchestrator.limits import MAX_DATA_BYTES, depth
+from orchestrator.core.errors import InputError
+from orchestrator.core.limits import MAX_DATA_BYTES, depth
+from orchestrator.entry.bootstrap import App
 from tests.conftest import cli_env, run_cli
 
 

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.bootstrap import App
-from orchestrator.watchdog import CHECK_EVERY, INTERMEDIATE
-from orchestrator.worker import run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime.watchdog import CHECK_EVERY, INTERMEDIATE
 from tests.conftest import ROOT, cli_env
 
 

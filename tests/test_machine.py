@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import ANY, Notify, On, State, Task, Workflow
-from orchestrator import events as ev
-from orchestrator.definition import LOST_TRIES, Definition, TaskSpec
-from orchestrator.effects import CancelTimers, Effect, RunTask, StartTimer
-from orchestrator.effects import Notify as NotifyEffect
-from orchestrator.errors import DefinitionError
-from orchestrator.events import Event
-from orchestrator.instance import Instance
-from orchestrator.machine import (
+from orchestrator.core import events as ev
+from orchestrator.core.definition import LOST_TRIES, Definition, TaskSpec
+from orchestrator.core.effects import CancelTimers, Effect, RunTask, StartTimer
+from orchestrator.core.effects import Notify as NotifyEffect
+from orchestrator.core.errors import DefinitionError
+from orchestrator.core.events import Event
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import (
     GuardFailed,
     Passed,
     Result,

@@ -8,7 +8,7 @@ they were cancelled; users send events and cancels; the inbox is delivered
 in any order and in batches, with the instance stored (to_fields) and loaded
 (from_fields) between batches, and with the applier's rules: an event id
 applied before is skipped, a guard or schema failure goes to the dead
-letters. A failure reports its type the way orchestrator.failures does
+letters. A failure reports its type the way orchestrator.core.failures does
 (retried, routed by `error=`, non-retryable), and a job may answer long after
 its state was left (a `skip`, a cancel, a timeout that compensates). After
 every event and every step the invariants the engine relies on are checked
@@ -59,14 +59,14 @@ from hypothesis.stateful import (
 )
 
 from orchestrator import On, State, Task, Workflow
-from orchestrator import events as ev
-from orchestrator.definition import LOST_TRIES, TASK_LOST, TaskSpec, TransitionSpec
-from orchestrator.effects import CancelTimers, RunTask, StartTimer
-from orchestrator.events import Event
-from orchestrator.instance import Instance
-from orchestrator.machine import PASSED, GuardFailed, Result, transition
-from orchestrator.replay import replay
-from orchestrator.schemas import SchemaViolation
+from orchestrator.core import events as ev
+from orchestrator.core.definition import LOST_TRIES, TASK_LOST, TaskSpec, TransitionSpec
+from orchestrator.core.effects import CancelTimers, RunTask, StartTimer
+from orchestrator.core.events import Event
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import PASSED, GuardFailed, Result, transition
+from orchestrator.core.replay import replay
+from orchestrator.core.schemas import SchemaViolation
 from tests.sample_workflows import Approval, Saga, Stuck, step
 from tests.stateful_workflows import Ledger, log_note
 from workflows.order import OrderFulfilment
@@ -99,7 +99,7 @@ external_data = st.fixed_dictionaries(
 )
 # a user's event may claim an entry, the current one or one just before: bound, maybe stale
 entries_back = st.one_of(st.none(), st.none(), st.integers(0, 2))
-# how a try fails, as orchestrator.failures reports it: retried, routed by type (Declined and
+# how a try fails, as orchestrator.core.failures reports it: retried, routed by type (Declined and
 # Refused are non_retryable in some of Ledger's tasks; Refused is a LedgerError), never retried
 FAILURES: tuple[dict[str, Any], ...] = (
     {"error_type": "RuntimeError", "error_types": ["RuntimeError"]},
@@ -138,7 +138,7 @@ def try_of(data: dict[str, Any]) -> Try | None:
 
 
 def reported_types(data: dict[str, Any]) -> set[str]:
-    """The error types a failure reports (the model's own reading of orchestrator.failures)."""
+    """The error types a failure reports (the model's own reading of orchestrator.core.failures)."""
     names = data.get("error_types")
     if isinstance(names, list) and names:
         return {n for n in names if isinstance(n, str)}
@@ -264,7 +264,7 @@ class World:
             self.append(Event(f"{event.id}~{n}" if n else event.id, *_rest(event)))
 
     def lose(self, job: str) -> None:
-        """The watchdog reports the job lost, as orchestrator.watchdog does."""
+        """The watchdog reports the job lost, as orchestrator.runtime.watchdog does."""
         task = self.watched.pop(job)
         data = {
             "instance": IID,
@@ -315,7 +315,9 @@ class World:
         after = result.instance
         self.check(before, event, result)
         raw = json.loads(event.to_json())
-        for passed in result.passed:  # as orchestrator.store shows them: before the event's entry
+        for (
+            passed
+        ) in result.passed:  # as orchestrator.store.instances shows them: before the event's entry
             entry = {"seq": after.seq, "event": raw, "outcome": PASSED, "to": passed.state}
             self.history.append({**entry, "status": "running"})
         self.history.append(
@@ -331,7 +333,7 @@ class World:
         return after
 
     def dispatch(self, result: Result) -> None:
-        """The effects, in order, in one MULTI (orchestrator.dispatch)."""
+        """The effects, in order, in one MULTI (orchestrator.runtime.dispatch)."""
         seq = result.instance.seq
         started: set[str] = set()
         for index, effect in enumerate(result.effects):
@@ -392,7 +394,7 @@ class World:
         if outcome == "ignored":
             assert effects == (), result.note
             assert after == unchanged, result.note
-        # a timer that was cancelled, should it fire anyway, is stale (orchestrator.timers)
+        # a timer that was cancelled, should it fire anyway, is stale (orchestrator.store.timers)
         if fired in self.cancelled:
             assert (outcome, after) == ("ignored", unchanged), result.note
         # an answer is taken only from the work the instance waits for, the latest RunTask,

@@ -36,8 +36,8 @@ from aiosmtpd.smtp import SMTP
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE
 from tests.conftest import ROOT, children, cli_env, free_port, run_cli
 from tests.prism import Prism, patched_spec, prism_mock
 from tests.smtp_server import SmtpServer

@@ -1,4 +1,4 @@
-"""Packed notification jobs (notifiers.batch), and ambiguous provider answers.
+"""Packed notification jobs (orchestrator.runtime.notify.batch), and ambiguous provider answers.
 
 A packed job carries several notifications; each must end exactly as it would
 in a job of its own: sent once, its ledger record, its event in its inbox, its
@@ -29,22 +29,27 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-import notifiers.batch as batch
-import orchestrator.jobs as jobs
+import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.notify.batch as batch
 from notifiers.base import Message
-from notifiers.delivery import Deliverer
 from notifiers.email import EmailNotifier
 from notifiers.errors import AmbiguousError, TransientError
-from notifiers.ledger import Ledger, record_key
-from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
 from notifiers.sms import SmsNotifier
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE, SEND_NOTIFICATIONS, Dispatcher, carrier_id
-from orchestrator.guard import GuardedJob, JobCheck, guarded
-from orchestrator.later import Later
-from orchestrator.registry import Registry
-from orchestrator.watchdog import CHECK_EVERY, MAX_LOST_RUNS, Watchdog
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.dispatch import (
+    NOTIFICATION_QUEUE,
+    SEND_NOTIFICATIONS,
+    Dispatcher,
+    carrier_id,
+)
+from orchestrator.runtime.guard import GuardedJob, JobCheck, guarded
+from orchestrator.runtime.notify.delivery import Deliverer
+from orchestrator.runtime.notify.later import Later
+from orchestrator.runtime.notify.ledger import Ledger, record_key
+from orchestrator.runtime.notify.recipients import Recipient, Recipients
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.watchdog import CHECK_EVERY, MAX_LOST_RUNS, Watchdog
 from tests.conftest import free_port
 from tests.smtp_faults import AmbiguousSmtpServer, CrowdedSmtpServer
 from tests.smtp_server import SmtpServer
@@ -115,7 +120,7 @@ def item(app: App, n: int, **changes: Any) -> dict[str, Any]:
 
 
 def enqueue_packed(app: App, items: list[dict[str, Any]]) -> str:
-    """One job carrying `items`, each watched under its own key, as orchestrator.dispatch
+    """One job carrying `items`, each watched under its own key, as orchestrator.runtime.dispatch
     packs the notifications of one commit; returns the job's id."""
     carrier = carrier_id([str(one["key"]) for one in items])
     queue = Queue(NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer)
@@ -143,7 +148,7 @@ def enqueue_packed(app: App, items: list[dict[str, Any]]) -> str:
 
 class _BurstWorker(SimpleWorker):
     """Takes no remote commands, so it opens no pub/sub thread: its shutdown at the end of a
-    burst can wait for a minute (as orchestrator.worker.BurstWorker says)."""
+    burst can wait for a minute (as orchestrator.entry.worker.BurstWorker says)."""
 
     def subscribe(self) -> None:
         pass

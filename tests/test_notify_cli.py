@@ -1,6 +1,6 @@
 """`orchestrator notify send` and `orchestrator notifications ID` in subprocesses,
 and the delivery flow's preferences (opt-out, quiet hours, urgency) driven
-directly through notifiers.delivery.Deliverer on the real Redis.
+directly through orchestrator.runtime.notify.delivery.Deliverer on the real Redis.
 
 No channel is configured here: email and SMS fall back to the console, which
 prints the rendered message, so what was sent can be read back.
@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notifiers.delivery import Deliverer
-from notifiers.ledger import Ledger
-from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
-from orchestrator import events as ev
-from orchestrator.bootstrap import App
-from orchestrator.worker import rq_worker, run_burst
+from orchestrator.core import events as ev
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import rq_worker, run_burst
+from orchestrator.runtime.notify.delivery import Deliverer
+from orchestrator.runtime.notify.ledger import Ledger
+from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from tests.conftest import ROOT, cli_env, run_cli
 from tests.test_templates import write_workflow
 
@@ -317,7 +317,7 @@ def quiet_now(recipient_id: str, **fields: Any) -> Recipient:
 
 
 def payload(channel: str, to: str, key: str, urgent: bool = False) -> dict[str, Any]:
-    """What the dispatcher puts in a notification job (orchestrator.dispatch)."""
+    """What the dispatcher puts in a notification job (orchestrator.runtime.dispatch)."""
     return {
         "instance": None,
         "channel": channel,

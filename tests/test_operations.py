@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.errors import InvalidOperation
-from orchestrator.registry import Registry
-from orchestrator.settings import Settings
-from orchestrator.worker import run_burst
+from orchestrator.core.errors import InvalidOperation
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime.registry import Registry
 from tests import sample_workflows as samples
 from tests.conftest import cli_env, run_cli
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bootstrap import App
-from orchestrator.errors import InputError
-from orchestrator.events import Event
-from orchestrator.keys import INBOX_GROUP
-from orchestrator.worker import run_burst
+from orchestrator.core.errors import InputError
+from orchestrator.core.events import Event
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
+from orchestrator.store.keys import INBOX_GROUP
 from tests.conftest import ROOT, cli_env
 
 ORDERS = 6

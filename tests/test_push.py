@@ -26,15 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from py_vapid import Vapid  # type: ignore[import-untyped]
 from pywebpush import WebPusher  # type: ignore[import-untyped]
 
-import orchestrator.jobs
+import orchestrator.runtime.jobs
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.push import MAX_PLAINTEXT, PushNotifier
-from notifiers.recipients import Recipient, Recipients
 from notifiers.registry import Notifiers
-from orchestrator.bootstrap import App
-from orchestrator.registry import Registry
-from orchestrator.worker import run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime.notify.recipients import Recipient, Recipients
+from orchestrator.runtime.registry import Registry
 from tests.conftest import ROOT
 from tests.push_flow import PushAlert
 from tests.push_service import Browser, PushService, b64url
@@ -437,7 +437,7 @@ def push_app(app: App, service: PushService, pem: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("VAPID_PRIVATE_KEY", pem)
     monkeypatch.setenv("VAPID_SUBJECT", SUBJECT)
     monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")  # no silent console stand-in
-    monkeypatch.setattr(orchestrator.jobs, "_channels", None)
+    monkeypatch.setattr(orchestrator.runtime.jobs, "_channels", None)
     app.registry = Registry([PushAlert])
     return app
 

@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from notifiers.errors import ChannelConfigError
-from notifiers.ratelimit import RateLimits
-from orchestrator.bootstrap import App
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.notify.ratelimit import RateLimits
 
 
 def test_a_burst_is_smoothed_at_the_configured_rate(app: App) -> None:

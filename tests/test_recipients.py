@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notifiers.commands import RecipientChange, update_recipient
-from notifiers.recipients import Recipient, Recipients
-from orchestrator.bootstrap import App
-from orchestrator.errors import InputError
+from orchestrator.core.errors import InputError
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.notifications import RecipientChange, update_recipient
+from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from tests.conftest import cli_env, run_cli
 
 PARIS = ZoneInfo("Europe/Paris")

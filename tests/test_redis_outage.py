@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.bootstrap import bootstrap
-from orchestrator.settings import Settings
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
 from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env, free_port, start_redis
 
 

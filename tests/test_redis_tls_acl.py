@@ -18,9 +18,9 @@ import pytest
 import redis
 import trustme
 
-from orchestrator.bootstrap import bootstrap
-from orchestrator.errors import RedisUnavailable
-from orchestrator.settings import Settings
+from orchestrator.core.errors import RedisUnavailable
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
 from tests.conftest import start_redis
 
 PASSWORD = "acl-canary-Z9q"

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bootstrap import App
-from orchestrator.client import Emitted
-from orchestrator.errors import UnknownInstance
-from orchestrator.instance import Instance
-from orchestrator.worker import run_burst
+from orchestrator.core.errors import UnknownInstance
+from orchestrator.core.instance import Instance
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.client import Emitted
+from orchestrator.entry.worker import run_burst
 from workflows.registration import Registration
 from workflows.registration.tasks import valid_name
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import bootstrap
-from orchestrator.errors import ConfigurationError, UnknownInstance
-from orchestrator.settings import Settings, duration
-from orchestrator.worker import run_burst
+from orchestrator.core.errors import ConfigurationError, UnknownInstance
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings, duration
+from orchestrator.entry.worker import run_burst
 from tests.conftest import cli_env, run_cli
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import events as ev
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.settings import Settings
-from orchestrator.worker import run_burst
+from orchestrator.core import events as ev
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import run_burst
 from tests.conftest import ROOT, cli_env
 
 WORKFLOWS = ("workflows", "tests.saga_workflows")

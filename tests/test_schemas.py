@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import App
-from orchestrator.events import Event
-from orchestrator.schemas import SchemaViolation
+from orchestrator.core.events import Event
+from orchestrator.core.schemas import SchemaViolation
+from orchestrator.entry.bootstrap import App
 from tests.conftest import cli_env, run_cli
 
 

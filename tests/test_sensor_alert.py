@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bootstrap import App
-from orchestrator.client import Emitted
-from orchestrator.instance import Instance
-from orchestrator.worker import run_burst
+from orchestrator.core.instance import Instance
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.client import Emitted
+from orchestrator.entry.worker import run_burst
 from workflows.sensor_alert import SensorAlert
 from workflows.sensor_alert.tasks import BadReading, back_to_normal, over_threshold
 

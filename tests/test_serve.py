@@ -25,11 +25,11 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from notifiers.ledger import Ledger
-from orchestrator.applier import Applier
-from orchestrator.bootstrap import App
-from orchestrator.errors import ConfigurationError
-from orchestrator.server import make_server
+from orchestrator.core.errors import ConfigurationError
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.server import make_server
+from orchestrator.runtime.applier import Applier
+from orchestrator.runtime.notify.ledger import Ledger
 from tests.conftest import ROOT, cli_env, free_port
 
 PUBLIC = "https://hooks.example.com"
@@ -232,7 +232,7 @@ def test_intermediate_statuses_are_acknowledged_and_change_nothing(
 def test_an_unknown_message_is_acknowledged_and_logged(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "orchestrator.server")
+    caplog.set_level(logging.INFO, "orchestrator.entry.server")
     answer = receipt(served, "delivered")  # nothing was ever sent with SID
     assert answer.status_code == 200
     assert answer.json()["changed"] is False

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from orchestrator.bootstrap import App
-from orchestrator.server import MAX_BODY, OrchestratorServer, make_server
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.server import MAX_BODY, OrchestratorServer, make_server
 
 EVENTS_KEY = "events-key-load-31f"
 ENV = {"ORCHESTRATOR_EVENTS_SECRET": EVENTS_KEY}

@@ -4,8 +4,8 @@ Before: each try to a webhook receiver that never answered held the notification
 worker for the whole WEBHOOK_TIMEOUT, and every notification queued behind it
 waited: unrelated emails were delayed by seconds with three such endpoints, by a
 minute with ten. Now a job hands a slow send over to its process and the worker
-goes on (notifiers.batch), each host has a bounded share of the sends and a circuit
-breaker (notifiers.webhook.Hosts), and a timeout after the request went out is
+goes on (orchestrator.runtime.notify.batch), each host has a bounded share of the
+sends and a circuit breaker (notifiers.webhook.Hosts), and a timeout after the request went out is
 ambiguous, so its retry counts as a resend.
 
 Everything is real: the endpoints are sockets on 127.0.0.1 that read a request and
@@ -36,16 +36,16 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-import notifiers.batch as batch
-import orchestrator.jobs as jobs
+import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.notify.batch as batch
 from notifiers.base import Message
-from notifiers.delivery import Deliverer
 from notifiers.errors import DeferredError, TransientError
-from notifiers.ledger import Ledger
 from notifiers.registry import Notifiers
 from notifiers.webhook import Hosts, WebhookNotifier
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE, Dispatcher
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, Dispatcher
+from orchestrator.runtime.notify.delivery import Deliverer
+from orchestrator.runtime.notify.ledger import Ledger
 from tests.conftest import ROOT, cli_env
 from tests.smtp_server import SmtpServer
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.bootstrap import App
-from orchestrator.worker import run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
 
 
 def test_order_ships_and_declined_card_is_compensated(app: App) -> None:

@@ -20,9 +20,9 @@ import pytest
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
-from orchestrator import jobs
-from orchestrator.bootstrap import App
-from orchestrator.worker import run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime import jobs
 from tests.conftest import free_port
 from tests.prism import Prism, Received, patched_spec, prism_mock
 

@@ -18,20 +18,21 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 import orchestrator
-from orchestrator import On, State, Task, TaskInfo, Workflow, jobs, task_info
-from orchestrator import events as ev
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.definition import Definition
-from orchestrator.effects import RunTask, StartTimer
-from orchestrator.errors import DefinitionError
-from orchestrator.events import Event
-from orchestrator.graph import mermaid
-from orchestrator.instance import Instance
-from orchestrator.machine import Result, transition
-from orchestrator.settings import Settings
-from orchestrator.taskinfo import idempotency_key
-from orchestrator.watchdog import CHECK_EVERY, INTERMEDIATE
-from orchestrator.worker import run_burst
+from orchestrator import On, State, Task, TaskInfo, Workflow, task_info
+from orchestrator.core import events as ev
+from orchestrator.core.definition import Definition
+from orchestrator.core.effects import RunTask, StartTimer
+from orchestrator.core.errors import DefinitionError
+from orchestrator.core.events import Event
+from orchestrator.core.graph import mermaid
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import Result, transition
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.entry.worker import run_burst
+from orchestrator.runtime import jobs
+from orchestrator.runtime.taskinfo import idempotency_key
+from orchestrator.runtime.watchdog import CHECK_EVERY, INTERMEDIATE
 from tests.error_workflows import (
     CardExpired,
     FraudSuspected,

@@ -12,10 +12,10 @@ from typing import Any
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import RUN_TASK, RUN_TASKS, TASKS_PER_JOB, _packs
-from orchestrator.watchdog import CHECK_EVERY, INTERMEDIATE
-from orchestrator.worker import rq_worker, run_burst
+from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import rq_worker, run_burst
+from orchestrator.runtime.dispatch import RUN_TASK, RUN_TASKS, TASKS_PER_JOB, _packs
+from orchestrator.runtime.watchdog import CHECK_EVERY, INTERMEDIATE
 from tests.conftest import ROOT, cli_env
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.bootstrap import App
+from orchestrator.entry.bootstrap import App
 from tests.conftest import ROOT, children, cli_env, run_cli
 
 

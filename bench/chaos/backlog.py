@@ -44,7 +44,7 @@ from bench.chaos.model import Report, Snapshot, is_final
 from bench.chaos.runner import Batch, Chaos, Run, say
 from bench.chaos.scenarios import Outcome, Row, _folder, common_rows, fault_row, health_row
 from bench.chaos.workload import PAYMENT_TIMEOUT, PAYMENT_TIMEOUT_EVENT
-from orchestrator.dispatch import TASK_QUEUE
+from orchestrator.runtime.dispatch import TASK_QUEUE
 
 SIZES = {  # orders, started over seconds, Redis paused seconds, deadline to go quiet
     "full": (4000, 12.0, 20.0, 900.0),

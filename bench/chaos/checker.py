@@ -48,10 +48,10 @@ from typing import Any
 
 from bench.chaos.effects import check_notifications, check_sink
 from bench.chaos.model import ANSWERS, UNDECIDED, Definitions, Report, Snapshot, is_final
-from orchestrator.definition import Definition
-from orchestrator.instance import Instance
-from orchestrator.machine import PASSED
-from orchestrator.replay import replay
+from orchestrator.core.definition import Definition
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import PASSED
+from orchestrator.core.replay import replay
 
 __all__ = ["Report", "Snapshot", "check", "completed_steps", "is_final"]
 

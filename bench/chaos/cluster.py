@@ -31,9 +31,9 @@ from bench.chaos.journal import FaultLog
 from bench.chaos.pool import WorkerPool
 from bench.chaos.providers import TimedSmtpServer
 from bench.redis_server import free_port
-from orchestrator.bootstrap import App, bootstrap
-from orchestrator.embedded import redis_server_binary
-from orchestrator.settings import Settings
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.store.embedded import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = "bench.chaos.workload"

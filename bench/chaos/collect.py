@@ -2,7 +2,7 @@
 
 Everything is read after the workers have stopped, so nothing moves while it
 is read: instances and histories through the engine's Store, ledger records
-through notifiers.ledger.Ledger, the sink lists (calls, and calls that
+through orchestrator.runtime.notify.ledger.Ledger, the sink lists (calls, and calls that
 returned), the journal and fault log
 files, and the providers' receipts. Each receipt is given the ledger key it
 delivers: an email by its Message-ID (the email channel derives it from the
@@ -24,11 +24,11 @@ from bench.chaos.effects import notify_keys
 from bench.chaos.journal import read_lines
 from bench.chaos.model import SENT, Snapshot, is_final
 from bench.chaos.workload import DONE, SINK
-from notifiers.ledger import Ledger
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
-from orchestrator.keys import INBOX_GROUP
-from orchestrator.store import decode_hash
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
+from orchestrator.runtime.notify.ledger import Ledger
+from orchestrator.store.instances import decode_hash
+from orchestrator.store.keys import INBOX_GROUP
 
 
 def load(

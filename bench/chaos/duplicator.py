@@ -35,8 +35,8 @@ from typing import Any
 
 import redis
 
-from orchestrator import archive
-from orchestrator.keys import Keys
+from orchestrator.store import archive
+from orchestrator.store.keys import Keys
 
 FINAL = ("completed", "cancelled")
 COPIES = (0, 1, 2)  # extra deliveries of one event, equally likely

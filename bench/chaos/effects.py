@@ -22,9 +22,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bench.chaos.model import ANSWERS, FAILURES, SENT, Definitions, Report, Snapshot
-from orchestrator.definition import LOST_TRIES
+from orchestrator.core.definition import LOST_TRIES
 
-NOTIFY = re.compile(r"^notify (\S+) to (.*) with (\S+)$")  # orchestrator.effects.describe
+NOTIFY = re.compile(r"^notify (\S+) to (.*) with (\S+)$")  # orchestrator.core.effects.describe
 REDIS_LEAD = 5.0  # seconds a send may take (the workers' TWILIO_TIMEOUT): one under way
 # when Redis crashed can be accepted that long after the crash
 

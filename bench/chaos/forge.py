@@ -6,7 +6,7 @@ every few seconds) while, at the start and after every kill, the harness
 
 - forges jobs, each of which would leave a marker if it ran: `os.system`
   touching a file, in the `tasks` and in the `notifications` queue;
-  `orchestrator.jobs.run_task` (and `run_tasks`) for a live order whose task
+  `orchestrator.runtime.jobs.run_task` (and `run_tasks`) for a live order whose task
   is `subprocess:run` with the context `{"touch": 1, MARKER: 1}`;
   `send_notification` of a template module that no loaded workflow is
   (`workflows.order`) to `forged-N@example.com` (its marker: a message at
@@ -56,8 +56,8 @@ from bench.chaos.scenarios import (
     fault_row,
     settle_for,
 )
-from orchestrator.bootstrap import App
-from orchestrator.dispatch import (
+from orchestrator.entry.bootstrap import App
+from orchestrator.runtime.dispatch import (
     NOTIFICATION_QUEUE,
     RUN_TASK,
     RUN_TASKS,
@@ -65,7 +65,7 @@ from orchestrator.dispatch import (
     TASK_QUEUE,
     carrier_id,
 )
-from orchestrator.keys import INBOX_GROUP
+from orchestrator.store.keys import INBOX_GROUP
 
 SIZES = {  # orders, over seconds, chaos lasts seconds, notes within seconds of a start
     "full": (100, 40.0, 45.0, 8.0),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.client import Orchestrator
+from orchestrator.entry.client import Orchestrator
 
 
 class JsonLines:

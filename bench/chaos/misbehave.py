@@ -37,7 +37,7 @@ from bench.chaos.scenarios import (
     settle_for,
 )
 from bench.redis_server import free_port
-from notifiers.ledger import Ledger
+from orchestrator.runtime.notify.ledger import Ledger
 
 
 @contextlib.contextmanager

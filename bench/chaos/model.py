@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.definition import Definition
+from orchestrator.core.definition import Definition
 
 CHECKS = (
     "final",

@@ -36,7 +36,7 @@ from bench.chaos.scenarios import (
     settle_for,
 )
 from bench.chaos.workload import NOTE
-from orchestrator.errors import InstanceExists
+from orchestrator.core.errors import InstanceExists
 
 CUT = ["redis", "notifications"]
 RESUME_BOUND = 20.0  # seconds from Redis back to the first task answer applied

@@ -44,7 +44,7 @@ import redis
 from rq import get_current_job
 
 from orchestrator import On, State, Task, Workflow
-from orchestrator.definition import Notify
+from orchestrator.core.definition import Notify
 
 SINK = "chaos:sink"
 DONE = "chaos:done"  # one line per task call that returned: the effect is real

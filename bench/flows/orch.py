@@ -17,10 +17,10 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from bench.flows import flow3
 from bench.flows.base import System
-from orchestrator.bootstrap import bootstrap
-from orchestrator.dispatch import TASK_QUEUE
-from orchestrator.keys import INBOX_GROUP
-from orchestrator.settings import Settings
+from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.dispatch import TASK_QUEUE
+from orchestrator.store.keys import INBOX_GROUP
 
 MODULE = "bench.flows.flow3"
 TASK_PROCESSES = 2

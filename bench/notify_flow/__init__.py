@@ -9,7 +9,7 @@ and two applied events, and nothing else: no task, no timer.
 from __future__ import annotations
 
 from orchestrator import On, State, Workflow
-from orchestrator.definition import Notify
+from orchestrator.core.definition import Notify
 
 EMAIL = "bench_email"
 SMS = "bench_sms"

@@ -1,0 +1,221 @@
+"""An instance: where one run of a workflow stands.
+
+Immutable: the transition function returns a new one. Stored as one Redis
+hash; `to_fields`/`from_fields` are the only place that knows its layout.
+
+`from_fields` reads what anyone with write access to Redis may have changed,
+so it checks each field and raises `Unreadable` naming the one it cannot read,
+rather than handing the applier an instance that fails somewhere later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from orchestrator.core.events import Event, Unreadable
+
+Status = Literal["pending", "running", "compensating", "completed", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "running",
+    "compensating",
+    "completed",
+    "failed",
+    "cancelled",
+)
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled"})
+"""Statuses after which nothing runs. `failed` is final only in a final state;
+an instance whose compensation failed is `failed` but resumable."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    workflow: str
+    version: int
+    created_at: float
+    state: str | None = None  # None until the start event is applied
+    status: Status = "pending"
+    seq: int = 0  # events applied so far; the history's last entry number
+    entered_seq: int = 0  # seq that entered the current state or compensation step
+    attempt: int = 0  # try number of the outstanding task, 0 when none runs
+    lost: int = 0  # tries of the current step lost with their worker (not counted as tries)
+    context: dict[str, Any] = field(default_factory=dict)
+    compensations: tuple[str, ...] = ()  # states whose compensation is due, newest last
+    compensating_to: str | None = None
+    # tries in flight of states that name a compensation: (entered_seq, attempt, state);
+    # a compensation run waits for them, and one that completes pushes its compensation
+    inflight: tuple[tuple[int, int, str], ...] = ()
+    halted: bool = False  # failed by a task failure nothing handled; `retry` resumes it
+    parked: tuple[Event, ...] = ()
+    timers: tuple[str, ...] = ()  # ids of armed timers, cancelled when the entry is left
+    correlation: str | None = None  # "key=value" this instance answers to
+    reason: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES or (
+            self.status == "failed" and self.compensating_to is None and not self.halted
+        )
+
+    def evolve(self, **changes: Any) -> Instance:
+        return replace(self, **changes)
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "version": str(self.version),
+            "state": self.state or "",
+            "status": self.status,
+            "seq": str(self.seq),
+            "entered_seq": str(self.entered_seq),
+            "attempt": str(self.attempt),
+            "lost": str(self.lost),
+            "context": _dump(self.context),
+            "compensations": _dump(list(self.compensations)),
+            "compensating_to": self.compensating_to or "",
+            "inflight": _dump([list(t) for t in self.inflight]),
+            "halted": "1" if self.halted else "",
+            "parked": _dump([json.loads(e.to_json()) for e in self.parked]),
+            "timers": _dump(list(self.timers)),
+            "correlation": self.correlation or "",
+            "reason": self.reason or "",
+            "created_at": repr(self.created_at),
+            "updated_at": repr(self.updated_at),
+        }
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> Instance:
+        """An instance from its hash; raises Unreadable naming a missing or corrupt field."""
+        status = raw.get("status", "pending")
+        if status not in STATUSES:
+            raise Unreadable(f"field 'status' is {status[:50]!r}, not one of {STATUSES}")
+        parked: list[Event] = []
+        for doc in _array(raw, "parked"):
+            try:
+                parked.append(Event.from_doc(doc))
+            except Unreadable as exc:
+                raise Unreadable(f"field 'parked' holds an unreadable event: {exc}") from None
+        created_at = _float(raw, "created_at", None)
+        return cls(
+            id=_required(raw, "id"),
+            workflow=_required(raw, "workflow"),
+            version=_int(raw, "version", None),
+            state=raw.get("state") or None,
+            status=status,  # type: ignore[arg-type]
+            seq=_int(raw, "seq"),
+            entered_seq=_int(raw, "entered_seq"),
+            attempt=_int(raw, "attempt"),
+            lost=_int(raw, "lost"),
+            context=_object(raw, "context"),
+            compensations=_strings(raw, "compensations"),
+            compensating_to=raw.get("compensating_to") or None,
+            inflight=_tries(raw, "inflight"),
+            halted=bool(raw.get("halted")),
+            parked=tuple(parked),
+            timers=_strings(raw, "timers"),
+            correlation=raw.get("correlation") or None,
+            reason=raw.get("reason") or None,
+            created_at=created_at,
+            updated_at=_float(raw, "updated_at", created_at),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The public view: what `status --json` prints."""
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "version": self.version,
+            "state": self.state,
+            "status": self.status,
+            "context": self.context,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "seq": self.seq,
+            "compensations_pending": list(self.compensations),
+            "in_flight": [state for _, _, state in self.inflight],
+            "parked_events": [e.type for e in self.parked],
+            "correlation": self.correlation,
+            "reason": self.reason,
+        }
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _required(raw: dict[str, str], name: str) -> str:
+    value = raw.get(name)
+    if not value:
+        raise Unreadable(f"field {name!r} is missing")
+    return value
+
+
+def _int(raw: dict[str, str], name: str, default: int | None = 0) -> int:
+    text = raw.get(name)
+    if not text:
+        if default is None:
+            raise Unreadable(f"field {name!r} is missing")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise Unreadable(f"field {name!r} is {text[:50]!r}, not an integer") from None
+
+
+def _float(raw: dict[str, str], name: str, default: float | None) -> float:
+    text = raw.get(name)
+    if not text:
+        if default is None:
+            raise Unreadable(f"field {name!r} is missing")
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise Unreadable(f"field {name!r} is {text[:50]!r}, not a number") from None
+
+
+def _loads(raw: dict[str, str], name: str, empty: str) -> Any:
+    try:
+        return json.loads(raw.get(name) or empty)
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"field {name!r} is not JSON ({exc})") from None
+
+
+def _object(raw: dict[str, str], name: str) -> dict[str, Any]:
+    value = _loads(raw, name, "{}")
+    if not isinstance(value, dict):
+        raise Unreadable(f"field {name!r} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _array(raw: dict[str, str], name: str) -> list[Any]:
+    value = _loads(raw, name, "[]")
+    if not isinstance(value, list):
+        raise Unreadable(f"field {name!r} must be a JSON array, not {type(value).__name__}")
+    return value
+
+
+def _tries(raw: dict[str, str], name: str) -> tuple[tuple[int, int, str], ...]:
+    tries = []
+    for item in _array(raw, name):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and all(type(v) is int for v in item[:2])
+            and isinstance(item[2], str)
+        ):
+            raise Unreadable(f"field {name!r} must hold [entered_seq, attempt, state] triples")
+        tries.append((item[0], item[1], item[2]))
+    return tuple(tries)
+
+
+def _strings(raw: dict[str, str], name: str) -> tuple[str, ...]:
+    values = _array(raw, name)
+    if not all(isinstance(v, str) for v in values):
+        raise Unreadable(f"field {name!r} must be an array of strings")
+    return tuple(values)

@@ -1,0 +1,62 @@
+"""The composition root: settings in, connected parts out.
+
+Nothing connects at import time. Each part is built on first use, so a
+command that only reads definitions (`graph`, `workflows`) never touches
+Redis, and a forked worker process builds its own connections.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import redis
+
+from orchestrator.entry.client import Orchestrator
+from orchestrator.entry.connection import connect, keys_for
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.applier import Applier
+from orchestrator.runtime.guard import GuardedJob, JobCheck, guarded
+from orchestrator.runtime.registry import Registry
+from orchestrator.store.keys import Keys
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry.from_modules(self.settings.workflows)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return keys_for(self.redis, self.settings)
+
+    @cached_property
+    def client(self) -> Orchestrator:
+        return Orchestrator(self.redis, self.keys, self.registry, self.settings.retention)
+
+    @cached_property
+    def job_class(self) -> type[GuardedJob]:
+        """The job class of this process's RQ workers: it runs only declared work."""
+        return guarded(JobCheck(self.registry, self.keys, self.settings.job_key))
+
+    def applier(self, batch_size: int = 200) -> Applier:
+        return Applier(
+            self.redis,
+            self.keys,
+            self.registry,
+            batch_size=batch_size,
+            lease_ttl=self.settings.lease_ttl,
+            retention=self.settings.retention,
+            crash_at=self.settings.crash_at,
+            job_key=self.settings.job_key,
+        )
+
+
+def bootstrap(settings: Settings) -> App:
+    return App(settings)

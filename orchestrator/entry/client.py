@@ -1,0 +1,341 @@
+"""The Python client: start instances, emit events, and read what happened.
+
+    app = Orchestrator.connect()          # REDIS_URL, or the embedded Redis
+    order = app.start("order", {"order_id": "A1", "items": 2})
+    app.emit("payment.received", {"amount": 10}, key=("order_id", "A1"))
+    app.status(order).state
+
+Writes go through the inbox only; the applier moves instances. The CLI is a
+thin layer over this class.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from orchestrator.core import events as ev
+from orchestrator.core.definition import Definition
+from orchestrator.core.errors import (
+    InputError,
+    InstanceExists,
+    InvalidOperation,
+    OrchestratorError,
+    UnknownEventType,
+    UnknownInstance,
+)
+from orchestrator.core.instance import STATUSES, Instance
+from orchestrator.core.limits import check_data
+from orchestrator.core.replay import ReplayReport, replay
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.registry import TASK_EVENTS, Registry
+from orchestrator.store.deadletters import DeadLetters
+from orchestrator.store.inbox import Inbox, check_id, new_id
+from orchestrator.store.instances import Store
+from orchestrator.store.keys import Keys
+
+
+@dataclass(frozen=True)
+class Emitted:
+    event_id: str
+    instance_id: str
+    started: bool  # the event started a new instance
+    note: str = ""
+
+
+class Orchestrator:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, registry: Registry, retention: float = 7 * 86400.0
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.registry = registry
+        self.inbox = Inbox(client, keys)
+        self.store = Store(client, keys, retention)
+        self.dead_letters = DeadLetters(client, keys)
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None) -> Orchestrator:
+        from orchestrator.entry.bootstrap import bootstrap
+
+        return bootstrap(settings or Settings.from_env()).client
+
+    # -- writes -----------------------------------------------------------------
+
+    def start(
+        self, workflow: str, data: dict[str, Any] | None = None, *, instance_id: str | None = None
+    ) -> str:
+        definition = self.registry.get(workflow)
+        data = dict(data or {})
+        check_data(data, "the input")
+        instance_id = check_id(instance_id, "instance id") if instance_id else new_id()
+        correlation = _correlation(definition, data, required=False)
+        outcome, other = self.inbox.create(definition, instance_id, data, correlation)
+        if outcome == "correlated":
+            assert correlation is not None
+            raise InstanceExists(
+                f"instance {other} of {definition.name} already answers to "
+                f"{correlation[0]}={correlation[1]}"
+            )
+        return instance_id
+
+    def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        instance_id: str | None = None,
+        key: tuple[str, str] | None = None,
+        task: str | None = None,
+        event_id: str | None = None,
+    ) -> Emitted:
+        """Append an event for an instance (by id or business key), or start one."""
+        self.registry.check_event_type(event_type)
+        data = dict(data or {})
+        check_data(data, f"the data of {event_type}")
+        if event_id is not None:
+            check_id(event_id, "event id")
+        if instance_id and key:
+            raise InputError("give either an instance id or a key, not both")
+        if not instance_id and not key:
+            return self._start_by_event(event_type, data, event_id)
+        if key:
+            instance_id = self._resolve_key(event_type, key)
+            if instance_id is None:
+                return self._start_by_event(event_type, data, event_id, key=key)
+        assert instance_id is not None
+        instance = self.store.get(instance_id)
+        if instance.version not in self.registry.versions(instance.workflow):
+            # This process lacks that version; a worker that has it will decide.
+            event = self.inbox.event(event_type, instance_id, data, event_id)
+            self.inbox.append(event)
+            return Emitted(event.id, instance_id, started=False)
+        definition = self.registry.get(instance.workflow, instance.version)
+        if event_type not in definition.event_types | TASK_EVENTS | _timeouts(definition):
+            reacts = ", ".join(sorted(definition.event_types)) or "nothing"
+            raise UnknownEventType(
+                f"workflow {definition.name} has no transition on {event_type!r} "
+                f"(it reacts to: {reacts})"
+            )
+        data = definition.schemas.check(event_type, data)
+        if event_type in (ev.TASK_COMPLETED, ev.TASK_FAILED):
+            data = _answer_for_task(definition, instance, event_type, task, data)
+        event = self.inbox.event(event_type, instance_id, data, event_id)
+        self.inbox.append(event)
+        return Emitted(event.id, instance_id, started=False)
+
+    def cancel(self, instance_id: str, reason: str | None = None) -> str:
+        instance = self.store.get(instance_id)
+        if instance.finished:
+            raise InvalidOperation(
+                f"instance {instance_id} is already {instance.status} (state {instance.state}); "
+                "there is nothing to cancel"
+            )
+        event = self.inbox.event(ev.CANCEL, instance_id, {"reason": reason} if reason else {})
+        self.inbox.append(event)
+        return event.id
+
+    def retry(self, instance_id: str) -> str:
+        """Resume a failed instance: re-run its failed compensation or failed task."""
+        instance = self.store.get(instance_id)
+        definition = self.registry.get(instance.workflow, instance.version)
+        state = definition.states.get(instance.state or "")
+        stuck_task = instance.halted or (
+            instance.status == "running"
+            and state is not None
+            and state.task is not None
+            and instance.attempt == 0
+        )
+        failed_compensation = instance.status == "failed" and instance.compensating_to is not None
+        if not (stuck_task or failed_compensation):
+            raise InvalidOperation(
+                f"instance {instance_id} has nothing to retry: it is {instance.status} in state "
+                f"{instance.state} (retry resumes a failed compensation or a failed task)"
+            )
+        event = self.inbox.event(ev.RESUME, instance_id, {})
+        self.inbox.append(event)
+        return event.id
+
+    def replay(self, instance_id: str) -> ReplayReport:
+        """Rebuild the instance from its history and compare it with the stored one."""
+        stored = self.store.get(instance_id)
+        definition = self.registry.get(stored.workflow, stored.version)
+        return replay(definition, stored, self.store.history(instance_id))
+
+    # -- reads ----------------------------------------------------------------
+
+    def status(self, instance_id: str) -> Instance:
+        return self.store.get(instance_id)
+
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        return self.store.history(instance_id)
+
+    def list(
+        self,
+        *,
+        workflow: str | None = None,
+        state: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[Instance]:
+        if workflow:
+            self.registry.get(workflow)
+        if status is not None and status not in STATUSES:
+            raise InputError(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
+        return self.store.list(workflow=workflow, state=state, status=status, limit=limit)
+
+    def expired_count(self) -> int:
+        """How many finished instances retention has removed (in the last 90 days)."""
+        return self.store.expired_count()
+
+    def wait(self, instance_id: str, timeout: float = 30.0, poll: float = 0.05) -> Instance:
+        """Block until the instance is finished or stuck in `failed`; for scripts and tests."""
+        deadline = time.monotonic() + timeout
+        while True:
+            instance = self.store.get(instance_id)
+            if instance.finished or instance.status == "failed":
+                return instance
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"instance {instance_id} still {instance.status} in state {instance.state} "
+                    f"after {timeout:.0f}s"
+                )
+            time.sleep(poll)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _start_by_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        event_id: str | None,
+        key: tuple[str, str] | None = None,
+    ) -> Emitted:
+        definition = self.registry.starter(event_type)
+        if definition is None:
+            if key:
+                raise UnknownInstance(f"no running instance answers to {key[0]}={key[1]}")
+            raise InputError(
+                f"event type {event_type!r} starts no workflow; address it with "
+                "--workflow ID or --key NAME=VALUE"
+            )
+        if (
+            key
+            and definition.correlate_by == key[0]
+            and (str(data.setdefault(key[0], key[1])) != key[1])
+        ):
+            raise InputError(
+                f"--key {key[0]}={key[1]} disagrees with the data's {key[0]} {data[key[0]]!r}"
+            )
+        data = definition.schemas.check(event_type, data)
+        correlation = _correlation(definition, data, required=True)
+        existing = self.store.correlated(definition.name, *correlation) if correlation else None
+        if existing is None and definition.start_if and not _starts(definition, data):
+            note = f"{event_type} meets no start condition of {definition.name}; nothing started"
+            return Emitted("", "", started=False, note=note)
+        if existing is not None:
+            return self._deliver(event_type, existing, data, event_id)
+        instance_id = new_id()
+        outcome, other = self.inbox.create(
+            definition, instance_id, data, correlation, trigger=event_type, event_id=event_id
+        )
+        if outcome == "created":
+            return Emitted(event_id or f"start-{instance_id}", instance_id, started=True)
+        return self._deliver(event_type, other, data, event_id)
+
+    def _deliver(
+        self, event_type: str, instance_id: str, data: dict[str, Any], event_id: str | None
+    ) -> Emitted:
+        event = self.inbox.event(event_type, instance_id, data, event_id)
+        self.inbox.append(event)
+        return Emitted(event.id, instance_id, started=False)
+
+    def _resolve_key(self, event_type: str, key: tuple[str, str]) -> str | None:
+        name, value = key
+        found = {
+            definition.name: instance_id
+            for definition in self.registry.latest()
+            if definition.correlate_by == name
+            and (instance_id := self.store.correlated(definition.name, name, value))
+        }
+        if len(found) > 1:
+            raise InputError(
+                f"{name}={value} names instances of several workflows: "
+                + ", ".join(f"{wf} ({iid})" for wf, iid in sorted(found.items()))
+            )
+        if not found:
+            starter = self.registry.starter(event_type)
+            if starter is None or starter.correlate_by != name:
+                raise UnknownInstance(f"no running instance answers to {name}={value}")
+            return None
+        return next(iter(found.values()))
+
+
+def _correlation(
+    definition: Definition, data: dict[str, Any], *, required: bool
+) -> tuple[str, str] | None:
+    key = definition.correlate_by
+    if key is None:
+        return None
+    if key not in data:
+        if required:
+            raise InputError(
+                f"workflow {definition.name} correlates by {key!r}, which the data lacks"
+            )
+        return None
+    return key, str(data[key])
+
+
+def _starts(definition: Definition, data: dict[str, Any]) -> bool:
+    assert definition.start_if is not None
+    try:
+        return bool(definition.start_if(data))
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"start_if of workflow {definition.name} refused the data: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _timeouts(definition: Definition) -> set[str]:
+    return {s.timeout_event for s in definition.states.values() if s.timeout}
+
+
+def _answer_for_task(
+    definition: Definition,
+    instance: Instance,
+    event_type: str,
+    task: str | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """Bind an externally emitted task answer to the try the instance is waiting for."""
+    if not task:
+        raise InputError(f"{event_type} needs --task NAME (the state or task it answers)")
+    state = definition.states.get(instance.state or "")
+    if state is None or state.task is None or instance.attempt == 0:
+        raise InvalidOperation(
+            f"instance {instance.id} is running no task (state {instance.state}, "
+            f"status {instance.status})"
+        )
+    names = {state.name, state.task.path, state.task.path.rpartition(":")[2]}
+    if task not in names:
+        raise InvalidOperation(
+            f"instance {instance.id} is running task {state.task.path} of state "
+            f"{state.name}, not {task!r}"
+        )
+    answer: dict[str, Any] = {
+        "task": state.task.path,
+        "state": state.name,
+        "entered_seq": instance.entered_seq,
+        "attempt": instance.attempt,
+    }
+    if event_type == ev.TASK_COMPLETED:
+        answer["result"] = data
+    else:
+        answer["error_type"] = str(data.get("error_type", "ExternalFailure"))
+        answer["message"] = str(data.get("message", "reported failed from outside"))
+    return answer

@@ -1,0 +1,157 @@
+"""Settings, read from the environment once at start-up and passed down.
+
+REDIS_URL                  redis:// or rediss:// or unix:// URL; unset: the embedded Redis
+ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
+ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
+ORCHESTRATOR_PARTITIONS    inbox partitions, fixed when a deployment is first used (default: 8)
+ORCHESTRATOR_LEASE_TTL     seconds an applier's partition lease lives unrenewed (default: 10)
+ORCHESTRATOR_RETENTION     how long finished instances and their history are kept (default: 7d)
+ORCHESTRATOR_HOME          data folder of the embedded Redis (default: ~/.local/share/orchestrator)
+ORCHESTRATOR_JOB_KEY       a secret of 16+ characters: every RQ job is sealed with it and
+                           workers refuse a job without the seal (default: unset, no seal)
+ORCHESTRATOR_JOB_KEY_FILE  the same, read from a file (a Docker or Kubernetes secret)
+ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.errors import ConfigurationError
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    if env.get("ORCHESTRATOR_HOME"):
+        return Path(env["ORCHESTRATOR_HOME"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "orchestrator"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    workflows: tuple[str, ...] = ("workflows",)
+    namespace: str = "orch"
+    partitions: int | None = None  # None: what the deployment has, or 8 for a new one
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    lease_ttl: float = 10.0
+    retention: float = 7 * 86400.0
+    crash_at: frozenset[str] = frozenset()
+    job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        partitions = env.get("ORCHESTRATOR_PARTITIONS", "")
+        if partitions and (not partitions.isdigit() or not 1 <= int(partitions) <= 1024):
+            raise ConfigurationError(
+                f"ORCHESTRATOR_PARTITIONS must be a whole number from 1 to 1024, not {partitions!r}"
+            )
+        settings = cls(
+            redis_url=env.get("REDIS_URL") or None,
+            workflows=_modules(env.get("ORCHESTRATOR_WORKFLOWS", "workflows")),
+            namespace=env.get("ORCHESTRATOR_NAMESPACE", "orch"),
+            partitions=int(partitions) if partitions else None,
+            data_dir=default_data_dir(env),
+            lease_ttl=duration(env.get("ORCHESTRATOR_LEASE_TTL", "10"), "ORCHESTRATOR_LEASE_TTL"),
+            retention=duration(env.get("ORCHESTRATOR_RETENTION", "7d"), "ORCHESTRATOR_RETENTION"),
+            crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
+            job_key=job_key(env),
+        )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if isinstance(given.get("workflows"), str):
+            given["workflows"] = _modules(given["workflows"])
+        return replace(settings, **given)
+
+
+MIN_JOB_KEY = 16
+
+
+def job_key(env: Mapping[str, str]) -> bytes | None:
+    """ORCHESTRATOR_JOB_KEY, or the content of ORCHESTRATOR_JOB_KEY_FILE (trailing
+    newline dropped); None when neither is set."""
+    text = env.get("ORCHESTRATOR_JOB_KEY") or None
+    path = env.get("ORCHESTRATOR_JOB_KEY_FILE") or None
+    if text is not None and path is not None:
+        raise ConfigurationError("set ORCHESTRATOR_JOB_KEY or ORCHESTRATOR_JOB_KEY_FILE, not both")
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                raw = file.read(4097)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"ORCHESTRATOR_JOB_KEY_FILE: cannot read {path!r}: {exc.strerror}"
+            ) from None
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    if text is None:
+        return None
+    if not MIN_JOB_KEY <= len(text) <= 4096:
+        where = "ORCHESTRATOR_JOB_KEY_FILE" if path else "ORCHESTRATOR_JOB_KEY"
+        raise ConfigurationError(f"{where} must be {MIN_JOB_KEY} to 4096 characters long")
+    return text.encode("utf-8", "surrogateescape")
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str, name: str) -> float:
+    """Seconds from "90", "90s", "15m", "12h" or "7d"; positive, or a ConfigurationError."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in UNITS else (text, "s")
+    try:
+        seconds = float(number) * UNITS[unit]
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(
+            f"{name} must be a positive duration such as 90, 15m, 12h or 7d, not {text!r}"
+        )
+    return seconds
+
+
+def show_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    modules = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not modules:
+        raise ConfigurationError("no workflow modules given")
+    return modules
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, fit for an error message.
+
+    Works on the text, not a parse: it must never fail, even on a malformed URL. A
+    password may hold any character, even one a URL should have escaped (`@`, `:`, `/`,
+    `?`, `#`, `&`). The user information runs from `//` to the last `@` of the authority,
+    as urllib and redis-py read it; or, when what follows that `@` is no plausible host
+    (empty, or with a port that is no number: a `/`, `?` or `#` in the password cut the
+    authority short), to the last `@` of the URL. Only the user name before its first
+    `:` is shown; a user name alone (`redis://secret@host`) may be a misplaced password,
+    so it is hidden too. A query parameter naming a password hides everything up to the
+    next `&name=`.
+    """
+    url = re.sub(r"(?is)([?&;][\w.-]*password=).*?(?=[&;][\w.-]+=|\Z)", r"\1***", url)
+    head, sep, rest = url.partition("//")
+    if not sep or "@" not in rest:
+        return url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not authority:  # unix:///path: no user information
+        return url
+    at = authority.rfind("@")
+    name, colon, port = re.sub(r"\[[^\]]*\]", "h", authority[at + 1 :]).partition(":")
+    if not name or (colon and not port.isdigit()):
+        at = rest.rfind("@")
+    if at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    return f"{head}//{user + ':***' if colon else '***'}@{rest[at + 1 :]}"

@@ -1,0 +1,247 @@
+"""Running the engine: the applier (with the timers) and RQ workers.
+
+`run_burst` does everything in this process, round after round, until a
+round finds nothing to do: every inbox applied, every queued job run, no
+timer due. `Supervisor` runs one applier process and N RQ worker processes,
+restarts any that dies, and stops them all on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import multiprocessing.process
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+# Imported here, in the worker, rather than by RQ in each forked work-horse: a module first
+# imported in a horse dies with it, so every job imported (and, with no .pyc written,
+# compiled) the task entry points anew, some 3 ms and 650 copy-on-write page faults a job.
+import orchestrator.runtime.jobs  # noqa: F401
+from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
+
+log = logging.getLogger("orchestrator.entry.worker")
+QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
+OVERRUN_GRACE = 5.0  # seconds past a job's own timeout before its process is ended
+DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
+
+
+class BurstWorker(Worker):
+    """An RQ worker for one burst: it takes no remote commands, so it opens no
+    pub/sub thread (whose shutdown costs up to a second per burst)."""
+
+    def subscribe(self) -> None:
+        pass
+
+
+def rq_worker(app: App, burst: bool = False) -> Worker:
+    queues = [
+        Queue(name, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class)
+        for name in QUEUES
+    ]
+    kind = BurstWorker if burst else Worker
+    return kind(queues, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class)
+
+
+def run_burst(app: App, timer_horizon: float = 5.0) -> int:
+    """Apply and run until nothing is left to do now; returns the events applied.
+
+    "Now" includes timers due within `timer_horizon` seconds (retry backoffs,
+    short timeouts): the burst waits for those rather than strand them.
+    """
+    applier = app.applier()
+    applier.leases.maintain(force=True)
+    total = 0
+    try:
+        while True:
+            applied = applier.drain()
+            ran = rq_worker(app, burst=True).work(burst=True, logging_level="WARNING")
+            total += applied
+            if applied or ran:
+                continue
+            dues = [applier.timers.next_due(applier.leases.owned), applier.later.next_due()]
+            due = min((d for d in dues if d is not None), default=None)
+            wait = None if due is None else due - time.time()
+            if wait is None or wait > timer_horizon:
+                return total
+            time.sleep(min(max(wait, 0.0), 0.5) + 0.001)
+    finally:
+        applier.leases.release_all()
+
+
+def _applier_main(settings: Settings) -> None:
+    app = bootstrap(settings)
+    stopping = _stop_flag()
+    applier = app.applier()
+    log.info("applier %s started", applier.id)
+    applier.run(stopping)
+
+
+ISOLATIONS = ("job", "process")
+
+
+class DeadlineWorker(SimpleWorker):
+    """Runs jobs in this process and tells the supervisor by when each must be done.
+
+    A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that
+    sits in a C call which never returns to Python, would hold this worker for ever. With
+    job isolation RQ's worker kills such a work-horse; here the supervisor ends the whole
+    worker (and starts it again) once `deadline` (shared memory, a Unix time; 0 while
+    idle) is passed, and the watchdog reports the task lost: its heartbeat stopped.
+    """
+
+    deadline: Any = None  # a multiprocessing Value("d"), set by _task_worker_main
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.deadline is None:  # nobody watching
+            super().execute_job(job, queue)
+            return
+        timeout = job.timeout if job.timeout and job.timeout > 0 else DEFAULT_JOB_TIMEOUT
+        self.deadline.value = time.time() + timeout + OVERRUN_GRACE
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.deadline.value = 0.0
+
+
+def _task_worker_main(settings: Settings, isolation: str = "process", deadline: Any = None) -> None:
+    """With isolation "job", each job runs in a work-horse forked for it (RQ's Worker): a
+    crash or a leak in user code ends with the job, at the price of a fork per job. With
+    "process", jobs run in this process (RQ's SimpleWorker), as Celery's and Dramatiq's
+    workers run theirs: no fork, so a step costs a few milliseconds less; a task that
+    kills its process takes this worker down, the supervisor starts it again and the
+    watchdog reports the task lost, as after the out-of-memory killer."""
+    app = bootstrap(settings)
+    queue = Queue(
+        TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    )
+    options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": app.job_class}
+    if isolation == "job":
+        Worker([queue], connection=app.redis, **options).work(logging_level="WARNING")
+        return
+    worker = DeadlineWorker([queue], connection=app.redis, **options)
+    worker.deadline = deadline
+    worker.work(logging_level="WARNING")
+
+
+def _notification_worker_main(settings: Settings) -> None:
+    """Notifications run in the worker process itself, so SMTP connections and HTTP
+    sessions live from one send to the next (our code, not the user's)."""
+    app = bootstrap(settings)
+    queue = Queue(
+        NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    )
+    SimpleWorker(
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    ).work(logging_level="WARNING")
+
+
+def _stop_flag() -> Callable[[], bool]:
+    stopped = False
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return lambda: stopped
+
+
+class Supervisor:
+    """One applier, `processes` task workers and `notifiers` notification workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processes: int = 2,
+        notifiers: int = 1,
+        isolation: str = "process",
+    ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+        self.settings = settings
+        self.context = multiprocessing.get_context("fork")
+        self.roles: dict[str, Callable[[Settings], None]] = {"applier": _applier_main}
+        self.deadlines: dict[str, Any] = {}  # task worker -> its job's deadline (process)
+        for index in range(processes):
+            name = f"tasks-{index}"
+            if isolation == "process":
+                self.deadlines[name] = self.context.Value("d", 0.0, lock=False)
+            self.roles[name] = functools.partial(
+                _task_worker_main, isolation=isolation, deadline=self.deadlines.get(name)
+            )
+        for index in range(notifiers):
+            self.roles[f"notifications-{index}"] = _notification_worker_main
+        self.children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.started: dict[str, float] = {}
+
+    def run(self) -> None:
+        stopping = _stop_flag()
+        for name, target in self.roles.items():
+            self._spawn(name, target)
+        failures: dict[str, int] = {}
+        restart_at: dict[str, float] = {}
+        try:
+            while not stopping():
+                now = time.monotonic()
+                for name, child in list(self.children.items()):
+                    self._end_if_overrun(name, child)
+                    if child.is_alive():
+                        if now - self.started[name] > 30:
+                            failures[name] = 0  # it has run a while: a fresh start next time
+                        continue
+                    if name not in restart_at:  # back off while it keeps dying (Redis down?)
+                        failures[name] = failures.get(name, 0) + 1
+                        delay = min(5.0, 0.1 * 2 ** (failures[name] - 1))
+                        restart_at[name] = now + delay
+                        log.warning(
+                            "%s exited with %s; restarting it in %.1fs", name, child.exitcode, delay
+                        )
+                    if now >= restart_at[name]:
+                        del restart_at[name]
+                        self._spawn(name, self.roles[name])
+                time.sleep(0.1)
+        finally:
+            self.stop()
+
+    def _end_if_overrun(self, name: str, child: multiprocessing.process.BaseProcess) -> None:
+        """A task worker still in a job past its deadline: kill it (see DeadlineWorker)."""
+        deadline = self.deadlines.get(name)
+        if deadline is None or not 0 < deadline.value < time.time() or not child.is_alive():
+            return
+        log.warning(
+            "%s is %.1fs past its job's deadline (a task ignoring its timeout?); ending it",
+            name,
+            time.time() - deadline.value + OVERRUN_GRACE,
+        )
+        child.kill()
+        child.join(5)
+        deadline.value = 0.0
+
+    def stop(self, grace: float = 10.0) -> None:
+        for child in self.children.values():
+            if child.is_alive() and child.pid:
+                child.terminate()
+        deadline = time.monotonic() + grace
+        for child in self.children.values():
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join()
+
+    def _spawn(self, name: str, target: Callable[[Settings], None]) -> None:
+        child = self.context.Process(target=target, args=(self.settings,), name=name, daemon=False)
+        child.start()
+        self.children[name] = child
+        self.started[name] = time.monotonic()

@@ -1,0 +1,276 @@
+"""The only functions RQ workers run: the task wrapper and the notification job.
+
+The wrapper runs a user's task and reports back with an event, whatever
+happens: `task.completed` with the result, or `task.failed` with the error's
+type, its base types, whether it may be retried (orchestrator.core.failures) and its
+message. The engine decides about retries; RQ runs each try once. While the
+task runs, `orchestrator.task_info()` tells it who it is (orchestrator.runtime.taskinfo).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+
+from orchestrator.core import events as ev
+from orchestrator.core.events import Event
+from orchestrator.core.failures import failure_data
+from orchestrator.core.limits import MAX_RESULT_BYTES, check_data
+from orchestrator.runtime.taskinfo import Kind, TaskInfo, idempotency_key, running
+from orchestrator.runtime.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
+
+log = logging.getLogger("orchestrator.runtime.jobs")
+ANSWERS_WAIT = 0.02  # seconds the first answer of a packed job waits for others, at most
+
+
+def load_task(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        module_name, _, attr = path.rpartition(".")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{path} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def run_task(payload: dict[str, Any]) -> None:
+    """One task in one RQ job: the light-load path, where a task waits for nobody."""
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    with Heartbeat(job.connection, [payload["alive"]]) as heartbeat:
+        answer = _run_one(payload, nullcontext())
+        _send(job.connection, [(payload, answer)], heartbeat)
+
+
+def run_tasks(payload: dict[str, Any]) -> None:
+    """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
+    per job (some twenty round trips) is paid once for all of them.
+
+    Each task keeps what it has alone: its own deadline (an alarm around its call
+    alone; RQ's timeout for the job is their sum), its own answer event, and its
+    own heartbeat, kept alive from the start of the job so that the watchdog sees
+    the tasks still waiting their turn as alive. Answers go out together, at the
+    end or once the oldest has waited ANSWERS_WAIT: the applier then finds them
+    together and packs the next steps as this job was packed, instead of taking
+    them one by one. A job that dies part way loses no task: a task whose answer
+    was not sent stops beating and the watchdog reports it lost (at least once).
+    """
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    items: list[dict[str, Any]] = payload["items"]
+    with (
+        Heartbeat(job.connection, [item["alive"] for item in items]) as heartbeat,
+        _Answers(job.connection, heartbeat) as answers,
+    ):
+        for item in items:
+            deadline = UnixSignalDeathPenalty(int(item["timeout"]), JobTimeoutException)  # type: ignore[no-untyped-call]
+            answers.add(item, _run_one(item, deadline))
+
+
+def _run_one(payload: dict[str, Any], deadline: AbstractContextManager[Any]) -> Event:
+    """Run one task; its answer: completed with the result, or failed with the error."""
+    kind = payload["kind"]
+    done, failed = (
+        (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
+        if kind == "compensation"
+        else (ev.TASK_COMPLETED, ev.TASK_FAILED)
+    )
+    answer: dict[str, Any] = {
+        "task": payload["task"],
+        "state": payload["state"],
+        "attempt": payload["attempt"],
+        "entered_seq": payload["entered_seq"],
+        "job": payload["job"],
+    }
+    try:
+        with deadline, running(_info(payload)):
+            result = load_task(payload["task"])(dict(payload["context"]))
+        check_data(result, "the task's result", MAX_RESULT_BYTES)  # fail the task, not the engine
+    except Exception as exc:  # every failure of user code becomes an event (a timeout too)
+        log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
+        error = {**failure_data(exc), "message": str(exc)}
+        return _event(payload, failed, {**answer, **error})
+    return _event(payload, done, {**answer, "result": result})
+
+
+def _info(payload: dict[str, Any]) -> TaskInfo:
+    """What task_info() returns inside this try (every field is in the checked payload)."""
+    kind: Kind = "compensation" if payload["kind"] == "compensation" else "task"
+    return TaskInfo(
+        instance_id=payload["instance"],
+        workflow=payload["workflow"],
+        version=payload["version"],
+        state=payload["state"],
+        kind=kind,
+        attempt=payload["attempt"],
+        idempotency_key=idempotency_key(
+            payload["instance"], payload["state"], payload["entered_seq"], kind
+        ),
+    )
+
+
+def _event(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Event:
+    return Event(
+        id=f"{payload['job']}-{event_type}",
+        type=event_type,
+        instance_id=payload["instance"],
+        at=time.time(),
+        data=data,
+    )
+
+
+def _send(
+    connection: redis.Redis,
+    answers: list[tuple[dict[str, Any], Event]],
+    heartbeat: Heartbeat,
+) -> None:
+    """Tasks' answers, in one round trip. Their heartbeats stop beating but are not
+    deleted: each expires within HEARTBEAT_TTL, and while it lasts it only tells the
+    watchdog what the answer already says (a DEL a task would be a command a step)."""
+    pipe = connection.pipeline(transaction=False)
+    for payload, event in answers:
+        pipe.xadd(payload["inbox"], {"e": event.to_json()})
+    pipe.execute()
+    for payload, _ in answers:
+        heartbeat.stop(payload["alive"])
+
+
+def send_notification(payload: dict[str, Any]) -> None:
+    """Deliver one notification (runtime.notify.delivery) and tell the workflow how it went;
+    several in one job: orchestrator.runtime.notify.batch.send_notifications."""
+    from orchestrator.runtime.notify.batch import send_one  # channels and their SDKs load only here
+
+    job = get_current_job()
+    assert job is not None, "orchestrator jobs run inside an RQ worker"
+    alive = [payload["alive"]] if payload.get("alive") else []
+    with Heartbeat(job.connection, alive) as heartbeat:
+        send_one(job.connection, payload, job.id, heartbeat, _notifiers())
+
+
+_channels: Any = None
+
+
+def _notifiers() -> Any:
+    """One set of notifiers per process, so SMTP connections and HTTP sessions are reused
+    (built on the job's thread, before a batch starts its send threads)."""
+    global _channels
+    if _channels is None:
+        from notifiers.registry import Notifiers
+
+        _channels = Notifiers(os.environ)
+    return _channels
+
+
+class Heartbeat:
+    """Refreshes heartbeat keys from a thread while their work runs or waits its turn.
+
+    The watchdog (orchestrator.runtime.watchdog) takes a started job without a
+    heartbeat for a lost one, so a killed work-horse is noticed in seconds.
+    A job carrying several tasks or notifications beats for each until that
+    one is done.
+    """
+
+    def __init__(self, connection: redis.Redis, keys: Iterable[str]) -> None:
+        self.redis = connection
+        self.keys = set(keys)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._refresh()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        with self.lock:
+            left, self.keys = list(self.keys), set()
+        if left:
+            self.redis.delete(*left)
+
+    def done(self, key: str, pipe: Pipeline) -> None:
+        """Stop beating for `key`; its DELETE goes out with the caller's pipeline."""
+        self.stop(key)
+        pipe.delete(key)
+
+    def stop(self, key: str) -> None:
+        """Stop beating for `key` and leave it to expire (HEARTBEAT_TTL)."""
+        with self.lock:
+            self.keys.discard(key)
+
+    def _refresh(self) -> None:
+        with self.lock:
+            keys = list(self.keys)
+        if not keys:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, 1, ex=HEARTBEAT_TTL)
+        pipe.execute()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_EVERY):
+            try:
+                self._refresh()
+            except Exception:  # a missed beat is retried; the work must not die of it
+                log.warning("heartbeat of %s failed", sorted(self.keys)[:3], exc_info=True)
+
+
+class _Answers:
+    """A packed job's answers, sent together once the oldest has waited ANSWERS_WAIT
+    (a thread sends them even while a slow task runs), and the rest at the end."""
+
+    def __init__(self, connection: redis.Redis, heartbeat: Heartbeat) -> None:
+        self.redis = connection
+        self.heartbeat = heartbeat
+        self.waiting: list[tuple[dict[str, Any], Event]] = []
+        self.oldest = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._flush_late, name="answers", daemon=True)
+
+    def __enter__(self) -> _Answers:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.flush()
+
+    def add(self, payload: dict[str, Any], event: Event) -> None:
+        with self.lock:
+            if not self.waiting:
+                self.oldest = time.monotonic()
+            self.waiting.append((payload, event))
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.waiting:
+                return
+            _send(self.redis, self.waiting, self.heartbeat)  # kept for another try if it fails:
+            self.waiting = []  # a copy that did get through is a duplicate event id, ignored
+
+    def _flush_late(self) -> None:
+        while not self.stopped.wait(ANSWERS_WAIT / 2):
+            if self.waiting and time.monotonic() - self.oldest >= ANSWERS_WAIT:
+                try:
+                    self.flush()
+                except Exception:  # sent again later or at the end; a task must not die of it
+                    log.warning("sending answers failed", exc_info=True)
+                    self.oldest = time.monotonic() + HEARTBEAT_EVERY  # not again at once

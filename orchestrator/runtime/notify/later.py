@@ -1,0 +1,99 @@
+"""Notification jobs to run later: retries after a transient failure, quiet
+hours, long rate-limit waits.
+
+A job that must run again adds its payload to a sorted set by due time; the
+appliers move due entries onto the notifications queue, removing and
+enqueueing in one transaction, so an entry is never lost in between.
+
+An entry the mover cannot read (not UTF-8, not JSON, not an object with a
+string `key`, a partition that is not a number) would otherwise stop every
+later one behind it, run after run: it moves to the dead letters instead, in
+one transaction with its removal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.client import Pipeline
+
+from orchestrator.core.events import Unreadable
+from orchestrator.store.deadletters import dead_letter
+from orchestrator.store.keys import Keys
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.dispatch import Dispatcher
+
+
+class Later:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    def add(self, payload: dict[str, Any], due: float, pipe: Pipeline | None = None) -> None:
+        """Run this notification job again at `due` (in the caller's transaction, if given)."""
+        target = self.redis if pipe is None else pipe
+        target.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): due})
+
+    def next_due(self) -> float | None:
+        first: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]
+            self.keys.notify_later, 0, 0, withscores=True
+        )
+        return first[0][1] if first else None
+
+    def move_due(self, dispatcher: Dispatcher, now: float | None = None, limit: int = 200) -> int:
+        now = time.time() if now is None else now
+        due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            self.keys.notify_later, "-inf", now, start=0, num=limit
+        )
+        moved = 0
+        for member in due:
+            try:
+                payload = read_payload(member)
+            except Unreadable as exc:
+                self._set_aside(member, str(exc))
+                continue
+            job = f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}"
+            # Removing and enqueueing commit together: a mover dying between them loses
+            # nothing. One applier moves (the holder of partition 0); were a second to
+            # overlap during a lease handover, the ledger still sends it once.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.multi()  # explicit: RQ's enqueue checks for it
+            pipe.zrem(self.keys.notify_later, member)
+            dispatcher.enqueue_notification(pipe, payload, job)
+            pipe.execute()
+            moved += 1
+        return moved
+
+    def _set_aside(self, member: bytes, reason: str) -> None:
+        """Move an unreadable entry to the dead letters, in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.notify_later, member)
+        key = self.keys.notify_later
+        letter = dead_letter(
+            "notify-later", key, "", member, f"unreadable entry of {key}: {reason}"
+        )
+        pipe.xadd(self.keys.deadletters, letter)  # type: ignore[arg-type]
+        pipe.execute()
+
+
+def read_payload(member: bytes) -> dict[str, Any]:
+    """A notify-later entry as the mover needs it; raises Unreadable saying what is wrong."""
+    try:
+        payload = json.loads(member.decode())
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"not UTF-8 ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"not JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise Unreadable(f"a notification job must be a JSON object, not {type(payload).__name__}")
+    if not isinstance(payload.get("key"), str):
+        raise Unreadable("'key' must be a string")
+    for name in ("attempt", "partition"):
+        value = payload.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Unreadable(f"{name!r} must be an integer, not {value!r:.50}")
+    return payload
