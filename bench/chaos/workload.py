@@ -44,14 +44,16 @@ import redis
 from rq import get_current_job
 
 from orchestrator import On, State, Task, Workflow
-from orchestrator.core.definition import Notify
+from orchestrator.core.definition import LOST_TRIES, Notify
 
 SINK = "chaos:sink"
 DONE = "chaos:done"  # one line per task call that returned: the effect is real
 NOTE = "chaos.note"  # an external event the harness emits; consumed where the instance stands
 STEP_TRIES = 5  # a step survives four lost tries in a row
 UNDO_TRIES = 10  # a compensation must eventually succeed: more tries
-SELF_KILL_TRIES = 3
+SELF_KILL_ATTEMPTS = 3
+# each try dies with its worker: lost tries are retried on their own budget, then the attempts
+SELF_KILL_TRIES = SELF_KILL_ATTEMPTS + LOST_TRIES
 PAYMENT_TIMEOUT = 3.0  # seconds, as the bundled `order`'s charging state
 PAYMENT_TIMEOUT_EVENT = "payment.timeout"
 
@@ -226,7 +228,8 @@ def kill_own_process(ctx: dict[str, Any]) -> None:
 
 
 class ChaosSelfKill(Workflow):
-    """A task that kills its own process: tried SELF_KILL_TRIES times, then compensated."""
+    """A task that kills its own process: tried SELF_KILL_TRIES times (its lost tries, then
+    its attempts), then compensated."""
 
     name = "chaos_self_kill"
     version = 1
@@ -234,7 +237,11 @@ class ChaosSelfKill(Workflow):
     prepare = State(initial=True, task=step(get_ready), compensation=undo(stand_down))
     explode = State(
         task=Task(
-            kill_own_process, retries=SELF_KILL_TRIES - 1, backoff=0.2, max_backoff=1.0, timeout=30
+            kill_own_process,
+            retries=SELF_KILL_ATTEMPTS - 1,
+            backoff=0.2,
+            max_backoff=1.0,
+            timeout=30,
         )
     )
     done = State(final=True)
