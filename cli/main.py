@@ -14,6 +14,7 @@ import typer
 
 from cli import definitions, instances, notifications, operations, serve
 from cli import run as running
+from notifiers.errors import NotifierError
 from orchestrator.core.errors import InputError, OrchestratorError
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.settings import Settings
@@ -63,7 +64,7 @@ def run() -> None:
     try:
         check_arguments(sys.argv[1:])
         app()
-    except OrchestratorError as exc:
+    except (OrchestratorError, NotifierError) as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from cli.common import app_of, json_argument, print_json, when
+from notifiers.redact import redact
 from orchestrator.core.errors import UnknownInstance
 from orchestrator.entry.notifications import (
     RecipientChange,
@@ -25,7 +26,6 @@ from orchestrator.entry.notifications import (
     template_module,
     update_recipient,
 )
-from orchestrator.entry.settings import redact
 from orchestrator.runtime.notify.ledger import Ledger
 from orchestrator.runtime.notify.recipients import Recipients
 

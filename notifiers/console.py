@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping
 
 from notifiers.base import Delivery, Message, Notifier
-from orchestrator.entry.settings import redact
+from notifiers.redact import redact
 
 
 class ConsoleNotifier(Notifier):

@@ -1,8 +1,8 @@
 """Delivery errors, drawn once. Retryability belongs to the error.
 
-    NotifierError                  base (an OrchestratorError: one line for a user)
-    ├── ChannelConfigError         the channel is not configured, or badly (names the variable);
-    │                              also an orchestrator ConfigurationError
+    NotifierError                  base: one line fit for a user (the engine's CLI and HTTP
+    │                              server show it as they show their own errors)
+    ├── ChannelConfigError         the channel is not configured, or badly (names the variable)
     └── DeliveryError              the provider did not take the message
         ├── TransientError         try again later: connection, timeout, SMTP 4xx, HTTP 429/5xx;
         │   │                      `retry_after` seconds when the provider said so
@@ -20,14 +20,13 @@ Messages carry the provider's code and reason, never a secret.
 
 from __future__ import annotations
 
-from orchestrator.core.errors import ConfigurationError, OrchestratorError
+
+class NotifierError(Exception):
+    """Base of every channel error; `str()` is the one-line message. A library of its own:
+    it derives from nothing of the engine."""
 
 
-class NotifierError(OrchestratorError):
-    pass
-
-
-class ChannelConfigError(NotifierError, ConfigurationError):
+class ChannelConfigError(NotifierError):
     pass
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.durations import duration
 from orchestrator.core.errors import ConfigurationError, UnknownInstance
 from orchestrator.entry.bootstrap import bootstrap
-from orchestrator.entry.settings import Settings, duration
+from orchestrator.entry.settings import Settings
 from orchestrator.entry.worker import run_burst
 from tests.conftest import cli_env, run_cli
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import redis
 
+from notifiers.redact import redact
 from orchestrator.core.errors import ConfigurationError, RedisUnavailable
-from orchestrator.entry.settings import Settings, redact
+from orchestrator.entry.settings import Settings
 from orchestrator.store import embedded
 from orchestrator.store.keys import Keys
 

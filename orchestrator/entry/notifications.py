@@ -20,10 +20,10 @@ from typing import Any
 
 import redis
 
+from notifiers.redact import redact
 from notifiers.registry import CHANNELS, Notifiers
 from notifiers.templates import TemplateProblem, check, folder_of
 from orchestrator.core.errors import InputError, InstanceExists
-from orchestrator.entry.settings import redact
 from orchestrator.runtime.notify.delivery import Deliverer, Outcome
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.notify.recipients import CHANNELS as RECIPIENT_CHANNELS

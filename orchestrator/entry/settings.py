@@ -16,12 +16,12 @@ ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.durations import duration
 from orchestrator.core.errors import ConfigurationError
 
 
@@ -96,62 +96,8 @@ def job_key(env: Mapping[str, str]) -> bytes | None:
     return text.encode("utf-8", "surrogateescape")
 
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration(text: str, name: str) -> float:
-    """Seconds from "90", "90s", "15m", "12h" or "7d"; positive, or a ConfigurationError."""
-    number, unit = (text[:-1], text[-1]) if text[-1:] in UNITS else (text, "s")
-    try:
-        seconds = float(number) * UNITS[unit]
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigurationError(
-            f"{name} must be a positive duration such as 90, 15m, 12h or 7d, not {text!r}"
-        )
-    return seconds
-
-
-def show_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
 def _modules(text: str) -> tuple[str, ...]:
     modules = tuple(part.strip() for part in text.split(",") if part.strip())
     if not modules:
         raise ConfigurationError("no workflow modules given")
     return modules
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, fit for an error message.
-
-    Works on the text, not a parse: it must never fail, even on a malformed URL. A
-    password may hold any character, even one a URL should have escaped (`@`, `:`, `/`,
-    `?`, `#`, `&`). The user information runs from `//` to the last `@` of the authority,
-    as urllib and redis-py read it; or, when what follows that `@` is no plausible host
-    (empty, or with a port that is no number: a `/`, `?` or `#` in the password cut the
-    authority short), to the last `@` of the URL. Only the user name before its first
-    `:` is shown; a user name alone (`redis://secret@host`) may be a misplaced password,
-    so it is hidden too. A query parameter naming a password hides everything up to the
-    next `&name=`.
-    """
-    url = re.sub(r"(?is)([?&;][\w.-]*password=).*?(?=[&;][\w.-]+=|\Z)", r"\1***", url)
-    head, sep, rest = url.partition("//")
-    if not sep or "@" not in rest:
-        return url
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if not authority:  # unix:///path: no user information
-        return url
-    at = authority.rfind("@")
-    name, colon, port = re.sub(r"\[[^\]]*\]", "h", authority[at + 1 :]).partition(":")
-    if not name or (colon and not port.isdigit()):
-        at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    return f"{head}//{user + ':***' if colon else '***'}@{rest[at + 1 :]}"

@@ -13,11 +13,11 @@ from typing import Any
 
 import redis
 
+from orchestrator.core.durations import show_duration
 from orchestrator.core.errors import UnknownInstance
 from orchestrator.core.events import Unreadable
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import PASSED
-from orchestrator.entry.settings import show_duration
 from orchestrator.store import archive
 from orchestrator.store.keys import Keys
 
