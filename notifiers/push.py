@@ -4,9 +4,11 @@ The message goes to the push service named by the subscription's endpoint,
 encrypted (aes128gcm) for the browser that made the subscription and signed
 with our VAPID key, so the push service knows who sends and the browser's
 service worker alone can read it. The push service's HTTP status decides
-everything: 404/410 mean the subscription is gone for good (the delivery
-flow then forgets it), 429 and 5xx are worth another try, any other refusal
-is final. pywebpush and its dependencies load only when the channel is built.
+everything, read as every HTTP channel reads it (notifiers.http), with one
+case of push's own: 404/410 mean the subscription is gone for good (the
+delivery flow then forgets it); 408, 429 and 5xx are worth another try, after
+the Retry-After asked for; any other refusal is final. pywebpush and its
+dependencies load only when the channel is built.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import ipaddress
 import json
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
+from notifiers.http import Verdict, retry_after, verdict
 
 if TYPE_CHECKING:
     import requests
@@ -33,7 +35,7 @@ DEFAULT_TIMEOUT = 10.0
 # 86-octet header (salt, record size, key id), a 16-octet tag and a 1-octet delimiter.
 MAX_PLAINTEXT = 4096 - 86 - 16 - 1
 ELLIPSIS = "…"
-GONE = (404, 410)
+GONE = frozenset({404, 410})  # the subscription expired or was withdrawn (RFC 8030 8.3)
 
 
 class PushNotifier(Notifier):
@@ -56,8 +58,6 @@ class PushNotifier(Notifier):
         _require_pywebpush()  # only once the channel is configured: a stand-in loads nothing
         vapid = load_vapid_key(Secret(raw))
         subject = env.get("VAPID_SUBJECT", "").strip()
-        if not subject:
-            raise ChannelConfigError("VAPID_SUBJECT is not set (a mailto: or https: URL)")
         if not subject.startswith(("mailto:", "https://")):
             raise ChannelConfigError(
                 f"VAPID_SUBJECT must be a mailto: or https: URL, not {subject!r}"
@@ -250,27 +250,23 @@ def topic(key: str) -> str:
 def classify(
     response: Any, origin: str, endpoint: str, key: str, warnings: tuple[str, ...] = ()
 ) -> Delivery:
-    """The push service's answer as a Delivery, or the error it means."""
+    """The push service's answer as a Delivery, or the error it means (notifiers.http)."""
     status = int(response.status_code)
     phrase = f"{status} {response.reason or ''}".strip()
-    if 200 <= status < 300:
+    found = verdict(status, gone=GONE)
+    if found is Verdict.ACCEPTED:
         digest = hashlib.sha256(f"{endpoint} {key}".encode()).hexdigest()[:24]
         provider_id = response.headers.get("Location") or f"push-{digest}"
         return Delivery(provider_id=provider_id, accepted=(endpoint,), warnings=warnings)
     detail = _detail(response)
-    if status in GONE:
+    if found is Verdict.GONE:
         raise PermanentError(
             f"push subscription gone ({phrase} from {origin})", code=status, gone=True
         )
-    if status == 429:
+    if found is Verdict.TRANSIENT:
+        what = f"is rate limiting ({phrase})" if status == 429 else f"failed ({phrase}){detail}"
         raise TransientError(
-            f"push service {origin} is rate limiting ({phrase})",
-            code=status,
-            retry_after=retry_after(response.headers.get("Retry-After")),
-        )
-    if status >= 500:
-        raise TransientError(
-            f"push service {origin} failed ({phrase}){detail}",
+            f"push service {origin} {what}",
             code=status,
             retry_after=retry_after(response.headers.get("Retry-After")),
         )
@@ -279,26 +275,8 @@ def classify(
         401: "VAPID authorization missing",
         403: "VAPID authorization refused",
         413: "payload too large",
-    }.get(status, "refused")
+    }.get(status, "redirected" if found is Verdict.REDIRECTED else "refused")
     raise PermanentError(f"push service {origin}: {why} ({phrase}){detail}", code=status)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _detail(response: Any) -> str:

@@ -18,19 +18,24 @@ import importlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 
 from notifiers.base import Notifier
 from notifiers.errors import ChannelConfigError
 
 log = logging.getLogger("notifiers")
 
-CHANNELS: dict[str, str] = {
-    "email": "notifiers.email:EmailNotifier",
-    "sms": "notifiers.sms:SmsNotifier",
-    "push": "notifiers.push:PushNotifier",
-    "webhook": "notifiers.webhook:WebhookNotifier",
-    "console": "notifiers.console:ConsoleNotifier",
-}
+# The channels this library ships, read-only: a process's notifiers are built from the
+# settings it is given (Notifiers), never registered into a module global.
+CHANNELS: Mapping[str, str] = MappingProxyType(
+    {
+        "email": "notifiers.email:EmailNotifier",
+        "sms": "notifiers.sms:SmsNotifier",
+        "push": "notifiers.push:PushNotifier",
+        "webhook": "notifiers.webhook:WebhookNotifier",
+        "console": "notifiers.console:ConsoleNotifier",
+    }
+)
 ONE_AT_A_TIME = frozenset({"push"})  # channels whose notifier is not safe to share
 
 
@@ -52,7 +57,11 @@ def notifier_class(channel: str) -> type[Notifier]:
 
 
 class Notifiers:
-    """The notifiers of one process, built on first use and kept (connections are reused)."""
+    """The notifiers of one process, built on first use and kept (connections are reused).
+
+    `env` is the channels' settings (the variables each `from_env` reads, and
+    ORCHESTRATOR_REQUIRE_CHANNELS), given by the process's composition root: nothing
+    here reads the environment itself."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -38,6 +36,7 @@ from notifiers.errors import (
     PermanentError,
     TransientError,
 )
+from notifiers.http import retry_after, verdict
 
 DEFAULT_TIMEOUT = 15.0  # seconds for one request to Twilio
 
@@ -137,7 +136,7 @@ def http_client_class() -> type[Any]:
             self._settle(url)
             self._last.retry_after = None
             response = super().request(method, url, *args, **kwargs)
-            self._last.retry_after = retry_after(response.headers)
+            self._last.retry_after = retry_after((response.headers or {}).get("Retry-After"))
             return response
 
         def _settle(self, url: str) -> None:
@@ -168,21 +167,6 @@ def http_client_class() -> type[Any]:
             self._last = threading.local()  # a send after close() makes a new session
 
     return RoutedHttpClient
-
-
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
-    value = (headers or {}).get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class SmsNotifier(Notifier):
@@ -288,7 +272,7 @@ class SmsNotifier(Notifier):
 
     def _refusal(self, status: int, code: int | str | None, reason: str) -> DeliveryError:
         reason = self._scrub(reason or f"HTTP {status}")
-        if status == 429 or status >= 500:
+        if verdict(status).retryable:
             wait = getattr(self.http, "last_retry_after", lambda: None)()
             return TransientError(reason, code=code, retry_after=wait)
         return PermanentError(reason, code=code)

@@ -30,7 +30,8 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, T
 from jinja2.sandbox import SandboxedEnvironment
 
 from notifiers.errors import PermanentError
-from notifiers.sandbox import LimitedSandbox, render_limited
+from notifiers.render_limit import render_limited
+from notifiers.sandbox import LimitedSandbox
 
 PARTS = ("subject.txt", "body.txt", "body.html", "sms.txt", "title.txt", "push.txt")
 

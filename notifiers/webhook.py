@@ -14,20 +14,22 @@ with events.
 Only the standard library: the channel needs no extra package. Redirects are
 not followed (a POST turned into a GET to another host is not a delivery),
 and errors name the host only, never the path or query (they may carry
-tokens) and never the secret.
+tokens) and never the secret. The receiver's status is read as every HTTP
+channel reads one (notifiers.http), with 425 Too Early also worth a retry.
 
 A receiver that is slow, or never answers, slows only its own notifications
 (issue #11). Each request has a deadline for the whole of it (a receiver that
 drips its answer a byte at a time does not restart it), and a shorter one to
-connect. Each host gets at most WEBHOOK_HOST_CONCURRENCY sends at once in a
-process; a send beyond them is deferred (DeferredError), not queued on a thread.
-After WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row a host's circuit opens: for
-WEBHOOK_CIRCUIT_COOLDOWN seconds its sends fail at once, to be retried after it
-(they still count as tries), then one send tries the host again and its answer
-closes the circuit, or its timeout opens it again. A timeout after the whole
-request went out is ambiguous (AmbiguousError): the receiver may have it, so the
-retry counts as a resend in the ledger. The job that sends does not wait it out
-either: orchestrator.runtime.notify.batch hands a slow send over and the worker goes on.
+connect (notifiers.webhook_transport). Each host gets at most
+WEBHOOK_HOST_CONCURRENCY sends at once in a process; a send beyond them is
+deferred (DeferredError), not queued on a thread. After WEBHOOK_CIRCUIT_TIMEOUTS
+timeouts in a row a host's circuit opens: for WEBHOOK_CIRCUIT_COOLDOWN seconds
+its sends fail at once, to be retried after it (they still count as tries), then
+one send tries the host again and its answer closes the circuit, or its timeout
+opens it again (notifiers.webhook_hosts). A timeout after the whole request went
+out is ambiguous (AmbiguousError): the receiver may have it, so the retry counts
+as a resend in the ledger. The job that sends does not wait it out either:
+orchestrator.runtime.notify.batch hands a slow send over and the worker goes on.
 
     WEBHOOK_SECRET / WEBHOOK_SECRET_FILE   the HMAC key (required)
     WEBHOOK_TIMEOUT                        seconds for a whole request (default 10)
@@ -40,47 +42,37 @@ either: orchestrator.runtime.notify.batch hands a slow send over and the worker 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import hmac
 import http.client
 import json
-import math
-import random
 import re
-import socket
 import ssl
 import string
-import threading
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
 from notifiers.errors import (
     AmbiguousError,
     ChannelConfigError,
-    DeferredError,
-    DeliveryError,
     PermanentError,
     TransientError,
 )
+from notifiers.http import Verdict, retry_after, verdict
+from notifiers.webhook_hosts import Hosts
+from notifiers.webhook_transport import Deadline, DeadlineRequest, build_opener
 
 MAX_BODY = 256 * 1024
 MAX_PROVIDER_ID = 200
-MAX_RETRY_AFTER = 86400.0  # a receiver asking for more is capped at a day
 USER_AGENT = "orchestrator-webhook/1"
 TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
 UNSAFE = re.compile(r"[\x00-\x20\x7f]")
-TRANSIENT_4XX = frozenset({408, 425, 429})  # "try again": timeout, too early, too many
-BUSY_RETRY = 1.0  # seconds (jittered) before a send deferred for a busy host runs again
+TOO_EARLY = 425  # RFC 8470: the receiver will not risk a replay yet; it asks for another try
 
 
 def sign(key: str, timestamp: str, body: bytes) -> str:
@@ -92,175 +84,6 @@ def sign(key: str, timestamp: str, body: bytes) -> str:
 def verify(key: str, timestamp: str, body: bytes, signature: str) -> bool:
     """Whether `signature` is ours for this timestamp and body (compared in constant time)."""
     return hmac.compare_digest(sign(key, timestamp, body).encode(), signature.encode())
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises the 3xx as an HTTPError
-
-
-class _Deadline:
-    """The end of one request. The socket waits at most what is left once connected, so
-    a receiver that never answers is cut off then; a timer shuts the socket down at the
-    deadline too, since one that drips its answer restarts a socket's timeout per byte."""
-
-    def __init__(self, seconds: float, connect: float) -> None:
-        self.at = time.monotonic() + seconds
-        self.connect = min(connect, seconds)
-        self.expired = False
-        self._timer: threading.Timer | None = None
-
-    def arm(self, sock: socket.socket) -> None:
-        left = max(0.001, self.at - time.monotonic())
-        sock.settimeout(left)
-        self._timer = threading.Timer(left, self._expire, (sock,))
-        self._timer.daemon = True
-        self._timer.start()
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _expire(self, sock: socket.socket) -> None:
-        self.expired = True
-        with contextlib.suppress(OSError):  # the plain socket's: a TLS one's would drop its state
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Request(urllib.request.Request):
-    def __init__(self, url: str, deadline: _Deadline, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self.deadline = deadline
-
-
-class _Timed(http.client.HTTPConnection):
-    """A connection that connects within its request's connect timeout, then arms its
-    deadline."""
-
-    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline = deadline
-
-    def connect(self) -> None:
-        self.timeout = self.deadline.connect  # the TCP connect, and a TLS handshake
-        super().connect()
-        self.deadline.arm(self.sock)
-
-
-class _TimedTls(_Timed, http.client.HTTPSConnection):
-    pass
-
-
-class _HttpHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        assert isinstance(req, _Request)
-        return self.do_open(functools.partial(_Timed, deadline=req.deadline), req)
-
-
-class _HttpsHandler(urllib.request.HTTPSHandler):
-    def __init__(self, context: ssl.SSLContext | None) -> None:
-        super().__init__()
-        self.tls = context or ssl.create_default_context()  # made once, not per request
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        assert isinstance(req, _Request)
-        connection = functools.partial(_TimedTls, deadline=req.deadline)
-        return self.do_open(connection, req, context=self.tls)
-
-
-@dataclass
-class _Host:
-    busy: int = 0  # sends in flight
-    timeouts: int = 0  # in a row
-    open_until: float = 0.0  # monotonic; the circuit is open before it
-    trial: bool = False  # the circuit is half open and a send is trying the host
-
-
-class Hosts:
-    """Each host's share of one process's sends, and its circuit breaker (a host being an
-    origin: scheme, name and port).
-
-    At most `per_host` sends to one host at once: a host that hangs holds that many send
-    threads, never all of them; one more is deferred (DeferredError) to run again in
-    about BUSY_RETRY seconds. After `trip` timeouts in a row (an answer of any status
-    resets the count) the circuit opens for `cooldown` seconds: sends fail at once with
-    code "circuit-open" and the time left as retry_after. Then one send is let through
-    (half open): an answer closes the circuit, a timeout opens it again.
-    """
-
-    def __init__(
-        self,
-        per_host: int = 4,
-        trip: int = 3,
-        cooldown: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_host, self.trip, self.cooldown, self.clock = per_host, trip, cooldown, clock
-        self._lock = threading.Lock()
-        self._hosts: dict[str, _Host] = {}
-
-    def state(self, host: str) -> str:
-        """closed, open or half-open (for tests and logs)."""
-        with self._lock:
-            found = self._hosts.get(host)
-            if found is None or found.timeouts < self.trip:
-                return "closed"
-            return "open" if self.clock() < found.open_until or found.trial else "half-open"
-
-    @contextlib.contextmanager
-    def sending(self, host: str) -> Iterator[None]:
-        """Held around one send to `host`; its outcome, a DeliveryError's code, is counted:
-        "timeout" against the host, an HTTP status (or none) for it."""
-        trial = self._enter(host)
-        answered: bool | None = None
-        try:
-            yield
-            answered = True
-        except DeliveryError as exc:
-            if exc.code == "timeout":
-                answered = False
-            elif exc.code is not None and exc.code.isdigit():
-                answered = True
-            raise
-        finally:
-            self._leave(host, trial, answered)
-
-    def _enter(self, host: str) -> bool:
-        with self._lock:
-            now, state = self.clock(), self._hosts.setdefault(host, _Host())
-            trial = state.timeouts >= self.trip
-            if trial and (now < state.open_until or state.trial):
-                wait = state.open_until - now if now < state.open_until else self.cooldown
-                raise TransientError(
-                    f"webhook {host}: circuit open after {state.timeouts} timeouts in a row; "
-                    "not sent",
-                    code="circuit-open",
-                    retry_after=max(wait, 1.0) * random.uniform(1.0, 1.2),
-                )
-            if state.busy >= self.per_host:
-                raise DeferredError(
-                    f"webhook {host} has {state.busy} sends in flight, as many as it may",
-                    code="host-busy",
-                    retry_after=BUSY_RETRY * random.uniform(0.5, 1.5),
-                )
-            state.busy += 1
-            state.trial = state.trial or trial
-            return trial
-
-    def _leave(self, host: str, trial: bool, answered: bool | None) -> None:
-        with self._lock:
-            state = self._hosts[host]
-            state.busy -= 1
-            if trial:
-                state.trial = False
-            if answered is False:
-                state.timeouts += 1
-                if state.timeouts >= self.trip:
-                    state.open_until = self.clock() + self.cooldown
-            elif answered:
-                state.timeouts = 0
-            if state.busy == 0 and state.timeouts == 0:
-                del self._hosts[host]
 
 
 class WebhookNotifier(Notifier):
@@ -279,9 +102,7 @@ class WebhookNotifier(Notifier):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.hosts = hosts or Hosts()
-        self._opener = urllib.request.build_opener(  # built once, used for every send
-            _NoRedirect(), _HttpHandler(), _HttpsHandler(ssl_context)
-        )
+        self._opener = build_opener(ssl_context)  # built once, used for every send
 
     def __repr__(self) -> str:
         return (
@@ -344,8 +165,8 @@ class WebhookNotifier(Notifier):
 
     def _post(self, host: str, url: str, body: bytes, headers: dict[str, str]) -> str:
         """POST within the deadline; the answer's X-Request-Id, or a typed error."""
-        deadline = _Deadline(self.timeout, self.connect_timeout)
-        request = _Request(url, deadline, data=body, headers=headers, method="POST")
+        deadline = Deadline(self.timeout, self.connect_timeout)
+        request = DeadlineRequest(url, deadline, data=body, headers=headers, method="POST")
         try:
             response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -416,14 +237,16 @@ def _header_safe(value: str) -> str:
 
 
 def _refused(host: str, exc: urllib.error.HTTPError) -> PermanentError | TransientError:
+    """The receiver's answer, read as every HTTP channel reads one (notifiers.http)."""
     status = exc.code
-    if status == 429 or status >= 500 or status in TRANSIENT_4XX:
+    found = verdict(status, transient=(TOO_EARLY,))
+    if found is Verdict.TRANSIENT:
         return TransientError(
             f"webhook {host} answered {status}",
             code=status,
-            retry_after=_retry_after(exc.headers.get("Retry-After")),
+            retry_after=retry_after(exc.headers.get("Retry-After")),
         )
-    if 300 <= status < 400:
+    if found is Verdict.REDIRECTED:
         return PermanentError(f"webhook {host} redirected ({status}); not followed", code=status)
     return PermanentError(f"webhook {host} refused the notification ({status})", code=status)
 
@@ -452,23 +275,3 @@ def _lost(host: str, reason: Exception, expired: bool) -> AmbiguousError:
     return AmbiguousError(
         f"webhook {host} gave no answer ({what}); it may have the notification", code="connection"
     )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER)

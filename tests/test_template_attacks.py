@@ -15,7 +15,9 @@ import pytest
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
 
 from notifiers.errors import PermanentError
-from notifiers.sandbox import LimitedSandbox, TemplateLimit, render_limited
+from notifiers.render_limit import render_limited
+from notifiers.sandbox import LimitedSandbox
+from notifiers.template_limits import TemplateLimit
 from notifiers.templates import render
 
 SSTI = [
