@@ -433,12 +433,6 @@ def test_a_history_stream_that_is_not_utf8_is_unreadable(
         store.history("h")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, ValueError),
-    reason="bug: a UTF-8 history entry lacking 'seq' (or with a non-JSON 'event') raises "
-    "KeyError/JSONDecodeError from history_entries, not Unreadable naming the key",
-)
 @pytest.mark.parametrize("broken", [{"seq": None}, {"event": "{not json"}, {"seq": "one"}])
 def test_a_history_entry_of_the_wrong_shape_is_unreadable(
     client: redis.Redis, keys: Keys, store: Store, broken: dict[str, str | None]

@@ -105,11 +105,12 @@ class Store:
         live = [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in flat]
         if not exists:
             raise self._missing(instance_id)
-        return [
-            entry
-            for fields in read_history(self.keys, instance_id, archived, live)
-            for entry in history_entries(fields)
-        ]
+        entries = read_history(self.keys, instance_id, archived, live)
+        try:
+            return [entry for fields in entries for entry in history_entries(fields)]
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:  # text of a wrong shape
+            what = f"{type(exc).__name__}: {exc}"
+            raise Unreadable(f"history {keys[2]} is unreadable: {what}") from None
 
     def correlated(self, workflow: str, key: str, value: str) -> str | None:
         found: bytes | None = self.redis.get(self.keys.correlation(workflow, key, value))  # type: ignore[assignment]
