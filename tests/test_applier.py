@@ -195,7 +195,7 @@ def test_a_batch_read_before_a_lease_was_lost_is_applied_when_the_lease_comes_ba
     sent = emit_ticks(app, ids, 1)
     applier = app.applier()
     applier.leases.maintain(force=True)
-    assert len(applier._read(0)) == 4
+    assert len(applier.reader.read(0)) == 4
     for partition in list(applier.leases.owned):
         applier.leases.forget(partition)
         app.redis.delete(app.keys.lease(partition))

@@ -22,7 +22,7 @@ from bench.chaos.providers import prism_receipts
 from bench.chaos.workload import PAYMENT_TIMEOUT_EVENT, ChaosOrder, ChaosSaga
 from notifiers.email import EmailNotifier
 from orchestrator.core.definition import LOST_TRIES, Definition
-from orchestrator.core.effects import Notify, RunTask, StartTimer, describe
+from orchestrator.core.effects import RunTask, SendNotification, StartTimer, describe
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import transition
@@ -81,7 +81,7 @@ class Run:
                 self.tasks.append({"job": job, "effect": effect})
             elif isinstance(effect, StartTimer):
                 self.timers.append(timer_event(self.id, effect))
-            elif isinstance(effect, Notify):
+            elif isinstance(effect, SendNotification):
                 self.notified.append((f"{job}:{effect.to}", effect.channel))
 
     def answer(self, ok: bool = True, kind: str | None = None) -> None:

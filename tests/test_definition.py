@@ -591,20 +591,20 @@ def test_valid_class_compiles_into_a_frozen_definition() -> None:
         {"task.completed", "ship", "ship.late", "order.placed", "order.replayed"}
     )
 
-    reserving = d.state("reserving")
+    reserving = d.states["reserving"]
     assert reserving.initial and not reserving.final
     assert reserving.task == TaskSpec("tests.sample_workflows:step", 3, 30, 0.5, 10)
     # a bare function becomes a Task with the defaults: one try, 300 s
     # a compensation given as a bare function retries for about an hour by default
     assert reserving.compensation == TaskSpec("tests.sample_workflows:undo", 21, 300.0, 1.0, 300.0)
 
-    waiting = d.state("waiting")
+    waiting = d.states["waiting"]
     assert (waiting.task, waiting.timeout, waiting.timeout_event) == (None, 60, "ship.late")
 
-    shipped = d.state("shipped")
+    shipped = d.states["shipped"]
     assert shipped.final and shipped.outcome == "completed"
     assert shipped.notify == (NotifySpec("email", "shipped {{ id }}", "email"),)
-    assert d.state("late").outcome == "failed"
+    assert d.states["late"].outcome == "failed"
 
     assert d.transitions == (
         TransitionSpec("task.completed", frozenset({"reserving"}), "waiting", None, False),

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from orchestrator import ANY, Notify, On, State, Task, Workflow
 from orchestrator.core import events as ev
 from orchestrator.core.definition import LOST_TRIES, Definition, TaskSpec
-from orchestrator.core.effects import CancelTimers, Effect, RunTask, StartTimer
-from orchestrator.core.effects import Notify as NotifyEffect
+from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
 from orchestrator.core.errors import DefinitionError
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
@@ -343,7 +342,7 @@ def test_entering_a_state_sends_its_notifications() -> None:
     for _ in range(3):
         run.ok()
     r = run.send("finish")
-    assert r.effects == (NotifyEffect("email", "a@example.com", "done", run.inst.context),)
+    assert r.effects == (SendNotification("email", "a@example.com", "done", run.inst.context),)
 
 
 def test_notification_recipient_from_a_function_of_the_context() -> None:
@@ -351,9 +350,11 @@ def test_notification_recipient_from_a_function_of_the_context() -> None:
     for _ in range(3):
         run.ok()
     r = run.send("give_up")  # compensation first
-    assert of_type(r.effects, NotifyEffect) == []
+    assert of_type(r.effects, SendNotification) == []
     r = run.ok()
-    assert of_type(r.effects, NotifyEffect) == [NotifyEffect("sms", "+1", "x", run.inst.context)]
+    assert of_type(r.effects, SendNotification) == [
+        SendNotification("sms", "+1", "x", run.inst.context)
+    ]
 
 
 # ---- retries ----------------------------------------------------------------
@@ -1072,7 +1073,9 @@ def test_cancel_to_a_custom_cancel_state() -> None:
     run.send(ev.CANCEL)
     r = run.ok()
     assert (r.instance.state, r.instance.status) == ("stopped", "cancelled")
-    assert of_type(r.effects, NotifyEffect) == [NotifyEffect("log", "ops", "stop", {"who": "ops"})]
+    assert of_type(r.effects, SendNotification) == [
+        SendNotification("log", "ops", "stop", {"who": "ops"})
+    ]
 
 
 # ---- purity -----------------------------------------------------------------
@@ -1491,5 +1494,5 @@ def test_a_state_passed_through_is_in_the_result_with_the_event_that_moved_it_on
     # its task and its timeout did not start
     assert r.instance.state == "c"
     assert r.passed == (Passed("b", "skip", "skip@1001.0"),)
-    assert [n.template for n in of_type(r.effects, NotifyEffect)] == ["hello"]
+    assert [n.template for n in of_type(r.effects, SendNotification)] == ["hello"]
     assert of_type(r.effects, RunTask) == [] and r.instance.timers == ()

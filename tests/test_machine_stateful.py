@@ -62,11 +62,12 @@ from orchestrator import On, State, Task, Workflow
 from orchestrator.core import events as ev
 from orchestrator.core.definition import LOST_TRIES, TASK_LOST, TaskSpec, TransitionSpec
 from orchestrator.core.effects import CancelTimers, RunTask, StartTimer
+from orchestrator.core.errors import SchemaViolation
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import PASSED, GuardFailed, Result, transition
 from orchestrator.core.replay import replay
-from orchestrator.core.schemas import SchemaViolation
+from orchestrator.runtime.schemas import PayloadSchemas
 from tests.sample_workflows import Approval, Saga, Stuck, step
 from tests.stateful_workflows import Ledger, log_note
 from workflows.order import OrderFulfilment
@@ -306,7 +307,7 @@ class World:
         if event.id in self.applied:
             return before  # a duplicate emission: the applier skips it
         try:
-            self.d.schemas.check(event.type, event.data)
+            PayloadSchemas(self.d).check(event.type, event.data)
             result = transition(self.d, before, event)
         except (GuardFailed, SchemaViolation):
             self.dead += 1  # dead-lettered: not applied, not counted

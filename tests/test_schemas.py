@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.errors import SchemaViolation
 from orchestrator.core.events import Event
-from orchestrator.core.schemas import SchemaViolation
 from orchestrator.entry.bootstrap import App
 from tests.conftest import cli_env, run_cli
 

@@ -24,7 +24,10 @@ class RunTask:
 
 
 @dataclass(frozen=True)
-class Notify:
+class SendNotification:
+    """Send one notification: a channel, a recipient (None: none found in the context),
+    a template of the workflow and the context it is rendered with."""
+
     channel: str
     to: str | None
     template: str
@@ -46,7 +49,7 @@ class CancelTimers:
     ids: tuple[str, ...]
 
 
-Effect = RunTask | Notify | StartTimer | CancelTimers
+Effect = RunTask | SendNotification | StartTimer | CancelTimers
 
 
 def describe(effect: Effect) -> str:
@@ -54,7 +57,7 @@ def describe(effect: Effect) -> str:
     match effect:
         case RunTask(task=task, kind=kind, attempt=attempt):
             return f"run {kind} {task} (attempt {attempt})"
-        case Notify(channel=channel, to=to, template=template):
+        case SendNotification(channel=channel, to=to, template=template):
             return f"notify {channel} to {to} with {template}"
         case StartTimer(due=due, event_type=event_type):
             return f"timer {event_type} due {due:.3f}"

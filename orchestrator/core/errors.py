@@ -1,10 +1,12 @@
 """Every error the engine raises on purpose, drawn once.
 
     OrchestratorError              base: a message fit to show a user as one line
-    ├── DefinitionError            a workflow class is malformed (raised at import)
+    ├── DefinitionError            a workflow class is malformed (raised at import; a
+    │                              payload schema pydantic cannot read: when loaded)
     ├── ConfigurationError         settings, Redis URL or data folder unusable
     │   └── RedisUnavailable       the server cannot be reached (URL shown, password hidden)
     ├── InputError                 bad input at the door: JSON, payload, arguments
+    │   └── SchemaViolation        an event's data does not fit its declared schema
     ├── UnknownWorkflow            no workflow of that name (the known names are listed)
     ├── UnknownEventType           no workflow reacts to that event type
     ├── UnknownInstance            no instance with that id or key
@@ -40,6 +42,11 @@ class RedisUnavailable(ConfigurationError):
 
 class InputError(OrchestratorError):
     pass
+
+
+class SchemaViolation(InputError):
+    """An event's data does not fit the schema its workflow declares for it; names the
+    field (orchestrator.runtime.schemas)."""
 
 
 class UnknownWorkflow(OrchestratorError):

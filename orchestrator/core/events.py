@@ -32,9 +32,19 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 DEFAULT_TIMEOUT_EVENT = "state.timeout"
 
+# Groupings of event types, each defined here once.
 ENGINE_TYPES = frozenset(
     {STARTED, CANCEL, RESUME, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE}
 )
+"""The engine's own: produced inside it, never emitted from outside, never parked."""
+ANSWERS = frozenset({TASK_COMPLETED, TASK_FAILED, COMPENSATION_COMPLETED, COMPENSATION_FAILED})
+"""A task or compensation job's answers: once one is applied, the watchdog stops watching
+the job (orchestrator.runtime.watchdog)."""
+FAILURES = frozenset({TASK_FAILED, COMPENSATION_FAILED})
+"""The only events a transition row may route by error type (`On(..., error=...)`)."""
+WORKER_REPORTS = frozenset({TASK_COMPLETED, TASK_FAILED, NOTIFICATION_SENT, NOTIFICATION_FAILED})
+"""What task and notification workers report: every workflow accepts them, with or
+without a transition on them."""
 
 
 class Unreadable(OrchestratorError, ValueError):

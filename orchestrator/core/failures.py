@@ -3,17 +3,18 @@
 The task wrapper (orchestrator.runtime.jobs) reports a failure with `error_type` (the
 class name), `error_types` (the class and its bases, most specific first) and,
 for an `orchestrator.NonRetryable`, `retryable: false`. The transition function
-reads them here: to decide whether a try is retried, and which `On(...,
-error=...)` row a failure takes. The watchdog's report of a lost try carries
+reads them here: to decide whether a try is retried (and after what backoff),
+and which `On(..., error=...)` row a failure takes. The watchdog's report of a lost try carries
 only `error_type: TaskLost`, and so stays retryable.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
-from orchestrator.core.definition import TaskSpec
 from orchestrator.core.errors import NonRetryable
+from orchestrator.core.spec import TaskSpec
 
 MAX_TYPES = 32  # names reported at most, most specific first
 _UNNAMED = (BaseException, Exception, object)
@@ -57,3 +58,10 @@ def retryable(task: TaskSpec, data: dict[str, Any]) -> bool:
     if data.get("retryable") is False:
         return False
     return task.non_retryable.isdisjoint(error_types(data))
+
+
+def backoff_delay(task: TaskSpec, attempt: int, instance_id: str) -> float:
+    """Exponential backoff with up to 25% jitter, deterministic per instance and try."""
+    base = min(task.max_backoff, task.backoff * 2 ** (attempt - 1))
+    jitter = zlib.crc32(f"{instance_id}:{attempt}".encode()) / 0xFFFFFFFF * 0.25
+    return float(base * (1 + jitter))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.core.definition import Definition, TransitionSpec
+from orchestrator.core.spec import Definition, TransitionSpec
 
 
 def _label(row: TransitionSpec) -> str:

@@ -23,48 +23,39 @@ on as it enters) are in `Result.passed`; they send their notifications, but
 only the state the step ends in starts its task and its timeout, as a
 statechart starts an `invoke` only for the states still active at the end of
 a step.
+
+One application is one object in three layers, each a module: the moves an
+event ends in, entering a state or running the compensation
+(orchestrator.core.step); the table that picks the row (orchestrator.core.table);
+and, here, what each kind of event means.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core import events as ev
-from orchestrator.core.definition import (
-    CANCELLED,
-    LOST_TRIES,
-    TASK_LOST,
-    Definition,
-    StateSpec,
-    TaskSpec,
-    TransitionSpec,
-)
-from orchestrator.core.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
+from orchestrator.core.effects import Effect
 from orchestrator.core.events import Event
-from orchestrator.core.failures import error_types, retryable
+from orchestrator.core.failures import backoff_delay, retryable
 from orchestrator.core.instance import Instance
+from orchestrator.core.spec import LOST_TRIES, TASK_LOST, Definition, TaskSpec
+from orchestrator.core.step import Passed
+from orchestrator.core.table import GuardFailed, Table
 
-
-class GuardFailed(Exception):
-    """A guard (or a row's `save`) raised; the event cannot be applied and goes to the
-    dead letters."""
-
+__all__ = [
+    "PASSED",
+    "GuardFailed",
+    "Passed",
+    "Result",
+    "already_applied",
+    "backoff_delay",
+    "merge_result",
+    "transition",
+]
 
 PASSED = "passed"  # the outcome shown for a state passed through (orchestrator.store.instances)
-
-
-_UNDOING = ""  # in _Step.entered: the compensation run, which leaves the state entered
-
-
-@dataclass(frozen=True)
-class Passed:
-    """A state entered and left in one step, and the event that moved it on."""
-
-    state: str
-    left_on: str  # that event's type
-    left_by: str  # its id
 
 
 @dataclass(frozen=True)
@@ -92,27 +83,8 @@ def already_applied(instance: Instance, event: Event) -> Result:
     return Result(inst, (), "ignored", "duplicate: this event id was applied before")
 
 
-class _Step:
-    """The working state of one application; not shared, not reused."""
-
-    def __init__(self, definition: Definition, inst: Instance, event: Event) -> None:
-        self.d = definition
-        self.inst = inst
-        self.event = event
-        self.effects: list[Effect] = []
-        self.outcome = "ignored"
-        self.note = ""
-        self.entry_mark: int | None = None  # where the effects of an entry made in this step begin
-        self.moving = event  # the event whose row is firing: this one, or a parked one
-        self.entered: list[tuple[str, Event]] = []  # states entered in this step, and by what
-
-    def passed(self) -> tuple[Passed, ...]:
-        """The states entered in this step and left in it, each with what moved it on."""
-        return tuple(
-            Passed(state, by.type, by.id)
-            for (state, _), (_, by) in zip(self.entered, self.entered[1:], strict=False)
-            if state != _UNDOING
-        )
+class _Step(Table):
+    """One event applied: what it means, by its type and the instance's state."""
 
     # -- dispatch -------------------------------------------------------------
 
@@ -225,9 +197,6 @@ class _Step:
                 self.outcome = "late"
         return True
 
-    def _waiting(self) -> str:
-        return ", ".join(f"{state} (try {attempt})" for _, attempt, state in self.inst.inflight)
-
     def _task_completed(self) -> None:
         state = self._current()
         key = (self.inst.entered_seq, self.inst.attempt, state.name)
@@ -298,259 +267,7 @@ class _Step:
         )
         self.outcome = "retry"
 
-    # -- the table ------------------------------------------------------------
-
-    def _match(self, *, park: bool) -> bool:
-        row = self._find(self.event)
-        if row is None:
-            if park:
-                self._park(f"no transition on {self.event.type} from {self.inst.state}")
-            return False
-        self._fire(row)
-        self._unpark()
-        return True
-
-    def _park(self, note: str) -> None:
-        self.inst = self.inst.evolve(parked=(*self.inst.parked, self.event))
-        self.outcome = "parked"
-        self.note = note
-
-    def _find(self, event: Event) -> TransitionSpec | None:
-        state = self.inst.state
-        for row in self.d.transitions:
-            if row.event != event.type:
-                continue
-            if row.sources is not None and state not in row.sources:
-                continue
-            if row.sources is None and state is not None and self.d.states[state].final:
-                continue
-            if row.errors is not None and row.errors.isdisjoint(error_types(event.data)):
-                continue
-            if row.guard is not None:
-                try:
-                    allowed = bool(row.guard(self.inst.context, event.data))
-                except Exception as exc:
-                    raise GuardFailed(
-                        f"guard of transition on {row.event} from {state} raised "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                if not allowed:
-                    continue
-            return row
-        return None
-
-    def _fire(self, row: TransitionSpec) -> None:
-        self.outcome = "transition"
-        if row.save is not None:
-            self._save(row)
-        if row.internal:  # consumed where it stands: no exit, no entry, no effects
-            self.note = (self.note + "; internal").lstrip("; ")
-        elif row.compensate and (self.inst.compensations or self.inst.inflight):
-            self._begin_compensation(row.target)
-        else:
-            self._enter(row.target)
-
-    def _save(self, row: TransitionSpec) -> None:
-        """The firing event's data into the context, as the row's `save` says."""
-        data = self.moving.data
-        save = row.save
-        if save is True:
-            saved = dict(data)
-        elif isinstance(save, str):
-            saved = {save: data}
-        else:
-            assert callable(save)
-            try:
-                saved = save(dict(self.inst.context), dict(data))
-            except Exception as exc:
-                raise GuardFailed(
-                    f"save of transition on {row.event} from {self.inst.state} raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if not isinstance(saved, dict):
-                raise GuardFailed(
-                    f"save of transition on {row.event} from {self.inst.state} returned "
-                    f"{type(saved).__name__}, not a dict"
-                )
-        self.inst = self.inst.evolve(context={**self.inst.context, **saved})
-
-    def _unpark(self) -> None:
-        """Retry parked events after a transition, oldest first, until none fires."""
-        progressed = True
-        while progressed and self.inst.parked and not self.inst.finished:
-            progressed = False
-            for parked in self.inst.parked:
-                bound = parked.entered_seq
-                if bound is not None and bound != self.inst.entered_seq:
-                    self._drop_parked(parked)
-                    progressed = True
-                    break
-                if self.inst.status == "compensating":
-                    return
-                row = self._find(parked)
-                if row is not None:
-                    self._drop_parked(parked)
-                    self.moving = parked
-                    self._fire(row)
-                    self.note = (self.note + f"; applied parked {parked.type}").lstrip("; ")
-                    progressed = True
-                    break
-
-    def _drop_parked(self, event: Event) -> None:
-        self.inst = self.inst.evolve(parked=tuple(p for p in self.inst.parked if p is not event))
-
-    # -- entering states ------------------------------------------------------
-
-    def _enter(self, name: str, *, notify: bool = True) -> None:
-        state = self.d.states.get(name)
-        seq = self.inst.seq
-        self._new_entry()
-        self.entered.append((name, self.moving))
-        if state is None:  # the built-in cancel target
-            assert name == CANCELLED
-            self.inst = self.inst.evolve(
-                state=name,
-                status="cancelled",
-                entered_seq=seq,
-                attempt=0,
-                lost=0,
-                compensating_to=None,
-                compensations=(),
-                inflight=(),
-                halted=False,
-                parked=(),
-            )
-            return
-        status = state.outcome if state.final else "running"
-        self.inst = self.inst.evolve(
-            state=name,
-            status=status,
-            entered_seq=seq,
-            attempt=1 if state.task else 0,
-            lost=0,
-            compensating_to=None,
-            halted=False,
-        )
-        if state.final:  # nothing can apply any more: drop what waited
-            self.inst = self.inst.evolve(compensations=(), inflight=(), parked=())
-        if state.task is not None:
-            self.effects.append(self._run(state.task, "task", name))
-        for spec in state.notify if notify else ():
-            to = spec.to(self.inst.context) if callable(spec.to) else None
-            if isinstance(spec.to, str):
-                value = self.inst.context.get(spec.to)
-                to = None if value is None else str(value)
-            self.effects.append(
-                Notify(
-                    spec.channel,
-                    to,
-                    spec.template,
-                    self.inst.context,
-                    self.d.templates,
-                    spec.urgent,
-                )
-            )
-        if state.timeout is not None:
-            self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
-
-    def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
-        """Set a timer bound to the current entry; leaving the entry cancels it."""
-        bound = self.inst.entered_seq
-        timer_id = self._timer_id(event_type, int(data.get("attempt", 0)))
-        data = {**data, "entered_seq": bound, "timer": timer_id}
-        self.inst = self.inst.evolve(timers=(*self.inst.timers, timer_id))
-        self.effects.append(StartTimer(timer_id, due, event_type, data))
-
-    def _new_entry(self) -> None:
-        """Leave the current entry for a new one. An entry made earlier in this same step
-        (a parked event moved the instance on at once) never started: its task and timers
-        are withdrawn, not ordered, so nothing runs that nobody waits for."""
-        if self.entry_mark is not None:
-            kept = [
-                e
-                for e in self.effects[self.entry_mark :]
-                if not isinstance(e, RunTask | StartTimer)
-            ]
-            dropped = {e.id for e in self.effects[self.entry_mark :] if isinstance(e, StartTimer)}
-            withdrawn = {
-                (e.entered_seq, e.attempt, e.state)
-                for e in self.effects[self.entry_mark :]
-                if isinstance(e, RunTask)
-            }
-            self.effects[self.entry_mark :] = kept
-            self.inst = self.inst.evolve(
-                timers=tuple(t for t in self.inst.timers if t not in dropped),
-                inflight=tuple(t for t in self.inst.inflight if t not in withdrawn),
-            )
-        self._disarm()
-        self.entry_mark = len(self.effects)
-
-    def _timer_id(self, event_type: str, attempt: int) -> str:
-        return f"{self.inst.id}-{self.inst.entered_seq}-{event_type}-{attempt}"
-
-    def _disarm(self) -> None:
-        if self.inst.timers:
-            self.effects.append(CancelTimers(self.inst.timers))
-            self.inst = self.inst.evolve(timers=())
-
-    def _run(self, spec: TaskSpec, kind: str, state: str) -> RunTask:
-        """The order to run a try; a task's try of a state that names a compensation is
-        followed in flight, so that nothing it finishes is left undone."""
-        if kind == "task" and self.d.states[state].compensation is not None:
-            key = (self.inst.entered_seq, self.inst.attempt, state)
-            self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
-        return RunTask(
-            task=spec.path,
-            kind="compensation" if kind == "compensation" else "task",
-            state=state,
-            attempt=self.inst.attempt,
-            entered_seq=self.inst.entered_seq,
-            timeout=spec.timeout,
-            context=self.inst.context,
-        )
-
-    # -- compensation ---------------------------------------------------------
-
-    def _begin_compensation(self, target: str, reason: str | None = None) -> None:
-        """Undo the finished steps, newest first, then enter `target`; first wait for the
-        tries still in flight of states that name a compensation (each settles by its
-        answer, its timeout, or the watchdog reporting it lost)."""
-        self.inst = self.inst.evolve(
-            status="compensating", compensating_to=target, reason=reason, halted=False
-        )
-        self._new_entry()  # withdraws a task ordered earlier in this step, never to run
-        if self.entered:  # a state entered in this step is left for the compensation run
-            self.entered.append((_UNDOING, self.moving))
-        if self.inst.inflight:
-            self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=0, lost=0)
-            self.outcome = "compensating"
-            self.note = (self.note + f"; waits for {self._waiting()} in flight").lstrip("; ")
-            return
-        self._next_compensation()
-
-    def _next_compensation(self) -> None:
-        if not self.inst.compensations:
-            target = self.inst.compensating_to
-            assert target is not None
-            self._enter(target)
-            self.outcome = "transition"
-            return
-        self._new_entry()
-        self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1, lost=0)
-        spec = self._compensation_spec()
-        self.effects.append(self._run(spec, "compensation", self._work_state()))
-        self.outcome = "compensating"
-
-    def _compensation_spec(self) -> TaskSpec:
-        spec = self.d.states[self.inst.compensations[-1]].compensation
-        assert spec is not None
-        return spec
-
-    def _work_state(self) -> str:
-        if self.inst.status == "compensating":
-            return self.inst.compensations[-1]
-        assert self.inst.state is not None
-        return self.inst.state
+    # -- answers of compensations, cancel, retry ------------------------------
 
     def _compensation_answer(self) -> None:
         if self.inst.status not in ("compensating", "failed") or not self._task_answer_current():
@@ -611,10 +328,6 @@ class _Step:
         else:
             self.note = "nothing to retry: no failed task or compensation"
 
-    def _current(self) -> StateSpec:
-        assert self.inst.state is not None
-        return self.d.states[self.inst.state]
-
 
 def merge_result(context: dict[str, Any], state: str, result: Any) -> dict[str, Any]:
     """How a task's result enters the context.
@@ -627,10 +340,3 @@ def merge_result(context: dict[str, Any], state: str, result: Any) -> dict[str, 
     if isinstance(result, dict):
         return {**context, **result}
     return {**context, state: result}
-
-
-def backoff_delay(task: TaskSpec, attempt: int, instance_id: str) -> float:
-    """Exponential backoff with up to 25% jitter, deterministic per instance and try."""
-    base = min(task.max_backoff, task.backoff * 2 ** (attempt - 1))
-    jitter = zlib.crc32(f"{instance_id}:{attempt}".encode()) / 0xFFFFFFFF * 0.25
-    return float(base * (1 + jitter))

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.core.definition import Definition
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import PASSED, already_applied, transition
+from orchestrator.core.spec import Definition
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ set aside what they cannot read themselves, and a failure in one of them
 that is not Redis's is logged and retried a little later, never allowed to
 stop the applying. All of it costs no extra round trip: the parsing that was
 there is checked, nothing more is read.
+
+The applier is the loop and the applying; what a batch reads is in
+orchestrator.runtime.batch_reader, what it commits in
+orchestrator.runtime.batch_writer.
 """
 
 from __future__ import annotations
@@ -36,58 +40,31 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import redis
-from redis.client import Pipeline
 
-from orchestrator.core import events as ev
-from orchestrator.core.effects import describe
-from orchestrator.core.errors import UnknownWorkflow
-from orchestrator.core.events import Event, Unreadable
-from orchestrator.core.instance import Instance
-from orchestrator.core.machine import GuardFailed, Result, already_applied, transition
-from orchestrator.core.schemas import SchemaViolation
-from orchestrator.runtime.dispatch import Dispatcher, Ready
+from orchestrator.core.errors import SchemaViolation, UnknownWorkflow
+from orchestrator.core.machine import GuardFailed, already_applied, transition
+from orchestrator.runtime.batch_reader import BatchReader, Entry, Loaded, Parsed
+from orchestrator.runtime.batch_writer import BatchWriter, Work
+from orchestrator.runtime.dispatch import Dispatcher
 from orchestrator.runtime.faults import crash_point
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.registry import Registry
-from orchestrator.store import archive
 from orchestrator.store.deadletters import INBOX, dead_letter
-from orchestrator.store.instances import decode_hash, decode_text, read_history
-from orchestrator.store.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
+from orchestrator.store.instances import decode_text
+from orchestrator.store.keys import Keys
 from orchestrator.store.leases import Leases
 from orchestrator.store.retention import Retention
 from orchestrator.store.timers import Timers
 
 log = logging.getLogger("orchestrator.runtime.applier")
-ANSWERS = frozenset(
-    {ev.TASK_COMPLETED, ev.TASK_FAILED, ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED}
-)
-
-Entry = tuple[int, str, dict[bytes, bytes]]  # partition, stream entry id, fields
-Parsed = tuple[Entry, Event | None, str]  # the entry; its event and JSON text, or None and why
-# instance, applied ids, its hash; or why its hash cannot be read
-_Loaded = tuple[Instance | None, set[str], dict[str, str]] | str
 DUTY_PAUSE = 5.0  # seconds a side duty that failed waits before it is tried again
 
 
-@dataclass
-class _Work:
-    """What one batch will commit for one instance."""
-
-    before: Instance
-    after: Instance
-    applied: set[str]
-    stored: dict[str, str]  # the instance hash as loaded: only fields that differ are written
-    new_ids: list[str] = field(default_factory=list)
-    answered_jobs: list[str] = field(default_factory=list)
-    history: list[dict[str, str]] = field(default_factory=list)
-    effects: list[tuple[int, int, Any]] = field(default_factory=list)  # seq, index, effect
-
-
 class Applier:
+    """Applies the events of the inbox partitions it holds leases on, batch by batch."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -104,7 +81,6 @@ class Applier:
         self.redis = client
         self.keys = keys
         self.registry = registry
-        self.batch_size = batch_size
         self.crash_at = crash_at
         self.id = applier_id or uuid.uuid4().hex[:12]
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
@@ -112,9 +88,10 @@ class Applier:
         self.dispatcher = Dispatcher(client, keys, job_key)
         self.retention = Retention(client, keys, retention)
         self.later = Later(client, keys)
+        self.reader = BatchReader(client, keys, self.leases, self.id, batch_size)
+        self.writer = BatchWriter(client, keys, self.dispatcher, self.retention)
         self._next_clean = 0.0
-        self._caught_up: set[int] = set()
-        self._next_watch = 0.0  # owned partitions with no pending entries left
+        self._next_watch = 0.0
         self._duty_paused: dict[str, float] = {}  # side duty -> when it may run again
 
     # -- the loop -------------------------------------------------------------
@@ -131,7 +108,7 @@ class Applier:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unreachable (%s); trying again in %.1fs", exc, pause)
                 self.leases.check_soon()  # they may have expired meanwhile
-                self._caught_up.clear()  # and a batch may be pending: read it again
+                self.reader.caught_up.clear()  # and a batch may be pending: read it again
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
@@ -141,7 +118,7 @@ class Applier:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""
         # A partition gained (again: a lease lost during a Redis pause, then taken back)
         # may hold a batch this applier read and never acknowledged: read its pending first.
-        self._caught_up -= set(self.leases.maintain())
+        self.reader.caught_up -= set(self.leases.maintain())
         owned = self.leases.owned
         if not owned:
             if block_ms:
@@ -183,14 +160,14 @@ class Applier:
     # -- one batch --------------------------------------------------------------
 
     def apply_batch(self, block_ms: int = 0) -> int:
-        entries = self._read(block_ms)
+        entries = self.reader.read(block_ms)
         if not entries:
             return 0
         partitions = sorted({p for p, _, _ in entries})
-        events = [(entry, *self._parse(entry)) for entry in entries]
+        events = [(entry, *self.reader.parse(entry)) for entry in entries]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
-            loaded, lost, behind = self._load(events, partitions)
+            loaded, lost, behind = self.reader.load(events, partitions)
             if lost:
                 pipe.reset()
                 for partition in lost:
@@ -198,17 +175,17 @@ class Applier:
                 return 0
             if behind:  # older entries pending: read them first, in order, with these
                 pipe.reset()
-                self._caught_up -= behind
+                self.reader.caught_up -= behind
                 return 0
             work, dead = self._apply_all(events, loaded)
-            finished, unreadable = self._finished_histories(work)
+            finished, unreadable = self.writer.finished_histories(work)
             if unreadable:  # rare: apply again, their events to the dead letters
                 loaded.update(unreadable)
                 work, dead = self._apply_all(events, loaded)
-                finished, _ = self._finished_histories(work)
+                finished, _ = self.writer.finished_histories(work)
             crash_point("before_commit", self.crash_at)
             pipe.multi()
-            self._write(pipe, work, dead, entries, finished)
+            self.writer.write(pipe, work, dead, entries, finished)
             try:
                 pipe.execute()
             except redis.WatchError:
@@ -219,146 +196,12 @@ class Applier:
         crash_point("after_commit", self.crash_at)
         return len(entries)
 
-    def _read(self, block_ms: int) -> list[Entry]:
-        owned = self.leases.owned
-        self._caught_up &= set(owned)
-        recovering = set(owned) - self._caught_up
-        streams: Any = {self.keys.inbox(p): "0" if p in recovering else ">" for p in owned}
-        reply: Any = self.redis.xreadgroup(
-            INBOX_GROUP,
-            INBOX_CONSUMER,
-            streams,
-            count=self.batch_size,
-            block=None if recovering or not block_ms else block_ms,
-        )
-        entries: list[Entry] = []
-        by_stream = {self.keys.inbox(p): p for p in owned}
-        still_pending: set[int] = set()
-        for stream, items in reply or []:
-            partition = by_stream[stream.decode()]
-            if partition in recovering and items:
-                still_pending.add(partition)
-            for entry_id, fields in items:
-                if not fields:  # an entry trimmed away while pending (None or {})
-                    continue
-                entries.append((partition, entry_id.decode(), fields))
-        self._caught_up |= recovering - still_pending
-        if not entries and recovering:
-            return self._read(block_ms)
-        return entries
-
-    def _parse(self, entry: Entry) -> tuple[Event | None, str]:
-        """An inbox entry's event and its JSON text; or None and why it cannot be applied."""
-        partition, _, fields = entry
-        raw = fields.get(b"e")
-        if raw is None:
-            names = sorted(decode_text(k) for k in fields)
-            return None, f"malformed event: the entry has no 'e' field (it has {names})"
-        try:
-            text = raw.decode()
-            event = Event.from_json(text)
-        except UnicodeDecodeError as exc:
-            return None, f"malformed event: not UTF-8 ({exc})"
-        except Unreadable as exc:
-            return None, f"malformed event: {exc}"
-        home = self.keys.partition_of(event.instance_id)
-        if home != partition:  # applied here, it would race its own partition's applier
-            return None, (
-                f"event for instance {event.instance_id!r} found in partition {partition}'s "
-                f"inbox; it belongs to partition {home}"
-            )
-        return event, text
-
-    def _load(
-        self, events: list[Parsed], partitions: list[int]
-    ) -> tuple[dict[str, _Loaded], list[int], set[int]]:
-        """One round trip: the lease holders, the oldest pending entries, the instances,
-        which event ids they applied.
-
-        An entry older than this batch may be pending: one that an applier whose lease
-        had expired read after this one's recovery read, then failed to commit. Applied
-        after this batch it would break the order; trimmed with it, it would be lost.
-        Such partitions come back in `behind`, to be read again from their pending entries.
-        """
-        wanted: dict[str, list[str]] = {}
-        first: dict[int, str] = {}
-        for (partition, entry_id, _), event, _ in events:
-            first.setdefault(partition, entry_id)
-            if event is not None:
-                wanted.setdefault(event.instance_id, []).append(event.id)
-        pipe = self.redis.pipeline(transaction=False)
-        for partition in partitions:
-            pipe.get(self.keys.lease(partition))
-            pipe.xpending(self.keys.inbox(partition), INBOX_GROUP)
-        for instance_id, event_ids in wanted.items():
-            pipe.hgetall(self.keys.instance(instance_id))
-            pipe.smismember(self.keys.applied(instance_id), event_ids)
-        replies = pipe.execute()
-        head, rest = replies[: 2 * len(partitions)], replies[2 * len(partitions) :]
-        holders, pending = head[0::2], head[1::2]
-        lost = [
-            p for p, h in zip(partitions, holders, strict=True) if (h or b"").decode() != self.id
-        ]
-        behind = {
-            p
-            for p, summary in zip(partitions, pending, strict=True)
-            if summary["pending"] and _older(summary["min"], first[p])
-        }
-        loaded: dict[str, _Loaded] = {}
-        for index, (instance_id, event_ids) in enumerate(wanted.items()):
-            raw, flags = rest[2 * index], rest[2 * index + 1]
-            try:
-                stored = decode_hash(raw) if raw else {}
-                instance = Instance.from_fields(stored) if stored else None
-                if instance is not None and instance.id != instance_id:
-                    raise Unreadable(f"field 'id' is {instance.id[:50]!r}")
-            except Unreadable as exc:
-                key = self.keys.instance(instance_id)
-                log.error("instance hash %s is unreadable: %s", key, exc)
-                loaded[instance_id] = f"instance hash {key} is unreadable: {exc}"
-                continue
-            applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
-            loaded[instance_id] = (instance, applied, stored)
-        return loaded, lost, behind
-
-    def _finished_histories(
-        self, work: dict[str, _Work]
-    ) -> tuple[dict[str, _Archived], dict[str, str]]:
-        """One round trip, for batches that finish an instance (or record a late copy for a
-        finished one): the history it has so far, to be archived with this batch's entries.
-        Also returns the instances whose history cannot be read, with the reason."""
-        finished = [iid for iid, item in work.items() if item.history and item.after.finished]
-        if not finished:
-            return {}, {}
-        pipe = self.redis.pipeline(transaction=False)
-        for instance_id in finished:
-            pipe.xrange(self.keys.history(instance_id))
-            if work[instance_id].before.finished:  # a late copy: archived already, and expiring
-                pipe.get(self.keys.archive(instance_id))
-                pipe.pttl(self.keys.instance(instance_id))
-        replies = iter(pipe.execute())
-        found: dict[str, _Archived] = {}
-        unreadable: dict[str, str] = {}
-        for instance_id in finished:
-            live = next(replies)
-            archived, ttl_ms = None, 0  # finishing now: only the finishing commit archives
-            if work[instance_id].before.finished:
-                archived, ttl_ms = next(replies), int(next(replies))
-            try:
-                entries = read_history(self.keys, instance_id, archived, live)
-            except Unreadable as exc:
-                log.error("%s", exc)
-                unreadable[instance_id] = str(exc)
-                continue
-            found[instance_id] = _Archived(entries, ttl_ms)
-        return found, unreadable
-
     def _apply_all(
         self,
         events: list[Parsed],
-        loaded: dict[str, _Loaded],
-    ) -> tuple[dict[str, _Work], list[dict[str, str]]]:
-        work: dict[str, _Work] = {}
+        loaded: dict[str, Loaded],
+    ) -> tuple[dict[str, Work], list[dict[str, str]]]:
+        work: dict[str, Work] = {}
         dead: list[dict[str, str]] = []
         for entry, event, raw in events:
             entry_id = entry[1]
@@ -375,13 +218,13 @@ class Applier:
                 if instance is None:
                     dead.append(self._dead(entry, f"no instance {event.instance_id!r}"))
                     continue
-                item = work[event.instance_id] = _Work(instance, instance, applied, stored)
+                item = work[event.instance_id] = Work(instance, instance, applied, stored)
             if event.id in item.applied:  # delivered again: recorded, not applied
-                self._record(item, event, raw, already_applied(item.after, event))
+                item.record(event, raw, already_applied(item.after, event))
                 continue
             try:
                 definition = self.registry.get(item.after.workflow, item.after.version)
-                definition.schemas.check(event.type, event.data)
+                self.registry.check_payload(definition, event.type, event.data)
                 result = transition(definition, item.after, event)
             except (UnknownWorkflow, GuardFailed, SchemaViolation) as exc:
                 dead.append(self._dead(entry, str(exc)))
@@ -392,7 +235,7 @@ class Applier:
                 )
                 dead.append(self._dead(entry, f"internal error: {type(exc).__name__}: {exc}"))
                 continue
-            self._record(item, event, raw, result)
+            item.record(event, raw, result)
         return work, dead
 
     def _dead(self, entry: Entry, reason: str) -> dict[str, str]:
@@ -403,138 +246,3 @@ class Applier:
         if raw is None:
             raw = json.dumps({decode_text(k): decode_text(v) for k, v in fields.items()})
         return dead_letter(INBOX, self.keys.inbox(partition), entry_id, raw, reason)
-
-    def _record(self, item: _Work, event: Event, raw: str, result: Result) -> None:
-        """Queue what one applied event commits; `raw` is its inbox JSON, kept as it came."""
-        before = item.after
-        after = result.instance
-        seq = after.seq
-        item.applied.add(event.id)
-        item.new_ids.append(event.id)
-        if "job" in event.data and event.type in ANSWERS:
-            item.answered_jobs.append(str(event.data["job"]))
-        item.after = after
-        item.history.append(
-            {
-                "seq": str(seq),
-                "event": raw,
-                "outcome": result.outcome,
-                "from": before.state or "",
-                "to": after.state or "",
-                "status": after.status,
-                "note": result.note,
-                "effects": json.dumps([describe(e) for e in result.effects]),
-                **_passed(result),
-            }
-        )
-        for index, effect in enumerate(result.effects):
-            item.effects.append((seq, index, effect))
-
-    def _write(
-        self,
-        pipe: Pipeline,
-        work: dict[str, _Work],
-        dead: list[dict[str, str]],
-        entries: list[Entry],
-        finished: dict[str, _Archived],
-    ) -> None:
-        """The batch's writes. What many instances share goes out once per key: the
-        indexes' SREM/SADD and the watchdog's records, one command per key and batch
-        (variadic) rather than one per instance; each instance's own keys, one each."""
-        ready = Ready()
-        leaving: dict[str, list[str]] = {}  # index key -> instance ids leaving it
-        joining: dict[str, list[str]] = {}  # index key -> instance ids joining it
-        answered: dict[int, list[str]] = {}  # partition -> jobs whose answer is applied
-        for instance_id, item in work.items():
-            if not item.history:
-                continue
-            after, before = item.after, item.before
-            fields = after.to_fields()
-            if not before.finished:  # a finished one's hash may be expiring: write it whole
-                fields = {k: v for k, v in fields.items() if item.stored.get(k) != v}
-            if fields:
-                pipe.hset(self.keys.instance(instance_id), mapping=_fields(fields))
-            if instance_id in finished:
-                self._archive(pipe, instance_id, finished[instance_id], item, before.finished)
-            else:
-                for entry in item.history:
-                    pipe.xadd(self.keys.history(instance_id), _fields(entry))
-            pipe.sadd(self.keys.applied(instance_id), *item.new_ids)
-            if before.status != after.status:
-                leaving.setdefault(self.keys.by_status(before.status), []).append(instance_id)
-                joining.setdefault(self.keys.by_status(after.status), []).append(instance_id)
-            if before.state != after.state:
-                if before.state:
-                    key = self.keys.by_state(after.workflow, before.state)
-                    leaving.setdefault(key, []).append(instance_id)
-                if after.state:
-                    key = self.keys.by_state(after.workflow, after.state)
-                    joining.setdefault(key, []).append(instance_id)
-            if after.finished and not before.finished:
-                self.retention.finished(pipe, after, time.time())
-                if after.correlation:
-                    key, _, value = after.correlation.partition("=")
-                    pipe.delete(self.keys.correlation(after.workflow, key, value))
-            if item.answered_jobs:
-                partition = self.keys.partition_of(instance_id)
-                answered.setdefault(partition, []).extend(item.answered_jobs)
-            for seq, index, effect in item.effects:
-                self.dispatcher.add(pipe, after, seq, index, effect, ready)
-        # An instance leaves one key and joins another (never the same), and no two
-        # instances share an id: removing all, then adding all, is the same as pairwise.
-        for key, ids in leaving.items():
-            pipe.srem(key, *ids)
-        for key, ids in joining.items():
-            pipe.sadd(key, *ids)
-        for partition, jobs in answered.items():
-            self.dispatcher.watchdog.answered_many(pipe, partition, jobs)
-        self.dispatcher.enqueue_ready(pipe, ready)
-        for letter in dead:
-            pipe.xadd(self.keys.deadletters, _fields(letter))
-        by_partition: dict[int, list[str]] = {}
-        for partition, entry_id, _ in entries:
-            by_partition.setdefault(partition, []).append(entry_id)
-        for partition, ids in by_partition.items():
-            inbox = self.keys.inbox(partition)
-            pipe.xack(inbox, INBOX_GROUP, *ids)
-            pipe.xtrim(inbox, minid=ids[-1], approximate=False)
-
-    def _archive(
-        self, pipe: Pipeline, instance_id: str, so_far: _Archived, item: _Work, was_finished: bool
-    ) -> None:
-        """Fold the whole history into the archive and drop the stream. Finishing now,
-        retention sets the archive's time to live below; a late copy keeps the instance's."""
-        key = self.keys.archive(instance_id)
-        pipe.set(key, archive.pack(so_far.entries + item.history))
-        pipe.delete(self.keys.history(instance_id))
-        if was_finished and so_far.ttl_ms > 0:
-            pipe.pexpire(key, so_far.ttl_ms)
-
-
-@dataclass
-class _Archived:
-    """A finished instance's history before this batch, and its keys' time to live."""
-
-    entries: list[dict[str, str]]
-    ttl_ms: int
-
-
-def _older(entry_id: bytes | str, than: str) -> bool:
-    """Stream ids compare as (milliseconds, sequence) pairs, not as strings."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    ms2, _, seq2 = than.partition("-")
-    return (int(ms), int(seq or 0)) < (int(ms2), int(seq2 or 0))
-
-
-def _fields(mapping: dict[str, str]) -> Any:
-    """Field maps as redis-py's annotations want them (its key types are invariant)."""
-    return mapping
-
-
-def _passed(result: Result) -> dict[str, str]:
-    """The history field of the states a step passed through, when it passed any."""
-    if not result.passed:
-        return {}
-    steps = [{"state": p.state, "left_on": p.left_on, "left_by": p.left_by} for p in result.passed]
-    return {"passed": json.dumps(steps, separators=(",", ":"))}

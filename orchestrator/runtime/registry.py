@@ -2,6 +2,8 @@
 
 Several versions of one workflow may be loaded side by side; new instances
 take the newest, and a running instance stays on the one it started with.
+Loading a workflow also builds its payload schemas (orchestrator.runtime.schemas),
+so a schema pydantic cannot read fails here, at start-up, not at the first event.
 """
 
 from __future__ import annotations
@@ -10,23 +12,23 @@ import importlib
 import pkgutil
 from collections.abc import Iterable, Sequence
 from types import ModuleType
+from typing import Any
 
 from orchestrator.core import events as ev
 from orchestrator.core.definition import Definition, Workflow
 from orchestrator.core.errors import ConfigurationError, UnknownEventType, UnknownWorkflow
-
-TASK_EVENTS = frozenset(
-    {ev.TASK_COMPLETED, ev.TASK_FAILED, ev.NOTIFICATION_SENT, ev.NOTIFICATION_FAILED}
-)
+from orchestrator.runtime.schemas import PayloadSchemas
 
 
 class Registry:
     def __init__(self, workflows: Iterable[type[Workflow] | Definition]) -> None:
         self._versions: dict[str, dict[int, Definition]] = {}
+        self._schemas: dict[tuple[str, int], PayloadSchemas] = {}
         for item in workflows:
             definition = item if isinstance(item, Definition) else item.definition
             versions = self._versions.setdefault(definition.name, {})
             versions[definition.version] = definition
+            self._schemas[definition.name, definition.version] = PayloadSchemas(definition)
 
     @classmethod
     def from_modules(cls, modules: Sequence[str]) -> Registry:
@@ -57,6 +59,15 @@ class Registry:
             )
         return versions[version]
 
+    def check_payload(
+        self, definition: Definition, event_type: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An event's data as its schema reads it, or SchemaViolation naming the field."""
+        schemas = self._schemas.get((definition.name, definition.version))
+        if schemas is None:  # a definition this registry did not load
+            schemas = PayloadSchemas(definition)
+        return schemas.check(event_type, data)
+
     def definitions(self) -> list[Definition]:
         """Every loaded version of every workflow."""
         return [d for versions in self._versions.values() for d in versions.values()]
@@ -72,7 +83,7 @@ class Registry:
         return None
 
     def event_types(self) -> set[str]:
-        types: set[str] = set(TASK_EVENTS)
+        types: set[str] = set(ev.WORKER_REPORTS)
         for versions in self._versions.values():
             for definition in versions.values():
                 types |= definition.event_types

@@ -40,7 +40,6 @@ from orchestrator.store.instances import decode_text
 from orchestrator.store.keys import Keys
 
 INBOX = "inbox"
-SOURCES = (INBOX, "notify-later", "watchdog", "retention")
 
 
 def dead_letter(source: str, key: str, entry: str, raw: bytes | str, reason: str) -> dict[str, str]:

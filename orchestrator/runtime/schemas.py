@@ -5,32 +5,39 @@
 
 A payload that does not fit is rejected at the door, naming the field, before
 anything is written; the applier checks again and dead-letters what slipped
-past (an event emitted by a process with an older definition). pydantic is
+past (an event emitted by a process with an older definition).
+
+The definition keeps the declared schemas as plain data; reading them takes
+pydantic, which the pure core may not import, so they are built here, once,
+when the workflow is loaded (orchestrator.runtime.registry). pydantic is
 imported only by workflows that declare schemas.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.core.errors import InputError
-
-
-class SchemaViolation(InputError):
-    pass
+from orchestrator.core.definition import Definition
+from orchestrator.core.errors import DefinitionError, SchemaViolation
 
 
 class PayloadSchemas:
-    def __init__(self, schemas: Mapping[str, Any]) -> None:
+    """The schemas one definition declares, ready to check payloads with."""
+
+    def __init__(self, definition: Definition) -> None:
         self._adapters: dict[str, Any] = {}
-        if schemas:
+        if definition.schemas:
             from pydantic import TypeAdapter
 
-            self._adapters = {event: TypeAdapter(schema) for event, schema in schemas.items()}
-
-    def __contains__(self, event_type: str) -> bool:
-        return event_type in self._adapters
+            try:
+                self._adapters = {
+                    event: TypeAdapter(schema) for event, schema in definition.schemas.items()
+                }
+            except Exception as exc:  # pydantic refuses what it cannot validate
+                where = definition.source or definition.name
+                raise DefinitionError(
+                    f"workflow {where}: schemas: {str(exc).splitlines()[0]}"
+                ) from None
 
     def check(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         """The data as the schema reads it (JSON-ready), or SchemaViolation naming the field."""

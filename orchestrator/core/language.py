@@ -1,0 +1,167 @@
+"""The words a workflow is written in: `State`, `Task`, `Notify`, `On` and `ANY`.
+
+    reserving = State(initial=True, task=reserve, compensation=release)
+    shipped = State(final=True, notify=[Notify("email", "order_shipped", to="email")])
+    transitions = [On("task.completed", source=reserving, target=shipped)]
+
+These are what users write, and only that: plain records of what was said,
+checked and frozen into specs (orchestrator.core.spec) when the class that
+uses them is created (orchestrator.core.workflow). Kept apart so that the
+public vocabulary reads on one page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.events import DEFAULT_TIMEOUT_EVENT
+from orchestrator.core.spec import Guard, Outcome, Save
+
+TaskFunction = Callable[[dict[str, Any]], Any]
+ErrorRef = type[BaseException] | str
+"""An error type, as its class or its class name; a name matches the class and its subclasses."""
+ErrorRefs = ErrorRef | Sequence[ErrorRef]
+
+
+class _AnyState:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _AnyState()
+"""Source of a transition that applies from every state that is not final."""
+
+
+def task_path(fn: TaskFunction | str) -> str:
+    """The importable "module:qualname" of a task, which is what an RQ job names."""
+    if isinstance(fn, str):
+        if not re.fullmatch(r"[\w.]+[:.][\w.]+", fn):
+            raise ValueError(f"{fn!r} is not a dotted path such as 'package.module:function'")
+        return fn
+    if not callable(fn):
+        raise ValueError(f"{fn!r} is neither a function nor a dotted path")
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if not module or "<" in qualname or not qualname:
+        raise ValueError(
+            f"{qualname or fn!r} cannot be imported by a worker; define it at module level"
+        )
+    return f"{module}:{qualname}"
+
+
+TASK_RETRIES = 0  # a task's tries after the first, unless given
+COMPENSATION_RETRIES = 20  # a compensation's, unless given: a half-undone saga is the worst
+COMPENSATION_MAX_BACKOFF = 300.0  # ...spaced up to 5 minutes apart: about an hour in all
+
+
+@dataclass(frozen=True)
+class Task:
+    """A function a state runs on entry, with how often and how long it may try.
+
+    `retries` counts the tries after the first (default: 0 for a task,
+    COMPENSATION_RETRIES for a compensation). Between tries the engine waits
+    `backoff * 2**(try-1)` seconds (capped at `max_backoff`, default 60 s, or
+    300 s for a compensation, plus up to 25% jitter); only after the last try
+    does `task.failed` reach the workflow. A try lost with its worker (killed,
+    out of memory) is retried apart from these, up to LOST_TRIES times a step.
+    An error of a type in `non_retryable` (classes or class names; a name also
+    matches its subclasses), like any `orchestrator.NonRetryable`, ends the
+    tries at once.
+    """
+
+    fn: TaskFunction | str
+    retries: int | None = None
+    timeout: float = 300.0
+    backoff: float = 1.0
+    max_backoff: float | None = None
+    non_retryable: ErrorRefs = ()
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A notification sent when a state is entered.
+
+    `template` names a folder in the workflow's `templates/` (see
+    notifiers.templates). `to` is the context key holding the recipient id
+    or the address, or a function of the context returning it. An `urgent`
+    notification is sent even in the recipient's quiet hours.
+    """
+
+    channel: str
+    template: str
+    to: str | Callable[[dict[str, Any]], str | None]
+    urgent: bool = False
+
+
+class State:
+    """One state of a workflow; its name is the attribute it is assigned to."""
+
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        final: bool = False,
+        outcome: Outcome = "completed",
+        task: Task | TaskFunction | str | None = None,
+        compensation: Task | TaskFunction | str | None = None,
+        notify: Sequence[Notify] = (),
+        timeout: float | None = None,
+        timeout_event: str = DEFAULT_TIMEOUT_EVENT,
+    ) -> None:
+        self.name = ""
+        self.initial = initial
+        self.final = final
+        self.outcome = outcome
+        self.task = _as_task(task)
+        self.compensation = _as_task(compensation)
+        self.notify = tuple(notify)
+        self.timeout = timeout
+        self.timeout_event = timeout_event
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self.name:  # a state also named by `cancel_state = state` keeps its own name
+            self.name = name
+
+    def __repr__(self) -> str:
+        return f"State({self.name or '?'})"
+
+
+def _as_task(value: Task | TaskFunction | str | None) -> Task | None:
+    if value is None or isinstance(value, Task):
+        return value
+    return Task(value)
+
+
+StateRef = State | str
+SourceRef = StateRef | Sequence[StateRef] | _AnyState
+
+
+@dataclass(frozen=True)
+class On:
+    """A row of the transition table: on `event`, from `source`, if `guard`, go to `target`.
+
+    With `compensate=True` the instance first undoes every finished step that
+    named a compensation, newest first, then enters `target`. `save` puts the
+    event's data into the context as the row fires: True merges it key by key,
+    a string stores it under that key, a function `(context, data) -> dict`
+    returns what to merge. With
+    `internal=True` (target the same as the source) the event is consumed
+    where the instance stands: the state is not left and entered again, so
+    its task, notifications and timeout do not start over. On `task.failed`
+    and `compensation.failed` rows, `error` (an error type or a list of them,
+    as classes or class names) makes the row match only a failure of one of
+    those types or of a subclass; a row without it matches any failure, so
+    the specific rows come first.
+    """
+
+    event: str
+    source: SourceRef
+    target: StateRef
+    guard: Guard | None = None
+    compensate: bool = False
+    internal: bool = False
+    save: Save | None = None
+    error: ErrorRefs | None = None

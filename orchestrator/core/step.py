@@ -1,0 +1,216 @@
+"""One application of one event, as it moves the instance: entering a state (its
+task, its notifications, its timeout) and running the compensation, newest
+step first.
+
+The transition function (orchestrator.core.machine) decides what an event
+means; the table (orchestrator.core.table) finds the row it fires; the moves
+here are what both end in. They are kept apart from the deciding because
+every path ends in them: a new entry withdraws what an earlier entry of the
+same step ordered, cancels the timers of the entry it leaves, and follows
+the tries in flight that a compensation may have to undo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
+from orchestrator.core.events import Event
+from orchestrator.core.instance import Instance
+from orchestrator.core.spec import CANCELLED, Definition, StateSpec, TaskSpec
+
+_UNDOING = ""  # in Moves.entered: the compensation run, which leaves the state entered
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A state entered and left in one step, and the event that moved it on."""
+
+    state: str
+    left_on: str  # that event's type
+    left_by: str  # its id
+
+
+class Moves:
+    """The working state of one application, and the moves it makes; not shared, not
+    reused (orchestrator.core.machine applies one event with it)."""
+
+    def __init__(self, definition: Definition, inst: Instance, event: Event) -> None:
+        self.d = definition
+        self.inst = inst
+        self.event = event
+        self.effects: list[Effect] = []
+        self.outcome = "ignored"
+        self.note = ""
+        self.entry_mark: int | None = None  # where the effects of an entry made in this step begin
+        self.moving = event  # the event whose row is firing: this one, or a parked one
+        self.entered: list[tuple[str, Event]] = []  # states entered in this step, and by what
+
+    def passed(self) -> tuple[Passed, ...]:
+        """The states entered in this step and left in it, each with what moved it on."""
+        return tuple(
+            Passed(state, by.type, by.id)
+            for (state, _), (_, by) in zip(self.entered, self.entered[1:], strict=False)
+            if state != _UNDOING
+        )
+
+    # -- entering states ------------------------------------------------------
+
+    def _enter(self, name: str, *, notify: bool = True) -> None:
+        state = self.d.states.get(name)
+        seq = self.inst.seq
+        self._new_entry()
+        self.entered.append((name, self.moving))
+        if state is None:  # the built-in cancel target
+            assert name == CANCELLED
+            self.inst = self.inst.evolve(
+                state=name,
+                status="cancelled",
+                entered_seq=seq,
+                attempt=0,
+                lost=0,
+                compensating_to=None,
+                compensations=(),
+                inflight=(),
+                halted=False,
+                parked=(),
+            )
+            return
+        status = state.outcome if state.final else "running"
+        self.inst = self.inst.evolve(
+            state=name,
+            status=status,
+            entered_seq=seq,
+            attempt=1 if state.task else 0,
+            lost=0,
+            compensating_to=None,
+            halted=False,
+        )
+        if state.final:  # nothing can apply any more: drop what waited
+            self.inst = self.inst.evolve(compensations=(), inflight=(), parked=())
+        if state.task is not None:
+            self.effects.append(self._run(state.task, "task", name))
+        for spec in state.notify if notify else ():
+            to = spec.to(self.inst.context) if callable(spec.to) else None
+            if isinstance(spec.to, str):
+                value = self.inst.context.get(spec.to)
+                to = None if value is None else str(value)
+            self.effects.append(
+                SendNotification(
+                    spec.channel,
+                    to,
+                    spec.template,
+                    self.inst.context,
+                    self.d.templates,
+                    spec.urgent,
+                )
+            )
+        if state.timeout is not None:
+            self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
+
+    def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
+        """Set a timer bound to the current entry; leaving the entry cancels it."""
+        bound = self.inst.entered_seq
+        timer_id = self._timer_id(event_type, int(data.get("attempt", 0)))
+        data = {**data, "entered_seq": bound, "timer": timer_id}
+        self.inst = self.inst.evolve(timers=(*self.inst.timers, timer_id))
+        self.effects.append(StartTimer(timer_id, due, event_type, data))
+
+    def _new_entry(self) -> None:
+        """Leave the current entry for a new one. An entry made earlier in this same step
+        (a parked event moved the instance on at once) never started: its task and timers
+        are withdrawn, not ordered, so nothing runs that nobody waits for."""
+        if self.entry_mark is not None:
+            kept = [
+                e
+                for e in self.effects[self.entry_mark :]
+                if not isinstance(e, RunTask | StartTimer)
+            ]
+            dropped = {e.id for e in self.effects[self.entry_mark :] if isinstance(e, StartTimer)}
+            withdrawn = {
+                (e.entered_seq, e.attempt, e.state)
+                for e in self.effects[self.entry_mark :]
+                if isinstance(e, RunTask)
+            }
+            self.effects[self.entry_mark :] = kept
+            self.inst = self.inst.evolve(
+                timers=tuple(t for t in self.inst.timers if t not in dropped),
+                inflight=tuple(t for t in self.inst.inflight if t not in withdrawn),
+            )
+        self._disarm()
+        self.entry_mark = len(self.effects)
+
+    def _timer_id(self, event_type: str, attempt: int) -> str:
+        return f"{self.inst.id}-{self.inst.entered_seq}-{event_type}-{attempt}"
+
+    def _disarm(self) -> None:
+        if self.inst.timers:
+            self.effects.append(CancelTimers(self.inst.timers))
+            self.inst = self.inst.evolve(timers=())
+
+    def _run(self, spec: TaskSpec, kind: str, state: str) -> RunTask:
+        """The order to run a try; a task's try of a state that names a compensation is
+        followed in flight, so that nothing it finishes is left undone."""
+        if kind == "task" and self.d.states[state].compensation is not None:
+            key = (self.inst.entered_seq, self.inst.attempt, state)
+            self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
+        return RunTask(
+            task=spec.path,
+            kind="compensation" if kind == "compensation" else "task",
+            state=state,
+            attempt=self.inst.attempt,
+            entered_seq=self.inst.entered_seq,
+            timeout=spec.timeout,
+            context=self.inst.context,
+        )
+
+    # -- the compensation run ------------------------------------------------
+
+    def _begin_compensation(self, target: str, reason: str | None = None) -> None:
+        """Undo the finished steps, newest first, then enter `target`; first wait for the
+        tries still in flight of states that name a compensation (each settles by its
+        answer, its timeout, or the watchdog reporting it lost)."""
+        self.inst = self.inst.evolve(
+            status="compensating", compensating_to=target, reason=reason, halted=False
+        )
+        self._new_entry()  # withdraws a task ordered earlier in this step, never to run
+        if self.entered:  # a state entered in this step is left for the compensation run
+            self.entered.append((_UNDOING, self.moving))
+        if self.inst.inflight:
+            self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=0, lost=0)
+            self.outcome = "compensating"
+            self.note = (self.note + f"; waits for {self._waiting()} in flight").lstrip("; ")
+            return
+        self._next_compensation()
+
+    def _next_compensation(self) -> None:
+        if not self.inst.compensations:
+            target = self.inst.compensating_to
+            assert target is not None
+            self._enter(target)
+            self.outcome = "transition"
+            return
+        self._new_entry()
+        self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1, lost=0)
+        spec = self._compensation_spec()
+        self.effects.append(self._run(spec, "compensation", self._work_state()))
+        self.outcome = "compensating"
+
+    def _compensation_spec(self) -> TaskSpec:
+        spec = self.d.states[self.inst.compensations[-1]].compensation
+        assert spec is not None
+        return spec
+
+    def _work_state(self) -> str:
+        if self.inst.status == "compensating":
+            return self.inst.compensations[-1]
+        assert self.inst.state is not None
+        return self.inst.state
+
+    def _waiting(self) -> str:
+        return ", ".join(f"{state} (try {attempt})" for _, attempt, state in self.inst.inflight)
+
+    def _current(self) -> StateSpec:
+        assert self.inst.state is not None
+        return self.d.states[self.inst.state]

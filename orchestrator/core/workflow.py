@@ -1,0 +1,358 @@
+"""The `Workflow` base class: a subclass is checked and compiled when Python creates it.
+
+    class Order(Workflow):
+        name = "order"
+        reserving = State(initial=True, task=reserve, compensation=release)
+        shipped = State(final=True)
+        transitions = [On("task.completed", source=reserving, target=shipped)]
+
+The class is checked when Python creates it, so a malformed workflow fails at
+import with a message naming the class, the state and the fault, never while
+an instance runs. What the checks leave behind is a frozen `Definition`
+(orchestrator.core.spec), the only thing the pure transition function reads.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from orchestrator.core import events as ev
+from orchestrator.core.errors import DefinitionError
+from orchestrator.core.language import (
+    ANY,
+    COMPENSATION_MAX_BACKOFF,
+    COMPENSATION_RETRIES,
+    TASK_RETRIES,
+    Notify,
+    On,
+    State,
+    StateRef,
+    Task,
+    task_path,
+)
+from orchestrator.core.spec import (
+    CANCELLED,
+    TASK_LOST,
+    Definition,
+    NotifySpec,
+    StateSpec,
+    TaskSpec,
+    TransitionSpec,
+)
+
+
+class Workflow:
+    """Base class of every workflow; subclass it and the subclass is checked and compiled.
+
+    Class attributes a subclass may set:
+      name          the name users start it by (default: the class name in snake_case)
+      version       an integer; a running instance stays on the version it started with
+      starts_on     event types that start a new instance (their data becomes its input)
+      start_if      a function of such an event's data; when false, the event starts nothing
+      correlate_by  a context key that routes external events to the instance
+      cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
+      schemas       event type -> pydantic model or TypedDict its data must fit
+      transitions   the table, a list of `On`
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    starts_on: ClassVar[Sequence[str]] = ()
+    start_if: ClassVar[Callable[[dict[str, Any]], bool] | None] = None
+    correlate_by: ClassVar[str | None] = None
+    cancel_state: ClassVar[StateRef | None] = None
+    transitions: ClassVar[Sequence[On]] = ()
+    schemas: ClassVar[Mapping[str, Any]] = {}
+    definition: ClassVar[Definition]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.definition = compile_workflow(cls)
+
+
+def _schemas(
+    schemas: Mapping[str, Any], event_types: frozenset[str], fail: Callable[[str], DefinitionError]
+) -> dict[str, Any]:
+    """The declared payload schemas, as data; whether each is one pydantic can read is
+    checked when the workflow is loaded (orchestrator.runtime.schemas)."""
+    if not isinstance(schemas, Mapping):
+        raise fail("schemas must map event types to pydantic models or TypedDicts")
+    for event_type in schemas:
+        if event_type not in event_types:
+            raise fail(f"schemas names event type {event_type!r}, which no transition uses")
+    return dict(schemas)
+
+
+def _templates_folder(cls: type) -> str | None:
+    """The module of a workflow with `templates/` beside it: workers find the folder by it."""
+    module = sys.modules.get(cls.__module__)
+    source = getattr(module, "__file__", None)
+    if source and (Path(source).parent / "templates").is_dir():
+        return cls.__module__
+    return None
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def compile_workflow(cls: type[Workflow]) -> Definition:
+    """Check a workflow class and freeze it into a `Definition`."""
+    where = cls.__name__
+
+    def fail(message: str) -> DefinitionError:
+        return DefinitionError(f"workflow {where}: {message}")
+
+    name = cls.__dict__.get("name") or _snake(cls.__name__)
+    version = cls.version
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail(f"version must be a positive integer, not {version!r}")
+
+    declared = {
+        attr: value
+        for attr, value in vars(cls).items()
+        if isinstance(value, State) and attr != "cancel_state"
+    }
+    if not declared:
+        raise fail("declares no states")
+    by_object = {id(state): attr for attr, state in declared.items()}
+
+    def resolve(ref: object, role: str) -> str:
+        if isinstance(ref, State):
+            found = by_object.get(id(ref))
+            if found is None:
+                raise fail(f"{role} {ref!r} is not a state of this workflow")
+            return found
+        if isinstance(ref, str):
+            if ref not in declared and not (ref == CANCELLED and role == "cancel_state"):
+                known = ", ".join(sorted(declared))
+                raise fail(f"{role} names unknown state {ref!r} (states: {known})")
+            return ref
+        raise fail(f"{role} must be a State or a state name, not {ref!r}")
+
+    initials = [attr for attr, state in declared.items() if state.initial]
+    if not initials:
+        raise fail("has no initial state; mark one State(initial=True)")
+    if len(initials) > 1:
+        raise fail(f"has more than one initial state: {', '.join(initials)}")
+
+    states = {attr: _compile_state(attr, state, fail) for attr, state in declared.items()}
+
+    transitions: list[TransitionSpec] = []
+    for index, row in enumerate(cls.transitions):
+        if not isinstance(row, On):
+            raise fail(f"transition {index} is {row!r}, not an On(...)")
+        if not isinstance(row.event, str) or not row.event:
+            raise fail(f"transition {index} has no event type")
+        sources: frozenset[str] | None
+        if row.source is ANY:
+            sources = None
+        elif isinstance(row.source, State | str):
+            sources = frozenset({resolve(row.source, f"transition on {row.event!r}: source")})
+        elif isinstance(row.source, Iterable):
+            sources = frozenset(
+                resolve(ref, f"transition on {row.event!r}: source") for ref in row.source
+            )
+        else:
+            raise fail(f"transition on {row.event!r}: source {row.source!r} is not a state")
+        target = resolve(row.target, f"transition on {row.event!r}: target")
+        for source in sources or ():
+            if states[source].final:
+                raise fail(
+                    f"state {source!r} is final but has an outgoing transition on {row.event!r}"
+                )
+        if row.guard is not None and not callable(row.guard):
+            raise fail(
+                f"transition on {row.event!r} from {_show(sources)}: guard {row.guard!r} "
+                "is not callable"
+            )
+        if row.internal and (sources != frozenset({target}) or row.compensate):
+            raise fail(
+                f"internal transition on {row.event!r} must have one source, the same as its "
+                f"target, and cannot compensate (source {_show(sources)}, target {target!r})"
+            )
+        save = row.save
+        if save is False:
+            save = None
+        if save is not None and not (save is True or isinstance(save, str) or callable(save)):
+            raise fail(
+                f"transition on {row.event!r} from {_show(sources)}: save must be True, a "
+                f"context key or a function (context, data) -> dict, not {save!r}"
+            )
+        if isinstance(save, str) and not save:
+            raise fail(f"transition on {row.event!r} from {_show(sources)}: save key is empty")
+        errors: frozenset[str] | None = None
+        if row.error is not None:
+            role = f"transition on {row.event!r} from {_show(sources)}: error"
+            if row.event not in ev.FAILURES:
+                raise fail(
+                    f"{role}: only task.failed and compensation.failed rows can route by "
+                    f"error type, not {row.event!r} rows"
+                )
+            errors = error_names(row.error, role, fail)
+        transitions.append(
+            TransitionSpec(
+                row.event,
+                sources,
+                target,
+                row.guard,
+                row.compensate,
+                row.internal,
+                save=save,
+                errors=errors,
+            )
+        )
+
+    cancel_state = CANCELLED
+    if cls.cancel_state is not None:
+        cancel_state = resolve(cls.cancel_state, "cancel_state")
+    if cancel_state in states and not states[cancel_state].final:
+        raise fail(f"cancel_state {cancel_state!r} must be a final state")
+
+    initial = initials[0]
+    _check_reachable({initial, cancel_state} & set(states), initial, states, transitions, fail)
+
+    starts_on = frozenset(cls.starts_on)
+    if isinstance(cls.starts_on, str):
+        raise fail("starts_on must be a list of event types, not a string")
+    start_if = cls.__dict__.get("start_if")
+    if isinstance(start_if, staticmethod):
+        start_if = start_if.__func__
+    if start_if is not None and not callable(start_if):
+        raise fail(f"start_if {start_if!r} is not callable")
+    if cls.correlate_by is not None and not isinstance(cls.correlate_by, str):
+        raise fail(f"correlate_by must be a context key, not {cls.correlate_by!r}")
+
+    event_types = frozenset(t.event for t in transitions) | starts_on
+    return Definition(
+        name=name,
+        version=version,
+        states=states,
+        initial=initial,
+        transitions=tuple(transitions),
+        starts_on=starts_on,
+        start_if=start_if,
+        correlate_by=cls.correlate_by,
+        cancel_state=cancel_state,
+        description=(cls.__doc__ or "").strip().split("\n")[0],
+        event_types=event_types,
+        templates=_templates_folder(cls),
+        schemas=_schemas(cls.schemas, event_types, fail),
+        source=cls.__name__,
+    )
+
+
+def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionError]) -> StateSpec:
+    def spec(task: Task | None, role: str) -> TaskSpec | None:
+        if task is None:
+            return None
+        try:
+            path = task_path(task.fn)
+        except ValueError as exc:
+            raise fail(f"state {name!r}: {role}: {exc}") from None
+        undo = role == "compensation"
+        retries = task.retries
+        if retries is None:
+            retries = COMPENSATION_RETRIES if undo else TASK_RETRIES
+        max_backoff = task.max_backoff
+        if max_backoff is None:
+            max_backoff = COMPENSATION_MAX_BACKOFF if undo else 60.0
+        if retries < 0 or task.timeout <= 0 or task.backoff < 0:
+            raise fail(f"state {name!r}: {role} needs retries >= 0, timeout > 0, backoff >= 0")
+        where = f"state {name!r}: {role}: non_retryable"
+        never = error_names(task.non_retryable, where, fail, empty_ok=True)
+        if TASK_LOST in never:
+            raise fail(f"{where}: a lost try ({TASK_LOST}: its worker died) is always retried")
+        return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff, never)
+
+    if state.final and state.initial:
+        raise fail(f"state {name!r} cannot be both initial and final")
+    if state.final and (state.task or state.compensation or state.timeout):
+        raise fail(f"state {name!r} is final and so cannot run a task or set a timeout")
+    if state.outcome not in ("completed", "failed", "cancelled"):
+        raise fail(f"state {name!r}: outcome must be completed, failed or cancelled")
+    if state.compensation is not None and state.task is None:
+        raise fail(f"state {name!r} names a compensation but runs no task to compensate")
+    if state.timeout is not None and not (
+        isinstance(state.timeout, int | float) and state.timeout > 0
+    ):
+        raise fail(f"state {name!r}: timeout must be a positive number of seconds")
+    for notify in state.notify:
+        if not isinstance(notify, Notify):
+            raise fail(f"state {name!r}: notify entries must be Notify(...), not {notify!r}")
+    return StateSpec(
+        name=name,
+        initial=state.initial,
+        final=state.final,
+        outcome=state.outcome,
+        task=spec(state.task, "task"),
+        compensation=spec(state.compensation, "compensation"),
+        notify=tuple(NotifySpec(n.channel, n.template, n.to, n.urgent) for n in state.notify),
+        timeout=state.timeout,
+        timeout_event=state.timeout_event,
+    )
+
+
+def error_names(
+    refs: object,
+    role: str,
+    fail: Callable[[str], DefinitionError],
+    *,
+    empty_ok: bool = False,
+) -> frozenset[str]:
+    """The class names of error types given as classes or names, one or a list of them.
+
+    A task's failure reports its class and base classes by name (orchestrator.runtime.jobs),
+    so a name stands for the class and its subclasses. Exception and BaseException
+    are refused: no failure reports them, so naming them would never match."""
+    items: list[object] = [refs] if isinstance(refs, str | type) else []
+    if not items:
+        if not isinstance(refs, Iterable):
+            raise fail(f"{role} must be an exception class, a class name or a list of them")
+        items = list(refs)
+    names: set[str] = set()
+    for item in items:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            name = item.__name__
+        elif isinstance(item, str) and item.isidentifier():
+            name = item
+        else:
+            raise fail(f"{role}: {item!r} is neither an exception class nor a class name")
+        if name in ("BaseException", "Exception"):
+            raise fail(
+                f"{role}: {name} would match nothing (failures report their own types); "
+                "name specific types, or raise orchestrator.NonRetryable"
+            )
+        names.add(name)
+    if not names and not empty_ok:
+        raise fail(f"{role} names no error type")
+    return frozenset(names)
+
+
+def _check_reachable(
+    roots: set[str],
+    initial: str,
+    states: dict[str, StateSpec],
+    transitions: list[TransitionSpec],
+    fail: Callable[[str], DefinitionError],
+) -> None:
+    reached = set(roots)
+    frontier = list(roots)
+    while frontier:
+        current = frontier.pop()
+        for t in transitions:
+            from_here = t.sources is None and not states[current].final
+            if (from_here or (t.sources and current in t.sources)) and t.target not in reached:
+                reached.add(t.target)
+                frontier.append(t.target)
+    unreachable = sorted(set(states) - reached)
+    if unreachable:
+        raise fail(f"state {unreachable[0]!r} is unreachable from the initial state {initial!r}")
+
+
+def _show(sources: frozenset[str] | None) -> str:
+    return "any state" if sources is None else ", ".join(sorted(sources))
