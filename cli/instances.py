@@ -15,6 +15,7 @@ from cli.common import (
     print_json,
     when,
 )
+from orchestrator.core.errors import InputError
 
 commands = typer.Typer()
 
@@ -40,7 +41,10 @@ def start(
 def emit(
     ctx: typer.Context,
     event_type: str = typer.Argument(..., help="Event type, e.g. order.placed."),
-    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Instance id."),
+    instance_id: str | None = typer.Option(None, "--instance", "-i", help="Instance id."),
+    old_instance_id: str | None = typer.Option(
+        None, "--workflow", "-w", hidden=True, help="The former name of --instance."
+    ),
     key: str | None = typer.Option(None, "--key", "-k", help="Business key NAME=VALUE."),
     task: str | None = typer.Option(
         None, "--task", help="For task.completed/task.failed: the state or task it answers."
@@ -53,10 +57,12 @@ def emit(
 ) -> None:
     """Append an event for an instance, or start one with an event type that starts a workflow."""
     given, found_by = json_argument(data, "--data"), key_argument(key)  # before connecting
+    if instance_id and old_instance_id:
+        raise InputError("give --instance once (--workflow is its former name)")
     emitted = app_of(ctx).client.emit(
         event_type,
         given,
-        instance_id=workflow,
+        instance_id=instance_id or old_instance_id,
         key=found_by,
         task=task,
         event_id=event_id,

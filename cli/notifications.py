@@ -1,13 +1,12 @@
 """Commands about notifications: recipients, templates, a one-off send, an instance's sends.
 
-Thin on purpose: the logic is in orchestrator.entry.notifications. The environment is read
-here (`notify send`), at the edge, and nowhere below.
+Thin on purpose: the logic is in orchestrator.entry.notifications. `notify send` uses the
+channel settings read at start-up (`settings.channels`); nothing here reads the environment.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from typing import Any
 
@@ -228,7 +227,7 @@ def send(
         outcome, payload = send_one(
             app.redis,
             app.keys,
-            os.environ,
+            app.settings.channels,
             channel=channel,
             to=to,
             template=template,

@@ -36,11 +36,12 @@ def serve(
 ) -> None:
     """Serve POST /twilio/status, POST /events and GET /health until stopped (Ctrl-C or SIGTERM).
 
-    Reads ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN(_FILE) and
-    ORCHESTRATOR_EVENTS_SECRET(_FILE); an endpoint whose secret is unset answers 503.
+    Uses ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN(_FILE) and
+    ORCHESTRATOR_EVENTS_SECRET(_FILE), read at start-up; an endpoint whose secret is unset
+    answers 503.
     Bodies over 256 KiB are refused 413 unread; the listen backlog is 1024.
     """
-    from orchestrator.entry.server import make_server
+    from orchestrator.entry.http.server import make_server
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -280,7 +280,7 @@ def test_help_of_the_root_and_of_emit(unreachable: tuple[Env, int]) -> None:
     # and emit's help its argument and options
     emit = ok("emit", "--help", env=env)
     assert "event_type" in emit.lower()
-    for option in ("--workflow", "--key", "--task", "--data", "--id", "--json"):
+    for option in ("--instance", "--key", "--task", "--data", "--id", "--json"):
         assert re.search(rf"(^|\s){option}\b", emit, re.M), option
 
 
@@ -336,11 +336,11 @@ def test_an_event_id_is_applied_once(env: Env) -> None:
     counter = start(env, "counter")
 
     # When the same tick is emitted twice (and another tick once), before and after a burst
-    first = ok("emit", "tick", "--workflow", counter, "--id", "tick-1", env=env)
-    repeat = ok("emit", "tick", "--workflow", counter, "--id", "tick-1", env=env)
-    ok("emit", "tick", "--workflow", counter, "--id", "tick-2", env=env)
+    first = ok("emit", "tick", "--instance", counter, "--id", "tick-1", env=env)
+    repeat = ok("emit", "tick", "--instance", counter, "--id", "tick-1", env=env)
+    ok("emit", "tick", "--instance", counter, "--id", "tick-2", env=env)
     burst(env)
-    ok("emit", "tick", "--workflow", counter, "--id", "tick-1", env=env)
+    ok("emit", "tick", "--instance", counter, "--id", "tick-1", env=env)
     burst(env)
 
     # Then each id was applied once
@@ -365,11 +365,11 @@ def test_task_completed_from_outside_needs_a_task_name_and_a_running_task(env: E
     instance = start(env, "order", order("P1"))
 
     # Then answering its task needs --task, and a task that is running
-    line = fails("emit", "task.completed", "--workflow", instance, env=env)
+    line = fails("emit", "task.completed", "--instance", instance, env=env)
     assert "task.completed needs --task" in line
-    line = fails("emit", "task.failed", "--workflow", instance, env=env)
+    line = fails("emit", "task.failed", "--instance", instance, env=env)
     assert "task.failed needs --task" in line
-    line = fails("emit", "task.completed", "--workflow", instance, "--task", "reserving", env=env)
+    line = fails("emit", "task.completed", "--instance", instance, "--task", "reserving", env=env)
     assert f"instance {instance} is running no task" in line and "pending" in line
 
 
@@ -394,12 +394,12 @@ def test_task_completed_from_outside_answers_the_running_task(env: Env) -> None:
 
         # When the payment is answered from outside: first naming the wrong task, then the right
         wrong = fails(
-            "emit", "task.completed", "--workflow", instance, "--task", "shipping", env=env
+            "emit", "task.completed", "--instance", instance, "--task", "shipping", env=env
         )
         answered = ok_json(
             "emit",
             "task.completed",
-            "--workflow",
+            "--instance",
             instance,
             "--task",
             "charge_payment",
@@ -482,7 +482,7 @@ USER_ERRORS = {
     ),
     "unknown workflow in graph": (["graph", "nope"], ["unknown workflow 'nope'", "order"]),
     "unknown event type": (
-        ["emit", "nope.happened", "--workflow", "x"],
+        ["emit", "nope.happened", "--instance", "x"],
         ["unknown event type 'nope.happened'", "order.placed", "tick", "approve"],
     ),
     "invalid instance id": (
@@ -490,18 +490,18 @@ USER_ERRORS = {
         ["instance id 'bad id!'", "letters, digits"],
     ),
     "invalid event id": (
-        ["emit", "tick", "--workflow", "x", "--id", "a/b"],
+        ["emit", "tick", "--instance", "x", "--id", "a/b"],
         ["event id 'a/b'", "letters, digits"],
     ),
     "--key without =": (["emit", "tick", "--key", "order_id"], ["--key must look like NAME=VALUE"]),
     "--key without value": (["emit", "tick", "--key", "order_id="], ["NAME=VALUE"]),
-    "both --workflow and --key": (
-        ["emit", "tick", "--workflow", "x", "--key", "order_id=X1"],
+    "both --instance and --key": (
+        ["emit", "tick", "--instance", "x", "--key", "order_id=X1"],
         ["either an instance id or a key, not both"],
     ),
     "starts nothing, addressed to nobody": (
         ["emit", "tick"],
-        ["'tick' starts no workflow", "--workflow", "--key"],
+        ["'tick' starts no workflow", "--instance", "--key"],
     ),
     "key that nothing answers to": (
         ["emit", "approve", "--key", "request_id=NOPE"],
@@ -515,7 +515,7 @@ USER_ERRORS = {
     "unknown instance: history": (["history", "nosuch"], ["no instance with id 'nosuch'"]),
     "unknown instance: cancel": (["cancel", "nosuch"], ["no instance with id 'nosuch'"]),
     "unknown instance: emit": (
-        ["emit", "tick", "--workflow", "nosuch"],
+        ["emit", "tick", "--instance", "nosuch"],
         ["no instance with id 'nosuch'"],
     ),
     "unknown workflow module": (
@@ -602,7 +602,7 @@ def test_embedded_redis_is_shared_by_separate_processes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     try:
         instance = start(env, "counter", {"n": 1})
-        ok("emit", "tick", "--workflow", instance, env=env)
+        ok("emit", "tick", "--instance", instance, env=env)
 
         # When a worker in a second process runs a burst
         assert burst(env) == 2

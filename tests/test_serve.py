@@ -27,7 +27,9 @@ from twilio.request_validator import RequestValidator
 
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.entry.bootstrap import App
-from orchestrator.entry.server import make_server
+from orchestrator.entry.http.config import ServerConfig
+from orchestrator.entry.http.server import make_server
+from orchestrator.entry.settings import Settings
 from orchestrator.runtime.applier import Applier
 from orchestrator.runtime.notify.ledger import Ledger
 from tests.conftest import ROOT, cli_env, free_port
@@ -55,7 +57,7 @@ class Served:
 
 @pytest.fixture
 def served(app: App) -> Iterator[Served]:
-    server = make_server(app, "127.0.0.1", 0, ENV)
+    server = make_server(app, "127.0.0.1", 0, ServerConfig.from_env(ENV))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield Served(f"http://127.0.0.1:{server.server_port}", app, app.applier())
@@ -232,7 +234,7 @@ def test_intermediate_statuses_are_acknowledged_and_change_nothing(
 def test_an_unknown_message_is_acknowledged_and_logged(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "orchestrator.entry.server")
+    caplog.set_level(logging.INFO, "orchestrator.entry.http")
     answer = receipt(served, "delivered")  # nothing was ever sent with SID
     assert answer.status_code == 200
     assert answer.json()["changed"] is False
@@ -539,7 +541,7 @@ def test_health_and_unknown_paths(served: Served) -> None:
 
 
 def test_an_endpoint_without_its_secret_answers_503(app: App) -> None:
-    server = make_server(app, "127.0.0.1", 0, {})
+    server = make_server(app, "127.0.0.1", 0, ServerConfig())
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -555,11 +557,11 @@ def test_an_endpoint_without_its_secret_answers_503(app: App) -> None:
 
 def test_bad_configuration_fails_at_start(app: App) -> None:
     with pytest.raises(ConfigurationError, match="ORCHESTRATOR_PUBLIC_URL"):
-        make_server(app, "127.0.0.1", 0, {"TWILIO_AUTH_TOKEN": TOKEN})
+        ServerConfig.from_env({"TWILIO_AUTH_TOKEN": TOKEN})
     with pytest.raises(ConfigurationError, match="ORCHESTRATOR_PUBLIC_URL"):
-        make_server(app, "127.0.0.1", 0, {**ENV, "ORCHESTRATOR_PUBLIC_URL": "hooks.example.com"})
+        ServerConfig.from_env({**ENV, "ORCHESTRATOR_PUBLIC_URL": "hooks.example.com"})
     with pytest.raises(ConfigurationError, match="ORCHESTRATOR_EVENTS_SECRET_FILE"):
-        make_server(app, "127.0.0.1", 0, {"ORCHESTRATOR_EVENTS_SECRET_FILE": "/nonexistent/key"})
+        ServerConfig.of(Settings.from_env({"ORCHESTRATOR_EVENTS_SECRET_FILE": "/nonexistent/key"}))
 
 
 def test_secrets_come_from_files(app: App, tmp_path: Any) -> None:
@@ -570,11 +572,15 @@ def test_secrets_come_from_files(app: App, tmp_path: Any) -> None:
         app,
         "127.0.0.1",
         0,
-        {
-            "ORCHESTRATOR_PUBLIC_URL": PUBLIC + "/",
-            "TWILIO_AUTH_TOKEN_FILE": str(token_file),
-            "ORCHESTRATOR_EVENTS_SECRET_FILE": str(events_file),
-        },
+        ServerConfig.of(
+            Settings.from_env(
+                {
+                    "ORCHESTRATOR_PUBLIC_URL": PUBLIC + "/",
+                    "TWILIO_AUTH_TOKEN_FILE": str(token_file),
+                    "ORCHESTRATOR_EVENTS_SECRET_FILE": str(events_file),
+                }
+            )
+        ),
     )
     try:
         config = server.config
@@ -646,7 +652,7 @@ def test_the_serve_command_runs_until_sigterm(redis_url: str, tmp_path: Any) -> 
 
 def test_a_client_that_stalls_mid_body_gets_408(app: App) -> None:
     # Given a server whose requests must arrive within 0.3 s
-    server = make_server(app, "127.0.0.1", 0, ENV, request_timeout=0.3)
+    server = make_server(app, "127.0.0.1", 0, ServerConfig.from_env(ENV), request_timeout=0.3)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -23,7 +23,9 @@ import pytest
 import requests
 
 from orchestrator.entry.bootstrap import App
-from orchestrator.entry.server import MAX_BODY, OrchestratorServer, make_server
+from orchestrator.entry.http.app import MAX_BODY
+from orchestrator.entry.http.config import ServerConfig
+from orchestrator.entry.http.server import OrchestratorServer, make_server
 
 EVENTS_KEY = "events-key-load-31f"
 ENV = {"ORCHESTRATOR_EVENTS_SECRET": EVENTS_KEY}
@@ -31,7 +33,7 @@ ENV = {"ORCHESTRATOR_EVENTS_SECRET": EVENTS_KEY}
 
 @contextmanager
 def serving(app: App, **limits: Any) -> Iterator[OrchestratorServer]:
-    server = make_server(app, "127.0.0.1", 0, ENV, **limits)
+    server = make_server(app, "127.0.0.1", 0, ServerConfig.from_env(ENV), **limits)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

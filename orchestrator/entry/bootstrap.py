@@ -1,8 +1,18 @@
 """The composition root: settings in, connected parts out.
 
+Every process is an `App` over one `Settings`, read once at its start:
+
+    CLI               cli.main builds Settings.from_env() (and its options) and the App
+    applier, workers  orchestrator.entry.worker: the supervisor hands the CLI's settings
+                      to each process it starts, which builds its own App from them
+    HTTP server       `orchestrator serve`: the CLI's App; its config is `settings.http`
+    demo              the CLI's settings, pointed at the demo's Redis
+    a script          Orchestrator.connect(): Settings.from_env() unless given
+
 Nothing connects at import time. Each part is built on first use, so a
 command that only reads definitions (`graph`, `workflows`) never touches
-Redis, and a forked worker process builds its own connections.
+Redis, and a forked worker process builds its own connections. The channels'
+settings travel in `settings.channels`; no part reads the environment.
 """
 
 from __future__ import annotations

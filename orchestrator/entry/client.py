@@ -30,8 +30,9 @@ from orchestrator.core.errors import (
 from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
 from orchestrator.core.replay import ReplayReport, replay
+from orchestrator.entry import connection
 from orchestrator.entry.settings import Settings
-from orchestrator.runtime.registry import TASK_EVENTS, Registry
+from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Store
@@ -59,9 +60,12 @@ class Orchestrator:
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> Orchestrator:
-        from orchestrator.entry.bootstrap import bootstrap
-
-        return bootstrap(settings or Settings.from_env()).client
+        """A client on its own, for a script: the settings (read from the environment
+        when not given), a connection, the key schema and the workflows."""
+        settings = settings or Settings.from_env()
+        client = connection.connect(settings)
+        keys = connection.keys_for(client, settings)
+        return cls(client, keys, Registry.from_modules(settings.workflows), settings.retention)
 
     # -- writes -----------------------------------------------------------------
 
@@ -114,13 +118,13 @@ class Orchestrator:
             self.inbox.append(event)
             return Emitted(event.id, instance_id, started=False)
         definition = self.registry.get(instance.workflow, instance.version)
-        if event_type not in definition.event_types | TASK_EVENTS | _timeouts(definition):
+        if event_type not in definition.event_types | ev.WORKER_REPORTS | _timeouts(definition):
             reacts = ", ".join(sorted(definition.event_types)) or "nothing"
             raise UnknownEventType(
                 f"workflow {definition.name} has no transition on {event_type!r} "
                 f"(it reacts to: {reacts})"
             )
-        data = definition.schemas.check(event_type, data)
+        data = self.registry.check_payload(definition, event_type, data)
         if event_type in (ev.TASK_COMPLETED, ev.TASK_FAILED):
             data = _answer_for_task(definition, instance, event_type, task, data)
         event = self.inbox.event(event_type, instance_id, data, event_id)
@@ -220,7 +224,7 @@ class Orchestrator:
                 raise UnknownInstance(f"no running instance answers to {key[0]}={key[1]}")
             raise InputError(
                 f"event type {event_type!r} starts no workflow; address it with "
-                "--workflow ID or --key NAME=VALUE"
+                "--instance ID or --key NAME=VALUE"
             )
         if (
             key
@@ -230,7 +234,7 @@ class Orchestrator:
             raise InputError(
                 f"--key {key[0]}={key[1]} disagrees with the data's {key[0]} {data[key[0]]!r}"
             )
-        data = definition.schemas.check(event_type, data)
+        data = self.registry.check_payload(definition, event_type, data)
         correlation = _correlation(definition, data, required=True)
         existing = self.store.correlated(definition.name, *correlation) if correlation else None
         if existing is None and definition.start_if and not _starts(definition, data):

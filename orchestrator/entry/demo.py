@@ -156,6 +156,8 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     assert url is not None
     log_path = scratch / "worker.log"
     with DemoSmtpServer() as mailbox, open(log_path, "w") as log:
+        # the worker is a process of its own, which reads its settings when it starts: it is
+        # handed this process's environment (PATH, PYTHONPATH...), pointed at the demo's parts
         env = {**os.environ, "REDIS_URL": url, "ORCHESTRATOR_WORKFLOWS": "workflows", **mailbox.env}
         worker = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--processes", "2"],

@@ -1,5 +1,10 @@
 """Settings, read from the environment once at start-up and passed down.
 
+Every process is composed from one `Settings` (orchestrator.entry.bootstrap):
+the CLI builds it in its root callback, the worker supervisor hands it to the
+processes it starts, `Orchestrator.connect()` builds it when a script connects.
+Nothing below reads the environment again.
+
 REDIS_URL                  redis:// or rediss:// or unix:// URL; unset: the embedded Redis
 ORCHESTRATOR_WORKFLOWS     comma-separated modules holding workflow classes (default: workflows)
 ORCHESTRATOR_NAMESPACE     key prefix (default: orch)
@@ -11,6 +16,27 @@ ORCHESTRATOR_JOB_KEY       a secret of 16+ characters: every RQ job is sealed wi
                            workers refuse a job without the seal (default: unset, no seal)
 ORCHESTRATOR_JOB_KEY_FILE  the same, read from a file (a Docker or Kubernetes secret)
 ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
+
+`channels`: the variables the notification channels and the pipeline read
+(SMTP_*, TWILIO_*, VAPID_*, PUSH_*, WEBHOOK_*, ORCHESTRATOR_RATE_*,
+ORCHESTRATOR_REQUIRE_CHANNELS). `http`: those of `orchestrator serve`
+(ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN, ORCHESTRATOR_EVENTS_SECRET). Both
+are kept as text and judged by the part that uses them, as before: a channel
+that is never used is never refused, and only `serve` checks the server's.
+
+Secrets (SECRETS) may be given as NAME or as NAME_FILE, the path of a file
+holding it (a Docker or Kubernetes secret); NAME wins when both are set. The
+file is read here, at start-up, its content stripped of surrounding white
+space, and NAME_FILE is replaced by NAME. A file that cannot be read is left
+as NAME_FILE, so the part that needs the secret refuses it with its own
+message when it is used. Every secret is a `Secret`, whose repr is masked,
+and neither mapping is part of the settings' repr. Other `_FILE` variables
+(SMTP_CA_FILE, a certificate bundle) are paths, and stay paths.
+
+pydantic-settings was weighed and left out: its `secrets_dir` reads one folder
+of files named after the fields, not a NAME_FILE per variable; the channel
+variables are an open set of prefixed names rather than fields; and the
+messages the engine gives for a bad value are its own.
 """
 
 from __future__ import annotations
@@ -21,8 +47,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from notifiers.base import Secret
 from orchestrator.core.durations import duration
 from orchestrator.core.errors import ConfigurationError
+
+CHANNEL_PREFIXES = ("SMTP_", "TWILIO_", "VAPID_", "PUSH_", "WEBHOOK_", "ORCHESTRATOR_RATE_")
+CHANNEL_NAMES = frozenset({"ORCHESTRATOR_REQUIRE_CHANNELS"})
+HTTP_NAMES = frozenset(
+    {"ORCHESTRATOR_PUBLIC_URL", "TWILIO_AUTH_TOKEN", "ORCHESTRATOR_EVENTS_SECRET"}
+)
+SECRETS = frozenset(
+    {
+        "SMTP_PASSWORD",
+        "TWILIO_AUTH_TOKEN",
+        "VAPID_PRIVATE_KEY",
+        "WEBHOOK_SECRET",
+        "ORCHESTRATOR_EVENTS_SECRET",
+    }
+)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -43,6 +85,10 @@ class Settings:
     retention: float = 7 * 86400.0
     crash_at: frozenset[str] = frozenset()
     job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown
+    # the channels' variables, secrets resolved (channel_settings); never shown
+    channels: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    # `orchestrator serve`'s variables, secrets resolved (http_settings); never shown
+    http: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,6 +108,8 @@ class Settings:
             retention=duration(env.get("ORCHESTRATOR_RETENTION", "7d"), "ORCHESTRATOR_RETENTION"),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
             job_key=job_key(env),
+            channels=channel_settings(env),
+            http=http_settings(env),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if isinstance(given.get("workflows"), str):
@@ -94,6 +142,40 @@ def job_key(env: Mapping[str, str]) -> bytes | None:
         where = "ORCHESTRATOR_JOB_KEY_FILE" if path else "ORCHESTRATOR_JOB_KEY"
         raise ConfigurationError(f"{where} must be {MIN_JOB_KEY} to 4096 characters long")
     return text.encode("utf-8", "surrogateescape")
+
+
+def channel_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The channels' and the notification pipeline's variables, secrets resolved."""
+    return _resolved(
+        {
+            name: value
+            for name, value in env.items()
+            if name.startswith(CHANNEL_PREFIXES) or name in CHANNEL_NAMES
+        }
+    )
+
+
+def http_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`orchestrator serve`'s variables, secrets resolved."""
+    wanted = HTTP_NAMES | {f"{name}_FILE" for name in HTTP_NAMES & SECRETS}
+    return _resolved({name: value for name, value in env.items() if name in wanted})
+
+
+def _resolved(found: dict[str, str]) -> dict[str, str]:
+    """`found` with each secret's NAME_FILE read into NAME (see the module's docstring)."""
+    for name in SECRETS:
+        path = found.get(f"{name}_FILE")
+        if found.get(name):
+            found[name] = Secret(found[name])
+            found.pop(f"{name}_FILE", None)
+        elif path:
+            try:
+                text = Path(path).read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                continue  # the part that uses it says what is wrong, in its own words
+            found[name] = Secret(text)
+            del found[f"{name}_FILE"]
+    return found
 
 
 def _modules(text: str) -> tuple[str, ...]:
