@@ -19,7 +19,6 @@ from bench import suite
 from bench.apply_rate import PHASES
 from bench.counting import ping_usec
 from bench.measure import Measurement
-from bench.redis_server import private_redis
 from bench.report import (
     machine,
     print_commands,
@@ -35,6 +34,7 @@ from bench.report import (
     ratios,
 )
 from bench.targets import as_dict
+from support.redis_server import private_redis
 
 FULL = {"events": 20_000, "instances": 200, "jobs": 2_000}
 QUICK = {"events": 2_000, "instances": 20, "jobs": 500}

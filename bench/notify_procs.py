@@ -61,15 +61,6 @@ class Workers:
         self.processes.clear()
 
 
-def children(pid: int) -> list[int]:
-    """A process's children, oldest first (by pid: the supervisor starts its roles in order)."""
-    try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return sorted(int(p) for p in found)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (0 once it is gone)."""
     try:

@@ -1,9 +1,9 @@
 """The notification benchmark's providers: an SMTP server and Twilio's Messages API,
 both answering each message after a delay, both counting what they accept and when.
 
-The SMTP server is tests/smtp_server.py (aiosmtpd, plain SMTP here) keeping only
+The SMTP server is support/smtp_server.py (aiosmtpd, plain SMTP here) keeping only
 the envelope: parsing every message, as the test server does, would make the
-server the bottleneck of the benchmark. Twilio's API is tests/twilio_server.py
+server the bottleneck of the benchmark. Twilio's API is support/twilio_server.py
 (a thread per connection, kept alive). Both run in threads of the benchmark's
 own process, so its CPU time includes theirs.
 """
@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, Self
 
-from tests.smtp_server import SmtpServer
-from tests.twilio_server import TwilioServer
+from support.smtp_server import SmtpServer
+from support.twilio_server import TwilioServer
 
 
 class SlowSmtp(SmtpServer):

@@ -2,7 +2,7 @@
 
     python -m bench.notify_rate [--quick] [--json PATH] [--notifiers K]
 
-Everything runs on this machine: a private redis-server (bench/redis_server.py),
+Everything runs on this machine: a private redis-server (support/redis_server.py),
 an SMTP server that answers each message 100 ms after its DATA and a
 multi-threaded HTTP server speaking Twilio's Messages API that answers each SMS
 after 100 ms (bench/notify_providers.py), counting what they accept and when.
@@ -44,9 +44,10 @@ from typing import Any
 
 import redis
 
-from bench.notify_procs import Workers, children, cpu_seconds
+from bench.notify_procs import Workers, cpu_seconds
 from bench.notify_providers import Providers, providers
-from bench.redis_server import private_redis
+from support.procs import children
+from support.redis_server import private_redis
 
 FULL = {"notifications": 2000, "warmup": 200, "rq": 200}
 QUICK = {"notifications": 200, "warmup": 40, "rq": 40}

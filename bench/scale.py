@@ -42,9 +42,9 @@ import redis
 from bench.counting import read_command_stats, reset_command_stats
 from bench.inprocess import Engine
 from bench.preload import preload, template
-from bench.redis_server import private_redis
 from bench.three_steps import NAME
 from orchestrator.store.inbox import Inbox
+from support.redis_server import private_redis
 
 FLAT = 1.20  # the largest size may be at most 20 % slower than the smallest
 WORKLOAD = "5"

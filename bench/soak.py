@@ -2,7 +2,7 @@
 
     python -m bench.soak [--seconds 180] [--rate 150] [--retention 20] [--json [PATH]]
 
-Everything is real and on this machine: a private redis-server (bench/redis_server.py),
+Everything is real and on this machine: a private redis-server (support/redis_server.py),
 the engine's worker (`python -m cli.main worker --processes P --notifiers K`: a
 supervisor, one applier, P task workers, K notification workers, in a session of
 their own, stopped by process group), an SMTP server and a Twilio Messages API
@@ -53,12 +53,12 @@ import redis
 
 from bench.notify_procs import Workers
 from bench.notify_providers import Providers, SlowSmtp
-from bench.redis_server import private_redis
 from orchestrator.entry.bootstrap import bootstrap
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.watchdog import HEARTBEAT_TTL
 from orchestrator.store.keys import Keys
-from tests.twilio_server import TwilioServer
+from support.redis_server import private_redis
+from support.twilio_server import TwilioServer
 
 SECONDS = 180.0
 RATE = 150.0

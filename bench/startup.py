@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.inprocess import Engine
-from bench.redis_server import private_redis
 from bench.three_steps import NAME
+from support.redis_server import private_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

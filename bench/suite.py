@@ -23,9 +23,9 @@ from bench.apply_rate import measure_applier
 from bench.flows.trips import trips_rows
 from bench.isolated import NotRun, run_isolated
 from bench.measure import Measurement
-from bench.redis_server import private_redis
 from bench.rq_baseline import measure_rq
 from bench.targets import Line, lines, not_run
+from support.redis_server import private_redis
 
 APPLY_TARGET = 10_000  # events per second, one applier
 TRIPS_TARGET = 0.2  # Redis round trips per event

@@ -9,10 +9,8 @@ whose every key it wrote itself.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,55 +19,10 @@ import redis
 
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
-from orchestrator.store.embedded import redis_server_binary
+from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_WORKFLOWS = ("workflows", "tests.sample_workflows")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(
-    folder: Path, *extra: str, port: int | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = port or free_port()
-    process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",  # the worker refuses a server that can lose acknowledged events
-            "--appendfsync",
-            "no",  # ...but tests need no fsync
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.02)
-    return process, url
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +41,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 return
         base.close()
         pytest.fail(f"no empty database on {given} for the tests to use")
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 @pytest.fixture
@@ -111,15 +64,6 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def app(settings: Settings) -> App:
     return bootstrap(settings)
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of a process (Linux)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(p) for p in path.read_text().split()]
-    except OSError:  # it has just exited
-        return []
 
 
 def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:

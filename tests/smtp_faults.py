@@ -1,4 +1,4 @@
-"""SMTP servers for the cases tests/smtp_server.py does not cover: an answer that is
+"""SMTP servers for the cases support/smtp_server.py does not cover: an answer that is
 lost after the message was kept, and clients held until several are inside at once.
 
 AmbiguousSmtpServer keeps the first `times` messages and then either drops the
@@ -16,7 +16,7 @@ import asyncio
 import time
 from typing import Any, Self
 
-from tests.smtp_server import SmtpServer
+from support.smtp_server import SmtpServer
 
 HOLD_LIMIT = 10.0
 

@@ -24,7 +24,8 @@ import pytest
 import redis
 
 from orchestrator.store.embedded import socket_path
-from tests.conftest import ROOT, cli_env, free_port, run_cli
+from support.ports import free_port
+from tests.conftest import ROOT, cli_env, run_cli
 
 Env = dict[str, str]
 NEW_ID = re.compile(r"[0-9a-f]{20}")

@@ -46,10 +46,11 @@ from notifiers.base import Delivery, Message, Notifier
 from notifiers.console import ConsoleNotifier
 from notifiers.errors import ChannelConfigError, DeliveryError, PermanentError, TransientError
 from notifiers.registry import CHANNELS, Notifiers, notifier_class
-from tests.conftest import ROOT, free_port
-from tests.prism import Prism, merge_patch, patched_spec, prism_mock
-from tests.push_service import PushService, b64url
-from tests.smtp_server import SmtpServer
+from support.ports import free_port
+from support.prism import Prism, merge_patch, patched_spec, prism_mock
+from support.push_service import PushService, b64url
+from support.smtp_server import SmtpServer
+from tests.conftest import ROOT
 
 CANARY = "canary-secret-XYZ123"
 MISSING_FILE = "/nonexistent/conformance/secret"

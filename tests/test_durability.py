@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import cli_env, run_cli, start_redis
+from support.redis_server import RedisServer
+from tests.conftest import cli_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,9 @@ from tests.conftest import cli_env, run_cli, start_redis
 def test_worker_refuses_an_unsafe_server_unless_told(
     tmp_path: Path, options: list[str], problem: str
 ) -> None:
-    process, url = start_redis(tmp_path, *options)
+    server = RedisServer(tmp_path, *options)
+    server.start()
+    url = server.url
     try:
         env = cli_env(url, tmp_path)
         env.pop("ORCHESTRATOR_ACCEPT_RISK", None)
@@ -32,17 +35,17 @@ def test_worker_refuses_an_unsafe_server_unless_told(
         accepted = run_cli("worker", "--burst", "--accept-risk", env=env)
         assert accepted.returncode == 0, accepted.stderr
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def test_a_safe_server_is_accepted(tmp_path: Path) -> None:
-    process, url = start_redis(tmp_path)
+    server = RedisServer(tmp_path)
+    server.start()
+    url = server.url
     try:
         assert redis.Redis.from_url(url).info("persistence")["aof_enabled"] == 1
         env = cli_env(url, tmp_path)
         env.pop("ORCHESTRATOR_ACCEPT_RISK", None)
         assert run_cli("worker", "--burst", env=env).returncode == 0
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()

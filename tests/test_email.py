@@ -14,8 +14,8 @@ from notifiers.email import EmailNotifier
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
-from tests.conftest import free_port
-from tests.smtp_server import PASSWORD, USERNAME, SmtpServer, smtp_server
+from support.ports import free_port
+from support.smtp_server import PASSWORD, USERNAME, SmtpServer, smtp_server
 
 __all__ = ["smtp_server"]  # the fixture, imported for pytest
 

@@ -33,8 +33,8 @@ from orchestrator.runtime.notify.ledger import RETENTION as LEDGER_DEFAULT_RETEN
 from orchestrator.runtime.notify.ledger import Ledger
 from orchestrator.runtime.watchdog import HEARTBEAT_TTL
 from orchestrator.store.keys import Keys
+from support.smtp_server import SmtpServer, smtp_server
 from tests.conftest import cli_env, run_cli
-from tests.smtp_server import SmtpServer, smtp_server
 
 __all__ = ["smtp_server"]  # the fixture, imported for pytest
 

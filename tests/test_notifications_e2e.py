@@ -38,9 +38,11 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE
-from tests.conftest import ROOT, children, cli_env, free_port, run_cli
-from tests.prism import Prism, patched_spec, prism_mock
-from tests.smtp_server import SmtpServer
+from support.ports import free_port
+from support.prism import Prism, patched_spec, prism_mock
+from support.procs import children
+from support.smtp_server import SmtpServer
+from tests.conftest import ROOT, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -50,10 +50,10 @@ from orchestrator.runtime.notify.ledger import Ledger, record_key
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.watchdog import CHECK_EVERY, MAX_LOST_RUNS, Watchdog
-from tests.conftest import free_port
+from support.ports import free_port
+from support.smtp_server import SmtpServer
+from support.twilio_server import TwilioServer
 from tests.smtp_faults import AmbiguousSmtpServer, CrowdedSmtpServer
-from tests.smtp_server import SmtpServer
-from tests.twilio_server import TwilioServer
 
 SHIPPED = {"order_id": "A1", "tracking": "TRK-A1"}
 

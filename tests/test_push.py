@@ -35,9 +35,9 @@ from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from orchestrator.runtime.registry import Registry
+from support.push_service import Browser, PushService, b64url
 from tests.conftest import ROOT
 from tests.push_flow import PushAlert
-from tests.push_service import Browser, PushService, b64url
 
 SUBJECT = "mailto:ops@example.com"
 

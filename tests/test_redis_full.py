@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import cli_env, run_cli, start_redis
+from support.redis_server import RedisServer
+from tests.conftest import cli_env, run_cli
 
 
 @pytest.fixture
@@ -24,7 +25,9 @@ def full_redis(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """A Redis with one finished counter instance, then filled past its maxmemory.
 
     Yields the URL, the instance's id and a folder for the CLI's home."""
-    process, url = start_redis(tmp_path, "--maxmemory-policy", "noeviction")
+    server = RedisServer(tmp_path, "--maxmemory-policy", "noeviction")
+    server.start()
+    url = server.url
     try:
         env = cli_env(url, tmp_path)
         started = run_cli("start", "counter", "--input", '{"n": 1}', env=env)
@@ -42,8 +45,7 @@ def full_redis(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         client.close()
         yield url, instance, tmp_path
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 READS: dict[str, Any] = {

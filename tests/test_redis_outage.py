@@ -11,17 +11,14 @@ from pathlib import Path
 
 from orchestrator.entry.bootstrap import bootstrap
 from orchestrator.entry.settings import Settings
-from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env, free_port, start_redis
-
-
-def start(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    return start_redis(folder, "--appendfsync", "always", port=port)[0]
+from support.redis_server import RedisServer
+from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env
 
 
 def test_workers_carry_on_after_redis_is_killed_and_restarted(tmp_path: Path) -> None:
-    port = free_port()
-    server = start(tmp_path, port)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path, fsync="always")
+    server.start()
+    url = server.url
     env = cli_env(url, tmp_path, ORCHESTRATOR_LEASE_TTL="2")
     worker = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker", "--processes", "1"],
@@ -44,9 +41,8 @@ def test_workers_carry_on_after_redis_is_killed_and_restarted(tmp_path: Path) ->
                     app.client.emit("tick", instance_id=c, event_id=event_id)
                     acknowledged[c].append(event_id)
             # ...when Redis dies with SIGKILL and comes back from its append-only file
-            server.send_signal(signal.SIGKILL)
-            server.wait()
-            server = start(tmp_path, port)
+            server.kill()
+            server.start()  # from its append-only file, on the same port
         # Then the workers reconnect, and every acknowledged event is applied once, in order
         deadline = time.monotonic() + 40
         while True:
@@ -65,5 +61,4 @@ def test_workers_carry_on_after_redis_is_killed_and_restarted(tmp_path: Path) ->
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        server.terminate()
-        server.wait(10)
+        server.stop()

@@ -21,7 +21,7 @@ import trustme
 from orchestrator.core.errors import RedisUnavailable
 from orchestrator.entry.bootstrap import bootstrap
 from orchestrator.entry.settings import Settings
-from tests.conftest import start_redis
+from support.redis_server import RedisServer
 
 PASSWORD = "acl-canary-Z9q"
 
@@ -75,7 +75,9 @@ class TlsProxy:
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
     folder = tmp_path_factory.mktemp("tls")
-    process, url = start_redis(folder)
+    server = RedisServer(folder)
+    server.start()
+    url = server.url
     plain = redis.Redis.from_url(url)
     plain.execute_command("ACL", "SETUSER", "orch", "on", f">{PASSWORD}", "~*", "&*", "+@all")
     authority = trustme.CA()
@@ -90,8 +92,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, s
     finally:
         proxy.close()
         plain.close()
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def test_rediss_with_an_acl_user_runs_a_workflow(

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.store import archive
-from tests.smtp_server import SmtpServer
+from support.smtp_server import SmtpServer
 
 SMTP_CANARY = "smtp-canary-Qx81"
 TWILIO_CANARY = "twilio-canary-Lm27"

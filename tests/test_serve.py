@@ -32,7 +32,8 @@ from orchestrator.entry.http.server import make_server
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.applier import Applier
 from orchestrator.runtime.notify.ledger import Ledger
-from tests.conftest import ROOT, cli_env, free_port
+from support.ports import free_port
+from tests.conftest import ROOT, cli_env
 
 PUBLIC = "https://hooks.example.com"
 TOKEN = "twilio-token-5e1d2c"

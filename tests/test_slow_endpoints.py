@@ -46,8 +46,8 @@ from orchestrator.entry.bootstrap import App
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, Dispatcher
 from orchestrator.runtime.notify.delivery import Deliverer
 from orchestrator.runtime.notify.ledger import Ledger
+from support.smtp_server import SmtpServer
 from tests.conftest import ROOT, cli_env
-from tests.smtp_server import SmtpServer
 
 KEY = "whsec-slow-endpoints"
 SHIPPED = {"order_id": "S1", "tracking": "TRK-S1"}

@@ -23,8 +23,8 @@ from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segme
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.runtime import jobs
-from tests.conftest import free_port
-from tests.prism import Prism, Received, patched_spec, prism_mock
+from support.ports import free_port
+from support.prism import Prism, Received, patched_spec, prism_mock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "twilio"
 SID = "AC" + "0123456789abcdef" * 2

@@ -31,7 +31,7 @@ from notifiers.errors import (
 )
 from notifiers.registry import Notifiers
 from notifiers.webhook import WebhookNotifier
-from tests.conftest import free_port
+from support.ports import free_port
 
 KEY = "whsec-test-8f3a1c"
 

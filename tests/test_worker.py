@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from orchestrator.entry.bootstrap import App
-from tests.conftest import ROOT, children, cli_env, run_cli
+from support.procs import children
+from tests.conftest import ROOT, cli_env, run_cli
 
 
 def wait_final(env: dict[str, str], instance_id: str, timeout: float = 30) -> dict[str, object]:

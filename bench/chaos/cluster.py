@@ -2,8 +2,8 @@
 
   redis-server   the engine's embedded binary, 127.0.0.1 on a free port, a temp
                  folder, append-only (`--appendfsync always`, or `everysec`)
-  SMTP           tests/smtp_server.py in a thread of this process, no TLS
-  Prism          tests/prism.py serving Twilio's description, for SMS
+  SMTP           support/smtp_server.py in a thread of this process, no TLS
+  Prism          support/prism.py serving Twilio's description, for SMS
   workers        N `python -m cli.main worker` processes (a supervisor each, of
                  an applier, task workers that fork a work-horse per job and
                  notification workers), with ORCHESTRATOR_REQUIRE_CHANNELS=1
@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench.chaos.journal import FaultLog
 from bench.chaos.pool import WorkerPool
 from bench.chaos.providers import TimedSmtpServer
-from bench.redis_server import free_port
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
-from orchestrator.store.embedded import redis_server_binary
+from support.ports import free_port
+from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = "bench.chaos.workload"
@@ -66,68 +62,6 @@ class Cluster:
     faults: FaultLog
 
 
-class RedisServer:
-    """The redis-server child: started, SIGKILLed, restarted from its folder on its port."""
-
-    def __init__(self, folder: Path, fsync: str, extra: tuple[str, ...] = ()) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.command = [
-            redis_server_binary(),
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)),
-            *("--save", "", "--appendonly", "yes", "--appendfsync", fsync),
-            *("--logfile", str(folder / "redis.log")),
-            *extra,
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid if self.process is not None else 0
-
-    def start(self, timeout: float = 30.0) -> float:
-        """Start and wait until it answers PING (the append-only file loaded); the seconds."""
-        began = time.monotonic()
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url)
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return time.monotonic() - began
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    if self.process.poll() is not None or time.monotonic() - began > timeout:
-                        self.process.kill()
-                        raise RuntimeError(
-                            f"redis-server did not start; see {self.folder}"
-                        ) from None
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final fsync; what was acknowledged must be in the file."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        client = redis.Redis.from_url(self.url)
-        with contextlib.suppress(redis.RedisError):
-            client.shutdown(nosave=True)
-        client.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-
 def worker_env(
     redis_url: str, folder: Path, smtp: dict[str, str], prism_url: str
 ) -> dict[str, str]:
@@ -156,7 +90,7 @@ def worker_env(
 
 
 def _twilio_spec(folder: Path) -> Path:
-    from tests.prism import patched_spec
+    from support.prism import patched_spec
 
     fixtures = ROOT / "tests" / "fixtures" / "twilio"
     return patched_spec(
@@ -167,7 +101,7 @@ def _twilio_spec(folder: Path) -> Path:
 
 
 def _prism(folder: Path) -> contextlib.AbstractContextManager[Any]:
-    from tests.prism import PRISM, prism_mock
+    from support.prism import PRISM, prism_mock
 
     if not PRISM.exists():
         raise RuntimeError("Prism is not installed: run `npm ci` at the repository root")
@@ -184,7 +118,7 @@ def cluster(
     """Redis, SMTP, Prism and the workers; all stopped when the block ends. `smtp` replaces
     the well-behaved SMTP server, `env` adds to (or overrides) the workers' environment."""
     with contextlib.ExitStack() as stack:
-        server = RedisServer(folder, shape.fsync)
+        server = RedisServer(folder, fsync=shape.fsync)
         server.start()
         stack.callback(server.stop)
         url = server.url

@@ -36,8 +36,8 @@ from bench.chaos.scenarios import (
     health_row,
     settle_for,
 )
-from bench.redis_server import free_port
 from orchestrator.runtime.notify.ledger import Ledger
+from support.ports import free_port
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from bench.chaos.cluster import Cluster, RedisServer, Shape, cluster
+from bench.chaos.cluster import Cluster, Shape, cluster
 from bench.chaos.runner import Batch, Run, inputs, say
 from bench.chaos.scenarios import (
     Outcome,
@@ -37,6 +37,7 @@ from bench.chaos.scenarios import (
 )
 from bench.chaos.workload import NOTE
 from orchestrator.core.errors import InstanceExists
+from support.redis_server import RedisServer
 
 CUT = ["redis", "notifications"]
 RESUME_BOUND = 20.0  # seconds from Redis back to the first task answer applied
@@ -107,7 +108,7 @@ def _unsafe(c: Cluster, extra: tuple[str, ...], accept: bool) -> tuple[int, str]
     """Run `worker --burst` against a fresh redis-server started with `extra`."""
     folder = c.folder / f"unsafe-{len(list(c.folder.glob('unsafe-*')))}"
     folder.mkdir()
-    server = RedisServer(folder, "always", extra)
+    server = RedisServer(folder, *extra, fsync="always")
     server.start()
     try:
         env = {**c.pool.env, "REDIS_URL": server.url}

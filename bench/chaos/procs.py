@@ -1,9 +1,7 @@
 """Processes by id: children, whole trees, and killing them all at the same instant.
 
-Children come from /proc/PID/task/TID/children (every thread of the parent,
-as a fork from any thread lands in that thread's list), or, on a kernel
-without that file, from the parent field of every /proc/*/stat. Nothing is
-ever found or killed by name.
+Children come from support.procs (/proc, every thread of the parent, zombies
+left out). Nothing is ever found or killed by name.
 
 A tree is killed frozen first: SIGSTOP from the root down (a stopped process
 forks nothing more), a second sweep for a child forked in between, then
@@ -20,6 +18,8 @@ import os
 import signal
 from pathlib import Path
 
+from support.procs import alive, children
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -29,43 +29,6 @@ def become_subreaper() -> bool:
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()  # state, ppid, ...
-
-
-def alive(pid: int) -> bool:
-    """Running or stopped; a zombie is dead."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    tasks = Path(f"/proc/{pid}/task")
-    try:
-        threads = list(tasks.iterdir())
-    except OSError:
-        return []
-    listed = False
-    for thread in threads:
-        try:
-            found += [int(c) for c in (thread / "children").read_text().split()]
-            listed = True
-        except OSError:
-            continue
-    if not listed:  # no children file on this kernel: the slow way
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                fields = _stat_fields(int(entry.name))
-                if fields is not None and int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return sorted({c for c in found if alive(c)})
 
 
 def descendants(pid: int) -> list[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.smtp_server import SmtpServer
+from support.smtp_server import SmtpServer
 
 REF = re.compile(r"\bref (\S+)")
 _STAMP = re.compile(r"^\[(\d{1,2}:\d{2}:\d{2} [AP]M)\]")

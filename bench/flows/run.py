@@ -19,7 +19,7 @@ from bench.flows import driver
 from bench.flows.base import STRANDED_KEY, System
 from bench.flows.driver import Sizes, WorkersDied, latency, throughput, warm_up
 from bench.flows.trips import check_method
-from bench.redis_server import private_redis
+from support.redis_server import private_redis
 
 # name -> (module, class, packages it needs)
 SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -14,6 +14,9 @@ messages or until told otherwise.
         browser = service.subscribe()
         ... send to browser.subscription ...
         assert service.received_by(browser)[0].json()["body"] == "hi"
+
+It lives in support/ with the other providers' stand-ins (SMTP, Twilio,
+Prism) that tests and benchmarks share.
 """
 
 from __future__ import annotations

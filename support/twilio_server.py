@@ -14,8 +14,10 @@ client achieves is real and its connection reuse shows in `connections`.
 10 s passed), so a test can prove sends overlap without timing anything;
 `most_at_once` is the most requests seen inside together.
 
-Prism (tests/prism.py) checks requests against Twilio's own description; this
-server is for what Prism cannot do: answer late, and count under load.
+Prism (support/prism.py) checks requests against Twilio's own description; this
+server is for what Prism cannot do: answer late, and count under load. It lives
+in support/ because the notification tests and the benchmarks (bench.soak,
+bench.notify_providers) both use it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ installs the version package-lock.json pins).
 Prism only answers with status codes the description declares; a JSON Merge
 Patch (RFC 7396) applied to a copy of the description (`patched_spec`) adds
 the error responses a provider documents in prose only.
+
+It lives in support/ because the channel tests and the chaos harness
+(bench.chaos.cluster, for SMS) both serve Twilio's description with it.
+Without Prism installed, a test is skipped (failed under CI).
 """
 
 from __future__ import annotations

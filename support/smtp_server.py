@@ -19,6 +19,10 @@ does, unless `idle_goodbye=False`). Everything accepted is kept in
 
 The server runs in a thread of the test process: a forked child (an RQ
 work-horse) reaches it through its socket like any client.
+
+It lives in support/ because the channel tests and the benchmarks
+(bench.notify_providers, bench.chaos) both send to it; tests/smtp_faults.py
+adds the faults only tests need. `smtp_server` is a pytest fixture for tests.
 """
 
 from __future__ import annotations

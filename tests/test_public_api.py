@@ -1,0 +1,87 @@
+"""The public surface, pinned: what `import orchestrator` exports and the CLI's commands.
+
+Both are promises to users. Changing either must be deliberate: edit the list
+here in the same change, and say so in its message.
+"""
+
+from __future__ import annotations
+
+import typer
+
+import orchestrator
+from cli.main import app
+
+PUBLIC_API = [
+    "ANY",
+    "NonRetryable",
+    "Notify",
+    "On",
+    "Orchestrator",
+    "OrchestratorError",
+    "Settings",
+    "State",
+    "Task",
+    "TaskInfo",
+    "Workflow",
+    "task_info",
+]
+
+CLI_COMMANDS = [
+    "cancel",
+    "dead-letters",
+    "dead-letters replay",
+    "demo",
+    "emit",
+    "graph",
+    "history",
+    "list",
+    "notifications",
+    "notify",
+    "notify send",
+    "recipients",
+    "recipients add",
+    "recipients list",
+    "recipients remove",
+    "recipients set",
+    "recipients show",
+    "replay",
+    "retry",
+    "serve",
+    "server",
+    "server info",
+    "server stop",
+    "start",
+    "status",
+    "templates",
+    "templates check",
+    "worker",
+    "workflows",
+]
+
+
+def command_names(typer_app: typer.Typer, prefix: str = "") -> list[str]:
+    """Every command and group of a Typer app, groups' commands as "group command"."""
+    names: list[str] = []
+    for command in typer_app.registered_commands:
+        callback = command.callback.__name__ if command.callback is not None else ""
+        names.append(prefix + (command.name or callback.lower().replace("_", "-")))
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        assert sub is not None, group
+        name = group.name or sub.info.name
+        assert isinstance(name, str), group
+        names.append(prefix + name)
+        names += command_names(sub, f"{prefix}{name} ")
+    return names
+
+
+def test_the_public_api_is_exactly_the_pinned_names() -> None:
+    assert orchestrator.__all__ == PUBLIC_API  # sorted, as the pinned list is
+    for name in PUBLIC_API:
+        assert getattr(orchestrator, name) is not None, name
+
+
+def test_the_cli_commands_are_exactly_the_pinned_names() -> None:
+    found = command_names(app)
+    assert len(found) == len(set(found)), found  # no name registered twice
+    assert sorted(found) == CLI_COMMANDS
