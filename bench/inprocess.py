@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
-from orchestrator.entry.worker import QUEUES
+from orchestrator.entry.worker import QUEUES, start_worker_process
 
 WORKFLOWS = ("bench.three_steps", "bench.workflows")
 
@@ -68,6 +68,7 @@ class Engine:
 
     def run_jobs(self) -> bool:
         """Run every queued job once, in this process; whether there was any."""
+        start_worker_process(self.app, again=False)
         queues = [
             Queue(
                 name,

@@ -437,7 +437,7 @@ def test_a_shipped_order_is_emailed_once_through_the_worker(
     # Given the SMTP server's settings in the worker's environment
     for name, value in smtp_server.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("orchestrator.runtime.jobs._channels", None)
+    monkeypatch.setattr("orchestrator.runtime.context._installed", None)
     # When an order runs to the end
     iid = app.client.start(
         "order", {"order_id": "E1", "email": "ana@example.com", "work_seconds": 0}

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.context as worker_context
 import orchestrator.runtime.notify.batch as batch
 from notifiers.registry import Notifiers
 from orchestrator.core.errors import UnknownInstance
@@ -89,13 +89,13 @@ def per_notification(found: dict[str, int], keys: Keys) -> dict[str, int]:
 @pytest.fixture
 def channels(monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer) -> Iterator[SmtpServer]:
     """Email to the test's SMTP server, SMS on the console; fresh process notifiers."""
-    monkeypatch.setattr(jobs, "_channels", None)
+    monkeypatch.setattr(worker_context, "_installed", None)
     monkeypatch.setattr(batch, "_pool", None)
     for name, value in smtp_server.env.items():
         monkeypatch.setenv(name, value)
     yield smtp_server
-    if jobs._channels is not None:
-        jobs._channels.close()
+    if worker_context._installed is not None:
+        worker_context._installed.close()
     if batch._pool is not None:
         batch._pool[1].shutdown(wait=True)
 

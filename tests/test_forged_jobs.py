@@ -48,7 +48,6 @@ def task_payload(app: App, marker: str) -> Payload:
         "instance": INSTANCE,
         "workflow": "order",
         "version": 1,
-        "inbox": app.keys.inbox(partition),
         "task": "workflows.order.tasks:reserve_stock",
         "kind": "task",
         "state": "reserving",
@@ -56,8 +55,10 @@ def task_payload(app: App, marker: str) -> Payload:
         "entered_seq": 1,
         "context": {"touch": 1, marker: 1},  # as subprocess.run's argument: touch MARKER
         "job": job,
-        "alive": app.keys.alive(partition, job),
         "timeout": 30,
+        "namespace": app.keys.namespace,
+        "partitions": app.keys.partitions,
+        "partition": partition,
     }
 
 
@@ -69,7 +70,6 @@ def note_payload(app: App, marker: str) -> Payload:
         "instance": INSTANCE,
         "workflow": "order",
         "version": 1,
-        "inbox": app.keys.inbox(partition),
         "channel": "email",
         "to": "attacker@example.com",
         "template": "order_shipped",
@@ -81,7 +81,6 @@ def note_payload(app: App, marker: str) -> Payload:
         "partition": partition,
         "namespace": app.keys.namespace,
         "partitions": app.keys.partitions,
-        "alive": app.keys.alive(partition, key),
     }
 
 
@@ -148,8 +147,10 @@ TASK_FORGERIES: list[tuple[str, Change, str]] = [
     ("extra field", setter("args", ["touch"]), "args: Extra inputs are not permitted"),
     ("task missing", dropper("task"), "task: Field required"),
     ("workflow missing", dropper("workflow"), "workflow: Field required"),
-    ("inbox of another key", setter("inbox", "orch:deadletters"), "inbox 'orch:deadletters'"),
-    ("heartbeat of another key", setter("alive", "orch:meta"), "heartbeat key 'orch:meta'"),
+    ("keys of another namespace", setter("namespace", "other"), "namespace or partition count"),
+    ("another partition count", setter("partitions", 99), "namespace or partition count"),
+    ("wrong partition", lambda p, m: p.update(partition=p["partition"] + 1), "partition"),
+    ("inbox of another key", setter("inbox", "orch:deadletters"), "inbox: Extra inputs"),
     ("job of another instance", setter("job", "other-1-0"), "is not one of instance"),
 ]
 
@@ -170,7 +171,7 @@ NOTE_FORGERIES: list[tuple[str, Change, str]] = [
     ("no instance, key not cli", setter("instance", None), "has a cli- key"),
     (
         "no instance, templates not loaded",
-        lambda p, m: (p.update(instance=None, key="cli-x", templates="os"), p.pop("alive")),
+        lambda p, m: p.update(instance=None, key="cli-x", templates="os"),
         "templates 'os' are no loaded workflow's",
     ),
     ("urgent as text", setter("urgent", "yes"), "urgent: Input should be a valid boolean"),
@@ -246,8 +247,7 @@ def test_forged_task_and_notification_jobs_run_nothing_and_say_why(
         expected[(TASK_QUEUE, pack_id)] = reason
     for index, (_, change, reason) in enumerate(NOTE_FORGERIES):
         payload = note_payload(app, f"FORGED-{index}")
-        payload["key"] = key = f"{INSTANCE}-4-{index}"  # a job id of its own
-        payload["alive"] = app.keys.alive(int(payload["partition"]), key)
+        payload["key"] = f"{INSTANCE}-4-{index}"  # a job id of its own
         change(payload, "")
         job_id = enqueue(
             app, NOTIFICATION_QUEUE, SEND_NOTIFICATION, {"payload": payload}, str(payload["key"])
@@ -261,14 +261,14 @@ def test_forged_task_and_notification_jobs_run_nothing_and_say_why(
         ("os.system", (f"touch {marker}",), {}, "is not an orchestrator entry point"),
         ("subprocess.run", (["touch", str(marker)],), {}, "is not an orchestrator entry point"),
         (
-            "orchestrator.runtime.jobs.load_task",
+            "orchestrator.runtime.tasks.load_task",
             ("subprocess:run",),
             {},
             "not an orchestrator entry",
         ),
-        ("orchestrator.runtime.jobs._run_one", (), {"payload": task}, "not an orchestrator entry"),
+        ("orchestrator.runtime.tasks._run_one", (), {"payload": task}, "not an orchestrator entry"),
         (
-            "orchestrator.runtime.notify.batch.send_one",
+            "orchestrator.runtime.notify.batch.send_and_answer",
             (),
             {"payload": task},
             "not an orchestrator entry",
@@ -321,11 +321,9 @@ def test_with_a_job_key_workflows_run_and_unsealed_or_resealed_jobs_are_refused(
     # And a job sealed with another key, and one whose seal was made for another job
     other = copy.deepcopy(payload)
     other["job"] = other_id = f"{INSTANCE}-2-0"
-    other["alive"] = app.keys.alive(app.keys.partition_of(INSTANCE), other_id)
     wrong_key = _sealed_job(app, other, other_id, b"x" * 32)
     third = copy.deepcopy(other)
     third["job"] = third_id = f"{INSTANCE}-3-0"
-    third["alive"] = app.keys.alive(app.keys.partition_of(INSTANCE), third_id)
     moved = _sealed_job(app, third, third_id, b"k" * 32, seal_for=other_id)
     # And real orders, whose jobs the applier seals
     orders = [app.client.start("order", {"order_id": f"K{n}", "work_seconds": 0}) for n in range(3)]

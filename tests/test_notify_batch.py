@@ -29,7 +29,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.context as worker_context
 import orchestrator.runtime.notify.batch as batch
 from notifiers.base import Message
 from notifiers.email import EmailNotifier
@@ -37,6 +37,7 @@ from notifiers.errors import AmbiguousError, TransientError
 from notifiers.registry import Notifiers
 from notifiers.sms import SmsNotifier
 from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import start_worker_process
 from orchestrator.runtime.dispatch import (
     NOTIFICATION_QUEUE,
     SEND_NOTIFICATIONS,
@@ -64,13 +65,13 @@ SHIPPED = {"order_id": "A1", "tracking": "TRK-A1"}
 @pytest.fixture
 def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Fresh process notifiers and send threads for the test; closed after it."""
-    monkeypatch.setattr(jobs, "_channels", None)
+    monkeypatch.setattr(worker_context, "_installed", None)
     monkeypatch.setattr(batch, "_pool", None)
     monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")
     monkeypatch.setenv("ORCHESTRATOR_RATE_SMS", "0")
     yield monkeypatch
-    if jobs._channels is not None:
-        jobs._channels.close()
+    if worker_context._installed is not None:
+        worker_context._installed.close()
     if batch._pool is not None:
         batch._pool[1].shutdown(wait=True)
 
@@ -101,7 +102,6 @@ def item(app: App, n: int, **changes: Any) -> dict[str, Any]:
         "instance": instance,
         "workflow": "order",
         "version": 1,
-        "inbox": app.keys.inbox(partition),
         "channel": "email",
         "to": f"buyer-{n}@example.com",
         "template": "order_shipped",
@@ -113,7 +113,6 @@ def item(app: App, n: int, **changes: Any) -> dict[str, Any]:
         "partition": partition,
         "namespace": app.keys.namespace,
         "partitions": app.keys.partitions,
-        "alive": app.keys.alive(partition, key),
     }
     payload.update(changes)
     return payload
@@ -157,6 +156,7 @@ class _BurstWorker(SimpleWorker):
 def run_jobs(app: App, job_class: type[GuardedJob] | None = None) -> None:
     """The notification worker's loop, in this process, until the queue is empty."""
     job_class = job_class or app.job_class
+    start_worker_process(app, again=False)
     queue = Queue(
         NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=job_class
     )
@@ -171,7 +171,8 @@ def run_jobs(app: App, job_class: type[GuardedJob] | None = None) -> None:
 
 def events(app: App, one: dict[str, Any]) -> list[dict[str, Any]]:
     """The events sent to `one`'s instance through its inbox."""
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = app.redis.xrange(one["inbox"])  # type: ignore[assignment]
+    inbox = app.keys.inbox(one["partition"])
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = app.redis.xrange(inbox)  # type: ignore[assignment]
     found = [json.loads(fields[b"e"]) for _, fields in entries]
     return [e for e in found if e.get("instance") == one["instance"]]
 
@@ -190,7 +191,7 @@ def record(app: App, one: dict[str, Any]) -> dict[str, str]:
 
 
 def alive_keys(app: App, items: list[dict[str, Any]]) -> int:
-    return sum(int(app.redis.exists(one["alive"])) for one in items)
+    return sum(int(app.redis.exists(app.keys.alive(one["partition"], one["key"]))) for one in items)
 
 
 def message_ids(server: SmtpServer) -> list[str]:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from py_vapid import Vapid  # type: ignore[import-untyped]
 from pywebpush import WebPusher  # type: ignore[import-untyped]
 
-import orchestrator.runtime.jobs
+import orchestrator.runtime.context
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.push import MAX_PLAINTEXT, PushNotifier
@@ -437,7 +437,7 @@ def push_app(app: App, service: PushService, pem: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("VAPID_PRIVATE_KEY", pem)
     monkeypatch.setenv("VAPID_SUBJECT", SUBJECT)
     monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")  # no silent console stand-in
-    monkeypatch.setattr(orchestrator.runtime.jobs, "_channels", None)
+    monkeypatch.setattr(orchestrator.runtime.context, "_installed", None)
     app.registry = Registry([PushAlert])
     return app
 

@@ -61,7 +61,7 @@ def test_canaries_never_leak(
         monkeypatch.setenv("TWILIO_FROM", "+15005550006")
         monkeypatch.setenv("TWILIO_API_BASE", "http://127.0.0.1:9")
         monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")
-        monkeypatch.setattr("orchestrator.runtime.jobs._channels", None)
+        monkeypatch.setattr("orchestrator.runtime.context._installed", None)
         # When orders run (one of them crashes in a task) and try to notify
         with caplog.at_level(logging.DEBUG):
             for n, extra in enumerate([{}, {"card": "declined"}, {"address": "nowhere"}]):

@@ -36,13 +36,14 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-import orchestrator.runtime.jobs as jobs
+import orchestrator.runtime.context as worker_context
 import orchestrator.runtime.notify.batch as batch
 from notifiers.base import Message
 from notifiers.errors import DeferredError, TransientError
 from notifiers.registry import Notifiers
 from notifiers.webhook import Hosts, WebhookNotifier
 from orchestrator.entry.bootstrap import App
+from orchestrator.entry.worker import start_worker_process
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, Dispatcher
 from orchestrator.runtime.notify.delivery import Deliverer
 from orchestrator.runtime.notify.ledger import Ledger
@@ -272,13 +273,13 @@ def test_a_webhook_timeout_after_the_request_went_out_is_ambiguous_and_its_retry
 @pytest.fixture
 def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Fresh process notifiers and send threads for the test; closed after it."""
-    monkeypatch.setattr(jobs, "_channels", None)
+    monkeypatch.setattr(worker_context, "_installed", None)
     monkeypatch.setattr(batch, "_pool", None)
     monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")
     monkeypatch.setenv("WEBHOOK_SECRET", KEY)
     yield monkeypatch
-    if jobs._channels is not None:
-        jobs._channels.close()
+    if worker_context._installed is not None:
+        worker_context._installed.close()
     if batch._pool is not None:
         batch._pool[1].shutdown(wait=True)
 
@@ -290,6 +291,7 @@ class _BurstWorker(SimpleWorker):
 
 def run_jobs(app: App) -> None:
     """The notification worker's loop, in this process, until the queue is empty."""
+    start_worker_process(app, again=False)
     queue = Queue(
         NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     )
@@ -358,7 +360,7 @@ def test_a_send_deferred_for_a_busy_host_keeps_its_try(
         channels.setenv("WEBHOOK_HOST_CONCURRENCY", "1")
         channels.setenv("WEBHOOK_TIMEOUT", "2")
         # Given the process's one send to a host in flight
-        sender, _ = jobs._notifiers().get("webhook")
+        sender, _ = start_worker_process(app, again=False).notifiers.get("webhook")
         busy = threading.Thread(target=_swallow, args=(sender, hook(endpoint.url, key="first")))
         busy.start()
         deadline = time.monotonic() + 5
@@ -387,7 +389,6 @@ def payload(app: App, channel: str, to: str) -> dict[str, Any]:
     partition = app.keys.partition_of(key)
     return {
         "instance": None,
-        "inbox": app.keys.inbox(partition),
         "channel": channel,
         "to": to,
         "template": "order_shipped",

@@ -22,7 +22,7 @@ from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
-from orchestrator.runtime import jobs
+from orchestrator.runtime import context as worker_context
 from support.ports import free_port
 from support.prism import Prism, Received, patched_spec, prism_mock
 
@@ -332,15 +332,15 @@ def test_an_order_texts_its_customer_through_twilio(
     # Given the SMS channel configured for Prism in the worker's environment
     for name, value in {**GOOD, "TWILIO_API_BASE": prism.url}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs, "_channels", None)
+    monkeypatch.setattr(worker_context, "_installed", None)
     # When an order with a phone number ships
     iid = app.client.start("order", {"order_id": "S1", "phone": TO, "work_seconds": 0})
     before = len(prism.received())
     try:
         run_burst(app)
     finally:
-        if jobs._channels is not None:
-            jobs._channels.close()
+        if worker_context._installed is not None:
+            worker_context._installed.close()
     # Then the workflow hears notification.sent for the SMS, with Twilio's SID
     sent = [
         h["event"]["data"]

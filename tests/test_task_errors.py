@@ -30,7 +30,7 @@ from orchestrator.core.machine import Result, transition
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
 from orchestrator.entry.worker import run_burst
-from orchestrator.runtime import jobs
+from orchestrator.runtime import tasks as jobs
 from orchestrator.runtime.taskinfo import idempotency_key
 from orchestrator.runtime.watchdog import CHECK_EVERY, INTERMEDIATE
 from tests.error_workflows import (

@@ -6,7 +6,7 @@ every few seconds) while, at the start and after every kill, the harness
 
 - forges jobs, each of which would leave a marker if it ran: `os.system`
   touching a file, in the `tasks` and in the `notifications` queue;
-  `orchestrator.runtime.jobs.run_task` (and `run_tasks`) for a live order whose task
+  `orchestrator.runtime.tasks.run_task` (and `run_tasks`) for a live order whose task
   is `subprocess:run` with the context `{"touch": 1, MARKER: 1}`;
   `send_notification` of a template module that no loaded workflow is
   (`workflows.order`) to `forged-N@example.com` (its marker: a message at
@@ -136,7 +136,6 @@ class Forger:
             "instance": instance,
             "workflow": "chaos_order",
             "version": 1,
-            "inbox": keys.inbox(partition),
             "task": "subprocess:run",
             "kind": "task",
             "state": "reserve",
@@ -144,8 +143,10 @@ class Forger:
             "entered_seq": 1,
             "context": {"touch": 1, marker: 1},  # subprocess.run's argument: touch MARKER
             "job": job,
-            "alive": keys.alive(partition, job),
             "timeout": 30,
+            "namespace": keys.namespace,
+            "partitions": keys.partitions,
+            "partition": partition,
         }
 
     def note_payload(self, n: int) -> dict[str, Any]:
@@ -156,7 +157,6 @@ class Forger:
         partition = keys.partition_of(key)
         return {
             "instance": None,
-            "inbox": keys.inbox(partition),
             "channel": "email",
             "to": f"forged-{n}@example.com",
             "template": "order_shipped",
@@ -168,7 +168,6 @@ class Forger:
             "partition": partition,
             "namespace": keys.namespace,
             "partitions": keys.partitions,
-            "alive": keys.alive(partition, key),
         }
 
     def _push(self, queue: str, func: str, payload: dict[str, Any], job_id: str) -> None:

@@ -4,6 +4,10 @@
 round finds nothing to do: every inbox applied, every queued job run, no
 timer due. `Supervisor` runs one applier process and N RQ worker processes,
 restarts any that dies, and stops them all on SIGINT or SIGTERM.
+
+This is the workers' composition root: each worker process, at its start-up, builds
+the job code's one per-process context (orchestrator.runtime.context: the channel
+registry, from the channel settings) and installs it (`start_worker_process`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import functools
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -25,15 +30,42 @@ from rq.serializers import JSONSerializer
 # Imported here, in the worker, rather than by RQ in each forked work-horse: a module first
 # imported in a horse dies with it, so every job imported (and, with no .pyc written,
 # compiled) the task entry points anew, some 3 ms and 650 copy-on-write page faults a job.
-import orchestrator.runtime.jobs  # noqa: F401
+import orchestrator.runtime.tasks  # noqa: F401
+from notifiers.registry import Notifiers
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
+from orchestrator.runtime import context
+from orchestrator.runtime.context import WorkerContext
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
 
 log = logging.getLogger("orchestrator.entry.worker")
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
 OVERRUN_GRACE = 5.0  # seconds past a job's own timeout before its process is ended
 DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
+
+
+def channel_settings(settings: Settings) -> Mapping[str, str]:
+    """The channels' settings, as read once at start-up (Settings.channels)."""
+    if settings.channels:
+        return settings.channels
+    # TODO(settings.channels): Settings made in code (Settings(...), as the tests make
+    # theirs) carry no channels; a snapshot of the environment, taken once, here, at the
+    # process's start-up, stands in for them until every such Settings carries its own.
+    return dict(os.environ)
+
+
+def start_worker_process(app: App, again: bool = True) -> WorkerContext:
+    """A worker process's start-up: build the job code's context from the settings and
+    install it (orchestrator.runtime.context), the one thing this root installs. With
+    `again` False, a context this process has already is kept (a burst after a burst)."""
+    installed = context.installed()
+    if installed is not None and not again and installed.installed_here():
+        return installed
+    channels = channel_settings(app.settings)
+    fresh = context.install(WorkerContext(Notifiers(channels), channels))
+    if installed is not None and installed.installed_here():
+        installed.close()  # its connections are this process's own: not a forked parent's
+    return fresh
 
 
 class BurstWorker(Worker):
@@ -45,6 +77,9 @@ class BurstWorker(Worker):
 
 
 def rq_worker(app: App, burst: bool = False) -> Worker:
+    """An RQ worker for this process's queues; the process's context is installed first,
+    unless it has one (a burst after a burst)."""
+    start_worker_process(app, again=False)
     queues = [
         Queue(name, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class)
         for name in QUEUES
@@ -122,6 +157,7 @@ def _task_worker_main(settings: Settings, isolation: str = "process", deadline: 
     kills its process takes this worker down, the supervisor starts it again and the
     watchdog reports the task lost, as after the out-of-memory killer."""
     app = bootstrap(settings)
+    start_worker_process(app)
     queue = Queue(
         TASK_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     )
@@ -138,6 +174,7 @@ def _notification_worker_main(settings: Settings) -> None:
     """Notifications run in the worker process itself, so SMTP connections and HTTP
     sessions live from one send to the next (our code, not the user's)."""
     app = bootstrap(settings)
+    start_worker_process(app)
     queue = Queue(
         NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     )

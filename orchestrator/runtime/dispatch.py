@@ -12,15 +12,16 @@ over at least as many jobs as there are idle workers (workers registered
 with RQ, less the jobs already waiting in the queue), so light load keeps
 its latency and tasks still spread over the workers; with a backlog the
 workers are busy anyway and a commit's tasks go in one job. Inside a job each
-task keeps its own id, deadline, heartbeat and answer (orchestrator.runtime.jobs.run_tasks).
+task keeps its own id, deadline, heartbeat and answer (orchestrator.runtime.tasks.run_tasks).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -29,27 +30,38 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from orchestrator.core.effects import CancelTimers, Effect, Notify, RunTask, StartTimer
+from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
-from orchestrator.runtime.payloads import seal
+from orchestrator.runtime.payloads import (
+    NOTIFICATION_TIMEOUT,
+    RUN_TASK,
+    RUN_TASKS,
+    SEND_NOTIFICATION,
+    SEND_NOTIFICATIONS,
+    JobPayload,
+    NotificationPayload,
+    PackedNotifications,
+    PackedTasks,
+    TaskPayload,
+    carrier_id,
+    notification_payload,
+    seal,
+    task_payload,
+)
 from orchestrator.runtime.watchdog import Watchdog
 from orchestrator.store.keys import Keys
 
 TASK_QUEUE = "tasks"
 NOTIFICATION_QUEUE = "notifications"
-RUN_TASK = "orchestrator.runtime.jobs.run_task"
-RUN_TASKS = "orchestrator.runtime.jobs.run_tasks"
-SEND_NOTIFICATION = "orchestrator.runtime.jobs.send_notification"
-SEND_NOTIFICATIONS = "orchestrator.runtime.notify.batch.send_notifications"
-ENTRY_POINTS = frozenset({RUN_TASK, RUN_TASKS, SEND_NOTIFICATION, SEND_NOTIFICATIONS})
 FAILURE_TTL = 7 * 24 * 3600
-NOTIFICATION_TIMEOUT = 60
 TASKS_PER_JOB = 50  # at most, one after another in one work-horse
 NOTIFICATIONS_PER_JOB = 50  # at most, sent concurrently by one notification job
 LINGER_PER_JOB = 0.005  # seconds the applier waits per job waiting per worker...
 MAX_LINGER = 0.05  # ...at most
 WORKERS_FRESH_FOR = 2.0  # seconds a count of RQ workers is trusted
+P = TypeVar("P", TaskPayload, NotificationPayload)
+_BEFORE_KEYS_TRAVELLED_AS_NAMESPACE = ("inbox", "alive")  # of entries in Later from before
 
 
 def job_id(instance_id: str, seq: int, index: int) -> str:
@@ -71,8 +83,8 @@ def timer_event(instance_id: str, timer: StartTimer) -> Event:
 class Ready:
     """The tasks and notifications one commit makes ready, enqueued together at its end."""
 
-    tasks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    notifications: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    tasks: list[tuple[str, TaskPayload]] = field(default_factory=list)
+    notifications: list[tuple[str, NotificationPayload]] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -103,43 +115,37 @@ class Dispatcher:
         match effect:
             case RunTask():
                 job = job_id(instance_id, seq, index)
-                payload: dict[str, Any] = {
-                    "instance": instance_id,
-                    "workflow": instance.workflow,
-                    "version": instance.version,
-                    "inbox": self.keys.inbox(partition),
-                    "task": effect.task,
-                    "kind": effect.kind,
-                    "state": effect.state,
-                    "attempt": effect.attempt,
-                    "entered_seq": effect.entered_seq,
-                    "context": effect.context,
-                    "job": job,
-                    "alive": self.keys.alive(partition, job),
-                    "timeout": max(1, math.ceil(effect.timeout)),
-                }
-                ready.tasks.append((job, payload))
-            case Notify():
-                payload = {
-                    "instance": instance_id,
-                    "workflow": instance.workflow,
-                    "version": instance.version,
-                    "inbox": self.keys.inbox(partition),
-                    "channel": effect.channel,
-                    "to": effect.to,
-                    "template": effect.template,
-                    "templates": effect.templates,
-                    "urgent": effect.urgent,
-                    "context": effect.context,
-                    "key": job_id(instance_id, seq, index),
-                    "kind": "notification",
-                    "partition": partition,
-                    "namespace": self.keys.namespace,
-                    "partitions": self.keys.partitions,
-                }
+                task = task_payload(
+                    self.keys,
+                    instance=instance_id,
+                    workflow=instance.workflow,
+                    version=instance.version,
+                    task=effect.task,
+                    kind=effect.kind,
+                    state=effect.state,
+                    attempt=effect.attempt,
+                    entered_seq=effect.entered_seq,
+                    context=effect.context,
+                    job=job,
+                    timeout=effect.timeout,
+                )
+                ready.tasks.append((job, task))
+            case SendNotification():
                 key = job_id(instance_id, seq, index)
-                payload["alive"] = self.keys.alive(partition, key)
-                ready.notifications.append((key, payload))
+                note = notification_payload(
+                    self.keys,
+                    key=key,
+                    instance=instance_id,
+                    workflow=instance.workflow,
+                    version=instance.version,
+                    channel=effect.channel,
+                    to=effect.to,
+                    template=effect.template,
+                    templates=effect.templates,
+                    urgent=effect.urgent,
+                    context=effect.context,
+                )
+                ready.notifications.append((key, note))
             case StartTimer():
                 event = timer_event(instance_id, effect)
                 pipe.hset(self.keys.timer_events(partition), effect.id, event.to_json())
@@ -154,22 +160,26 @@ class Dispatcher:
         self.linger = 0.0  # unless a queue with work for it has a backlog: _idle_workers
         watched: dict[int, dict[str, str]] = {}  # partition -> job -> watchdog record
         workers = self._idle_workers(ready.tasks, self.tasks)
-        for group in _packs(ready.tasks, workers, TASKS_PER_JOB):
-            if len(group) == 1:
-                job, payload = group[0]
-                self._enqueue(pipe, self.tasks, RUN_TASK, payload, job, payload["timeout"])
-                self._watch(watched, job, payload, job)
+        for tasks in _packs(ready.tasks, workers, TASKS_PER_JOB):
+            if len(tasks) == 1:
+                job, task = tasks[0]
+                self._enqueue(pipe, self.tasks, RUN_TASK, task, job, task["timeout"], task["task"])
+                self._watch(watched, job, task, job)
             else:
-                timeout = sum(int(payload["timeout"]) for _, payload in group)
-                self._enqueue_pack(pipe, self.tasks, RUN_TASKS, group, timeout, watched)
+                timeout = sum(task["timeout"] for _, task in tasks)
+                packed = PackedTasks(items=[task for _, task in tasks])
+                ids = [job for job, _ in tasks]
+                self._enqueue_pack(pipe, self.tasks, RUN_TASKS, packed, ids, timeout, watched)
         workers = self._idle_workers(ready.notifications, self.notifications)
-        for group in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
-            if len(group) == 1:
-                self.enqueue_notification(pipe, group[0][1], group[0][0])
+        for notes in _packs(ready.notifications, workers, NOTIFICATIONS_PER_JOB):
+            if len(notes) == 1:
+                self.enqueue_notification(pipe, notes[0][1], notes[0][0])
             else:
                 timeout = NOTIFICATION_TIMEOUT * 2
+                packs = PackedNotifications(items=[note for _, note in notes])
+                ids = [key for key, _ in notes]
                 self._enqueue_pack(
-                    pipe, self.notifications, SEND_NOTIFICATIONS, group, timeout, watched
+                    pipe, self.notifications, SEND_NOTIFICATIONS, packs, ids, timeout, watched
                 )
         for partition, records in watched.items():  # one HSET and one ZADD a partition
             self.watchdog.watch_many(pipe, partition, records)
@@ -179,22 +189,34 @@ class Dispatcher:
         pipe: Pipeline,
         queue: Queue,
         func: str,
-        group: list[tuple[str, dict[str, Any]]],
+        packed: PackedTasks | PackedNotifications,
+        ids: list[str],
         timeout: int,
         watched: dict[int, dict[str, str]],
     ) -> None:
         """One RQ job carrying several items; the watchdog knows each by its own id."""
-        carrier = carrier_id([job for job, _ in group])
-        items = [payload for _, payload in group]
-        self._enqueue(pipe, queue, func, {"items": items}, carrier, timeout)
-        for job, payload in group:
+        carrier = carrier_id(ids)
+        what = f"{len(ids)} items"
+        self._enqueue(pipe, queue, func, packed, carrier, timeout, what)
+        items: Sequence[TaskPayload | NotificationPayload] = packed["items"]
+        for job, payload in zip(ids, items, strict=True):
             self._watch(watched, job, payload, carrier)
 
-    def enqueue_notification(self, pipe: Pipeline, payload: dict[str, Any], job: str) -> None:
+    def enqueue_notification(self, pipe: Pipeline, payload: NotificationPayload, job: str) -> None:
         """Enqueue a notification job and watch it, so a job lost with its worker runs again."""
-        payload = {**payload, "alive": self.keys.alive(int(payload.get("partition", 0)), job)}
+        stale = [name for name in _BEFORE_KEYS_TRAVELLED_AS_NAMESPACE if name in payload]
+        if stale:  # an entry of Later written before keys travelled one way
+            payload = dict(payload)  # type: ignore[assignment]
+            for name in stale:
+                del payload[name]  # type: ignore[misc]
         self._enqueue(
-            pipe, self.notifications, SEND_NOTIFICATION, payload, job, NOTIFICATION_TIMEOUT
+            pipe,
+            self.notifications,
+            SEND_NOTIFICATION,
+            payload,
+            job,
+            NOTIFICATION_TIMEOUT,
+            str(payload.get("channel", "")),  # read back from Later: the worker's guard checks it
         )
         watched: dict[int, dict[str, str]] = {}
         self._watch(watched, job, payload, job)
@@ -202,16 +224,17 @@ class Dispatcher:
             self.watchdog.watch_many(pipe, partition, records)
 
     def _watch(
-        self, watched: dict[int, dict[str, str]], job: str, payload: dict[str, Any], carrier: str
+        self,
+        watched: dict[int, dict[str, str]],
+        job: str,
+        payload: TaskPayload | NotificationPayload,
+        carrier: str,
     ) -> None:
         """File a job for the watchdog; `enqueue_ready` registers a commit's at once."""
-        if "partition" in payload:  # notifications say; tasks belong to their instance's
-            partition = int(payload["partition"])
-        else:
-            partition = self.keys.partition_of(payload["instance"])
-        watched.setdefault(partition, {})[job] = self.watchdog.record(payload, carrier)
+        record = self.watchdog.record(payload, carrier)
+        watched.setdefault(payload["partition"], {})[job] = record
 
-    def _idle_workers(self, ready: list[Any], queue: Queue) -> int:
+    def _idle_workers(self, ready: Sequence[object], queue: Queue) -> int:
         """How many workers can start on this work now: those not already owed a job
         waiting in the queue (at least one). With a backlog, everything goes in one job,
         and the applier lingers before its next batch (`linger`) so that it grows: 5 ms
@@ -241,15 +264,19 @@ class Dispatcher:
         pipe: Pipeline,
         queue: Queue,
         func: str,
-        payload: dict[str, Any],
+        payload: JobPayload,
         job: str,
         timeout: int,
+        what: str,
     ) -> None:
+        """`what`: what RQ shows of the job (logs, dashboards) besides its function. Left
+        to RQ, it would be the repr of the whole payload, contexts and all, cut to 75
+        characters: costly to make for a packed job, and telling little."""
         created = Job.create(
             func,
             kwargs={"payload": payload},
             id=job,
-            description=_description(func, payload),
+            description=f"{func}({what})",
             timeout=max(1, timeout),
             result_ttl=0,
             failure_ttl=FAILURE_TTL,
@@ -262,24 +289,7 @@ class Dispatcher:
         queue.enqueue_job(created, pipeline=pipe)
 
 
-def _packs(
-    ready: list[tuple[str, dict[str, Any]]], workers: int, most: int
-) -> list[list[tuple[str, dict[str, Any]]]]:
+def _packs(ready: list[tuple[str, P]], workers: int, most: int) -> list[list[tuple[str, P]]]:
     """Split ready work into jobs: one each up to one per worker, else evenly, `most` at most."""
     size = max(1, min(most, math.ceil(len(ready) / workers)))
     return [ready[start : start + size] for start in range(0, len(ready), size)]
-
-
-def _description(func: str, payload: dict[str, Any]) -> str:
-    """What RQ shows of a job (logs, dashboards). Left to RQ, it would be the repr of the
-    whole payload, contexts and all, cut to 75 characters: costly to make for a packed job
-    (every item's repr), and telling little."""
-    if "items" in payload:
-        return f"{func}({len(payload['items'])} items)"
-    what = payload.get("task") or payload.get("channel") or ""
-    return f"{func}({what})"
-
-
-def carrier_id(item_ids: list[str]) -> str:
-    """A packing job's id: its first item's id (unique) and how many it carries."""
-    return f"{item_ids[0]}-n{len(item_ids)}"

@@ -16,7 +16,8 @@ and this job class checks every job before anything is imported or called:
    workflow version declares for the named state; a notification's channel and
    template are ones the workflow's states declare, its templates those of a
    loaded workflow (a send without an instance: any loaded workflow's); its keys
-   (inbox, heartbeat, namespace, partition) are the ones its instance's would be.
+   (namespace, partition count, partition: its inbox and heartbeat are built from
+   them) are the deployment's and its instance's.
 
 A refused job fails with its reason in RQ's failed registry and the log; the
 worker goes on with the next job.
@@ -36,7 +37,7 @@ from notifiers.registry import CHANNELS
 from orchestrator.core.definition import Definition
 from orchestrator.core.errors import UnknownWorkflow
 from orchestrator.runtime import payloads
-from orchestrator.runtime.dispatch import (
+from orchestrator.runtime.payloads import (
     ENTRY_POINTS,
     RUN_TASK,
     RUN_TASKS,
@@ -71,7 +72,7 @@ class JobCheck:
             args, kwargs = job.args, job.kwargs
         except DeserializationError:
             raise RefusedJob("undecodable data (not JSON)") from None
-        if name not in ENTRY_POINTS:
+        if name is None or name not in ENTRY_POINTS:
             raise RefusedJob(f"{_show(name)} is not an orchestrator entry point")
         if self.job_key is not None and not payloads.sealed_by(
             self.job_key, job.id, job.data, (job.meta or {}).get("mac")
@@ -86,25 +87,25 @@ class JobCheck:
 
     def _declared(self, name: str, job_id: str, data: object) -> None:
         if name == RUN_TASK:
-            task = payloads.task(data)
+            task = payloads.read_task(data)
             self._task(task)
             if task["job"] != job_id:
                 raise RefusedJob(f"job id {_show(job_id)} is not its task's {task['job']!r}")
         elif name == RUN_TASKS:
-            tasks = payloads.task_items(data)
+            tasks = payloads.read_tasks(data)["items"]
             for task in tasks:
                 self._task(task)
             self._carrier(job_id, [task["job"] for task in tasks])
         elif name == SEND_NOTIFICATION:
-            note = payloads.notification(data)
+            note = payloads.read_notification(data)
             if job_id != note["key"] and not job_id.startswith(f"{note['key']}-a"):
                 raise RefusedJob(f"job id {_show(job_id)} is not one of its notification's")
-            self._notification(note, job_id)
+            self._notification(note)
         else:
             assert name == SEND_NOTIFICATIONS
-            notes = payloads.notification_items(data)
+            notes = payloads.read_notifications(data)["items"]
             for note in notes:
-                self._notification(note, note["key"])
+                self._notification(note)
             self._carrier(job_id, [note["key"] for note in notes])
 
     def _task(self, task: payloads.TaskPayload) -> None:
@@ -122,17 +123,13 @@ class JobCheck:
         instance = task["instance"]
         if not task["job"].startswith(f"{instance}-"):
             raise RefusedJob(f"job {_show(task['job'])} is not one of instance {_show(instance)}")
-        partition = self.keys.partition_of(instance)
-        self._keys(task["inbox"], task["alive"], partition, task["job"])
+        self._keys(task, instance)
 
-    def _notification(self, note: payloads.NotificationPayload, runs_as: str) -> None:
-        """`runs_as`: the id its heartbeat is named by (its job's, or its key in a pack)."""
+    def _notification(self, note: payloads.NotificationPayload) -> None:
         if note["channel"] not in CHANNELS:
             raise RefusedJob(f"{_show(note['channel'])} is not a notification channel")
         if not TEMPLATE_NAME.match(note["template"]):
             raise RefusedJob(f"{_show(note['template'])} is not a template name")
-        if note["namespace"] != self.keys.namespace or note["partitions"] != self.keys.partitions:
-            raise RefusedJob("its namespace or partition count is not this deployment's")
         instance = note["instance"]
         if instance is None:
             if not note["key"].startswith("cli-"):
@@ -160,10 +157,7 @@ class JobCheck:
             if not note["key"].startswith(f"{instance}-"):
                 raise RefusedJob(f"key {_show(note['key'])} is not one of instance {instance!r}")
             owner = instance
-        partition = self.keys.partition_of(owner)
-        if note["partition"] != partition:
-            raise RefusedJob(f"partition {note['partition']} is not its instance's")
-        self._keys(note["inbox"], note.get("alive"), partition, runs_as)
+        self._keys(note, owner)
 
     def _definition(self, workflow: str | None, version: int | None) -> Definition:
         if workflow is None or version is None:
@@ -173,11 +167,18 @@ class JobCheck:
         except UnknownWorkflow as exc:
             raise RefusedJob(str(exc)) from None
 
-    def _keys(self, inbox: str, alive: str | None, partition: int, job: str) -> None:
-        if inbox != self.keys.inbox(partition):
-            raise RefusedJob(f"inbox {_show(inbox)} is not its instance's")
-        if alive is not None and alive != self.keys.alive(partition, job):
-            raise RefusedJob(f"heartbeat key {_show(alive)} is not its job's")
+    def _keys(
+        self, payload: payloads.TaskPayload | payloads.NotificationPayload, owner: str
+    ) -> None:
+        """The keys it travels with (its inbox and heartbeat are built from them) are this
+        deployment's, and the partition that of `owner` (its instance, or a send's key)."""
+        if (payload["namespace"], payload["partitions"]) != (
+            self.keys.namespace,
+            self.keys.partitions,
+        ):
+            raise RefusedJob("its namespace or partition count is not this deployment's")
+        if payload["partition"] != self.keys.partition_of(owner):
+            raise RefusedJob(f"partition {payload['partition']} is not its instance's")
 
     @staticmethod
     def _carrier(job_id: str, item_ids: list[str]) -> None:

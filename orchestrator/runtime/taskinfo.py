@@ -1,6 +1,6 @@
 """Who a running task is: `task_info()`, as Temporal's `activity.info()`.
 
-The task wrapper (orchestrator.runtime.jobs) sets it around each call of a task or a
+The task wrapper (orchestrator.runtime.tasks) sets it around each call of a task or a
 compensation; outside one, `task_info()` raises RuntimeError. The
 idempotency key names the step, not the try: every try of a state's task in
 one entry of that state (its retries, and a try run again after its worker

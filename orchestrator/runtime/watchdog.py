@@ -28,11 +28,9 @@ check goes on with the others.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-import redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
@@ -41,14 +39,13 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event, Unreadable
+from orchestrator.runtime.heartbeat import HEARTBEAT_TTL
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.notify.ledger import Ledger, record_key
+from orchestrator.runtime.outstanding import CHECK_EVERY, Outstanding
+from orchestrator.runtime.payloads import NotificationPayload
 from orchestrator.store.deadletters import dead_letter
-from orchestrator.store.keys import Keys
 
-CHECK_EVERY = 3.0  # seconds between checks of one outstanding job
-HEARTBEAT_EVERY = 1.0  # the wrapper refreshes its heartbeat this often...
-HEARTBEAT_TTL = 5  # ...and it expires this many seconds after the last refresh
 LOST_STATUSES = {"failed", "stopped", "canceled"}
 MAX_LOST_RUNS = 5  # a notification job lost this many times is dead-lettered, not run again
 # RQ moves a job it dequeues into this list until the job starts; a worker dying
@@ -59,43 +56,8 @@ INTERMEDIATE = tuple(
 )
 
 
-class Watchdog:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.redis = client
-        self.keys = keys
-
-    @staticmethod
-    def record(payload: dict[str, Any], carrier: str) -> str:
-        """What the watchdog keeps of a job it watches: what its loss answers, and the RQ job
-        that carries it (its own id, or a packed job's)."""
-        if payload.get("kind") == "notification":
-            record = {**payload}
-        else:
-            record = {k: payload[k] for k in ("instance", "task", "kind", "state", "attempt")}
-            record["entered_seq"] = payload["entered_seq"]
-        record["rq_job"] = carrier
-        return json.dumps(record, separators=(",", ":"))
-
-    def watch_many(self, pipe: Pipeline, partition: int, records: dict[str, str]) -> None:
-        """Register jobs of one partition (job id -> `record`) in the enqueuing commit, one
-        HSET and one ZADD: tasks (reported lost as a failed try) and notifications
-        (`"kind": "notification"`: run again when lost)."""
-        if not records:
-            return
-        pipe.hset(self.keys.outstanding_jobs(partition), mapping=records)  # type: ignore[arg-type]
-        due = time.time() + CHECK_EVERY
-        pipe.zadd(self.keys.outstanding(partition), dict.fromkeys(records, due))
-
-    def answered(self, pipe: Pipeline, partition: int, job: str) -> None:
-        """Unregister a job whose answer is being applied, in the applying commit."""
-        self.answered_many(pipe, partition, [job])
-
-    def answered_many(self, pipe: Pipeline, partition: int, jobs: list[str]) -> None:
-        """Unregister jobs of one partition whose answers are being applied: one ZREM, one HDEL."""
-        if not jobs:
-            return
-        pipe.zrem(self.keys.outstanding(partition), *jobs)
-        pipe.hdel(self.keys.outstanding_jobs(partition), *jobs)
+class Watchdog(Outstanding):
+    """The register of outstanding jobs (Outstanding), checked for lost ones."""
 
     def check(self, partitions: list[int], now: float, limit: int = 200) -> int:
         """Check the outstanding jobs due for a check; report the lost ones. Returns how many."""
@@ -318,7 +280,8 @@ class Watchdog:
         pipe = self.redis.pipeline(transaction=True)
         self._forget(pipe, partition, job, carrier)
         if losses < MAX_LOST_RUNS:
-            Later(self.redis, self.keys).add({**payload, "lost": losses}, now, pipe)
+            again = cast(NotificationPayload, {**payload, "lost": losses})  # read back, as it was
+            Later(self.redis, self.keys).add(again, now, pipe)
         else:
             reason = f"notification job lost {losses} times in a row; not run again"
             key = self.keys.outstanding_jobs(partition)

@@ -47,6 +47,7 @@ from orchestrator.core import events as ev
 from orchestrator.runtime.notify.ledger import Ask, Claim, Ledger, record_key
 from orchestrator.runtime.notify.ratelimit import RateLimits
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
+from orchestrator.runtime.payloads import NotificationPayload
 from orchestrator.store.keys import Keys
 
 log = logging.getLogger("orchestrator.runtime.notify.delivery")
@@ -95,10 +96,11 @@ class Deliverer:
         self.notifiers = notifiers
         self.render = render
 
-    def ask(self, payload: dict[str, Any], owner: str) -> Ask:
+    def ask(self, payload: NotificationPayload, owner: str, alive: str = "") -> Ask:
         """The ledger claim delivering `payload` begins with (made by `deliver`, or made
-        beforehand with others in one round trip: Ledger.claim_many)."""
-        channel, to = str(payload["channel"]), payload.get("to")
+        beforehand with others in one round trip: Ledger.claim_many). `alive`: the
+        heartbeat key of the job sending it, if any; the claim holds while it beats."""
+        channel, to = payload["channel"], payload.get("to")
         return Ask(
             f"{payload['key']}:{to}",
             owner,
@@ -109,26 +111,27 @@ class Deliverer:
                 "template": payload["template"],
                 "urgent": bool(payload.get("urgent")),
             },
-            alive=str(payload.get("alive") or ""),
-            recipient=self.keys.recipient(str(to)) if to else "",
+            alive=alive,
+            recipient=self.keys.recipient(to) if to else "",
         )
 
     def deliver(
         self,
-        payload: dict[str, Any],
+        payload: NotificationPayload,
         owner: str,
         pipe: Pipeline | None = None,
         claim: Claim | None = None,
+        alive: str = "",
     ) -> Outcome:
         """Deliver (or answer again); with `pipe`, the ledger's final writes are queued there,
         to commit with the caller's answer in one transaction, else they are made at once.
-        `claim`: the ledger claim of `ask(payload, owner)`, if already made."""
-        channel, to = str(payload["channel"]), payload.get("to")
+        `claim`: the ledger claim of `ask(payload, owner, alive)`, if already made."""
+        channel, to = payload["channel"], payload.get("to")
         key = record_key(payload["key"], to)
-        attempt = int(payload.get("attempt", 1))
+        attempt = payload.get("attempt", 1)
         facts = {"channel": channel, "to": to, "template": payload["template"], "key": key}
         if claim is None:
-            ask = self.ask(payload, owner)
+            ask = self.ask(payload, owner, alive)
             claim = self.ledger.claim(ask.key, owner, ask.fields, ask.alive, ask.recipient)
         if claim.outcome == "busy":  # another job is sending it; look again in a while
             return Outcome("busy", later=time.time() + BUSY_RECHECK)
@@ -166,7 +169,7 @@ class Deliverer:
 
     def _send(
         self,
-        payload: dict[str, Any],
+        payload: NotificationPayload,
         key: str,
         attempt: int,
         facts: dict[str, Any],
@@ -191,7 +194,7 @@ class Deliverer:
         locale = recipient.locale if recipient else None
         rendered = self.render(
             payload.get("templates"),
-            str(payload["template"]),
+            payload["template"],
             channel,
             dict(payload.get("context") or {}),
             locale,

@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, cast
 
 import redis
 from redis.client import Pipeline
 
 from orchestrator.core.events import Unreadable
+from orchestrator.runtime.payloads import NotificationPayload
 from orchestrator.store.deadletters import dead_letter
 from orchestrator.store.keys import Keys
 
-if TYPE_CHECKING:
-    from orchestrator.runtime.dispatch import Dispatcher
+
+class Enqueuer(Protocol):
+    """What moves a due entry onto the queue (orchestrator.runtime.dispatch.Dispatcher)."""
+
+    def enqueue_notification(self, pipe: Pipeline, payload: NotificationPayload, job: str) -> None:
+        """Enqueue the notification job `job` in `pipe`, watched."""
 
 
 class Later:
@@ -33,7 +38,7 @@ class Later:
         self.redis = client
         self.keys = keys
 
-    def add(self, payload: dict[str, Any], due: float, pipe: Pipeline | None = None) -> None:
+    def add(self, payload: NotificationPayload, due: float, pipe: Pipeline | None = None) -> None:
         """Run this notification job again at `due` (in the caller's transaction, if given)."""
         target = self.redis if pipe is None else pipe
         target.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): due})
@@ -44,7 +49,7 @@ class Later:
         )
         return first[0][1] if first else None
 
-    def move_due(self, dispatcher: Dispatcher, now: float | None = None, limit: int = 200) -> int:
+    def move_due(self, dispatcher: Enqueuer, now: float | None = None, limit: int = 200) -> int:
         now = time.time() if now is None else now
         due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
             self.keys.notify_later, "-inf", now, start=0, num=limit
@@ -80,7 +85,7 @@ class Later:
         pipe.execute()
 
 
-def read_payload(member: bytes) -> dict[str, Any]:
+def read_payload(member: bytes) -> NotificationPayload:
     """A notify-later entry as the mover needs it; raises Unreadable saying what is wrong."""
     try:
         payload = json.loads(member.decode())
@@ -96,4 +101,5 @@ def read_payload(member: bytes) -> dict[str, Any]:
         value = payload.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int):
             raise Unreadable(f"{name!r} must be an integer, not {value!r:.50}")
-    return payload
+    # Whatever else it holds, the worker's guard checks it before anything runs
+    return cast(NotificationPayload, payload)

@@ -1,25 +1,24 @@
-"""The only functions RQ workers run: the task wrapper and the notification job.
+"""The task entry points RQ workers run: one task (run_task), or several (run_tasks).
 
 The wrapper runs a user's task and reports back with an event, whatever
 happens: `task.completed` with the result, or `task.failed` with the error's
 type, its base types, whether it may be retried (orchestrator.core.failures) and its
 message. The engine decides about retries; RQ runs each try once. While the
 task runs, `orchestrator.task_info()` tells it who it is (orchestrator.runtime.taskinfo).
+The notification entry points are orchestrator.runtime.notify.jobs.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
@@ -27,10 +26,11 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.failures import failure_data
 from orchestrator.core.limits import MAX_RESULT_BYTES, check_data
-from orchestrator.runtime.taskinfo import Kind, TaskInfo, idempotency_key, running
-from orchestrator.runtime.watchdog import HEARTBEAT_EVERY, HEARTBEAT_TTL
+from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, Heartbeat
+from orchestrator.runtime.payloads import PackedTasks, TaskPayload, alive_of, inbox_of
+from orchestrator.runtime.taskinfo import TaskInfo, idempotency_key, running
 
-log = logging.getLogger("orchestrator.runtime.jobs")
+log = logging.getLogger("orchestrator.runtime.tasks")
 ANSWERS_WAIT = 0.02  # seconds the first answer of a packed job waits for others, at most
 
 
@@ -46,16 +46,16 @@ def load_task(path: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def run_task(payload: dict[str, Any]) -> None:
+def run_task(payload: TaskPayload) -> None:
     """One task in one RQ job: the light-load path, where a task waits for nobody."""
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
-    with Heartbeat(job.connection, [payload["alive"]]) as heartbeat:
+    with Heartbeat(job.connection, [alive_of(payload, payload["job"])]) as heartbeat:
         answer = _run_one(payload, nullcontext())
         _send(job.connection, [(payload, answer)], heartbeat)
 
 
-def run_tasks(payload: dict[str, Any]) -> None:
+def run_tasks(payload: PackedTasks) -> None:
     """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
     per job (some twenty round trips) is paid once for all of them.
 
@@ -70,17 +70,17 @@ def run_tasks(payload: dict[str, Any]) -> None:
     """
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
-    items: list[dict[str, Any]] = payload["items"]
+    items = payload["items"]
     with (
-        Heartbeat(job.connection, [item["alive"] for item in items]) as heartbeat,
+        Heartbeat(job.connection, [alive_of(item, item["job"]) for item in items]) as heartbeat,
         _Answers(job.connection, heartbeat) as answers,
     ):
         for item in items:
-            deadline = UnixSignalDeathPenalty(int(item["timeout"]), JobTimeoutException)  # type: ignore[no-untyped-call]
+            deadline = UnixSignalDeathPenalty(item["timeout"], JobTimeoutException)  # type: ignore[no-untyped-call]
             answers.add(item, _run_one(item, deadline))
 
 
-def _run_one(payload: dict[str, Any], deadline: AbstractContextManager[Any]) -> Event:
+def _run_one(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Event:
     """Run one task; its answer: completed with the result, or failed with the error."""
     kind = payload["kind"]
     done, failed = (
@@ -106,9 +106,9 @@ def _run_one(payload: dict[str, Any], deadline: AbstractContextManager[Any]) -> 
     return _event(payload, done, {**answer, "result": result})
 
 
-def _info(payload: dict[str, Any]) -> TaskInfo:
+def _info(payload: TaskPayload) -> TaskInfo:
     """What task_info() returns inside this try (every field is in the checked payload)."""
-    kind: Kind = "compensation" if payload["kind"] == "compensation" else "task"
+    kind = payload["kind"]
     return TaskInfo(
         instance_id=payload["instance"],
         workflow=payload["workflow"],
@@ -122,7 +122,7 @@ def _info(payload: dict[str, Any]) -> TaskInfo:
     )
 
 
-def _event(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Event:
+def _event(payload: TaskPayload, event_type: str, data: dict[str, Any]) -> Event:
     return Event(
         id=f"{payload['job']}-{event_type}",
         type=event_type,
@@ -134,7 +134,7 @@ def _event(payload: dict[str, Any], event_type: str, data: dict[str, Any]) -> Ev
 
 def _send(
     connection: redis.Redis,
-    answers: list[tuple[dict[str, Any], Event]],
+    answers: list[tuple[TaskPayload, Event]],
     heartbeat: Heartbeat,
 ) -> None:
     """Tasks' answers, in one round trip. Their heartbeats stop beating but are not
@@ -142,93 +142,10 @@ def _send(
     watchdog what the answer already says (a DEL a task would be a command a step)."""
     pipe = connection.pipeline(transaction=False)
     for payload, event in answers:
-        pipe.xadd(payload["inbox"], {"e": event.to_json()})
+        pipe.xadd(inbox_of(payload), {"e": event.to_json()})
     pipe.execute()
     for payload, _ in answers:
-        heartbeat.stop(payload["alive"])
-
-
-def send_notification(payload: dict[str, Any]) -> None:
-    """Deliver one notification (runtime.notify.delivery) and tell the workflow how it went;
-    several in one job: orchestrator.runtime.notify.batch.send_notifications."""
-    from orchestrator.runtime.notify.batch import send_one  # channels and their SDKs load only here
-
-    job = get_current_job()
-    assert job is not None, "orchestrator jobs run inside an RQ worker"
-    alive = [payload["alive"]] if payload.get("alive") else []
-    with Heartbeat(job.connection, alive) as heartbeat:
-        send_one(job.connection, payload, job.id, heartbeat, _notifiers())
-
-
-_channels: Any = None
-
-
-def _notifiers() -> Any:
-    """One set of notifiers per process, so SMTP connections and HTTP sessions are reused
-    (built on the job's thread, before a batch starts its send threads)."""
-    global _channels
-    if _channels is None:
-        from notifiers.registry import Notifiers
-
-        _channels = Notifiers(os.environ)
-    return _channels
-
-
-class Heartbeat:
-    """Refreshes heartbeat keys from a thread while their work runs or waits its turn.
-
-    The watchdog (orchestrator.runtime.watchdog) takes a started job without a
-    heartbeat for a lost one, so a killed work-horse is noticed in seconds.
-    A job carrying several tasks or notifications beats for each until that
-    one is done.
-    """
-
-    def __init__(self, connection: redis.Redis, keys: Iterable[str]) -> None:
-        self.redis = connection
-        self.keys = set(keys)
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._refresh()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join()
-        with self.lock:
-            left, self.keys = list(self.keys), set()
-        if left:
-            self.redis.delete(*left)
-
-    def done(self, key: str, pipe: Pipeline) -> None:
-        """Stop beating for `key`; its DELETE goes out with the caller's pipeline."""
-        self.stop(key)
-        pipe.delete(key)
-
-    def stop(self, key: str) -> None:
-        """Stop beating for `key` and leave it to expire (HEARTBEAT_TTL)."""
-        with self.lock:
-            self.keys.discard(key)
-
-    def _refresh(self) -> None:
-        with self.lock:
-            keys = list(self.keys)
-        if not keys:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, 1, ex=HEARTBEAT_TTL)
-        pipe.execute()
-
-    def _beat(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_EVERY):
-            try:
-                self._refresh()
-            except Exception:  # a missed beat is retried; the work must not die of it
-                log.warning("heartbeat of %s failed", sorted(self.keys)[:3], exc_info=True)
+        heartbeat.stop(alive_of(payload, payload["job"]))
 
 
 class _Answers:
@@ -238,7 +155,7 @@ class _Answers:
     def __init__(self, connection: redis.Redis, heartbeat: Heartbeat) -> None:
         self.redis = connection
         self.heartbeat = heartbeat
-        self.waiting: list[tuple[dict[str, Any], Event]] = []
+        self.waiting: list[tuple[TaskPayload, Event]] = []
         self.oldest = 0.0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -253,7 +170,7 @@ class _Answers:
         self.thread.join()
         self.flush()
 
-    def add(self, payload: dict[str, Any], event: Event) -> None:
+    def add(self, payload: TaskPayload, event: Event) -> None:
         with self.lock:
             if not self.waiting:
                 self.oldest = time.monotonic()
