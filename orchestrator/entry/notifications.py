@@ -28,6 +28,7 @@ from orchestrator.runtime.notify.delivery import Deliverer, Outcome
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.notify.recipients import CHANNELS as RECIPIENT_CHANNELS
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
+from orchestrator.runtime.payloads import NotificationPayload, notification_payload
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.keys import Keys
 
@@ -267,7 +268,7 @@ def template_module(registry: Registry, name: str, workflow: str | None = None) 
 def send_one(
     client: redis.Redis,
     keys: Keys,
-    env: Mapping[str, str],
+    channels: Mapping[str, str],
     *,
     channel: str,
     to: str,
@@ -275,37 +276,34 @@ def send_one(
     module: str,
     context: dict[str, Any],
     urgent: bool = False,
-) -> tuple[Outcome, dict[str, Any]]:
+) -> tuple[Outcome, NotificationPayload]:
     """Deliver one notification now, without an instance, through the workers' flow.
 
     A fresh ledger key each time, so sending again is a new notification. When
     the flow defers it (quiet hours, a transient failure) it is scheduled the
-    way a worker schedules it, for the next running worker to send.
+    way a worker schedules it, for the next running worker to send. `channels`: the
+    channel settings the process started with (Settings.channels).
     """
     if channel not in CHANNELS:
         raise InputError(f"unknown channel {channel!r} (channels: {', '.join(sorted(CHANNELS))})")
     if not to.strip():
         raise InputError("--to needs an address or a recipient id")
-    key = f"cli-{uuid.uuid4().hex}"
-    partition = keys.partition_of(key)
-    payload: dict[str, Any] = {  # the fields orchestrator.runtime.dispatch gives a notification job
-        "instance": None,
-        "inbox": keys.inbox(partition),
-        "channel": channel,
-        "to": to,
-        "template": template,
-        "templates": module,
-        "urgent": urgent,
-        "context": context,
-        "key": key,
-        "kind": "notification",
-        "partition": partition,
-        "namespace": keys.namespace,
-        "partitions": keys.partitions,
-    }
-    notifiers = Notifiers(env)
+    payload = notification_payload(
+        keys,
+        key=f"cli-{uuid.uuid4().hex}",
+        instance=None,
+        workflow=None,
+        version=None,
+        channel=channel,
+        to=to,
+        template=template,
+        templates=module,
+        urgent=urgent,
+        context=context,
+    )
+    notifiers = Notifiers(channels)
     try:
-        outcome = Deliverer(client, keys, env, notifiers).deliver(payload, payload["key"])
+        outcome = Deliverer(client, keys, channels, notifiers).deliver(payload, payload["key"])
     finally:
         notifiers.close()
     if outcome.later is not None:
