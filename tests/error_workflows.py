@@ -1,4 +1,4 @@
-"""Workflows for tests/test_task_errors.py: errors that say whether to retry, routed by
+"""Workflows for tests/runtime/test_task_errors.py: errors that say whether to retry, routed by
 type, and tasks that ask who they are. Their tasks count calls and record what
 `task_info()` told them in files named by the context."""
 

@@ -1,4 +1,4 @@
-"""Workflows for tests/test_saga_semantics.py: steps that log what they really did.
+"""Workflows for tests/e2e/test_saga_semantics.py: steps that log what they really did.
 
 Every task appends a line to the file named by the context's `log`, when it
 returns (so a line means the step was done), which is what the tests compare

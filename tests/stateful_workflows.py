@@ -1,4 +1,4 @@
-"""Workflows for tests/test_machine_stateful.py that exercise the saga rules of #12.
+"""Workflows for tests/core/test_machine_stateful.py that exercise the saga rules of #12.
 
 Their tasks are never run (the state machine plays RQ and answers for them);
 they exist so that the definitions name importable functions.

@@ -1,7 +1,7 @@
 """The offline invariant checker: plain data in, violations and figures out.
 
 It reads what was recorded, never the live system, so it can be fed synthetic
-data (tests/test_chaos_checker.py plants one fault of each kind and expects
+data (tests/bench/test_chaos_checker.py plants one fault of each kind and expects
 each to be flagged). A `Snapshot` holds, per instance, the stored instance
 hash and its history (Store.history); the client's journal of acknowledged
 calls; the ledger records (Ledger.of_instance); what the providers received;

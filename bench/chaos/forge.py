@@ -11,7 +11,7 @@ every few seconds) while, at the start and after every kill, the harness
   `send_notification` of a template module that no loaded workflow is
   (`workflows.order`) to `forged-N@example.com` (its marker: a message at
   the SMTP server);
-- plants poison (tests/test_poison.py has each kind): inbox entries that are
+- plants poison (tests/runtime/test_poison.py has each kind): inbox entries that are
   not UTF-8, whose `instance` is a number, nested too deeply, and a cancel of
   a live order in a partition not its own; a due timer whose event is not
   UTF-8; a due notify-later entry that is not JSON; a watchdog record that is

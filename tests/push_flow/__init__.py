@@ -1,4 +1,4 @@
-"""A one-notification workflow for the Web Push end-to-end test (tests/test_push.py).
+"""A one-notification workflow for the Web Push end-to-end test (tests/notifiers/test_push.py).
 
 It lives in a package of its own because templates are found beside the
 module that defines the workflow (notifiers.templates.folder_of).

@@ -15,7 +15,7 @@ from workflows.sensor_alert.tasks import (
 ACK_SECONDS = 5 * 60.0
 
 # The templates (templates/NAME/ beside this module) say "within 5 minutes";
-# tests/test_templates.py holds their text to ACK_SECONDS.
+# tests/notifiers/test_templates.py holds their text to ACK_SECONDS.
 
 
 class SensorAlert(Workflow):

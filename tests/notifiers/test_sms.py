@@ -26,7 +26,7 @@ from orchestrator.runtime import context as worker_context
 from support.ports import free_port
 from support.prism import Prism, Received, patched_spec, prism_mock
 
-FIXTURES = Path(__file__).parent / "fixtures" / "twilio"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "twilio"
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "tok-5ecret-never-shown"
 FROM = "+15005550001"

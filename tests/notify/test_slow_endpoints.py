@@ -9,7 +9,7 @@ sends and a circuit breaker (notifiers.webhook.Hosts), and a timeout after the r
 ambiguous, so its retry counts as a resend.
 
 Everything is real: the endpoints are sockets on 127.0.0.1 that read a request and
-never answer, the emails go to an aiosmtpd server (tests/smtp_server.py), and the
+never answer, the emails go to an aiosmtpd server (support/smtp_server.py), and the
 end-to-end test runs `orchestrator worker` (one notification worker, the default)
 in a subprocess against the suite's Redis.
 """

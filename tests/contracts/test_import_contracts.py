@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("orchestrator", "notifiers", "cli", "workflows")
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 

@@ -3,7 +3,7 @@ and what a notification worker killed in the middle of a send costs.
 
 Everything is real: the worker is the CLI in a subprocess (a supervisor with an
 applier, a forking task worker and a non-forking notification worker), the email
-goes to an SMTP server in this process (tests/smtp_server.py: STARTTLS, AUTH, a
+goes to an SMTP server in this process (support/smtp_server.py: STARTTLS, AUTH, a
 CA the client verifies), the SMS to Prism serving Twilio's description. With
 ORCHESTRATOR_REQUIRE_CHANNELS=1 a channel that does not configure fails its
 notification instead of printing to the console, so a "sent" here went out.
@@ -46,7 +46,7 @@ from tests.conftest import ROOT, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
-TWILIO = Path(__file__).parent / "fixtures" / "twilio"
+TWILIO = Path(__file__).parent.parent / "fixtures" / "twilio"
 SUBJECT = ROOT / "workflows" / "order" / "templates" / "order_shipped" / "subject.txt"
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "tok-5ecret-never-shown"

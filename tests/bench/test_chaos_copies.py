@@ -1,7 +1,7 @@
 """The duplicates scenario's checks prove themselves, and its injector delivers true copies.
 
 The checks (bench/chaos/copies.py) read plain data: the synthetic run of
-tests/test_chaos_checker.py, with an injector log written by hand; each test
+tests/bench/test_chaos_checker.py, with an injector log written by hand; each test
 plants one fault. The injector (bench/chaos/duplicator.py) runs against a
 real Redis, on an instance moved by the real applier.
 """
@@ -26,7 +26,7 @@ from orchestrator.core.events import Event
 from orchestrator.entry.bootstrap import bootstrap
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.dispatch import job_id
-from tests.test_chaos_checker import REGISTRY, clean_snapshot
+from tests.bench.test_chaos_checker import REGISTRY, clean_snapshot
 
 
 def completed(snapshot: Snapshot) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from orchestrator.runtime.notify.delivery import Deliverer
 from orchestrator.runtime.notify.ledger import Ledger
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from tests.conftest import ROOT, cli_env, run_cli
-from tests.test_templates import write_workflow
+from tests.notifiers.test_templates import write_workflow
 
 Env = dict[str, str]
 SHIPPED = {"order_id": "A1", "tracking": "T"}

@@ -3,7 +3,7 @@ and an unreadable ledger record stops neither a send nor a listing.
 
 Real parts: the suite's Redis, orders and registrations run by the engine's own
 applier and RQ workers (`run_burst`), email to a real SMTP server (aiosmtpd,
-STARTTLS, AUTH; tests/smtp_server.py), SMS on the console. Retention is cut to
+STARTTLS, AUTH; support/smtp_server.py), SMS on the console. Retention is cut to
 a couple of seconds, and the janitor (`Retention.clean`, which the appliers
 run about once a minute) is called when a test wants it to have run.
 """

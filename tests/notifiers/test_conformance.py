@@ -55,7 +55,7 @@ from tests.conftest import ROOT
 CANARY = "canary-secret-XYZ123"
 MISSING_FILE = "/nonexistent/conformance/secret"
 SDKS = ("twilio", "pywebpush", "py_vapid", "http_ece")  # vendor packages a channel may load
-TWILIO = Path(__file__).parent / "fixtures" / "twilio"
+TWILIO = Path(__file__).parent.parent / "fixtures" / "twilio"
 SID = "AC" + "0123456789abcdef" * 2
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 # Twilio answers refused credentials with 401 and code 20003, which it documents in prose only

@@ -1,4 +1,4 @@
-"""The email channel against a real SMTP server (tests/smtp_server.py: aiosmtpd, TLS, AUTH)."""
+"""The email channel against a real SMTP server (support/smtp_server.py: aiosmtpd, TLS, AUTH)."""
 
 from __future__ import annotations
 

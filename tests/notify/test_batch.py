@@ -4,8 +4,8 @@ A packed job carries several notifications; each must end exactly as it would
 in a job of its own: sent once, its ledger record, its event in its inbox, its
 watchdog entry answered, its heartbeat ended. The items are sent at the same
 time, on threads that keep their connections from one job to the next. The
-servers are real: aiosmtpd (tests/smtp_server.py, tests/smtp_faults.py) and a
-local Twilio Messages API for the real `twilio` client (tests/twilio_server.py).
+servers are real: aiosmtpd (support/smtp_server.py, tests/smtp_faults.py) and a
+local Twilio Messages API for the real `twilio` client (support/twilio_server.py).
 The jobs run in an RQ SimpleWorker in this process, as the notification
 worker runs them (no fork), with the worker's guarded job class.
 

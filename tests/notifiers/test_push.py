@@ -1,4 +1,4 @@
-"""The Web Push channel against a real push service on 127.0.0.1 (tests/push_service.py).
+"""The Web Push channel against a real push service on 127.0.0.1 (support/push_service.py).
 
 The service checks every VAPID token (ES256 signature, aud, exp, sub) and
 decrypts every aes128gcm body with the browser's key, so a send that passes

@@ -1,0 +1,1 @@
+"""The benchmark and chaos harnesses prove themselves on tiny sizes."""

@@ -1,0 +1,1 @@
+"""The contracts of the whole: import layers and the pinned public API."""

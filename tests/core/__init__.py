@@ -1,0 +1,1 @@
+"""The pure core: the definition language, the transition function, payload limits."""

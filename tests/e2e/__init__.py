@@ -1,0 +1,1 @@
+"""End to end: bundled workflows, sagas and notifications through real workers."""

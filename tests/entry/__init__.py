@@ -1,0 +1,1 @@
+"""The entry points: settings, the HTTP server, the worker processes, the demo, operations."""

@@ -1,0 +1,1 @@
+"""The channel library: email, SMS, push, webhook, their HTTP rules, templates and the sandbox."""

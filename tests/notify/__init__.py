@@ -1,0 +1,1 @@
+"""The notification pipeline: packed jobs, rate limits, recipients, slow endpoints."""

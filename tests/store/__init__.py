@@ -1,0 +1,2 @@
+"""The Redis store: inbox, instances, leases, timers, retention; and Redis itself
+(embedded, full, restarted, over TLS)."""
