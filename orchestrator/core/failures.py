@@ -1,6 +1,6 @@
 """What a failed try says about itself, and what the engine makes of it. Pure.
 
-The task wrapper (orchestrator.runtime.jobs) reports a failure with `error_type` (the
+The task wrapper (orchestrator.runtime.tasks) reports a failure with `error_type` (the
 class name), `error_types` (the class and its bases, most specific first) and,
 for an `orchestrator.NonRetryable`, `retryable: false`. The transition function
 reads them here: to decide whether a try is retried (and after what backoff),

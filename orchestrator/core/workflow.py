@@ -306,7 +306,7 @@ def error_names(
 ) -> frozenset[str]:
     """The class names of error types given as classes or names, one or a list of them.
 
-    A task's failure reports its class and base classes by name (orchestrator.runtime.jobs),
+    A task's failure reports its class and base classes by name (orchestrator.runtime.tasks),
     so a name stands for the class and its subclasses. Exception and BaseException
     are refused: no failure reports them, so naming them would never match."""
     items: list[object] = [refs] if isinstance(refs, str | type) else []

