@@ -210,12 +210,6 @@ def test_two_movers_at_once_move_every_entry(
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Later.move_due reads the due entries outside its transaction and neither WATCHes "
-    "the set nor checks its ZREM: a mover whose read overlaps another's enqueues (and counts) "
-    "entries the other already moved, so each becomes two notification jobs",
-)
 def test_two_movers_at_once_move_each_entry_exactly_once(
     client: redis.Redis, keys: Keys, dispatcher: Dispatcher, token: str, redis_server: str
 ) -> None:

@@ -25,6 +25,8 @@ from orchestrator.runtime.payloads import NotificationPayload
 from orchestrator.store.deadletters import dead_letter
 from orchestrator.store.keys import Keys
 
+MOVE_TRIES = 5  # looks at one entry while other writers keep changing the set
+
 
 class Enqueuer(Protocol):
     """What moves a due entry onto the queue (orchestrator.runtime.dispatch.Dispatcher)."""
@@ -62,16 +64,34 @@ class Later:
                 self._set_aside(member, str(exc))
                 continue
             job = f"{payload['key']}-a{payload.get('attempt', 1)}-{int(now * 1000)}"
-            # Removing and enqueueing commit together: a mover dying between them loses
-            # nothing. One applier moves (the holder of partition 0); were a second to
-            # overlap during a lease handover, the ledger still sends it once.
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.multi()  # explicit: RQ's enqueue checks for it
-            pipe.zrem(self.keys.notify_later, member)
-            dispatcher.enqueue_notification(pipe, payload, job)
-            pipe.execute()
-            moved += 1
+            moved += self._move(dispatcher, member, payload, job)
         return moved
+
+    def _move(
+        self, dispatcher: Enqueuer, member: bytes, payload: NotificationPayload, job: str
+    ) -> int:
+        """Remove one entry and enqueue its job in one transaction, 1 if this mover did it.
+
+        Removing and enqueueing commit together: a mover dying between them loses
+        nothing. One applier moves (the holder of partition 0), but two may overlap during
+        a lease handover: the set is WATCHed and the entry must still be there, so only
+        one of them enqueues it (another's change to the set makes this one look again).
+        """
+        key = self.keys.notify_later
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(MOVE_TRIES):
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    if pipe.zscore(key, member) is None:
+                        return 0  # another mover took it
+                    pipe.multi()  # explicit: RQ's enqueue checks for it
+                    pipe.zrem(key, member)
+                    dispatcher.enqueue_notification(pipe, payload, job)
+                    pipe.execute()
+                    return 1
+                except redis.WatchError:
+                    continue
+        return 0  # the set kept changing: the entry stays, for the next round
 
     def _set_aside(self, member: bytes, reason: str) -> None:
         """Move an unreadable entry to the dead letters, in one transaction."""
