@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
         print(f"figures written to {args.json}")
+    if crashed := [o.workload.name for o in outcomes if o.crashed]:
+        print(f"\nerror: workloads crashed: {', '.join(crashed)}", file=sys.stderr)
+        return 1  # a crash is a bug: CI's quick run must not pass over it
     return 0
 
 

@@ -73,10 +73,10 @@ class PhaseTimes:
             ("maintain", applier.leases, "maintain"),
             ("timers", applier.timers, "fire_due"),
             ("batch", applier, "apply_batch"),
-            ("read", applier, "_read"),
-            ("load", applier, "_load"),
+            ("read", applier.reader, "read"),
+            ("load", applier.reader, "load"),
             ("apply", applier, "_apply_all"),
-            ("write", applier, "_write"),
+            ("write", applier.writer, "write"),
         ]
         for name, owner, attribute in targets:
             setattr(owner, attribute, self.wrap(name, getattr(owner, attribute)))

@@ -65,6 +65,7 @@ class Outcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    crashed: bool = False  # raised something unexpected: a bug in the engine or the bench
     lines: list[Line] = field(default_factory=list)
     extra: Any = None  # objects for the detailed printout, not written to JSON
 
@@ -183,7 +184,9 @@ def run(workload: Workload, args: argparse.Namespace) -> Outcome:
         return _failed(workload, begin, f"not run: {exc}")
     except Exception as exc:  # one workload failing must not take the others down
         traceback.print_exc(file=sys.stderr)
-        return _failed(workload, begin, f"not run: {type(exc).__name__}: {exc}")
+        failed = _failed(workload, begin, f"not run: {type(exc).__name__}: {exc}")
+        failed.crashed = True
+        return failed
     seconds = time.perf_counter() - begin
     print(f"[{workload.number}] {workload.name}: {seconds:.1f} s", file=sys.stderr, flush=True)
     outcome = Outcome(
