@@ -43,7 +43,7 @@ class ScaleSizes:
 
 SCALE = {
     "full": ScaleSizes((1_000, 100_000, 1_000_000), live=200, singles=300, repeats=3),
-    "quick": ScaleSizes((1_000, 10_000), live=20, singles=30, repeats=1),
+    "quick": ScaleSizes((500, 2_000), live=20, singles=30, repeats=1),  # proves it runs
 }
 STARTUP_RUNS = {"full": 7, "quick": 1}  # timed runs of each command; no peers when quick
 # seconds the workloads run in a child process may take: against hangs, not a budget
