@@ -17,7 +17,9 @@ settings travel in `settings.channels`; no part reads the environment.
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
+from pathlib import Path
 
 import redis
 
@@ -36,6 +38,7 @@ class App:
 
     @cached_property
     def registry(self) -> Registry:
+        importable(Path.cwd())
         return Registry.from_modules(self.settings.workflows)
 
     @cached_property
@@ -66,6 +69,15 @@ class App:
             crash_at=self.settings.crash_at,
             job_key=self.settings.job_key,
         )
+
+
+def importable(folder: Path) -> None:
+    """The folder a command runs from holds the user's workflow modules, as with `python
+    -m`, uvicorn or celery: `ORCHESTRATOR_WORKFLOWS=myapp.workflows orchestrator worker`
+    works from the folder that holds `myapp/`. The console script alone would not see it."""
+    path = str(folder)
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def bootstrap(settings: Settings) -> App:

@@ -37,7 +37,9 @@ class Registry:
             try:
                 module = importlib.import_module(name)
             except ImportError as exc:
-                raise ConfigurationError(f"cannot import workflow module {name!r}: {exc}") from exc
+                raise ConfigurationError(
+                    f"cannot import workflow module {name!r}: {exc}{_import_hint(name, exc)}"
+                ) from exc
             for mod in _with_submodules(module):
                 found.extend(_workflows_in(mod))
         return cls(found)
@@ -114,6 +116,19 @@ def _with_submodules(module: ModuleType) -> list[ModuleType]:
         for info in pkgutil.walk_packages(path, prefix=module.__name__ + "."):
             modules.append(importlib.import_module(info.name))
     return modules
+
+
+def _import_hint(name: str, exc: ImportError) -> str:
+    """What to do when the module itself (not something it imports) cannot be found."""
+    missing = getattr(exc, "name", None)
+    if not isinstance(missing, str) or not name.startswith(missing):
+        return ""
+    top = name.split(".")[0]
+    return (
+        f"; run the command from the folder that holds {top!r} (the current folder is "
+        f"importable), or add that folder to PYTHONPATH; ORCHESTRATOR_WORKFLOWS names "
+        f"modules, comma-separated (e.g. {top}.workflows)"
+    )
 
 
 def _workflows_in(module: ModuleType) -> list[type[Workflow]]:
