@@ -45,6 +45,7 @@ import redis
 
 from orchestrator.core.errors import SchemaViolation, UnknownWorkflow
 from orchestrator.core.machine import GuardFailed, already_applied, transition
+from orchestrator.runtime import roster
 from orchestrator.runtime.batch_reader import BatchReader, Entry, Loaded, Parsed
 from orchestrator.runtime.batch_writer import BatchWriter, Work
 from orchestrator.runtime.dispatch import Dispatcher
@@ -92,6 +93,8 @@ class Applier:
         self.writer = BatchWriter(client, keys, self.dispatcher, self.retention)
         self._next_clean = 0.0
         self._next_watch = 0.0
+        self._next_announce = 0.0
+        self._served = roster.served(registry)
         self._duty_paused: dict[str, float] = {}  # side duty -> when it may run again
 
     # -- the loop -------------------------------------------------------------
@@ -113,12 +116,14 @@ class Applier:
                 pause = min(pause * 2, 5.0)
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
             self.leases.release_all()
+            roster.withdraw(self.redis, self.keys, self.id)
 
     def tick(self, block_ms: int = 0) -> int:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""
         # A partition gained (again: a lease lost during a Redis pause, then taken back)
         # may hold a batch this applier read and never acknowledged: read its pending first.
         self.reader.caught_up -= set(self.leases.maintain())
+        self._announce(time.time())
         owned = self.leases.owned
         if not owned:
             if block_ms:
@@ -135,6 +140,15 @@ class Applier:
             self._next_clean = now + 60.0
             self._duty("retention", now, lambda: self.retention.clean(now))
         return self.apply_batch(block_ms=block_ms)
+
+    def _announce(self, now: float) -> None:
+        """Say which workflows this applier serves (runtime.roster), now and then."""
+        if now >= self._next_announce:
+            self._next_announce = now + roster.ANNOUNCE_EVERY
+            served = self._served
+            self._duty(
+                "announce", now, lambda: roster.announce(self.redis, self.keys, self.id, served)
+            )
 
     def _duty(self, name: str, now: float, run: Callable[[], object]) -> None:
         """Run a side duty of the tick. Redis's errors go up (the loop rides out an outage);

@@ -34,6 +34,7 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:recipients                    set    recipient ids
   N:deadletters                   stream events that could not be applied, with the reason
   N:appliers                      zset   live applier ids by last heartbeat
+  N:applier-workflows             hash   applier id -> the workflows it serves (runtime.roster)
 
 Retention (orchestrator.store.retention): everything written for one instance expires
 with it: instance, archive, applied, and its notifications (index, records, and
@@ -162,3 +163,7 @@ class Keys:
     @property
     def appliers(self) -> str:
         return f"{self.namespace}:appliers"
+
+    @property
+    def applier_workflows(self) -> str:
+        return f"{self.namespace}:applier-workflows"
