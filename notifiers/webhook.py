@@ -37,6 +37,14 @@ orchestrator.runtime.notify.batch hands a slow send over and the worker goes on.
     WEBHOOK_HOST_CONCURRENCY               sends at once to one host, per process (default 4)
     WEBHOOK_CIRCUIT_TIMEOUTS               timeouts in a row that open a host's circuit (3)
     WEBHOOK_CIRCUIT_COOLDOWN               seconds it stays open (default 30)
+    WEBHOOK_ALLOW_PRIVATE                  1: allow loopback, private, link-local and
+                                           metadata addresses (default: refused)
+
+A webhook is sent to public addresses only (notifiers.webhook_guard): the name
+is resolved once, every address checked, and the connection made to a checked
+address, so that a recipient's URL cannot reach the inside of the network
+(server-side request forgery), DNS rebinding included. A refused address is a
+permanent failure with code "private-address".
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from notifiers.errors import (
     TransientError,
 )
 from notifiers.http import Verdict, retry_after, verdict
+from notifiers.webhook_guard import ALLOW_VARIABLE
 from notifiers.webhook_hosts import Hosts
 from notifiers.webhook_transport import Deadline, DeadlineRequest, build_opener
 
@@ -97,16 +106,20 @@ class WebhookNotifier(Notifier):
         *,
         connect_timeout: float = 3.0,
         hosts: Hosts | None = None,
+        allow_private: bool = False,
     ) -> None:
         self._key = Secret(key)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.hosts = hosts or Hosts()
-        self._opener = build_opener(ssl_context)  # built once, used for every send
+        self.allow_private = allow_private
+        # built once, used for every send
+        self._opener = build_opener(ssl_context, allow_private=allow_private)
 
     def __repr__(self) -> str:
         return (
-            f"WebhookNotifier(timeout={self.timeout:g}, connect_timeout={self.connect_timeout:g})"
+            f"WebhookNotifier(timeout={self.timeout:g}, connect_timeout={self.connect_timeout:g}, "
+            f"allow_private={self.allow_private})"
         )
 
     @classmethod
@@ -126,10 +139,16 @@ class WebhookNotifier(Notifier):
             _setting(env, "WEBHOOK_CIRCUIT_COOLDOWN", 30.0, 86400.0),
         )
         connect = _setting(env, "WEBHOOK_CONNECT_TIMEOUT", 3.0, 300.0)
-        return cls(key, timeout, connect_timeout=min(connect, timeout), hosts=hosts)
+        return cls(
+            key,
+            timeout,
+            connect_timeout=min(connect, timeout),
+            hosts=hosts,
+            allow_private=_flag(env, ALLOW_VARIABLE),
+        )
 
     def send(self, message: Message) -> Delivery:
-        host = _check_url(message.to)
+        host = check_url(message.to)
         body = json.dumps(
             {
                 "key": message.key,
@@ -199,13 +218,22 @@ def _setting(
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ChannelConfigError(f"{name} must be 1 or 0, not {text!r}")
+
+
 def _origin(url: str) -> str:
     """What shares a circuit and a concurrency bound: scheme, host and port."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
 
 
-def _check_url(url: str) -> str:
+def check_url(url: str) -> str:
     """The URL's host, or PermanentError for anything but a plain http(s) URL."""
     try:
         parts = urlsplit(url)

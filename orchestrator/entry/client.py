@@ -11,6 +11,7 @@ thin layer over this class.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +77,8 @@ class Orchestrator:
         data = dict(data or {})
         check_data(data, "the input")
         instance_id = check_id(instance_id, "instance id") if instance_id else new_id()
-        correlation = _correlation(definition, data, required=False)
+        # an instance without its key could never be addressed by it: refused, nothing written
+        correlation = _correlation(definition, data, required=True)
         outcome, other = self.inbox.create(definition, instance_id, data, correlation)
         if outcome == "correlated":
             assert correlation is not None
@@ -259,6 +261,12 @@ class Orchestrator:
 
     def _resolve_key(self, event_type: str, key: tuple[str, str]) -> str | None:
         name, value = key
+        known = sorted({d.correlate_by for d in self.registry.definitions() if d.correlate_by})
+        if name not in known:
+            raise InputError(
+                f"no loaded workflow correlates by {name!r}; the keys are: "
+                + (", ".join(known) if known else "none (no workflow has correlate_by)")
+            )
         found = {
             definition.name: instance_id
             for definition in self.registry.latest()
@@ -287,7 +295,8 @@ def _correlation(
     if key not in data:
         if required:
             raise InputError(
-                f"workflow {definition.name} correlates by {key!r}, which the data lacks"
+                f"workflow {definition.name} correlates by {key!r}, which the data lacks "
+                f"(give it, e.g. {{{json.dumps(key)}: ...}}); nothing started"
             )
         return None
     return key, str(data[key])

@@ -18,8 +18,8 @@ ORCHESTRATOR_JOB_KEY_FILE  the same, read from a file (a Docker or Kubernetes se
 ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
 
 `channels`: the variables the notification channels and the pipeline read
-(SMTP_*, TWILIO_*, VAPID_*, PUSH_*, WEBHOOK_*, ORCHESTRATOR_RATE_*,
-ORCHESTRATOR_REQUIRE_CHANNELS). `http`: those of `orchestrator serve`
+(SMTP_*, TWILIO_*, VAPID_*, PUSH_*, WEBHOOK_* such as WEBHOOK_ALLOW_PRIVATE,
+ORCHESTRATOR_RATE_*, ORCHESTRATOR_REQUIRE_CHANNELS). `http`: those of `orchestrator serve`
 (ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN, ORCHESTRATOR_EVENTS_SECRET). Both
 are kept as text and judged by the part that uses them, as before: a channel
 that is never used is never refused, and only `serve` checks the server's.

@@ -133,7 +133,15 @@ def test_a_missing_variable_fails_naming_the_template_file(env: Env) -> None:
 
 def test_a_missing_variable_fails_in_json_too(env: Env) -> None:
     result = send(
-        "sms", "--to", "+15550101", "--template", "order_shipped", "--data", "{}", "--json", env=env
+        "sms",
+        "--to",
+        "+15005550006",
+        "--template",
+        "order_shipped",
+        "--data",
+        "{}",
+        "--json",
+        env=env,
     )
     assert result.returncode == 1
     outcome = json.loads(result.stdout)
@@ -255,7 +263,7 @@ def test_send_to_an_opted_out_recipient_is_skipped(env: Env, app: App) -> None:
 def test_notifications_of_an_order_after_it_ran(env: Env, app: App) -> None:
     # Given an order that shipped, its notifications delivered by a worker
     iid = app.client.start(
-        "order", {"order_id": "N1", "email": "ann@example.com", "phone": "+15550101"}
+        "order", {"order_id": "N1", "email": "ann@example.com", "phone": "+15005550006"}
     )
     worker = run_cli("worker", "--burst", env=env)
     assert worker.returncode == 0, worker.stderr
@@ -265,7 +273,7 @@ def test_notifications_of_an_order_after_it_ran(env: Env, app: App) -> None:
     # Then the email and the SMS show as sent, by the console standing in, with a warning
     assert [(r["channel"], r["to"], r["template"], r["status"]) for r in rows] == [
         ("email", "ann@example.com", "order_shipped", "sent"),
-        ("sms", "+15550101", "order_shipped", "sent"),
+        ("sms", "+15005550006", "order_shipped", "sent"),
     ]
     for row in rows:
         assert row["provider_id"].startswith("console-")
@@ -344,7 +352,7 @@ def test_an_opted_out_channel_is_skipped(
     # Given a recipient who opted out of SMS
     Recipients(app.redis, app.keys).save(
         Recipient(
-            "ann", addresses={"sms": "+15550101", "email": "a@example.com"}, opted_out=["sms"]
+            "ann", addresses={"sms": "+15005550006", "email": "a@example.com"}, opted_out=["sms"]
         )
     )
     # When an SMS is delivered to them

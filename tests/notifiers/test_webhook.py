@@ -119,7 +119,9 @@ def message(to: str, **overrides: Any) -> Message:
 
 
 def notifier(timeout: float = 5.0) -> WebhookNotifier:
-    return WebhookNotifier.from_env({"WEBHOOK_SECRET": KEY, "WEBHOOK_TIMEOUT": str(timeout)})
+    return WebhookNotifier.from_env(
+        {"WEBHOOK_SECRET": KEY, "WEBHOOK_TIMEOUT": str(timeout), "WEBHOOK_ALLOW_PRIVATE": "1"}
+    )
 
 
 def test_a_delivery_is_signed_json_with_an_idempotency_key(receiver: Receiver) -> None:
@@ -298,7 +300,7 @@ def test_https_with_a_trusted_certificate() -> None:
     thread.start()
     try:
         # When the notifier trusts that CA, the delivery goes through, signed
-        trusting = WebhookNotifier(KEY, 5.0, ssl_context=client_context)
+        trusting = WebhookNotifier(KEY, 5.0, ssl_context=client_context, allow_private=True)
         assert trusting.send(message(url)).provider_id == "inst1:3:0:hook"
         assert found.signature_ok(found.received[0])
         # And when it does not, the certificate is refused for good
@@ -329,7 +331,8 @@ def test_configuration_comes_from_the_environment_or_a_file(tmp_path: Path) -> N
 def test_the_secret_file_is_what_signs(receiver: Receiver, tmp_path: Path) -> None:
     secret_file = tmp_path / "webhook.key"
     secret_file.write_text(KEY + "\n")
-    WebhookNotifier.from_env({"WEBHOOK_SECRET_FILE": str(secret_file)}).send(message(receiver.url))
+    env = {"WEBHOOK_SECRET_FILE": str(secret_file), "WEBHOOK_ALLOW_PRIVATE": "1"}
+    WebhookNotifier.from_env(env).send(message(receiver.url))
     assert receiver.signature_ok(receiver.received[0])
 
 

@@ -144,7 +144,7 @@ def test_recipients_round_trip(env: Env, app: App, tmp_path: Path) -> None:
         "--email",
         "ann@example.com",
         "--phone",
-        "+15550101",
+        "+15005550006",
         "--webhook",
         "https://hooks.example.test/ann",
         "--push",
@@ -166,7 +166,7 @@ def test_recipients_round_trip(env: Env, app: App, tmp_path: Path) -> None:
         "id": "ann",
         "addresses": {
             "email": "ann@example.com",
-            "sms": "+15550101",
+            "sms": "+15005550006",
             "webhook": "https://hooks.example.test/ann",
         },
         "push": ["https://push.example.test/send/abc"],
@@ -202,7 +202,7 @@ def test_recipients_round_trip(env: Env, app: App, tmp_path: Path) -> None:
     # Then only those changed
     assert changed == {
         **expected,
-        "addresses": {"email": "ann@example.com", "sms": "+15550101"},
+        "addresses": {"email": "ann@example.com", "sms": "+15005550006"},
         "opted_out": ["webhook", "email"],
         "quiet_hours": None,
         "locale": None,

@@ -147,7 +147,7 @@ class TimedSmtpServer(SmtpServer):
 
 
 def notifier(timeout: float, hosts: Hosts | None = None) -> WebhookNotifier:
-    return WebhookNotifier(KEY, timeout, connect_timeout=timeout, hosts=hosts)
+    return WebhookNotifier(KEY, timeout, connect_timeout=timeout, hosts=hosts, allow_private=True)
 
 
 def hook(to: str, key: str = "inst1:3:0:hook") -> Message:
@@ -239,6 +239,7 @@ def test_a_webhook_timeout_after_the_request_went_out_is_ambiguous_and_its_retry
     with hung_endpoints(1) as (endpoint,):
         env = {
             "WEBHOOK_SECRET": KEY,
+            "WEBHOOK_ALLOW_PRIVATE": "1",
             "WEBHOOK_TIMEOUT": "0.5",
             "ORCHESTRATOR_REQUIRE_CHANNELS": "1",
         }
@@ -277,6 +278,7 @@ def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.setattr(batch, "_pool", None)
     monkeypatch.setenv("ORCHESTRATOR_REQUIRE_CHANNELS", "1")
     monkeypatch.setenv("WEBHOOK_SECRET", KEY)
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "1")  # the endpoints are on 127.0.0.1
     yield monkeypatch
     if worker_context._installed is not None:
         worker_context._installed.close()
@@ -467,6 +469,7 @@ def test_ten_hung_webhook_endpoints_do_not_delay_unrelated_emails(app: App, tmp_
             tmp_path,
             **smtp.env,
             WEBHOOK_SECRET=KEY,
+            WEBHOOK_ALLOW_PRIVATE="1",
             WEBHOOK_TIMEOUT="3",
             ORCHESTRATOR_REQUIRE_CHANNELS="1",
         )

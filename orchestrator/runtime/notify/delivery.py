@@ -2,7 +2,10 @@
 
     claim the ledger record (nothing twice) -> find the recipient's address
     -> preferences (opted out: skipped; quiet hours: later) -> render
-    -> rate limit -> send -> record -> tell the workflow
+    -> check the address -> rate limit -> send -> record -> tell the workflow
+
+An email address or phone number that is not one (notifiers.addresses) fails the
+notification at once, permanently, with code "bad-address".
 
 The workflow hears `notification.sent` (with the provider's id) or
 `notification.failed` (with the code and reason) once the outcome is final:
@@ -32,6 +35,7 @@ from typing import Any, Protocol
 import redis
 from redis.client import Pipeline
 
+from notifiers import addresses
 from notifiers.base import Delivery, Message
 from notifiers.errors import (
     AmbiguousError,
@@ -280,7 +284,8 @@ class Deliverer:
         address = recipient.addresses.get(channel) if recipient else to
         if not address:
             raise PermanentError(f"no {channel} address for {to or 'the recipient'}")
-        return [(address, None)]
+        # checked again here: a bare address was never checked, a recipient's may predate it
+        return [(addresses.check(channel, address), None)]
 
     def _fail(
         self,

@@ -5,6 +5,11 @@ Push subscriptions, the channels they opted out of, quiet hours in their
 time zone (a non-urgent notification inside them waits until they end; an
 urgent one is sent), and a locale that picks a template variant. A notify
 `to` that names no recipient is taken as the address itself.
+
+Addresses are checked when a recipient is saved (notifiers.addresses): an email
+address with email-validator, a phone number with phonenumbers (kept in E.164),
+a webhook URL as the webhook channel reads one. Delivery checks them again
+before a send, for recipients saved before and for bare addresses.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 
+from notifiers import addresses
+from notifiers.errors import PermanentError
+from notifiers.webhook import check_url
 from orchestrator.core.errors import InputError, UnknownInstance
 from orchestrator.store.keys import Keys
 
 CHANNELS = ("email", "sms", "push", "webhook", "console")
+# channel: how a message names the field (the CLI's option)
+FIELDS = {"email": "--email address", "sms": "--phone number", "webhook": "--webhook URL"}
 QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -39,6 +49,8 @@ class Recipient:
         for channel in [*self.addresses, *self.opted_out]:
             if channel not in CHANNELS:
                 raise InputError(f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})")
+        for channel, address in list(self.addresses.items()):
+            self.addresses[channel] = check_address(channel, address)
         match = QUIET.match(self.quiet_hours) if self.quiet_hours else None
         if self.quiet_hours and not match:
             raise InputError(f"quiet hours must look like 22:00-07:00, not {self.quiet_hours!r}")
@@ -70,6 +82,20 @@ class Recipient:
         return end_today if end_today > local else end_today + timedelta(days=1)
 
 
+def check_address(channel: str, address: str) -> str:
+    """The address of `channel` checked (a phone number in E.164), or InputError in one line
+    naming the field: --email, --phone or --webhook."""
+    what = FIELDS.get(channel, f"{channel} address")
+    try:
+        if channel == "webhook":
+            check_url(address)
+            return address
+        return addresses.check(channel, address, what)
+    except PermanentError as exc:
+        reason = exc.reason if exc.reason.startswith(what) else f"{what}: {exc.reason}"
+        raise InputError(reason) from None
+
+
 class Recipients:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -92,7 +118,9 @@ class Recipients:
         return found
 
     def save(self, recipient: Recipient) -> None:
-        recipient.check()
+        self._write(recipient.check())
+
+    def _write(self, recipient: Recipient) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.recipient(recipient.id), "data", json.dumps(asdict(recipient)))
         pipe.sadd(self.keys.recipients, recipient.id)
@@ -114,4 +142,4 @@ class Recipients:
         recipient = self.get(recipient_id)
         if recipient is not None:
             recipient.push = [s for s in recipient.push if s.get("endpoint") != endpoint]
-            self.save(recipient)
+            self._write(recipient)  # only the push list changed: nothing else to check
