@@ -16,6 +16,7 @@ from cli.common import (
     when,
 )
 from orchestrator.core.errors import InputError
+from orchestrator.core.failures import failure_text, last_failure
 
 commands = typer.Typer()
 
@@ -101,6 +102,13 @@ def status(
     typer.echo(f"  status:  {instance.status}")
     if instance.reason:
         typer.echo(f"  reason:  {instance.reason}")
+    failed = last_failure(app_of(ctx).client.history(instance_id))
+    if failed:
+        data = failed["event"]["data"]
+        typer.echo(
+            f"  last failure: {failure_text(data)} (state {data.get('state')}, "
+            f"try {data.get('attempt')}, {when(failed['event']['at'])})"
+        )
     if instance.compensations:
         typer.echo(f"  to undo: {', '.join(reversed(instance.compensations))}")
     if instance.parked:

@@ -46,9 +46,33 @@ def worker(
         envvar="ORCHESTRATOR_ACCEPT_RISK",
         help="Run on a Redis without append-only persistence or with an evicting policy.",
     ),
+    log_level: str = typer.Option(
+        "INFO",
+        "--log-level",
+        envvar="ORCHESTRATOR_LOG_LEVEL",
+        metavar="LEVEL",
+        help="DEBUG, INFO (start-up, notification retries), WARNING (failed tasks, with "
+        "their traceback; restarted processes) or ERROR. Logs go to stderr.",
+    ),
+    log_format: str = typer.Option(
+        "text",
+        "--log-format",
+        envvar="ORCHESTRATOR_LOG_FORMAT",
+        metavar="FORMAT",
+        help="text, or json: one JSON object a line (time, level, logger, message; "
+        "instance_id, workflow, state, task, attempt when about a task's try).",
+    ),
 ) -> None:
-    """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM)."""
+    """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM: a busy
+    worker finishes its job or, past about a second, leaves it to be tried again)."""
+    from orchestrator.entry import logs
     from orchestrator.entry.worker import ISOLATIONS, Supervisor, run_burst
+
+    if log_level.upper() not in logs.LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(logs.LEVELS)}", param_hint="--log-level")
+    if log_format not in logs.FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(logs.FORMATS)}", param_hint="--log-format")
+    logs.configure(log_level, log_format)
 
     task_processes = bounded_int(processes, "--processes", 1, MAX_PROCESSES)
     notifier_processes = bounded_int(notifiers, "--notifiers", 0, MAX_PROCESSES)

@@ -65,3 +65,25 @@ def backoff_delay(task: TaskSpec, attempt: int, instance_id: str) -> float:
     base = min(task.max_backoff, task.backoff * 2 ** (attempt - 1))
     jitter = zlib.crc32(f"{instance_id}:{attempt}".encode()) / 0xFFFFFFFF * 0.25
     return float(base * (1 + jitter))
+
+
+FAILURE_EVENTS = ("task.failed", "compensation.failed")
+MAX_FAILURE_TEXT = 300  # characters of "Type: message" a note or a status line shows, at most
+
+
+def failure_text(data: dict[str, Any]) -> str:
+    """ "ErrorType: message" of a failure event's data, cut to MAX_FAILURE_TEXT characters:
+    what a history note and `status` show (the whole message and the traceback are in
+    the event's data)."""
+    text = f"{data.get('error_type') or 'error'}: {data.get('message') or ''}".rstrip(": ")
+    text = " ".join(text.split())  # one line
+    return text if len(text) <= MAX_FAILURE_TEXT else text[: MAX_FAILURE_TEXT - 3] + "..."
+
+
+def last_failure(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last failed try in an instance's history entries (oldest first), or None."""
+    for entry in reversed(history):
+        event = entry.get("event") or {}
+        if event.get("type") in FAILURE_EVENTS and isinstance(event.get("data"), dict):
+            return dict(entry)
+    return None

@@ -38,7 +38,7 @@ from typing import Any
 from orchestrator.core import events as ev
 from orchestrator.core.effects import Effect
 from orchestrator.core.events import Event
-from orchestrator.core.failures import backoff_delay, retryable
+from orchestrator.core.failures import backoff_delay, failure_text, retryable
 from orchestrator.core.instance import Instance
 from orchestrator.core.spec import LOST_TRIES, TASK_LOST, Definition, TaskSpec
 from orchestrator.core.step import Passed
@@ -212,13 +212,14 @@ class _Step(Table):
         state = self._current()
         assert state.task is not None
         self._settle((self.inst.entered_seq, self.inst.attempt, state.name))
+        tries = f"try {self.inst.attempt - self.inst.lost} of {state.task.attempts}"
         if self._schedule_retry(state.task):
             return
+        error = failure_text(self.event.data)
+        self.note = self.note or f"{tries} failed ({error})"
         self.inst = self.inst.evolve(attempt=0, lost=0)
         if self._match(park=False):
             return
-        data = self.event.data
-        error = f"{data.get('error_type')}: {data.get('message')}"
         self.inst = self.inst.evolve(
             status="failed",
             halted=True,
@@ -226,7 +227,10 @@ class _Step(Table):
             f"no transition handles task.failed there",
         )
         self.outcome = "failed"
-        self.note = "task failed and nothing handles it: the instance failed (retry resumes it)"
+        self.note = (
+            f"{tries} failed ({error}) and nothing handles it: the instance failed "
+            "(retry resumes it)"
+        )
 
     def _schedule_retry(self, task: TaskSpec) -> bool:
         attempt, lost = self.inst.attempt, self.inst.lost
@@ -239,12 +243,17 @@ class _Step(Table):
             lost += 1  # the worker died: not the task's failure, not one of its tries
             what = f"try {attempt} lost with its worker ({lost} of {LOST_TRIES} lost tries)"
         elif not retryable(task, self.event.data):
-            self.note = f"try {attempt - lost} of {task.attempts} failed with an error not retried"
+            self.note = (
+                f"try {attempt - lost} of {task.attempts} failed with an error not retried "
+                f"({failure_text(self.event.data)})"
+            )
             return False
         elif attempt - lost >= task.attempts:
             return False
         else:
-            what = f"try {attempt - lost} of {task.attempts} failed"
+            what = (
+                f"try {attempt - lost} of {task.attempts} failed ({failure_text(self.event.data)})"
+            )
         delay = backoff_delay(task, attempt, self.inst.id)
         self.inst = self.inst.evolve(lost=lost)
         self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
@@ -289,7 +298,8 @@ class _Step(Table):
         if self._schedule_retry(self._compensation_spec()):
             return
         failed = self.inst.compensations[-1]
-        error = f"{self.event.data.get('error_type')}: {self.event.data.get('message')}"
+        error = failure_text(self.event.data)
+        self.note = self.note or f"compensation of {failed!r} failed ({error})"
         self.inst = self.inst.evolve(
             status="failed",
             attempt=0,

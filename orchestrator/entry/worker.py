@@ -42,6 +42,11 @@ log = logging.getLogger("orchestrator.entry.worker")
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
 OVERRUN_GRACE = 5.0  # seconds past a job's own timeout before its process is ended
 DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
+# Seconds a stopping child has to finish: an idle one exits at once; a busy one finishes its
+# job if it can (RQ's warm shutdown), else it is ended and the watchdog reports its try lost,
+# to be tried again (a lost try is not counted against the task's retries; see core.machine).
+STOP_GRACE = 1.2
+STOP_COLD = 0.5  # seconds a cold shutdown has, before SIGKILL
 
 
 def channel_settings(settings: Settings) -> Mapping[str, str]:
@@ -68,12 +73,39 @@ def start_worker_process(app: App, again: bool = True) -> WorkerContext:
     return fresh
 
 
-class BurstWorker(Worker):
-    """An RQ worker for one burst: it takes no remote commands, so it opens no
-    pub/sub thread (whose shutdown costs up to a second per burst)."""
+class NoRemoteCommands:
+    """An RQ worker that takes no remote commands (`rq`'s shutdown, kill-horse and stop-job,
+    sent over pub/sub), so it opens no pub/sub thread.
+
+    RQ starts that thread with a 60 s read timeout and, at teardown, stops it with
+    redis-py's PubSubWorkerThread.stop, which joins it without a bound: a worker asked to
+    stop sat up to a minute in its teardown, until the supervisor killed it. The engine
+    needs none of these commands: its processes are stopped by signals (the supervisor's
+    SIGTERM, Ctrl-C), a task past its deadline is ended by the supervisor, and RQ's
+    suspension (`rq suspend`) is a key the worker reads, not a message."""
 
     def subscribe(self) -> None:
         pass
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A job interrupted by a cold stop (a second SIGTERM while a job runs in the
+        worker itself) is no error of the job's: one line, no traceback."""
+        if exc_info and isinstance(exc_info[0], type) and issubclass(exc_info[0], SystemExit):
+            log.warning("job %s interrupted: the worker is stopping; its try will be lost", job.id)
+            return
+        super().handle_exception(job, *exc_info)  # type: ignore[misc]
+
+
+class BurstWorker(NoRemoteCommands, Worker):
+    """An RQ worker for one burst (no pub/sub thread: it cost up to a second a burst)."""
+
+
+class JobWorker(NoRemoteCommands, Worker):
+    """Job isolation: RQ's forking worker, stopped by signals alone."""
+
+
+class NotificationWorker(NoRemoteCommands, SimpleWorker):
+    """Notifications run in the worker process itself, stopped by signals alone."""
 
 
 def rq_worker(app: App, burst: bool = False) -> Worker:
@@ -125,7 +157,7 @@ def _applier_main(settings: Settings) -> None:
 ISOLATIONS = ("job", "process")
 
 
-class DeadlineWorker(SimpleWorker):
+class DeadlineWorker(NoRemoteCommands, SimpleWorker):
     """Runs jobs in this process and tells the supervisor by when each must be done.
 
     A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that
@@ -163,7 +195,7 @@ def _task_worker_main(settings: Settings, isolation: str = "process", deadline: 
     )
     options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": app.job_class}
     if isolation == "job":
-        Worker([queue], connection=app.redis, **options).work(logging_level="WARNING")
+        JobWorker([queue], connection=app.redis, **options).work(logging_level="WARNING")
         return
     worker = DeadlineWorker([queue], connection=app.redis, **options)
     worker.deadline = deadline
@@ -178,7 +210,7 @@ def _notification_worker_main(settings: Settings) -> None:
     queue = Queue(
         NOTIFICATION_QUEUE, connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     )
-    SimpleWorker(
+    NotificationWorker(
         [queue], connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
     ).work(logging_level="WARNING")
 
@@ -266,16 +298,27 @@ class Supervisor:
         child.join(5)
         deadline.value = 0.0
 
-    def stop(self, grace: float = 10.0) -> None:
-        for child in self.children.values():
-            if child.is_alive() and child.pid:
-                child.terminate()
-        deadline = time.monotonic() + grace
-        for child in self.children.values():
-            child.join(max(0.0, deadline - time.monotonic()))
-            if child.is_alive():
-                child.kill()
-                child.join()
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop every child within about `grace` + STOP_COLD seconds, in three steps.
+
+        SIGTERM: an idle child exits at once; a busy RQ worker finishes its job (RQ's warm
+        shutdown). Past `grace`, a second SIGTERM: RQ's cold shutdown, which kills a
+        forked work-horse (job isolation) or interrupts a job run in the worker itself;
+        the watchdog reports that try lost and the workflow's retry rules decide. Past
+        STOP_COLD more, SIGKILL (a task that swallowed even that)."""
+        alive = [c for c in self.children.values() if c.is_alive() and c.pid]
+        for child in alive:
+            child.terminate()
+        for wait, ending in ((grace, "terminate"), (STOP_COLD, "kill")):
+            deadline = time.monotonic() + wait
+            for child in alive:
+                child.join(max(0.0, deadline - time.monotonic()))
+            alive = [c for c in alive if c.is_alive()]
+            for child in alive:
+                log.warning("%s still busy after %.1fs; ending it (%s)", child.name, wait, ending)
+                getattr(child, ending)()
+        for child in alive:
+            child.join()
 
     def _spawn(self, name: str, target: Callable[[Settings], None]) -> None:
         child = self.context.Process(target=target, args=(self.settings,), name=name, daemon=False)

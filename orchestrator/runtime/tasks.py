@@ -2,10 +2,11 @@
 
 The wrapper runs a user's task and reports back with an event, whatever
 happens: `task.completed` with the result, or `task.failed` with the error's
-type, its base types, whether it may be retried (orchestrator.core.failures) and its
-message. The engine decides about retries; RQ runs each try once. While the
-task runs, `orchestrator.task_info()` tells it who it is (orchestrator.runtime.taskinfo).
-The notification entry points are orchestrator.runtime.notify.jobs.
+type, its base types, whether it may be retried (orchestrator.core.failures), its
+message and its traceback (bounded: see `bounded_traceback`), and the worker logs
+it at WARNING with that traceback. The engine decides about retries; RQ runs each try
+once. While the task runs, `orchestrator.task_info()` tells it who it is
+(orchestrator.runtime.taskinfo). The notification entry points are orchestrator.runtime.notify.jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -32,6 +34,8 @@ from orchestrator.runtime.taskinfo import TaskInfo, idempotency_key, running
 
 log = logging.getLogger("orchestrator.runtime.tasks")
 ANSWERS_WAIT = 0.02  # seconds the first answer of a packed job waits for others, at most
+TRACEBACK_FRAMES = 20  # the innermost frames a failure's traceback keeps, at most
+TRACEBACK_BYTES = 4096  # and the last bytes of its text, at most
 
 
 def load_task(path: str) -> Callable[..., Any]:
@@ -100,10 +104,63 @@ def _run_one(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Eve
             result = load_task(payload["task"])(dict(payload["context"]))
         check_data(result, "the task's result", MAX_RESULT_BYTES)  # fail the task, not the engine
     except Exception as exc:  # every failure of user code becomes an event (a timeout too)
-        log.info("task %s failed: %s: %s", payload["task"], type(exc).__name__, exc)
-        error = {**failure_data(exc), "message": str(exc)}
+        trace = bounded_traceback(exc)
+        log.warning(
+            "%s %s of %s (%s) in state %s, try %d, failed: %s: %s\n%s",
+            "compensation" if kind == "compensation" else "task",
+            payload["task"],
+            payload["instance"],
+            payload["workflow"],
+            payload["state"],
+            payload["attempt"],
+            type(exc).__name__,
+            exc,
+            trace.rstrip("\n"),
+            extra=log_fields(payload),
+        )
+        error = {**failure_data(exc), "message": str(exc), "traceback": trace}
         return _event(payload, failed, {**answer, **error})
     return _event(payload, done, {**answer, "result": result})
+
+
+def bounded_traceback(exc: BaseException) -> str:
+    """The error's traceback as Python prints it, bounded: its innermost TRACEBACK_FRAMES
+    frames that fit in TRACEBACK_BYTES with the error's line (itself cut to a quarter of
+    that). File names, line numbers and source lines only: never a frame's local
+    variables, where secrets would be."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is _run_one.__code__:
+        tb = tb.tb_next  # the wrapper's own frame says nothing about the task
+    frames = traceback.format_list(traceback.extract_tb(tb)[-TRACEBACK_FRAMES:])
+    last = _clip("".join(traceback.format_exception_only(type(exc), exc)), TRACEBACK_BYTES // 4)
+    head, cut = "Traceback (most recent call last):\n", "  ...\n"
+    budget = TRACEBACK_BYTES - len(head) - len(cut) - len(last.encode())
+    kept: list[str] = []
+    for frame in reversed(frames):
+        budget -= len(frame.encode())
+        if budget < 0:
+            break
+        kept.append(frame)
+    skipped = len(kept) < len(traceback.extract_tb(tb))
+    return head + (cut if skipped else "") + "".join(reversed(kept)) + last
+
+
+def _clip(text: str, limit: int) -> str:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 4].decode("utf-8", "ignore") + "...\n"
+
+
+def log_fields(payload: TaskPayload) -> dict[str, Any]:
+    """What a log record says about the try it is about (`--log-format json` shows them)."""
+    return {
+        "instance_id": payload["instance"],
+        "workflow": payload["workflow"],
+        "state": payload["state"],
+        "task": payload["task"],
+        "attempt": payload["attempt"],
+    }
 
 
 def _info(payload: TaskPayload) -> TaskInfo:
