@@ -143,7 +143,7 @@ def run_burst(app: App, timer_horizon: float = 5.0) -> int:
                 return total
             time.sleep(min(max(wait, 0.0), 0.5) + 0.001)
     finally:
-        applier.leases.release_all()
+        applier.release()
 
 
 def _applier_main(settings: Settings) -> None:

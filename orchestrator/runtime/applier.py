@@ -115,8 +115,12 @@ class Applier:
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-            self.leases.release_all()
-            roster.withdraw(self.redis, self.keys, self.id)
+            self.release()
+
+    def release(self) -> None:
+        """Leave: give the partitions back and withdraw this applier's announcement."""
+        self.leases.release_all()
+        roster.withdraw(self.redis, self.keys, self.id)
 
     def tick(self, block_ms: int = 0) -> int:
         """Keep the leases, fire due timers, apply one batch. Returns events applied."""
