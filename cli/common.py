@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -79,9 +80,60 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def when(timestamp: float | None) -> str:
+def when(timestamp: float | None, zone: str | None = None) -> str:
+    """A time for people: ISO 8601 with its zone, in UTC unless `zone` (IANA) is given."""
     if not timestamp:
         return "-"
-    from datetime import datetime
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    tz: Any = UTC
+    if zone and zone != "UTC":
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = UTC
+    moment = datetime.fromtimestamp(timestamp, tz)
+    text = moment.isoformat(timespec="seconds")
+    return text.removesuffix("+00:00") + "Z" if tz is UTC else text
+
+
+_EPOCH = re.compile(r"\b(due|at|until) (\d{9,11}(?:\.\d+)?)\b")
+
+
+def epochs_as_times(text: str) -> str:
+    """`timer X due 1765000000.000` -> `timer X due 2025-12-06T05:46:40Z` (for text output)."""
+    return _EPOCH.sub(lambda m: f"{m.group(1)} {when(float(m.group(2)))}", text)
+
+
+def table(columns: list[str], rows: list[list[str]]) -> None:
+    """Rows under a header, in aligned columns, on standard output.
+
+    Cells are plain text (never Rich markup, whatever a name holds); nothing is cut or
+    wrapped when the output is not a terminal, so scripts and pipes see whole values."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(
+        file=sys.stdout,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=True,
+        width=None if sys.stdout.isatty() else 100_000,
+    )
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in columns:
+        grid.add_column(name, no_wrap=not sys.stdout.isatty(), overflow="fold")
+    for row in rows:
+        grid.add_row(*(Text(cell) for cell in row))
+    with console.capture() as captured:
+        console.print(grid)
+    out = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    typer.echo(out)
+
+
+def info(message: str) -> None:
+    """A message for the person at the terminal, on standard error (stdout is for results)."""
+    typer.echo(message, err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
@@ -10,9 +11,12 @@ from cli.common import (
     MAX_LIST,
     app_of,
     bounded_int,
+    epochs_as_times,
+    info,
     json_argument,
     key_argument,
     print_json,
+    table,
     when,
 )
 from orchestrator.core.errors import InputError
@@ -29,7 +33,7 @@ def start(
     instance_id: str | None = typer.Option(None, "--id", help="Instance id (default: new)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Start an instance of a workflow and print its id."""
+    """Start an instance of a workflow and print its id (alone: `ID=$(orchestrator start ...)`)."""
     given = json_argument(data, "--input")  # before connecting: bad input needs no Redis
     new_id = app_of(ctx).client.start(name, given, instance_id=instance_id)
     if as_json:
@@ -56,7 +60,10 @@ def emit(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Append an event for an instance, or start one with an event type that starts a workflow."""
+    """Append an event for an instance, or start one with an event type that starts a workflow.
+
+    Prints the instance's id alone on standard output (`ID=$(orchestrator emit ...)`);
+    what happened goes to standard error."""
     given, found_by = json_argument(data, "--data"), key_argument(key)  # before connecting
     if instance_id and old_instance_id:
         raise InputError("give --instance once (--workflow is its former name)")
@@ -78,11 +85,13 @@ def emit(
             }
         )
     elif emitted.note:
-        typer.echo(emitted.note)
-    elif emitted.started:
-        typer.echo(f"started {emitted.instance_id}")
+        info(emitted.note)
     else:
-        typer.echo(f"{emitted.event_id} -> {emitted.instance_id}")
+        if emitted.started:
+            info(f"started {emitted.instance_id}")
+        else:
+            info(f"{emitted.event_id} -> {emitted.instance_id}")
+        typer.echo(emitted.instance_id)
 
 
 @commands.command("status")
@@ -114,7 +123,8 @@ def status(
     if instance.parked:
         typer.echo(f"  parked:  {', '.join(e.type for e in instance.parked)}")
     typer.echo(f"  created: {when(instance.created_at)}   updated: {when(instance.updated_at)}")
-    typer.echo(f"  context: {summary['context']}")
+    context = json.dumps(summary["context"], indent=2, sort_keys=True, default=str)
+    typer.echo("  context: " + context.replace("\n", "\n  "))
 
 
 @commands.command("list")
@@ -137,9 +147,10 @@ def list_instances(
         return
     if not found:
         typer.echo("no instances")
-    for i in found:
-        typer.echo(
-            f"{i.id:<22} {i.workflow:<14} {i.state or '-':<14} {i.status:<13} {when(i.updated_at)}"
+    else:
+        table(
+            ["ID", "WORKFLOW", "STATE", "STATUS", "UPDATED"],
+            [[i.id, i.workflow, i.state or "-", i.status, when(i.updated_at)] for i in found],
         )
     expired = client.expired_count()
     if expired:
@@ -157,15 +168,25 @@ def history(
     if as_json:
         print_json(entries)
         return
+    if not entries:
+        typer.echo("no history")
+        return
+    rows: list[list[str]] = []
     for entry in entries:
         move = f"{entry['from'] or '-'} -> {entry['to'] or '-'}"
-        note = f"  ({entry['note']})" if entry["note"] else ""
-        typer.echo(
-            f"{entry['seq']:>4}  {when(entry['event']['at'])}  {entry['event']['type']:<24} "
-            f"{entry['outcome']:<12} {move}{note}"
+        details: list[str] = [f"({entry['note']})"] if entry["note"] else []
+        details += [f"-> {epochs_as_times(str(effect))}" for effect in entry["effects"]]
+        rows.append(
+            [
+                str(entry["seq"]),
+                when(entry["event"]["at"]),
+                str(entry["event"]["type"]),
+                str(entry["outcome"]),
+                move,
+                "\n".join(details),
+            ]
         )
-        for effect in entry["effects"]:
-            typer.echo(f"{'':>6}-> {effect}")
+    table(["SEQ", "AT", "EVENT", "OUTCOME", "TRANSITION", "DETAILS"], rows)
 
 
 @commands.command("cancel")

@@ -56,7 +56,18 @@ app.add_typer(notifications.recipients, name="recipients")
 app.add_typer(notifications.templates, name="templates")
 app.add_typer(notifications.notify, name="notify")
 app.add_typer(operations.dead_letters, name="dead-letters")
-app.add_typer(running.server, name="server")
+app.add_typer(running.server, name="redis")
+# `server`, the former name of `redis` (too close to `serve`, the HTTP API): hidden, still works
+legacy_server = typer.Typer(help="The former name of `orchestrator redis`.")
+legacy_server.registered_commands = running.server.registered_commands
+
+
+@legacy_server.callback()
+def _legacy_server() -> None:
+    typer.echo("note: `orchestrator server` is now `orchestrator redis`", err=True)
+
+
+app.add_typer(legacy_server, name="server", hidden=True)
 
 
 def run() -> None:

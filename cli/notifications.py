@@ -12,9 +12,10 @@ from typing import Any
 
 import typer
 
-from cli.common import app_of, json_argument, print_json, when
+from cli.common import app_of, json_argument, print_json, table, when
 from notifiers.redact import redact
 from orchestrator.core.errors import UnknownInstance
+from orchestrator.entry.bootstrap import App
 from orchestrator.entry.notifications import (
     RecipientChange,
     add_recipient,
@@ -172,11 +173,21 @@ def list_recipients(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
         return
     if not views:
         typer.echo("no recipients")
+        return
+    rows: list[list[str]] = []
     for v in views:
         channels = [*v["addresses"], *(["push"] if v["push"] else [])]
-        quiet = f"  quiet {v['quiet_hours']} {v['timezone']}" if v["quiet_hours"] else ""
-        out = f"  opted out of {', '.join(v['opted_out'])}" if v["opted_out"] else ""
-        typer.echo(f"{v['id']:<20} {', '.join(channels) or '-'}{out}{quiet}")
+        rows.append(
+            [
+                v["id"],
+                ", ".join(channels) or "-",
+                ", ".join(v["opted_out"]) or "-",
+                v["quiet_hours"] or "-",
+                v["timezone"],
+                v["locale"] or "-",
+            ]
+        )
+    table(["ID", "CHANNELS", "OPTED OUT", "QUIET HOURS", "ZONE", "LOCALE"], rows)
 
 
 @templates.command("check")
@@ -216,9 +227,18 @@ def send(
     ),
     data: str | None = typer.Option(None, "--data", help="Template context: JSON or @file.json."),
     urgent: bool = typer.Option(False, "--urgent", help="Send even in quiet hours."),
+    console: bool = typer.Option(
+        False,
+        "--console",
+        help="When the channel is not configured, print the message on the console instead "
+        "of failing.",
+    ),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Send one notification now, through the real channel, without an instance."""
+    """Send one notification now, through the real channel, without an instance.
+
+    A channel that is not configured is an error (exit 1) naming the variable to set,
+    unless --console. --json says which provider sent it ("console" when it stood in)."""
     app = app_of(ctx)
     module = template_module(app.registry, template, workflow)
     context = json_argument(data, "--data")
@@ -234,12 +254,14 @@ def send(
             module=module,
             context=context,
             urgent=urgent,
+            console=console,
         )
     facts = outcome.data
     result: dict[str, Any] = {
         "status": outcome.status,
         "key": payload["key"],
         "channel": channel,
+        "provider": facts.get("provider"),
         "to": redact(to),
         "template": template,
         "provider_id": facts.get("provider_id"),
@@ -254,12 +276,23 @@ def send(
     elif failed:
         typer.echo(f"error: notification {outcome.status}: {result['reason']}", err=True)
     elif outcome.later is not None:
-        typer.echo(f"{outcome.status} until {when(outcome.later)}: a running worker sends it then")
+        zone = _zone_of(app, to)
+        typer.echo(
+            f"{outcome.status} until {when(outcome.later, zone)}: a running worker sends it then"
+        )
     else:
         # a warning (the console standing in) was logged to stderr when the channel was built
         typer.echo(f"{outcome.status}: provider id {result['provider_id']}")
     if failed:
         raise typer.Exit(1)
+
+
+def _zone_of(app: App, recipient_id: str | None) -> str | None:
+    """The time zone of a recipient (quiet hours are theirs), or None: not a known recipient."""
+    if not recipient_id:
+        return None
+    found = Recipients(app.redis, app.keys).get(recipient_id)
+    return found.timezone if found is not None else None
 
 
 @commands.command("notifications")
@@ -277,16 +310,32 @@ def notifications(
         return
     if not rows:
         typer.echo("no notifications")
+        return
+    lines: list[list[str]] = []
     for r in rows:
         tries = f"{r['attempts']} tr{'y' if r['attempts'] == 1 else 'ies'}"
-        typer.echo(
-            f"{r['channel']:<8} {r['to'] or '-':<24} {r['template']:<22} {r['status']:<9} "
-            f"{tries:<9} {r['provider_id'] or '-'}  {when(r['updated_at'])}"
-        )
-        for label in ("reason", "last_error"):
-            if r[label]:
-                typer.echo(f"  {label.replace('_', ' ')}: {r[label]}")
-        for warning in r["warnings"]:
-            typer.echo(f"  warning: {warning}")
+        details = [
+            f"{label.replace('_', ' ')}: {r[label]}"
+            for label in ("reason", "last_error")
+            if r[label]
+        ]
+        details += [f"warning: {warning}" for warning in r["warnings"]]
         if r["status"] in ("delayed", "retrying") and (r["until"] or r["next_try"]):
-            typer.echo(f"  next try: {when(r['until'] or r['next_try'])}")
+            # a quiet-hours delay ends in the recipient's zone
+            zone = _zone_of(app, r["to"]) if r["until"] else None
+            details.append(f"next try: {when(r['until'] or r['next_try'], zone)}")
+        lines.append(
+            [
+                r["channel"],
+                r["to"] or "-",
+                r["template"],
+                r["status"],
+                tries,
+                r["provider_id"] or "-",
+                when(r["updated_at"]),
+                "\n".join(details),
+            ]
+        )
+    table(
+        ["CHANNEL", "TO", "TEMPLATE", "STATUS", "TRIES", "PROVIDER ID", "UPDATED", "DETAILS"], lines
+    )

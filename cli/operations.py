@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import MAX_LIST, app_of, bounded_int, print_json, when
+from cli.common import MAX_LIST, app_of, bounded_int, print_json, table, when
 from orchestrator.core.errors import InputError
 
 commands = typer.Typer()
@@ -73,12 +73,21 @@ def list_dead_letters(
         return
     if not letters:
         typer.echo("no dead letters")
+        return
+    rows: list[list[str]] = []
     for letter in letters:
         event = letter["event"]
-        what = (
-            f"{event.get('type')} for {event.get('instance')}" if isinstance(event, dict) else "?"
+        known = isinstance(event, dict)
+        rows.append(
+            [
+                str(letter["id"]),
+                when(letter["at"]),
+                str(event.get("type")) if known else "?",
+                str(event.get("instance") or "-") if known else "?",
+                str(letter["reason"]),
+            ]
         )
-        typer.echo(f"{letter['id']}  {when(letter['at'])}  {what}: {letter['reason']}")
+    table(["ID", "AT", "EVENT", "INSTANCE", "REASON"], rows)
 
 
 @dead_letters.command("replay")

@@ -1,4 +1,4 @@
-"""Commands that run things: `worker`, `demo`, `server`."""
+"""Commands that run things: `worker`, `demo`, `redis` (`server`: its former, hidden name)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from orchestrator.entry.connection import check_durability
 
 commands = typer.Typer()
 MAX_PROCESSES = 256  # of each kind, on one machine
-server = typer.Typer(help="Manage the embedded Redis server (used when no REDIS_URL is set).")
+server = typer.Typer(
+    help="Manage the embedded Redis server (used when no REDIS_URL is set): "
+    "start, stop, status. Not `orchestrator serve`, which is the HTTP API."
+)
 
 
 @commands.command("worker")
@@ -97,7 +100,13 @@ def worker(
 
 @commands.command("demo")
 def demo(ctx: typer.Context) -> None:
-    """Run order workflows (some fail and are compensated) on a private embedded Redis."""
+    """Run the three bundled workflows for about five seconds on a private embedded Redis.
+
+    Orders that ship, or fail and are compensated; users who verify their email, verify
+    after a reminder, never verify, or fail profile creation; sensor alerts that resolve,
+    are acknowledged, escalate (push and email to the next on call), or take repeated
+    readings. Day- and minute-long timeouts are played by emitting the timeout event.
+    Emails go to a local test mailbox. Then it prints what happened to each instance."""
     from orchestrator.entry.demo import run_demo
 
     raise typer.Exit(run_demo(app_of(ctx).settings))
@@ -110,6 +119,26 @@ def server_stop(ctx: typer.Context) -> None:
 
     data_dir = app_of(ctx).settings.data_dir
     typer.echo("stopped" if stop(data_dir) else f"no embedded Redis is running in {data_dir}")
+
+
+@server.command("start")
+def server_start(ctx: typer.Context) -> None:
+    """Start the embedded Redis server (or find it running) and print its URL."""
+    from orchestrator.store.embedded import ensure_running
+
+    typer.echo(ensure_running(app_of(ctx).settings.data_dir))
+
+
+@server.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the embedded Redis is running; exit 3 when it is not."""
+    from orchestrator.store.embedded import state, url_for
+
+    data_dir = app_of(ctx).settings.data_dir
+    found = state(data_dir)
+    typer.echo(f"{found}\ndata folder: {data_dir}\nurl: {url_for(data_dir)}")
+    if found != "running":
+        raise typer.Exit(3)
 
 
 @server.command("info")

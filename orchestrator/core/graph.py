@@ -1,8 +1,30 @@
-"""A workflow's state machine as Mermaid or Graphviz DOT text."""
+"""A workflow's state machine as Mermaid or Graphviz DOT text.
+
+Every name (workflow, state, event, task, guard) is escaped for the format it goes
+into, so a name holding quotes, backslashes, newlines or markup characters cannot
+break the diagram or add to it.
+"""
 
 from __future__ import annotations
 
+import re
+
 from orchestrator.core.spec import Definition, TransitionSpec
+
+_MERMAID_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Mermaid reads these in labels (entity codes, statement ends, HTML, blocks, quotes).
+_MERMAID_CODES = {
+    "#": "#35;",
+    ";": "#59;",
+    '"': "#quot;",
+    "<": "#lt;",
+    ">": "#gt;",
+    "{": "#123;",
+    "}": "#125;",
+    "&": "#amp;",
+    "`": "#96;",
+}
+_MERMAID_RESERVED = frozenset({"state", "note", "end", "direction", "classDef", "class"})
 
 
 def _label(row: TransitionSpec) -> str:
@@ -30,38 +52,80 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
     return edges
 
 
+def _mermaid_text(value: str) -> str:
+    """Text Mermaid shows as written: its special characters as entity codes, line
+    breaks as <br/>, other control characters as spaces."""
+    out = "".join(_MERMAID_CODES.get(c, c) for c in value)
+    out = out.replace("\r\n", "<br/>").replace("\n", "<br/>").replace("\r", "<br/>")
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in out)
+
+
+def _dot_text(value: str) -> str:
+    """The inside of a DOT double-quoted string: backslashes and quotes escaped, line
+    breaks as \\n (centred lines), other control characters as spaces."""
+    out = value.replace("\\", "\\\\").replace('"', '\\"')
+    out = out.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in out)
+
+
+def _mermaid_ids(definition: Definition) -> dict[str, str]:
+    """A Mermaid id for every state: its name when that is a plain identifier, else s1, s2..."""
+    names = set(definition.states) | {row.target for row in definition.transitions}
+    for row in definition.transitions:
+        names |= set(row.sources or ())
+    ids: dict[str, str] = {}
+    taken = {n for n in names if _MERMAID_ID.match(n) and n not in _MERMAID_RESERVED}
+    number = 0
+    for name in sorted(names):
+        if name in taken:
+            ids[name] = name
+            continue
+        number += 1
+        while f"s{number}" in taken:
+            number += 1
+        ids[name] = f"s{number}"
+    return ids
+
+
 def mermaid(definition: Definition) -> str:
-    lines = ["stateDiagram-v2", f"    [*] --> {definition.initial}"]
+    ids = _mermaid_ids(definition)
+    esc = _mermaid_text
+    lines = ["stateDiagram-v2"]
+    for name, sid in ids.items():
+        if sid != name:
+            lines.append(f'    state "{esc(name)}" as {sid}')
+    lines.append(f"    [*] --> {ids[definition.initial]}")
     for name, state in definition.states.items():
         notes = []
         if state.task:
-            notes.append(f"task {state.task.path.rpartition(':')[2]}")
+            notes.append(f"task {esc(state.task.path.rpartition(':')[2])}")
         if state.compensation:
-            notes.append(f"undo {state.compensation.path.rpartition(':')[2]}")
+            notes.append(f"undo {esc(state.compensation.path.rpartition(':')[2])}")
         if state.timeout:
-            notes.append(f"{state.timeout_event} after {state.timeout:g}s")
+            notes.append(f"{esc(state.timeout_event)} after {state.timeout:g}s")
         if notes:
-            lines.append(f"    {name} : {name}<br/>{'<br/>'.join(notes)}")
+            lines.append(f"    {ids[name]} : {esc(name)}<br/>{'<br/>'.join(notes)}")
     for source, target, label in _edges(definition):
-        lines.append(f"    {source} --> {target} : {label}")
+        lines.append(f"    {ids[source]} --> {ids[target]} : {esc(label)}")
     for name, state in definition.states.items():
         if state.final:
-            lines.append(f"    {name} --> [*]")
+            lines.append(f"    {ids[name]} --> [*]")
     return "\n".join(lines) + "\n"
 
 
 def dot(definition: Definition) -> str:
+    esc = _dot_text
     lines = [
-        f'digraph "{definition.name}" {{',
+        f'digraph "{esc(definition.name)}" {{',
         "    rankdir=LR;",
         "    node [shape=box, style=rounded];",
     ]
     lines.append('    "__start" [shape=point];')
-    lines.append(f'    "__start" -> "{definition.initial}";')
+    lines.append(f'    "__start" -> "{esc(definition.initial)}";')
     for name, state in definition.states.items():
         if state.final:
-            lines.append(f'    "{name}" [peripheries=2];')
+            lines.append(f'    "{esc(name)}" [peripheries=2];')
     for source, target, label in _edges(definition):
-        lines.append(f'    "{source}" -> "{target}" [label="{label}"];')
+        lines.append(f'    "{esc(source)}" -> "{esc(target)}" [label="{esc(label)}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

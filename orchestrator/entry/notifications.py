@@ -14,14 +14,15 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from notifiers.errors import ChannelConfigError
 from notifiers.redact import redact
-from notifiers.registry import CHANNELS, Notifiers
+from notifiers.registry import CHANNELS, Notifiers, notifier_class
 from notifiers.templates import TemplateProblem, check, folder_of
 from orchestrator.core.errors import InputError, InstanceExists
 from orchestrator.runtime.notify.delivery import Deliverer, Outcome
@@ -276,6 +277,7 @@ def send_one(
     module: str,
     context: dict[str, Any],
     urgent: bool = False,
+    console: bool = False,
 ) -> tuple[Outcome, NotificationPayload]:
     """Deliver one notification now, without an instance, through the workers' flow.
 
@@ -283,11 +285,21 @@ def send_one(
     the flow defers it (quiet hours, a transient failure) it is scheduled the
     way a worker schedules it, for the next running worker to send. `channels`: the
     channel settings the process started with (Settings.channels).
+
+    A channel that is not configured is a ChannelConfigError naming what to set, unless
+    `console`: then the console stands in for it, as it does for a worker. (Only this
+    command refuses: a worker's fallback to the console is the registry's, unchanged.)
     """
     if channel not in CHANNELS:
         raise InputError(f"unknown channel {channel!r} (channels: {', '.join(sorted(CHANNELS))})")
     if not to.strip():
         raise InputError("--to needs an address or a recipient id")
+    problem = channel_problem(channels, channel)
+    if problem is not None and not console:
+        raise ChannelConfigError(
+            f"the {channel} channel is not configured: {problem}; set it, "
+            "or pass --console to print the message on the console instead"
+        )
     payload = notification_payload(
         keys,
         key=f"cli-{uuid.uuid4().hex}",
@@ -306,9 +318,20 @@ def send_one(
         outcome = Deliverer(client, keys, channels, notifiers).deliver(payload, payload["key"])
     finally:
         notifiers.close()
+    # which notifier served it: the channel's own, or the console standing in for it
+    outcome = replace(outcome, data={**outcome.data, "provider": "console" if problem else channel})
     if outcome.later is not None:
         Later(client, keys).add({**payload, "attempt": 2}, outcome.later)
     return outcome, payload
+
+
+def channel_problem(channels: Mapping[str, str], channel: str) -> str | None:
+    """Why `channel` cannot send with these settings (naming what to set), or None."""
+    try:
+        notifier_class(channel).from_env(channels).close()
+    except ChannelConfigError as exc:
+        return str(exc)
+    return None
 
 
 _JSON_FIELDS = ("urgent", "attempts", "resends", "warnings", "refused", "gone")

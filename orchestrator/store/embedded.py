@@ -191,6 +191,13 @@ def stop(data_dir: Path) -> bool:
     return True
 
 
+def state(data_dir: Path) -> str:
+    """ "running", "loading" (up, reading its append-only file) or "stopped"."""
+    sock = socket_path(data_dir)
+    found = "none" if sock is None else _ping(sock)
+    return {"ready": "running", "none": "stopped"}.get(found, found)
+
+
 def _url(sock: Path) -> str:
     return f"unix://{quote(str(sock))}"
 

@@ -89,11 +89,12 @@ def test_each_send_is_a_new_notification(env: Env) -> None:
 def test_an_unconfigured_email_falls_back_to_the_console_with_a_warning(env: Env) -> None:
     result = send(
         "email", "--to", "ann@example.com", "--template", "order_shipped",
-        "--data", json.dumps(SHIPPED), "--json", env=env,
+        "--data", json.dumps(SHIPPED), "--json", "--console", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["status"] == "sent"
+    assert (outcome["channel"], outcome["provider"]) == ("email", "console")
     assert outcome["provider_id"].startswith("console-")
     assert any("email is not configured" in w for w in outcome["warnings"])
     assert "[email -> ann@example.com] Your order A1 is on its way" in result.stderr
@@ -103,7 +104,7 @@ def test_an_unconfigured_email_falls_back_to_the_console_with_a_warning(env: Env
 def test_the_warning_is_shown_once_in_text_mode(env: Env) -> None:
     result = send(
         "email", "--to", "ann@example.com", "--template", "order_shipped",
-        "--data", json.dumps(SHIPPED), env=env,
+        "--data", json.dumps(SHIPPED), "--console", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("sent: provider id console-")
@@ -114,7 +115,7 @@ def test_a_password_in_the_address_is_not_in_the_outcome(env: Env) -> None:
     url = "https://user:hunter2@127.0.0.1:9/hook"
     result = send(
         "webhook", "--to", url, "--template", "order_shipped",
-        "--data", json.dumps(SHIPPED), "--json", env=env,
+        "--data", json.dumps(SHIPPED), "--json", "--console", env=env,
     )  # fmt: skip
     outcome = json.loads(result.stdout)
     assert outcome["to"] == "https://user:***@127.0.0.1:9/hook"
@@ -141,6 +142,7 @@ def test_a_missing_variable_fails_in_json_too(env: Env) -> None:
         "--data",
         "{}",
         "--json",
+        "--console",
         env=env,
     )
     assert result.returncode == 1
@@ -284,8 +286,9 @@ def test_notifications_of_an_order_after_it_ran(env: Env, app: App) -> None:
     text = run_cli("notifications", iid, env=env)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].split()[:5] == ["email", "ann@example.com", "order_shipped", "sent", "1"]
-    assert "  warning: email is not configured" in text.stdout
+    assert lines[0].split()[:4] == ["CHANNEL", "TO", "TEMPLATE", "STATUS"]  # a header
+    assert lines[1].split()[:5] == ["email", "ann@example.com", "order_shipped", "sent", "1"]
+    assert "warning: email is not configured" in text.stdout
     assert SMTP_SECRET not in text.stdout + text.stderr + worker.stdout + worker.stderr
 
 

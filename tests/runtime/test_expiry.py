@@ -304,5 +304,6 @@ def test_notifications_of_an_instance_list_what_can_be_read(
     ]
     text = run_cli("notifications", iid, env=env)
     assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
-    first = text.stdout.split()
+    header, first = (line.split() for line in text.stdout.splitlines()[:2])
+    assert header[:4] == ["CHANNEL", "TO", "TEMPLATE", "STATUS"]
     assert (first[0], first[2], first[3]) == ("sms", "order_shipped", "unknown")
