@@ -57,6 +57,13 @@ def worker(
         help="DEBUG, INFO (start-up, notification retries), WARNING (failed tasks, with "
         "their traceback; restarted processes) or ERROR. Logs go to stderr.",
     ),
+    allow_mixed_workflows: bool = typer.Option(
+        False,
+        "--allow-mixed-workflows",
+        envvar="ORCHESTRATOR_ALLOW_MIXED_WORKFLOWS",
+        help="Start even though live workers on this namespace serve other workflows or "
+        "versions (refused by default: they would dead-letter each other's events).",
+    ),
     log_format: str = typer.Option(
         "text",
         "--log-format",
@@ -83,6 +90,10 @@ def worker(
     app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
     if not accept_risk:
         check_durability(app.redis, app.settings.redis_url or "the embedded Redis")
+    if not allow_mixed_workflows:
+        from orchestrator.runtime import roster
+
+        roster.check(app.redis, app.keys, app.registry, app.settings.lease_ttl)
     if burst:
         applied = run_burst(app)
         typer.echo(f"burst done: {applied} events applied")

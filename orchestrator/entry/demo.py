@@ -96,7 +96,7 @@ def _sensor(n: int, tag: str, label: str, steps: list[Step]) -> Scenario:
         "sensor_id": sensor_id,
         "value": 95.0,
         "threshold": 80.0,
-        "oncall_phone": "+15550100",
+        "oncall_phone": "+14155550100",
         "escalation_push": "bob",
         "escalation_email": "bob",
     }

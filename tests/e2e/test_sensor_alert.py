@@ -23,15 +23,15 @@ from workflows.sensor_alert.tasks import BadReading, back_to_normal, over_thresh
 
 THRESHOLD = 80.0
 CONTACTS = {
-    "oncall_phone": "+15550101",
+    "oncall_phone": "+14155550101",
     "escalation_push": "device-bob",
     "escalation_email": "bob@example.com",
 }
 # History describes a notify effect as "notify CHANNEL to TO with TEMPLATE"
-PAGE = "notify sms to +15550101 with alert_page"
+PAGE = "notify sms to +14155550101 with alert_page"
 PUSH = "notify push to device-bob with alert_escalated"
 EMAIL = "notify email to bob@example.com with alert_escalated"
-RESOLVED = "notify sms to +15550101 with alert_resolved"
+RESOLVED = "notify sms to +14155550101 with alert_resolved"
 
 
 def reading(app: App, value: float, sensor: str = "T-1", **extra: Any) -> Emitted:

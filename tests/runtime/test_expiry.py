@@ -40,7 +40,7 @@ __all__ = ["smtp_server"]  # the fixture, imported for pytest
 
 RETENTION = 2.0
 EMAIL = "buyer@example.com"
-PHONE = "+15550100"
+PHONE = "+14155550100"
 
 # (workflow, input, final state): the order's happy path, each of its failure paths
 # (one undoing nothing, two compensating), one with no phone (its SMS fails for good),
