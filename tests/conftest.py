@@ -73,6 +73,9 @@ def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, st
         ORCHESTRATOR_HOME=str(tmp_path / "home"),
         ORCHESTRATOR_WORKFLOWS=",".join(TEST_WORKFLOWS),
         ORCHESTRATOR_PARTITIONS="4",
+        # Tests start workers with several workflow sets on one database, one after
+        # another; the roster check has its own test (tests/e2e/test_mixed_workers.py).
+        ORCHESTRATOR_ALLOW_MIXED_WORKFLOWS="1",
     )
     if redis_url:
         env["REDIS_URL"] = redis_url

@@ -22,6 +22,7 @@ def test_a_worker_with_other_workflows_is_refused_unless_allowed(
     redis_url: str, tmp_path: Path
 ) -> None:
     env = cli_env(redis_url, tmp_path, ORCHESTRATOR_WORKFLOWS="workflows")
+    del env["ORCHESTRATOR_ALLOW_MIXED_WORKFLOWS"]  # the check under test
     first = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--notifiers", "0"],
         env=env,
