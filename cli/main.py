@@ -24,7 +24,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 app = typer.Typer(
     help="Workflows as Python classes, advanced by events in Redis, run by RQ workers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
