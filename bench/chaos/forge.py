@@ -47,7 +47,7 @@ from bench.chaos.cluster import Cluster, Shape, cluster
 from bench.chaos.collect import load
 from bench.chaos.model import Report, Snapshot
 from bench.chaos.providers import prism_receipts
-from bench.chaos.runner import Batch, Chaos, Run, say
+from bench.chaos.runner import Batch, Chaos, Run, say, unexpected_tracebacks
 from bench.chaos.scenarios import (
     Outcome,
     Row,
@@ -73,7 +73,6 @@ SIZES = {  # orders, over seconds, chaos lasts seconds, notes within seconds of 
     "ci": (12, 8.0, 12.0, 3.0),
 }
 FORGED_MAIL = re.compile(r"forged-\d+@example\.com")
-TRACEBACK = "Traceback (most recent call last)"
 
 
 @dataclass
@@ -329,10 +328,10 @@ class ForgeRun(Run):
         self.left = self.forger.leftovers()
         self.unexpected = list(self.cluster.pool.unexpected)
         for log in sorted(self.cluster.folder.glob("worker-*.log")):
-            blocks = log.read_text(errors="replace").split(TRACEBACK)[1:]
-            refused = sum(1 for b in blocks if "RefusedJob" in b[:4000])
+            text = log.read_text(errors="replace")
+            refused = unexpected_tracebacks(text, only="RefusedJob")
             self.refused_tracebacks += refused
-            self.tracebacks += len(blocks) - refused
+            self.tracebacks += unexpected_tracebacks(text) - refused
         self.journal.close()
         c = self.cluster
         receipts = c.smtp.receipts() + prism_receipts(c.prism_log)
