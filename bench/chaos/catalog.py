@@ -42,4 +42,7 @@ QUICK = (
     "forge-poison",
     "saga-backlog",
 )
-CI = ("kill-workers", "self-kill", "duplicates", "forge-poison", "saga-backlog")  # no timing judged
+# CI: no timing judged; duplicates and forge-poison run in full and quick (their checks
+# also run in pytest: tests/bench/test_chaos_copies.py, tests/runtime/test_guard_*.py,
+# tests/runtime/test_poison.py), to keep .ci/run under fifteen minutes
+CI = ("kill-workers", "self-kill", "saga-backlog")
