@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -137,3 +139,47 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
 def info(message: str) -> None:
     """A message for the person at the terminal, on standard error (stdout is for results)."""
     typer.echo(message, err=True)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on standard error for a long operation, fed `(done, total)`.
+
+    Drawn only at a terminal (stdout stays for results; pipes and `--json` see nothing),
+    and only for work that comes in several parts or has taken a second: a bar that would
+    flash for a quick call stays hidden. Rich decides what a terminal is
+    (TTY_COMPATIBLE=1 forces one)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
+    started = time.monotonic()
+    task = bar.add_task(description, total=None)
+    shown = False
+
+    def update(done: int, total: int) -> None:
+        nonlocal shown
+        if not shown and (time.monotonic() - started >= SHOW_PROGRESS_AFTER or done < total):
+            bar.start()
+            shown = True
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if shown:
+            bar.stop()
+
+
+SHOW_PROGRESS_AFTER = 1.0  # seconds: work still unfinished by then gets a bar

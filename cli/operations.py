@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import MAX_LIST, app_of, bounded_int, print_json, table, when
+from cli.common import MAX_LIST, app_of, bounded_int, print_json, progress_bar, table, when
 from orchestrator.core.errors import InputError
 
 commands = typer.Typer()
@@ -100,7 +100,10 @@ def replay_dead_letters(
     """Put dead letters back into their inboxes, to be applied again."""
     if bool(letter_ids) == everything:
         raise InputError("give dead letter ids or --all (one of the two)")
-    replayed = app_of(ctx).client.dead_letters.replay(None if everything else letter_ids)
+    with progress_bar("putting back") as progress:
+        replayed = app_of(ctx).client.dead_letters.replay(
+            None if everything else letter_ids, progress=None if as_json else progress
+        )
     if as_json:
         print_json({"replayed": replayed})
     else:

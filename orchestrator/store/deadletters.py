@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -40,6 +41,8 @@ from orchestrator.store.instances import decode_text
 from orchestrator.store.keys import Keys
 
 INBOX = "inbox"
+REPLAY_CHUNK = 500  # letters put back per transaction: a long replay shows progress, holds
+# no giant MULTI, and a crash midway leaves each letter either back in its inbox or listed
 
 
 def dead_letter(source: str, key: str, entry: str, raw: bytes | str, reason: str) -> dict[str, str]:
@@ -90,8 +93,15 @@ class DeadLetters:
             )
         return letters
 
-    def replay(self, letter_ids: list[str] | None) -> list[str]:
-        """Put letters back into their inboxes (all when `letter_ids` is None)."""
+    def replay(
+        self,
+        letter_ids: list[str] | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Put letters back into their inboxes (all when `letter_ids` is None).
+
+        Every chosen letter is checked before anything is written; they then go back
+        REPLAY_CHUNK per transaction, `progress(done, total)` called after each."""
         letters = {letter["id"]: letter for letter in self.read(limit=100_000)}
         if letter_ids is None:  # all: every one that can go back; the others stay listed
             chosen = [i for i, found in letters.items() if _replayable(found)]
@@ -108,13 +118,16 @@ class DeadLetters:
                 )
             if not _replayable(found):
                 raise InputError(f"dead letter {letter_id} holds no valid event; cannot replay it")
-        pipe = self.redis.pipeline(transaction=True)
-        for letter_id in chosen:
-            event = letters[letter_id]["event"]
-            inbox = self.keys.inbox(self.keys.partition_of(event["instance"]))
-            pipe.xadd(inbox, {"e": json.dumps(event, separators=(",", ":"))})
-            pipe.xdel(self.keys.deadletters, letter_id)
-        pipe.execute()
+        for start in range(0, len(chosen), REPLAY_CHUNK):
+            pipe = self.redis.pipeline(transaction=True)
+            for letter_id in chosen[start : start + REPLAY_CHUNK]:
+                event = letters[letter_id]["event"]
+                inbox = self.keys.inbox(self.keys.partition_of(event["instance"]))
+                pipe.xadd(inbox, {"e": json.dumps(event, separators=(",", ":"))})
+                pipe.xdel(self.keys.deadletters, letter_id)
+            pipe.execute()
+            if progress is not None:
+                progress(min(start + REPLAY_CHUNK, len(chosen)), len(chosen))
         return chosen
 
 
