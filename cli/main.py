@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from cli import definitions, instances, notifications, operations, serve
+from cli import definitions, instances, notifications, operations, schedules, serve
 from cli import run as running
 from notifiers.errors import NotifierError
 from orchestrator.core.errors import InputError, OrchestratorError
@@ -56,6 +56,7 @@ app.add_typer(notifications.recipients, name="recipients")
 app.add_typer(notifications.templates, name="templates")
 app.add_typer(notifications.notify, name="notify")
 app.add_typer(operations.dead_letters, name="dead-letters")
+app.add_typer(schedules.schedules, name="schedules")
 app.add_typer(running.server, name="redis")
 # `server`, the former name of `redis` (too close to `serve`, the HTTP API): hidden, still works
 legacy_server = typer.Typer(help="The former name of `orchestrator redis`.")

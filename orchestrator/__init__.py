@@ -1,11 +1,12 @@
 """A workflow and notification orchestrator on Redis and RQ.
 
-Public API: the definition language (Workflow, State, Task, On, Notify, ANY),
+Public API: the definition language (Workflow, State, Task, On, Notify, ANY,
+Schedule),
 what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
 client (Orchestrator). Everything else is internal.
 """
 
-from orchestrator.core.definition import ANY, Notify, On, State, Task, Workflow
+from orchestrator.core.definition import ANY, Notify, On, Schedule, State, Task, Workflow
 from orchestrator.core.errors import NonRetryable, OrchestratorError
 from orchestrator.entry.client import Orchestrator
 from orchestrator.entry.settings import Settings
@@ -18,6 +19,7 @@ __all__ = [
     "On",
     "Orchestrator",
     "OrchestratorError",
+    "Schedule",
     "Settings",
     "State",
     "Task",

@@ -24,6 +24,7 @@ from orchestrator.core.language import (
     Task,
     task_path,
 )
+from orchestrator.core.schedule import Schedule, ScheduleSpec
 from orchestrator.core.spec import (
     CANCELLED,
     LOST_TRIES,
@@ -45,6 +46,8 @@ __all__ = [
     "Notify",
     "NotifySpec",
     "On",
+    "Schedule",
+    "ScheduleSpec",
     "State",
     "StateSpec",
     "Task",

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from orchestrator.core.schedule import ScheduleSpec
 
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
 Save = bool | str | Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
@@ -83,3 +86,4 @@ class Definition:
     # TypedDict); plain data here, checked by orchestrator.runtime.schemas
     schemas: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the class it was compiled from, as messages about it name it
+    schedules: tuple[ScheduleSpec, ...] = ()  # when it starts on its own (core.schedule)

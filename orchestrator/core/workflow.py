@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.core import events as ev
-from orchestrator.core.errors import DefinitionError
+from orchestrator.core.errors import DefinitionError, InputError
 from orchestrator.core.language import (
     ANY,
     COMPENSATION_MAX_BACKOFF,
@@ -34,6 +34,7 @@ from orchestrator.core.language import (
     Task,
     task_path,
 )
+from orchestrator.core.schedule import Schedule, ScheduleSpec, check
 from orchestrator.core.spec import (
     CANCELLED,
     TASK_LOST,
@@ -56,6 +57,7 @@ class Workflow:
       correlate_by  a context key that routes external events to the instance
       cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
       schemas       event type -> pydantic model or TypedDict its data must fit
+      schedules     when to start it on its own: a list of `Schedule` (cron or interval)
       transitions   the table, a list of `On`
     """
 
@@ -67,6 +69,7 @@ class Workflow:
     cancel_state: ClassVar[StateRef | None] = None
     transitions: ClassVar[Sequence[On]] = ()
     schemas: ClassVar[Mapping[str, Any]] = {}
+    schedules: ClassVar[Sequence[Schedule]] = ()
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -243,7 +246,37 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         templates=_templates_folder(cls),
         schemas=_schemas(cls.schemas, event_types, fail),
         source=cls.__name__,
+        schedules=_schedules(cls.schedules, name, cls.correlate_by, fail),
     )
+
+
+def _schedules(
+    declared: object,
+    workflow: str,
+    correlate_by: str | None,
+    fail: Callable[[str], DefinitionError],
+) -> tuple[ScheduleSpec, ...]:
+    if isinstance(declared, Schedule) or not isinstance(declared, Sequence):
+        raise fail("schedules must be a list of Schedule(...)")
+    specs: list[ScheduleSpec] = []
+    for item in declared:
+        if not isinstance(item, Schedule):
+            raise fail(f"schedules entries must be Schedule(...), not {item!r}")
+        if len(declared) > 1 and not item.name:
+            raise fail("declares several schedules: give each a name")
+        try:
+            spec = check(item, workflow, declared=True)
+        except InputError as exc:
+            raise fail(str(exc)) from None
+        if correlate_by is not None and correlate_by not in spec.input:
+            raise fail(
+                f"schedule {spec.name}: the workflow correlates by {correlate_by!r}, which "
+                "the schedule's input lacks"
+            )
+        if any(other.name == spec.name for other in specs):
+            raise fail(f"two schedules are named {spec.name!r}")
+        specs.append(spec)
+    return tuple(specs)
 
 
 def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionError]) -> StateSpec:

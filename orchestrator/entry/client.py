@@ -32,12 +32,14 @@ from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
 from orchestrator.core.replay import ReplayReport, replay
 from orchestrator.entry import connection
+from orchestrator.entry.schedules import ScheduleClient
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Store
 from orchestrator.store.keys import Keys
+from orchestrator.store.schedules import Schedules
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Orchestrator:
         self.inbox = Inbox(client, keys)
         self.store = Store(client, keys, retention)
         self.dead_letters = DeadLetters(client, keys)
+        self.schedules = ScheduleClient(Schedules(client, keys), registry)
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> Orchestrator:

@@ -21,7 +21,7 @@ the batch's commit, with its bytes and the reason, and is acknowledged like
 the rest. An instance whose hash (or archived history) cannot be read is left
 as it is, the evidence an operator repairs, and its events go to the dead
 letters, to be replayed once it is repaired; the batch's other instances go
-on. The side duties of a tick (timers, notify-later, watchdog, retention)
+on. The side duties of a tick (timers, notify-later, schedules, watchdog, retention)
 set aside what they cannot read themselves, and a failure in one of them
 that is not Redis's is logged and retried a little later, never allowed to
 stop the applying. All of it costs no extra round trip: the parsing that was
@@ -52,6 +52,7 @@ from orchestrator.runtime.dispatch import Dispatcher
 from orchestrator.runtime.faults import crash_point
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.deadletters import INBOX, dead_letter
 from orchestrator.store.instances import decode_text
 from orchestrator.store.keys import Keys
@@ -61,6 +62,7 @@ from orchestrator.store.timers import Timers
 
 log = logging.getLogger("orchestrator.runtime.applier")
 DUTY_PAUSE = 5.0  # seconds a side duty that failed waits before it is tried again
+SCHEDULE_EVERY = 1.0  # seconds between the scheduler's looks at what is due
 
 
 class Applier:
@@ -91,8 +93,10 @@ class Applier:
         self.later = Later(client, keys)
         self.reader = BatchReader(client, keys, self.leases, self.id, batch_size)
         self.writer = BatchWriter(client, keys, self.dispatcher, self.retention)
+        self.scheduler = Scheduler(client, keys, registry)
         self._next_clean = 0.0
         self._next_watch = 0.0
+        self._next_schedule = 0.0
         self._next_announce = 0.0
         self._served = roster.served(registry)
         self._duty_paused: dict[str, float] = {}  # side duty -> when it may run again
@@ -135,8 +139,11 @@ class Applier:
             return 0
         now = time.time()
         self._duty("timers", now, lambda: self.timers.fire_due(owned, now))
-        if 0 in owned:  # one mover: the holder of partition 0
+        if 0 in owned:  # one mover and one scheduler: the holder of partition 0
             self._duty("notify-later", now, lambda: self.later.move_due(self.dispatcher, now))
+            if now >= self._next_schedule:  # ticks have whole seconds: once a second will do
+                self._next_schedule = now + SCHEDULE_EVERY
+                self._duty("schedules", now, lambda: self.scheduler.run_due(now))
         if now >= self._next_watch:
             self._next_watch = now + 1.0
             self._duty("watchdog", now, lambda: self.dispatcher.watchdog.check(owned, now))

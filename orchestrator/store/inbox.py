@@ -80,6 +80,38 @@ class Inbox:
         Returns ("created", id), or ("correlated", existing id) when a live
         instance already answers to the business key. Raises InstanceExists.
         """
+        keys, args = self._create_call(
+            definition, instance_id, data, correlation, trigger, event_id
+        )
+        outcome, other = self._create(keys=keys, args=args)
+        outcome, other = outcome.decode(), other.decode()
+        if outcome == "exists":
+            raise InstanceExists(f"an instance with id {instance_id!r} exists already")
+        return outcome, other
+
+    def queue_create(
+        self,
+        pipe: redis.client.Pipeline,
+        definition: Definition,
+        instance_id: str,
+        data: dict[str, Any],
+        correlation: tuple[str, str] | None,
+        trigger: str,
+    ) -> None:
+        """`create` queued in a transaction; its reply, [outcome, id] as bytes, comes with
+        the others' (an existing id is "exists", not an error: for idempotent starts)."""
+        keys, args = self._create_call(definition, instance_id, data, correlation, trigger, None)
+        self._create(keys=keys, args=args, client=pipe)
+
+    def _create_call(
+        self,
+        definition: Definition,
+        instance_id: str,
+        data: dict[str, Any],
+        correlation: tuple[str, str] | None,
+        trigger: str | None,
+        event_id: str | None,
+    ) -> tuple[list[str], list[Any]]:
         now = time.time()
         correlation_text = f"{correlation[0]}={correlation[1]}" if correlation else None
         shell = Instance(
@@ -100,21 +132,15 @@ class Inbox:
         workflow = definition.name
         correlation_key = self.keys.correlation(workflow, *correlation) if correlation else ""
         fields = [item for pair in shell.to_fields().items() for item in pair]
-        outcome, other = self._create(
-            keys=[
-                self.keys.instance(instance_id),
-                self.keys.inbox(self.keys.partition_of(instance_id)),
-                correlation_key,
-                self.keys.all_instances,
-                self.keys.by_workflow(workflow),
-                self.keys.by_status("pending"),
-            ],
-            args=[instance_id, now, start.to_json(), *fields],
-        )
-        outcome, other = outcome.decode(), other.decode()
-        if outcome == "exists":
-            raise InstanceExists(f"an instance with id {instance_id!r} exists already")
-        return outcome, other
+        keys = [
+            self.keys.instance(instance_id),
+            self.keys.inbox(self.keys.partition_of(instance_id)),
+            correlation_key,
+            self.keys.all_instances,
+            self.keys.by_workflow(workflow),
+            self.keys.by_status("pending"),
+        ]
+        return keys, [instance_id, now, start.to_json(), *fields]
 
     def append(self, event: Event) -> str:
         """Append an event to its instance's partition; returns the stream entry id."""

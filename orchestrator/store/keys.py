@@ -33,6 +33,10 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:recipient:RID                 hash   a recipient: addresses, subscriptions, preferences
   N:recipients                    set    recipient ids
   N:deadletters                   stream events that could not be applied, with the reason
+  N:schedules                     hash   schedule name -> its spec (JSON, core.schedule)
+  N:schedule:NAME                 hash   where a schedule stands: last, paused, instance,
+                                         started, skipped (store.schedules)
+  N:schedules:due                 zset   schedule names by when their next round is due
   N:appliers                      zset   live applier ids by last heartbeat
   N:applier-workflows             hash   applier id -> the workflows it serves (runtime.roster)
 
@@ -41,7 +45,7 @@ with it: instance, archive, applied, and its notifications (index, records, and
 their provider-message keys); a notification with no instance (`notify send`)
 lives for the retention. What stays is deployment-wide: meta, inboxes, leases,
 timers, outstanding, the idx:* and expired sets (trimmed by the janitor),
-notify-later, rate, recipients, deadletters, appliers.
+notify-later, rate, recipients, deadletters, schedules, appliers.
 
 RQ keeps its own keys (rq:*); give each deployment its own Redis database.
 """
@@ -159,6 +163,17 @@ class Keys:
     @property
     def deadletters(self) -> str:
         return f"{self.namespace}:deadletters"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.namespace}:schedules"
+
+    def schedule(self, name: str) -> str:
+        return f"{self.namespace}:schedule:{name}"
+
+    @property
+    def schedules_due(self) -> str:
+        return f"{self.namespace}:schedules:due"
 
     @property
     def appliers(self) -> str:
