@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,7 +43,7 @@ Overlap = Literal["skip", "allow"]
 CATCH_UPS: tuple[CatchUp, ...] = ("skip", "one", "all")
 OVERLAPS: tuple[Overlap, ...] = ("skip", "allow")
 ON_TIME = 60.0  # seconds: a tick seen this late is still on time, later it was missed
-MIN_EVERY = 1.0  # seconds: the shortest interval
+MIN_EVERY = 1.0  # seconds: the shortest interval (intervals are whole seconds)
 MAX_WINDOW = 366 * 86400.0  # the longest catch-up window
 MAX_PER_ROUND = 100  # ticks started by one round of the scheduler; the rest in the next
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -128,23 +129,37 @@ class ScheduleSpec:
 
     def after(self, moment: float, count: int = 1) -> list[float]:
         """The next `count` ticks strictly after `moment` (Unix seconds)."""
-        if self.every is not None:
-            first = (moment // self.every + 1) * self.every
-            return [first + n * self.every for n in range(count)]
-        assert self.cron is not None
-        it = CronSim(self.cron, datetime.fromtimestamp(moment, ZoneInfo(self.timezone)))
-        return [next(it).timestamp() for _ in range(count)]
+        return list(islice(self.ticks(moment), count))
 
-    def latest_before(self, moment: float) -> float | None:
-        """The last tick strictly before `moment`, if there is one."""
+    def ticks(self, moment: float) -> Iterator[float]:
+        """The ticks strictly after `moment`, in order, without end.
+
+        Intervals are whole seconds, so each tick is an exact multiple. A cron tick is
+        checked to be after `moment`: in the repeated hour of an autumn change, cronsim,
+        asked from the second 02:15, answers the first 02:30, which is already past."""
         if self.every is not None:
-            last = (moment // self.every) * self.every
-            return last - self.every if last == moment else last
+            every = int(self.every)
+            index = int(moment // every) + 1
+            while True:
+                yield float(index * every)
+                index += 1
         assert self.cron is not None
-        it = CronSim(
-            self.cron, datetime.fromtimestamp(moment, ZoneInfo(self.timezone)), reverse=True
-        )
-        return next(it).timestamp()
+        for found in CronSim(self.cron, datetime.fromtimestamp(moment, ZoneInfo(self.timezone))):
+            tick = found.timestamp()
+            if tick > moment:
+                yield tick
+
+    def latest_until(self, moment: float) -> float | None:
+        """The last tick at or before `moment`, if there is one."""
+        if self.every is not None:
+            every = int(self.every)
+            return float(int(moment // every) * every)
+        assert self.cron is not None
+        start = datetime.fromtimestamp(moment + 1, ZoneInfo(self.timezone))
+        for found in CronSim(self.cron, start, reverse=True):
+            if found.timestamp() <= moment:
+                return found.timestamp()
+        return None
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,7 @@ def plan(spec: ScheduleSpec, last: float, now: float) -> Plan:
     if missed_any and spec.catch_up != "skip":
         window_from = max(last, now - spec.catch_up_window)
         if spec.catch_up == "one":
-            latest = spec.latest_before(on_time_from + 0.001)
+            latest = spec.latest_until(on_time_from)
             missed = [latest] if latest is not None and latest > window_from else []
         else:
             missed = _between(spec, window_from, on_time_from, MAX_PER_ROUND + 1)
@@ -183,15 +198,7 @@ def _between(spec: ScheduleSpec, after: float, until: float, limit: int) -> list
     ticks: list[float] = []
     if until <= after:
         return ticks
-    if spec.every is not None:
-        tick = spec.after(after)[0]
-        while tick <= until and len(ticks) < limit:
-            ticks.append(tick)
-            tick += spec.every
-        return ticks
-    assert spec.cron is not None
-    for moment in CronSim(spec.cron, datetime.fromtimestamp(after, ZoneInfo(spec.timezone))):
-        tick = moment.timestamp()
+    for tick in spec.ticks(after):
         if tick > until or len(ticks) >= limit:
             break
         ticks.append(tick)
@@ -210,8 +217,11 @@ def check(schedule: Schedule, workflow: str, *, declared: bool) -> ScheduleSpec:
     every: float | None = None
     if schedule.every is not None:
         every = _seconds(schedule.every, f"{where}: every")
-        if every < MIN_EVERY:
-            raise InputError(f"{where}: every must be at least {MIN_EVERY:g} second")
+        if not MIN_EVERY <= every <= MAX_WINDOW or every != int(every):
+            raise InputError(
+                f"{where}: every must be whole seconds from {MIN_EVERY:g} to "
+                f"{show_duration(MAX_WINDOW)}, not {schedule.every!r}"
+            )
     try:
         zone = ZoneInfo(schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
