@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.serializers import JSONSerializer
 
+from bench.rq_workers import QuietSimpleWorker
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
 from orchestrator.entry.worker import QUEUES, start_worker_process
@@ -78,7 +79,7 @@ class Engine:
             )
             for name in QUEUES
         ]
-        worker = SimpleWorker(
+        worker = QuietSimpleWorker(
             queues,
             connection=self.app.redis,
             serializer=JSONSerializer,

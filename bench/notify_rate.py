@@ -19,7 +19,7 @@ must have arrived exactly once. The CPU time each process spent on the run
 is reported per notification: on a shared machine that is steadier than
 the rate.
 
-rq: K `rq worker -w rq.worker.SimpleWorker` processes (no fork per job: the
+rq: K `rq worker -w bench.rq_workers.QuietSimpleWorker` processes (no fork per job: the
 strongest plain-RQ setup for I/O), one job per message: smtplib opens a
 connection, sends, quits; the SMS is one `requests.post` on a new connection.
 Timed from the first enqueue to the last message accepted.
@@ -55,6 +55,7 @@ DELAY = 0.1  # seconds a provider takes to answer
 NOTIFIERS = 2  # notification worker processes (and RQ workers)
 WORKFLOWS = "bench.notify_flow"
 RQ_QUEUE = "bench-notify"
+QUIET_WORKER = "bench.rq_workers.QuietSimpleWorker"  # SimpleWorker without the pub/sub thread
 WAIT_LIMIT = 180.0  # seconds a run may take before it is declared stuck
 CHANNELS = ("email", "sms")
 WORKLOADS = {
@@ -252,7 +253,14 @@ def measure_rq(
     queue = Queue(RQ_QUEUE, connection=client, serializer=JSONSerializer)
     workers = Workers(folder)
     for index in range(notifiers):
-        argv = [sys.executable, "-m", "rq.cli", "worker", "-w", "rq.worker.SimpleWorker"]
+        argv = [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "-w",
+            "bench.rq_workers.QuietSimpleWorker",
+        ]
         argv += ["-S", "rq.serializers.JSONSerializer", "-u", url, "-q", RQ_QUEUE]
         workers.start(f"rq-worker-{index}", argv, worker_env(url, folder, {}))
     wait_for(

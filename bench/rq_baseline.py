@@ -11,12 +11,13 @@ import signal
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.counting import counted_client
 from bench.measure import Measurement, timed
+from bench.rq_workers import QuietSimpleWorker
 
 QUEUE = "bench"
 ENQUEUE_CHUNK = 1000
@@ -36,7 +37,7 @@ def measure_rq(url: str, *, jobs: int) -> Measurement:
         queue.enqueue_many([Queue.prepare_data(noop) for _ in range(count)])
     if queue.count != jobs:
         raise RuntimeError(f"{queue.count} jobs queued, expected {jobs}")
-    worker = SimpleWorker([queue], connection=client, serializer=JSONSerializer)
+    worker = QuietSimpleWorker([queue], connection=client, serializer=JSONSerializer)
 
     result = Measurement("rq")
     handlers: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

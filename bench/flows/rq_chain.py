@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from rq.registry import (
     DeferredJobRegistry,
@@ -33,6 +33,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from bench.flows import steps
 from bench.flows.base import STRANDED_KEY, System
+from bench.rq_workers import QuietSimpleWorker
 
 QUEUE = "bench3"
 MAINTENANCE_INTERVAL = 1  # seconds
@@ -116,7 +117,7 @@ def main(url: str, name: str) -> None:
     registry_log.propagate = False
     connection = redis.Redis.from_url(url)
     queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
-    worker = SimpleWorker(
+    worker = QuietSimpleWorker(
         [queue],
         connection=connection,
         serializer=JSONSerializer,
