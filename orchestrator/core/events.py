@@ -31,6 +31,7 @@ RETRY_DUE = "task.retry"
 NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 DEFAULT_TIMEOUT_EVENT = "state.timeout"
+DEADLINE_EVENT = "workflow.deadline"  # a workflow's `deadline` passed (unless it names another)
 
 # Groupings of event types, each defined here once.
 ENGINE_TYPES = frozenset(

@@ -103,6 +103,8 @@ def mermaid(definition: Definition) -> str:
             notes.append(f"undo {esc(state.compensation.path.rpartition(':')[2])}")
         if state.timeout:
             notes.append(f"{esc(state.timeout_event)} after {state.timeout:g}s")
+        if state.timeout_at:
+            notes.append(f"{esc(state.timeout_event)} at {esc(state.timeout_at)}")
         if notes:
             lines.append(f"    {ids[name]} : {esc(name)}<br/>{'<br/>'.join(notes)}")
     for source, target, label in _edges(definition):

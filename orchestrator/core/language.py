@@ -97,7 +97,13 @@ class Notify:
 
 
 class State:
-    """One state of a workflow; its name is the attribute it is assigned to."""
+    """One state of a workflow; its name is the attribute it is assigned to.
+
+    `timeout` (seconds after entering) or `timeout_at` (a context key holding the
+    moment: Unix seconds, or ISO 8601 text with its zone) appends `timeout_event` if
+    the state is not left by then. `ignore` lists event types consumed without effect
+    while in this state (recorded in history, never parked).
+    """
 
     def __init__(
         self,
@@ -110,6 +116,8 @@ class State:
         notify: Sequence[Notify] = (),
         timeout: float | None = None,
         timeout_event: str = DEFAULT_TIMEOUT_EVENT,
+        timeout_at: str | None = None,
+        ignore: Sequence[str] = (),
     ) -> None:
         self.name = ""
         self.initial = initial
@@ -120,6 +128,8 @@ class State:
         self.notify = tuple(notify)
         self.timeout = timeout
         self.timeout_event = timeout_event
+        self.timeout_at = timeout_at
+        self.ignore = ignore
 
     def __set_name__(self, owner: type, name: str) -> None:
         if not self.name:  # a state also named by `cancel_state = state` keeps its own name

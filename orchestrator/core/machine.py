@@ -96,6 +96,7 @@ class _Step(Table):
                 return
             self.inst = inst.evolve(status="running", context=dict(event.data.get("input") or {}))
             self.outcome = "started"
+            self._arm_deadline()
             self._enter(self.d.initial)
             self._unpark()
             return
@@ -134,6 +135,10 @@ class _Step(Table):
                     self._task_failed()
             case _ if event.type not in self.d.event_types:
                 self.note = f"no transition of {self.d.name} reacts to {event.type}"
+            case _ if event.type == self.d.deadline_event and "deadline" in event.data:
+                self._deadline_passed()
+            case _ if event.type in self._current().ignore:
+                self.note = f"state {inst.state} ignores {event.type}"
             case _ if inst.status in ("compensating", "failed"):
                 self._park(f"waits: the instance is {inst.status}")
             case _:
@@ -319,6 +324,29 @@ class _Step(Table):
             self._begin_compensation(target, self.inst.reason)
         else:
             self._enter(target)
+
+    def _deadline_passed(self) -> None:
+        """The whole instance ran past its deadline: a row on the deadline event decides
+        (it may compensate); with none, the instance fails for good, as a Step Functions
+        execution past its TimeoutSeconds does. While it compensates, the undoing goes on."""
+        if self.inst.status in ("compensating", "failed"):
+            self.note = f"deadline passed while {self.inst.status}: that goes on"
+            return
+        if self._match(park=False):
+            self.note = (self.note + "; the deadline passed").lstrip("; ")
+            return
+        limit = f"{self.d.deadline:g}s" if self.d.deadline else "its deadline"
+        self._disarm()
+        self.inst = self.inst.evolve(
+            status="failed",
+            attempt=0,
+            halted=False,
+            parked=(),
+            reason=f"deadline of {limit} passed in state {self.inst.state!r}; no transition "
+            f"handles {self.d.deadline_event} there",
+        )
+        self.outcome = "failed"
+        self.note = self.inst.reason or ""
 
     def _resume(self) -> None:
         """Re-run what stopped the instance: its failed compensation, or its failed task."""

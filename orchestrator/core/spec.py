@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from orchestrator.core.events import DEADLINE_EVENT
+
 if TYPE_CHECKING:
     from orchestrator.core.schedule import ScheduleSpec
 
@@ -54,6 +56,8 @@ class StateSpec:
     notify: tuple[NotifySpec, ...]
     timeout: float | None
     timeout_event: str
+    timeout_at: str | None = None  # context key of the moment the timeout falls due
+    ignore: frozenset[str] = frozenset()  # event types consumed without effect here
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,5 @@ class Definition:
     schemas: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the class it was compiled from, as messages about it name it
     schedules: tuple[ScheduleSpec, ...] = ()  # when it starts on its own (core.schedule)
+    deadline: float | None = None  # seconds an instance may run before `deadline_event`
+    deadline_event: str = DEADLINE_EVENT

@@ -13,6 +13,7 @@ the tries in flight that a compensation may have to undo.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
@@ -62,6 +63,8 @@ class Moves:
         seq = self.inst.seq
         self._new_entry()
         self.entered.append((name, self.moving))
+        if state is None or state.final:  # the instance ends here: its deadline goes
+            self._withdraw_deadline()
         if state is None:  # the built-in cancel target
             assert name == CANCELLED
             self.inst = self.inst.evolve(
@@ -108,6 +111,35 @@ class Moves:
             )
         if state.timeout is not None:
             self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
+        elif state.timeout_at is not None:
+            due = moment(self.inst.context.get(state.timeout_at))
+            if due is None:
+                self.note = (
+                    self.note + f"; no timeout: context[{state.timeout_at!r}] is not a moment "
+                    "(Unix seconds, or ISO 8601 with its zone)"
+                ).lstrip("; ")
+            else:
+                self._arm(due, state.timeout_event, {"state": name})
+
+    # -- the workflow's deadline ------------------------------------------------
+
+    def _deadline_id(self) -> str:
+        return f"{self.inst.id}-deadline"
+
+    def _arm_deadline(self) -> None:
+        """Arm the whole instance's deadline: bound to no state entry, so entering and
+        leaving states keep it; ending the instance withdraws it."""
+        if self.d.deadline is None:
+            return
+        timer = self._deadline_id()
+        data = {"timer": timer, "deadline": self.d.deadline}
+        self.effects.append(
+            StartTimer(timer, self.event.at + self.d.deadline, self.d.deadline_event, data)
+        )
+
+    def _withdraw_deadline(self) -> None:
+        if self.d.deadline is not None:
+            self.effects.append(CancelTimers((self._deadline_id(),)))
 
     def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
         """Set a timer bound to the current entry; leaving the entry cancels it."""
@@ -214,3 +246,19 @@ class Moves:
     def _current(self) -> StateSpec:
         assert self.inst.state is not None
         return self.d.states[self.inst.state]
+
+
+def moment(value: Any) -> float | None:
+    """A moment given in the context: Unix seconds, or ISO 8601 text with its zone
+    (a time without a zone is no moment: whose 09:00?)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value == value and abs(value) < 1e11 else None
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed.timestamp() if parsed.tzinfo is not None else None
+    return None

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.core import events as ev
-from orchestrator.core.errors import DefinitionError, InputError
+from orchestrator.core.durations import duration
+from orchestrator.core.errors import ConfigurationError, DefinitionError, InputError
 from orchestrator.core.language import (
     ANY,
     COMPENSATION_MAX_BACKOFF,
@@ -58,6 +59,8 @@ class Workflow:
       cancel_state  the final state a cancelled instance ends in (default: built-in "cancelled")
       schemas       event type -> pydantic model or TypedDict its data must fit
       schedules     when to start it on its own: a list of `Schedule` (cron or interval)
+      deadline      how long an instance may run (seconds, or "90s", "15m", "2h", "7d")
+                    before `deadline_event` (default "workflow.deadline") is applied
       transitions   the table, a list of `On`
     """
 
@@ -70,6 +73,8 @@ class Workflow:
     transitions: ClassVar[Sequence[On]] = ()
     schemas: ClassVar[Mapping[str, Any]] = {}
     schedules: ClassVar[Sequence[Schedule]] = ()
+    deadline: ClassVar[float | str | None] = None
+    deadline_event: ClassVar[str] = ev.DEADLINE_EVENT
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -230,7 +235,12 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
     if cls.correlate_by is not None and not isinstance(cls.correlate_by, str):
         raise fail(f"correlate_by must be a context key, not {cls.correlate_by!r}")
 
+    deadline = _deadline(cls.deadline, cls.deadline_event, fail)
     event_types = frozenset(t.event for t in transitions) | starts_on
+    if deadline is not None:
+        event_types |= {cls.deadline_event}
+    event_types |= {event for state in states.values() for event in state.ignore}
+    _check_ignored(states, transitions, fail)
     return Definition(
         name=name,
         version=version,
@@ -247,7 +257,43 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         schemas=_schemas(cls.schemas, event_types, fail),
         source=cls.__name__,
         schedules=_schedules(cls.schedules, name, cls.correlate_by, fail),
+        deadline=deadline,
+        deadline_event=cls.deadline_event,
     )
+
+
+def _deadline(value: object, event: object, fail: Callable[[str], DefinitionError]) -> float | None:
+    if not isinstance(event, str) or not event:
+        raise fail(f"deadline_event must be an event type, not {event!r}")
+    if event in ev.ENGINE_TYPES | ev.ANSWERS:
+        raise fail(f"deadline_event {event!r} is one of the engine's own event types")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise fail(f"deadline must be seconds or a duration such as 2h, not {value!r}")
+    try:
+        seconds = duration(value, "deadline") if isinstance(value, str) else float(value)
+    except ConfigurationError as exc:
+        raise fail(str(exc)) from None
+    if not 0 < seconds < float("inf"):
+        raise fail(f"deadline must be a positive duration, not {value!r}")
+    return seconds
+
+
+def _check_ignored(
+    states: dict[str, StateSpec],
+    transitions: list[TransitionSpec],
+    fail: Callable[[str], DefinitionError],
+) -> None:
+    """An ignored event type must not also be one a row takes out of that state."""
+    for state in states.values():
+        for row in transitions:
+            leaves = row.sources is None or state.name in row.sources
+            if leaves and row.event in state.ignore and not state.final:
+                raise fail(
+                    f"state {state.name!r} ignores {row.event!r}, but a transition on it "
+                    f"leaves that state (to {row.target!r}); drop one of the two"
+                )
 
 
 def _schedules(
@@ -314,6 +360,20 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         isinstance(state.timeout, int | float) and state.timeout > 0
     ):
         raise fail(f"state {name!r}: timeout must be a positive number of seconds")
+    if state.timeout_at is not None:
+        if not isinstance(state.timeout_at, str) or not state.timeout_at:
+            key = state.timeout_at
+            raise fail(f"state {name!r}: timeout_at must be a context key, not {key!r}")
+        if state.timeout is not None:
+            raise fail(f"state {name!r}: give timeout or timeout_at, not both")
+        if state.final:
+            raise fail(f"state {name!r} is final and so cannot set a timeout")
+    ignore = state.ignore
+    if isinstance(ignore, str) or not all(isinstance(e, str) and e for e in ignore):
+        raise fail(f"state {name!r}: ignore must be a list of event types, not {ignore!r}")
+    engine = sorted(set(ignore) & (ev.ENGINE_TYPES | ev.ANSWERS))
+    if engine:
+        raise fail(f"state {name!r}: cannot ignore the engine's own event {engine[0]!r}")
     for notify in state.notify:
         if not isinstance(notify, Notify):
             raise fail(f"state {name!r}: notify entries must be Notify(...), not {notify!r}")
@@ -327,6 +387,8 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         notify=tuple(NotifySpec(n.channel, n.template, n.to, n.urgent) for n in state.notify),
         timeout=state.timeout,
         timeout_event=state.timeout_event,
+        timeout_at=state.timeout_at,
+        ignore=frozenset(ignore),
     )
 
 

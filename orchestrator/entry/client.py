@@ -318,7 +318,11 @@ def _starts(definition: Definition, data: dict[str, Any]) -> bool:
 
 
 def _timeouts(definition: Definition) -> set[str]:
-    return {s.timeout_event for s in definition.states.values() if s.timeout}
+    return {
+        s.timeout_event
+        for s in definition.states.values()
+        if s.timeout is not None or s.timeout_at is not None
+    }
 
 
 def _answer_for_task(

@@ -28,7 +28,16 @@ def connect(settings: Settings) -> redis.Redis:
     checked = {} if settings.redis_url else {"connection_class": embedded.OwnedSocketConnection}
     try:
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=5, health_check_interval=30, **checked
+            url,
+            socket_connect_timeout=5,
+            # No read timeout, as redis-py had until 8 (whose default is 5 s): RQ's workers
+            # block on their queues for up to ~7 minutes on connections this pool already
+            # holds, and with 5 s each wait ended in a "Timeout reading" and a backoff
+            # sleep of up to a minute, during which the worker took no job. A dead server
+            # is still found: health checks on idle connections, and RQ's own heartbeat.
+            socket_timeout=None,
+            health_check_interval=30,
+            **checked,
         )
         _describe_driver_once(client)
         info = client.info("server")
