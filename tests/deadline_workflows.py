@@ -57,3 +57,28 @@ class Appointment(Workflow):
         On("appointment.due", source=waiting, target=reminded),
         On("call.off", source=waiting, target=cancelled_early),
     ]
+
+
+class Parcel(Workflow):
+    """Tracks a parcel by its number; a scan for a parcel not yet registered starts
+    its tracking (signal-with-start)."""
+
+    name = "parcel"
+    correlate_by = "parcel"
+    missing_instance = "start"
+    tracking = State(initial=True)
+    delivered = State(final=True)
+    transitions = [On("parcel.delivered", source=tracking, target=delivered, save=True)]
+
+
+class Payment(Workflow):
+    """Started by an order; a bank's confirmation may arrive before the order does and
+    waits up to 2 s for it."""
+
+    name = "payment"
+    correlate_by = "payment_id"
+    missing_instance = "wait"
+    missing_instance_wait = 2
+    awaiting = State(initial=True)
+    settled = State(final=True)
+    transitions = [On("bank.confirmed", source=awaiting, target=settled, save=True)]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
 Save = bool | str | Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 Outcome = Literal["completed", "failed", "cancelled"]
+MissingInstance = Literal["refuse", "start", "wait"]
+MISSING_INSTANCE: tuple[MissingInstance, ...] = ("refuse", "start", "wait")
 CANCELLED = "cancelled"  # the built-in cancel target, unless a workflow names its own
 TASK_LOST = "TaskLost"  # the error type of a try whose worker died (orchestrator.runtime.watchdog)
 LOST_TRIES = 3  # tries of one step lost with their worker retried on top of its retries
@@ -93,3 +95,6 @@ class Definition:
     schedules: tuple[ScheduleSpec, ...] = ()  # when it starts on its own (core.schedule)
     deadline: float | None = None  # seconds an instance may run before `deadline_event`
     deadline_event: str = DEADLINE_EVENT
+    # an event addressed by business key when no live instance has it (entry.client)
+    missing_instance: MissingInstance = "refuse"
+    missing_instance_wait: float = 300.0  # seconds a held event waits ("wait")

@@ -38,8 +38,10 @@ from orchestrator.core.language import (
 from orchestrator.core.schedule import Schedule, ScheduleSpec, check
 from orchestrator.core.spec import (
     CANCELLED,
+    MISSING_INSTANCE,
     TASK_LOST,
     Definition,
+    MissingInstance,
     NotifySpec,
     StateSpec,
     TaskSpec,
@@ -61,6 +63,10 @@ class Workflow:
       schedules     when to start it on its own: a list of `Schedule` (cron or interval)
       deadline      how long an instance may run (seconds, or "90s", "15m", "2h", "7d")
                     before `deadline_event` (default "workflow.deadline") is applied
+      missing_instance  what an event addressed by business key does when no live
+                    instance has that key: "refuse" (the default), "start" one with
+                    the key as its input, then apply the event (signal-with-start), or
+                    "wait" up to `missing_instance_wait` (default "5m") for one to start
       transitions   the table, a list of `On`
     """
 
@@ -75,6 +81,8 @@ class Workflow:
     schedules: ClassVar[Sequence[Schedule]] = ()
     deadline: ClassVar[float | str | None] = None
     deadline_event: ClassVar[str] = ev.DEADLINE_EVENT
+    missing_instance: ClassVar[str] = "refuse"
+    missing_instance_wait: ClassVar[float | str] = "5m"
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -236,6 +244,7 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         raise fail(f"correlate_by must be a context key, not {cls.correlate_by!r}")
 
     deadline = _deadline(cls.deadline, cls.deadline_event, fail)
+    missing, wait = _missing_instance(cls, fail)
     event_types = frozenset(t.event for t in transitions) | starts_on
     if deadline is not None:
         event_types |= {cls.deadline_event}
@@ -259,7 +268,29 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         schedules=_schedules(cls.schedules, name, cls.correlate_by, fail),
         deadline=deadline,
         deadline_event=cls.deadline_event,
+        missing_instance=missing,
+        missing_instance_wait=wait,
     )
+
+
+def _missing_instance(
+    cls: type[Workflow], fail: Callable[[str], DefinitionError]
+) -> tuple[MissingInstance, float]:
+    policy = cls.missing_instance
+    if policy not in MISSING_INSTANCE:
+        raise fail(f"missing_instance must be one of {', '.join(MISSING_INSTANCE)}, not {policy!r}")
+    if policy != "refuse" and cls.correlate_by is None:
+        raise fail(f"missing_instance {policy!r} needs correlate_by (the key events name)")
+    wait = cls.missing_instance_wait
+    if isinstance(wait, bool) or not isinstance(wait, int | float | str):
+        raise fail(f"missing_instance_wait must be seconds or a duration, not {wait!r}")
+    try:
+        seconds = duration(wait, "missing_instance_wait") if isinstance(wait, str) else float(wait)
+    except ConfigurationError as exc:
+        raise fail(str(exc)) from None
+    if not 0 < seconds <= 86400:
+        raise fail(f"missing_instance_wait must be more than 0 and at most 1d, not {wait!r}")
+    return policy, seconds  # checked against MISSING_INSTANCE
 
 
 def _deadline(value: object, event: object, fail: Callable[[str], DefinitionError]) -> float | None:

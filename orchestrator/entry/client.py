@@ -20,6 +20,7 @@ import redis
 
 from orchestrator.core import events as ev
 from orchestrator.core.definition import Definition
+from orchestrator.core.durations import show_duration
 from orchestrator.core.errors import (
     InputError,
     InstanceExists,
@@ -40,6 +41,7 @@ from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Store
 from orchestrator.store.keys import Keys
 from orchestrator.store.schedules import Schedules
+from orchestrator.store.waiting import WAITING, Waiting
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Orchestrator:
         self.inbox = Inbox(client, keys)
         self.store = Store(client, keys, retention)
         self.dead_letters = DeadLetters(client, keys)
+        self.waiting = Waiting(client, keys)
         self.schedules = ScheduleClient(Schedules(client, keys), registry)
 
     @classmethod
@@ -114,7 +117,7 @@ class Orchestrator:
         if key:
             instance_id = self._resolve_key(event_type, key)
             if instance_id is None:
-                return self._start_by_event(event_type, data, event_id, key=key)
+                return self._no_instance(event_type, data, event_id, key)
         assert instance_id is not None
         instance = self.store.get(instance_id)
         if instance.version not in self.registry.versions(instance.workflow):
@@ -281,12 +284,56 @@ class Orchestrator:
                 f"{name}={value} names instances of several workflows: "
                 + ", ".join(f"{wf} ({iid})" for wf, iid in sorted(found.items()))
             )
-        if not found:
-            starter = self.registry.starter(event_type)
-            if starter is None or starter.correlate_by != name:
-                raise UnknownInstance(f"no running instance answers to {name}={value}")
-            return None
-        return next(iter(found.values()))
+        return next(iter(found.values())) if found else None
+
+    def _no_instance(
+        self, event_type: str, data: dict[str, Any], event_id: str | None, key: tuple[str, str]
+    ) -> Emitted:
+        """An event addressed by a key no live instance has: it starts one if its type
+        starts a workflow; else the workflow's `missing_instance` policy decides (start
+        one, then apply it, as Temporal's signal-with-start; or hold it a while for one
+        to start); with none ("refuse", the default) it is an error."""
+        name, value = key
+        starter = self.registry.starter(event_type)
+        if starter is not None and starter.correlate_by == name:
+            return self._start_by_event(event_type, data, event_id, key=key)
+        takers = [
+            d
+            for d in self.registry.latest()
+            if d.correlate_by == name
+            and event_type in d.event_types
+            and d.missing_instance != "refuse"
+        ]
+        if len(takers) != 1:
+            several = f" (workflows {', '.join(d.name for d in takers)} would each take it)"
+            raise UnknownInstance(
+                f"no running instance answers to {name}={value}" + (several if takers else "")
+            )
+        (definition,) = takers
+        data = self.registry.check_payload(definition, event_type, data)
+        if event_id is not None:
+            check_id(event_id, "event id")
+        if definition.missing_instance == "start":
+            instance_id = new_id()
+            outcome, other = self.inbox.create(
+                definition, instance_id, {name: value}, key, trigger=f"{event_type} for {name}"
+            )
+            target = instance_id if outcome == "created" else other
+            emitted = self._deliver(event_type, target, data, event_id)
+            return Emitted(emitted.event_id, target, started=outcome == "created")
+        held = self.inbox.event(event_type, WAITING, data, event_id)
+        until = held.at + definition.missing_instance_wait
+        live = self.waiting.hold(definition.name, key, held, until)
+        if live is not None:  # started meanwhile
+            return self._deliver(event_type, live, data, event_id)
+        return Emitted(
+            held.id,
+            "",
+            started=False,
+            note=f"held: {event_type} waits up to "
+            f"{show_duration(definition.missing_instance_wait)} for an instance of "
+            f"{definition.name} with {name}={value} to start",
+        )
 
 
 def _correlation(

@@ -21,10 +21,10 @@ the batch's commit, with its bytes and the reason, and is acknowledged like
 the rest. An instance whose hash (or archived history) cannot be read is left
 as it is, the evidence an operator repairs, and its events go to the dead
 letters, to be replayed once it is repaired; the batch's other instances go
-on. The side duties of a tick (timers, notify-later, schedules, watchdog, retention)
-set aside what they cannot read themselves, and a failure in one of them
-that is not Redis's is logged and retried a little later, never allowed to
-stop the applying. All of it costs no extra round trip: the parsing that was
+on. The side duties of a tick (timers, notify-later, schedules, held events,
+watchdog, retention) set aside what they cannot read themselves, and a failure in
+one of them that is not Redis's is logged and retried a little later, never allowed
+to stop the applying. All of it costs no extra round trip: the parsing that was
 there is checked, nothing more is read.
 
 The applier is the loop and the applying; what a batch reads is in
@@ -59,6 +59,7 @@ from orchestrator.store.keys import Keys
 from orchestrator.store.leases import Leases
 from orchestrator.store.retention import Retention
 from orchestrator.store.timers import Timers
+from orchestrator.store.waiting import Waiting
 
 log = logging.getLogger("orchestrator.runtime.applier")
 DUTY_PAUSE = 5.0  # seconds a side duty that failed waits before it is tried again
@@ -94,6 +95,7 @@ class Applier:
         self.reader = BatchReader(client, keys, self.leases, self.id, batch_size)
         self.writer = BatchWriter(client, keys, self.dispatcher, self.retention)
         self.scheduler = Scheduler(client, keys, registry)
+        self.waiting = Waiting(client, keys)
         self._next_clean = 0.0
         self._next_watch = 0.0
         self._next_schedule = 0.0
@@ -144,6 +146,7 @@ class Applier:
             if now >= self._next_schedule:  # ticks have whole seconds: once a second will do
                 self._next_schedule = now + SCHEDULE_EVERY
                 self._duty("schedules", now, lambda: self.scheduler.run_due(now))
+                self._duty("waiting", now, lambda: self.waiting.expire_due(now))
         if now >= self._next_watch:
             self._next_watch = now + 1.0
             self._duty("watchdog", now, lambda: self.dispatcher.watchdog.check(owned, now))

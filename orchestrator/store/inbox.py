@@ -25,9 +25,11 @@ from orchestrator.core.instance import Instance
 from orchestrator.core.limits import check_data
 from orchestrator.store.keys import Keys
 
-# KEYS: instance, inbox, correlation ("" for none), idx:all, idx:workflow, idx:status:pending
+# KEYS: instance, inbox, correlation ("" for none), idx:all, idx:workflow, idx:status:pending,
+#       waiting list of the correlation ("" for none), waiting zset (store.waiting)
 # ARGV: instance id, created_at, event JSON, then instance hash fields as name, value pairs
-# Returns {"created", id} or {"exists", id} or {"correlated", existing id}.
+# Returns {"created", id} or {"exists", id} or {"correlated", existing id}. Events held
+# for the key follow the start event into the inbox, the placeholder id replaced.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ARGV[1]} end
 if KEYS[3] ~= '' then
@@ -42,6 +44,23 @@ redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+if KEYS[7] ~= '' then
+  local placeholder = '"instance":"__waiting__"'
+  local mine = '"instance":"' .. ARGV[1] .. '"'
+  for _, held in ipairs(redis.call('LRANGE', KEYS[7], 0, -1)) do
+    local ok, entry = pcall(cjson.decode, held)
+    if ok and type(entry) == 'table' and type(entry['event']) == 'string' then
+      local first = string.find(entry['event'], placeholder, 1, true)
+      if first then
+        local event = string.sub(entry['event'], 1, first - 1) .. mine ..
+          string.sub(entry['event'], first + #placeholder)
+        redis.call('XADD', KEYS[2], '*', 'e', event)
+      end
+    end
+  end
+  redis.call('DEL', KEYS[7])
+  redis.call('ZREM', KEYS[8], KEYS[7])
+end
 return {'created', ARGV[1]}
 """
 
@@ -139,6 +158,8 @@ class Inbox:
             self.keys.all_instances,
             self.keys.by_workflow(workflow),
             self.keys.by_status("pending"),
+            self.keys.waiting(workflow, *correlation) if correlation else "",
+            self.keys.waiting_due,
         ]
         return keys, [instance_id, now, start.to_json(), *fields]
 

@@ -18,6 +18,9 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:{pK}:archive:ID               string history of a finished ID, compressed (store.archive)
   N:{pK}:applied:ID               set    event ids already applied to ID (idempotency)
   N:corr:WORKFLOW:KEY=VALUE       string id of the live instance answering to a business key
+  N:waiting:WORKFLOW:KEY=VALUE    list   events held for an instance not yet started
+                                         (missing_instance="wait"; store.waiting)
+  N:waiting                       zset   those lists by when their oldest event's wait ends
   N:idx:all                       zset   instance ids by creation time
   N:idx:workflow:NAME             zset   instance ids of one workflow by creation time
   N:idx:status:STATUS             set    instance ids by status
@@ -45,7 +48,7 @@ with it: instance, archive, applied, and its notifications (index, records, and
 their provider-message keys); a notification with no instance (`notify send`)
 lives for the retention. What stays is deployment-wide: meta, inboxes, leases,
 timers, outstanding, the idx:* and expired sets (trimmed by the janitor),
-notify-later, rate, recipients, deadletters, schedules, appliers.
+notify-later, rate, recipients, deadletters, schedules, waiting, appliers.
 
 RQ keeps its own keys (rq:*); give each deployment its own Redis database.
 """
@@ -115,6 +118,13 @@ class Keys:
 
     def correlation(self, workflow: str, key: str, value: str) -> str:
         return f"{self.namespace}:corr:{workflow}:{key}={value}"
+
+    def waiting(self, workflow: str, key: str, value: str) -> str:
+        return f"{self.namespace}:waiting:{workflow}:{key}={value}"
+
+    @property
+    def waiting_due(self) -> str:
+        return f"{self.namespace}:waiting"
 
     @property
     def all_instances(self) -> str:
