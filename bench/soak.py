@@ -156,7 +156,7 @@ def order(n: int) -> tuple[dict[str, Any], bool]:
     data: dict[str, Any] = {
         "order_id": f"S{n}",
         "email": email_of(n),
-        "phone": f"+1555{n:07d}",
+        "phone": f"+1202{2 + n // 1_000_000 % 8}{n % 1_000_000:06d}",  # valid E.164
         "work_seconds": 0,
     }
     slot = n % 15
