@@ -63,7 +63,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         (
             "orchestrator/core/events.py",
             "import redis  # noqa",
-            "The pure core imports only the standard library",
+            "The pure core does no I/O: no engine layer below it, no driver, no framework",
         ),
         (
             "orchestrator/store/keys.py",
