@@ -26,3 +26,18 @@ def show_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def seconds(value: object, name: str, *, zero_ok: bool = False) -> float:
+    """Seconds given as a number or as text `duration` reads ("15m"): more than 0 (or
+    exactly 0 when `zero_ok`), or a ConfigurationError naming `name`. How large a value
+    may be is the caller's to say."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigurationError(f"{name} must be seconds or a duration such as 15m, not {value!r}")
+    if isinstance(value, str):
+        if zero_ok and value.strip() in ("0", "0s"):
+            return 0.0
+        return duration(value, name)
+    if not (value > 0 or (zero_ok and value == 0)):  # NaN fails both
+        raise ConfigurationError(f"{name} must be a positive duration (more than 0), not {value!r}")
+    return float(value)

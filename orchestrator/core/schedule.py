@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from orchestrator.core.durations import duration, show_duration
-from orchestrator.core.errors import InputError
+from orchestrator.core.durations import seconds, show_duration
+from orchestrator.core.errors import ConfigurationError, InputError
 from orchestrator.core.limits import check_data
 
 CatchUp = Literal["skip", "one", "all"]
@@ -274,22 +274,10 @@ def check(schedule: Schedule, workflow: str, *, declared: bool) -> ScheduleSpec:
 
 
 def _seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool):
-        raise InputError(f"{what} must be seconds or a duration such as 15m, not {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        if zero_ok and value.strip() in ("0", "0s"):
-            return 0.0
-        try:
-            seconds = duration(value, what)
-        except Exception as exc:
-            raise InputError(str(exc)) from None
-    else:
-        raise InputError(f"{what} must be seconds or a duration such as 15m, not {value!r}")
-    if not (seconds > 0 or (zero_ok and seconds == 0)) or seconds != seconds:
-        raise InputError(f"{what} must be a positive duration, not {value!r}")
-    return seconds
+    try:
+        return seconds(value, what, zero_ok=zero_ok)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from None
 
 
 def tick_id(name: str, tick: float) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.core import events as ev
-from orchestrator.core.durations import duration
+from orchestrator.core.durations import seconds
 from orchestrator.core.errors import ConfigurationError, DefinitionError, InputError
 from orchestrator.core.language import (
     ANY,
@@ -282,15 +282,13 @@ def _missing_instance(
     if policy != "refuse" and cls.correlate_by is None:
         raise fail(f"missing_instance {policy!r} needs correlate_by (the key events name)")
     wait = cls.missing_instance_wait
-    if isinstance(wait, bool) or not isinstance(wait, int | float | str):
-        raise fail(f"missing_instance_wait must be seconds or a duration, not {wait!r}")
     try:
-        seconds = duration(wait, "missing_instance_wait") if isinstance(wait, str) else float(wait)
+        held = seconds(wait, "missing_instance_wait")
     except ConfigurationError as exc:
         raise fail(str(exc)) from None
-    if not 0 < seconds <= 86400:
+    if held > 86400:
         raise fail(f"missing_instance_wait must be more than 0 and at most 1d, not {wait!r}")
-    return policy, seconds  # checked against MISSING_INSTANCE
+    return policy, held  # checked against MISSING_INSTANCE
 
 
 def _deadline(value: object, event: object, fail: Callable[[str], DefinitionError]) -> float | None:
@@ -300,15 +298,13 @@ def _deadline(value: object, event: object, fail: Callable[[str], DefinitionErro
         raise fail(f"deadline_event {event!r} is one of the engine's own event types")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise fail(f"deadline must be seconds or a duration such as 2h, not {value!r}")
     try:
-        seconds = duration(value, "deadline") if isinstance(value, str) else float(value)
+        limit = seconds(value, "deadline")
     except ConfigurationError as exc:
         raise fail(str(exc)) from None
-    if not 0 < seconds < float("inf"):
+    if limit == float("inf"):
         raise fail(f"deadline must be a positive duration, not {value!r}")
-    return seconds
+    return limit
 
 
 def _check_ignored(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -120,7 +119,7 @@ class Schedules:
         raw = self.redis.hget(self.keys.schedules, name)
         if raw is None:
             raise UnknownInstance(f"no schedule named {name!r}")
-        return Stored(self._spec(raw), self._standing(name))
+        return Stored(ScheduleSpec.from_json(raw), self._standing(name))
 
     def all(self) -> list[Stored]:
         """Every schedule, by name; one that cannot be read is skipped (the scheduler
@@ -179,14 +178,10 @@ class Schedules:
         found: dict[str, ScheduleSpec | str] = {}
         for name, text in raw.items():
             try:
-                found[decode_text(name)] = self._spec(text)
+                found[decode_text(name)] = ScheduleSpec.from_json(text)
             except InputError as exc:
                 found[decode_text(name)] = str(exc)
         return found
-
-    @staticmethod
-    def _spec(raw: Any) -> ScheduleSpec:
-        return ScheduleSpec.from_json(raw)
 
     def _standing(self, name: str) -> Standing:
         pipe = self.redis.pipeline(transaction=False)
