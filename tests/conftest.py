@@ -9,9 +9,11 @@ whose every key it wrote itself.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,23 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`orchestrator worker` with one task process and no notifier, in a session of its
+    own, its output in `log`; stopped with SIGTERM (its whole group) on the way out."""
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--notifiers", "0"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        yield worker
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=20)

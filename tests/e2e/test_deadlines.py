@@ -4,15 +4,11 @@ worker process (issue #15)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.conftest import ROOT, cli_env, run_cli
+from tests.conftest import cli_env, run_cli, worker_process
 
 
 def test_deadline_timeout_at_and_ignore_with_a_real_worker(redis_url: str, tmp_path: Path) -> None:
@@ -24,16 +20,7 @@ def test_deadline_timeout_at_and_ignore_with_a_real_worker(redis_url: str, tmp_p
     meeting = run_cli("start", "appointment", "--input", json.dumps({"starts_at": at}), env=env)
     meeting_id = meeting.stdout.strip()
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--notifiers", "0"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    try:
+    with worker_process(env, log):
         # the paid booking: payment in time, a reminder it ignores, then confirmed
         status = wait_for(env, paid, lambda s: s["state"] == "awaiting_payment", log)
         run_cli("emit", "payment.received", "--instance", paid, env=env)
@@ -51,9 +38,6 @@ def test_deadline_timeout_at_and_ignore_with_a_real_worker(redis_url: str, tmp_p
         assert "deadline of 1s passed in state 'waiting'" in text
         # the appointment: reminded at the moment its context gave
         wait_for(env, meeting_id, lambda s: s["state"] == "reminded", log)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=20)
     history = json.loads(run_cli("history", paid, "--json", env=env).stdout)
     ignored = [h for h in history if h["event"]["type"] == "payment.reminder"]
     assert ignored and ignored[0]["outcome"] == "ignored"

@@ -4,15 +4,11 @@ its workflow once a tick, and `orchestrator schedules` adds, shows and stops the
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.conftest import ROOT, cli_env, run_cli
+from tests.conftest import cli_env, run_cli, worker_process
 
 SCHEDULED = "tests.schedule_workflows"
 
@@ -20,16 +16,7 @@ SCHEDULED = "tests.schedule_workflows"
 def test_a_worker_starts_a_declared_schedule_once_a_tick(redis_url: str, tmp_path: Path) -> None:
     env = cli_env(redis_url, tmp_path, ORCHESTRATOR_WORKFLOWS=SCHEDULED)
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--notifiers", "0"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    try:
+    with worker_process(env, log) as worker:
         deadline = time.monotonic() + 30
         done: list[dict[str, str]] = []
         while len(done) < 3:
@@ -38,9 +25,6 @@ def test_a_worker_starts_a_declared_schedule_once_a_tick(redis_url: str, tmp_pat
             time.sleep(0.5)
             listed = run_cli("list", "--workflow", "heartbeat", "--json", env=env)
             done = [i for i in json.loads(listed.stdout) if i["status"] == "completed"]
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=20)
     listed = json.loads(run_cli("list", "--workflow", "heartbeat", "--json", env=env).stdout)
     ids = sorted(i["id"] for i in listed)
     first = json.loads(run_cli("status", ids[0], "--json", env=env).stdout)
