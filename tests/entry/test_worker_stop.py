@@ -15,9 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
+from orchestrator.runtime.dispatch import TASK_QUEUE
 from tests.conftest import ROOT, TEST_WORKFLOWS, cli_env
 
 MODULES = (*TEST_WORKFLOWS, "tests.visible_workflows")
@@ -69,10 +71,17 @@ def test_a_busy_worker_stops_within_two_seconds_and_loses_nothing(
         ORCHESTRATOR_LEASE_TTL="1",
     )
     # Given a worker busy with slow chains, one of them in a try far longer than the grace
-    long = app.client.start("slow_chain", {"seconds": 0.2, "first_seconds": 30})
-    short = [app.client.start("slow_chain", {"seconds": 0.4}) for _ in range(4)]
     worker = start_worker(env)
     try:
+        # (started once both task workers listen: had the first batch found none, its
+        # five tasks would go in one pack, the short ones queued behind the 30 s one)
+        wait_for(
+            lambda: app.redis.scard(WORKERS_BY_QUEUE_KEY % TASK_QUEUE) >= 2,
+            15,
+            "the task workers never registered",
+        )
+        long = app.client.start("slow_chain", {"seconds": 0.2, "first_seconds": 30})
+        short = [app.client.start("slow_chain", {"seconds": 0.4}) for _ in range(4)]
         wait_for(
             lambda: any(app.client.status(i).state == "two" for i in short),
             15,
