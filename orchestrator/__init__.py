@@ -1,12 +1,22 @@
 """A workflow and notification orchestrator on Redis and RQ.
 
-Public API: the definition language (Workflow, State, Task, On, Notify, ANY,
-Schedule),
+Public API: the definition language (Workflow, State, Task, Branch, Map, On,
+Notify, ANY, Schedule),
 what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
 client (Orchestrator). Everything else is internal.
 """
 
-from orchestrator.core.definition import ANY, Notify, On, Schedule, State, Task, Workflow
+from orchestrator.core.definition import (
+    ANY,
+    Branch,
+    Map,
+    Notify,
+    On,
+    Schedule,
+    State,
+    Task,
+    Workflow,
+)
 from orchestrator.core.errors import NonRetryable, OrchestratorError
 from orchestrator.entry.client import Orchestrator
 from orchestrator.entry.settings import Settings
@@ -14,6 +24,8 @@ from orchestrator.runtime.taskinfo import TaskInfo, task_info
 
 __all__ = [
     "ANY",
+    "Branch",
+    "Map",
     "NonRetryable",
     "Notify",
     "On",

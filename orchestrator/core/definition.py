@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from orchestrator.core.language import (
     ANY,
+    Branch,
+    Map,
     Notify,
     On,
     State,
@@ -42,7 +44,9 @@ __all__ = [
     "CANCELLED",
     "LOST_TRIES",
     "TASK_LOST",
+    "Branch",
     "Definition",
+    "Map",
     "Notify",
     "NotifySpec",
     "On",

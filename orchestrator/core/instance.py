@@ -31,6 +31,56 @@ an instance whose compensation failed is `failed` but resumable."""
 
 
 @dataclass(frozen=True)
+class Fan:
+    """The branches of the state entry that runs several tasks at once (a parallel state's
+    branches, a map's items), each with its own tries. An item not yet started is in none
+    of these; a map starts its items in order, `started` of `total` so far."""
+
+    tries: dict[str, tuple[int, int]] = field(default_factory=dict)  # running: (attempt, lost)
+    results: dict[str, Any] = field(default_factory=dict)  # completed: result
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # failed for good
+    started: int = 0
+    total: int = 0
+
+    @property
+    def settled(self) -> bool:
+        return not self.tries and self.started >= self.total
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "tries": {b: list(t) for b, t in self.tries.items()},
+            "results": self.results,
+            "failures": self.failures,
+            "started": self.started,
+            "total": self.total,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> Fan:
+        if not isinstance(doc, dict):
+            raise Unreadable("field 'fan' must be a JSON object")
+        tries, results, failures = doc.get("tries"), doc.get("results"), doc.get("failures")
+        started, total = doc.get("started"), doc.get("total")
+        if not (
+            isinstance(tries, dict)
+            and all(
+                isinstance(t, list) and len(t) == 2 and all(type(v) is int for v in t)
+                for t in tries.values()
+            )
+            and isinstance(results, dict)
+            and isinstance(failures, dict)
+            and all(isinstance(f, dict) for f in failures.values())
+            and type(started) is int
+            and type(total) is int
+        ):
+            raise Unreadable(
+                "field 'fan' must hold tries {branch: [attempt, lost]}, results {}, "
+                "failures {}, started and total"
+            )
+        return cls({b: (t[0], t[1]) for b, t in tries.items()}, results, failures, started, total)
+
+
+@dataclass(frozen=True)
 class Instance:
     id: str
     workflow: str
@@ -50,6 +100,7 @@ class Instance:
     inflight: tuple[tuple[int, int, str], ...] = ()
     halted: bool = False  # failed by a task failure nothing handled; `retry` resumes it
     parked: tuple[Event, ...] = ()
+    fan: Fan | None = None  # the branches of a parallel or map state entry
     timers: tuple[str, ...] = ()  # ids of armed timers, cancelled when the entry is left
     correlation: str | None = None  # "key=value" this instance answers to
     reason: str | None = None
@@ -81,6 +132,7 @@ class Instance:
             "inflight": _dump([list(t) for t in self.inflight]),
             "halted": "1" if self.halted else "",
             "parked": _dump([json.loads(e.to_json()) for e in self.parked]),
+            "fan": _dump(self.fan.to_doc()) if self.fan is not None else "",
             "timers": _dump(list(self.timers)),
             "correlation": self.correlation or "",
             "reason": self.reason or "",
@@ -117,6 +169,7 @@ class Instance:
             inflight=_tries(raw, "inflight"),
             halted=bool(raw.get("halted")),
             parked=tuple(parked),
+            fan=Fan.from_doc(_loads(raw, "fan", "{}")) if raw.get("fan") else None,
             timers=_strings(raw, "timers"),
             correlation=raw.get("correlation") or None,
             reason=raw.get("reason") or None,
@@ -139,6 +192,14 @@ class Instance:
             "compensations_pending": list(self.compensations),
             "in_flight": [state for _, _, state in self.inflight],
             "parked_events": [e.type for e in self.parked],
+            "branches": None
+            if self.fan is None
+            else {
+                "running": sorted(self.fan.tries),
+                "completed": len(self.fan.results),
+                "failed": sorted(self.fan.failures),
+                "total": self.fan.total,
+            },
             "correlation": self.correlation,
             "reason": self.reason,
         }

@@ -1,4 +1,5 @@
-"""The words a workflow is written in: `State`, `Task`, `Notify`, `On` and `ANY`.
+"""The words a workflow is written in: `State`, `Task`, `Branch`, `Map`, `Notify`, `On`
+and `ANY`.
 
     reserving = State(initial=True, task=reserve, compensation=release)
     shipped = State(final=True, notify=[Notify("email", "order_shipped", to="email")])
@@ -13,12 +14,12 @@ public vocabulary reads on one page.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core.events import DEFAULT_TIMEOUT_EVENT
-from orchestrator.core.spec import Guard, Outcome, Save
+from orchestrator.core.spec import Guard, OnFailure, Outcome, Save
 
 TaskFunction = Callable[[dict[str, Any]], Any]
 ErrorRef = type[BaseException] | str
@@ -81,6 +82,35 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """One branch of a parallel state: a task, and the compensation that undoes it once it
+    has completed (each branch keeps its own retries, timeout and non-retryable errors)."""
+
+    task: Task | TaskFunction | str
+    compensation: Task | TaskFunction | str | None = None
+
+
+@dataclass(frozen=True)
+class Map:
+    """One try of `task` per item of the list at context key `items`, at most
+    `max_concurrency` at once, started in order. Each try gets the context without
+    `items`, plus `item` and `index`. The results, in item order, go to context key
+    `results` (default: the state's name); items that failed for good are listed at
+    `<results>_failures` and are tolerated up to `tolerated_failures` items or
+    `tolerated_failure_percentage` percent of them (as Step Functions'
+    ToleratedFailureCount/Percentage; both unset: none is). `compensation` undoes each
+    completed item, newest first, when the instance compensates."""
+
+    task: Task | TaskFunction | str
+    items: str
+    results: str | None = None
+    compensation: Task | TaskFunction | str | None = None
+    max_concurrency: int = 100
+    tolerated_failures: int | None = None
+    tolerated_failure_percentage: float | None = None
+
+
+@dataclass(frozen=True)
 class Notify:
     """A notification sent when a state is entered.
 
@@ -103,6 +133,16 @@ class State:
     moment: Unix seconds, or ISO 8601 text with its zone) appends `timeout_event` if
     the state is not left by then. `ignore` lists event types consumed without effect
     while in this state (recorded in history, never parked).
+
+    Instead of one task a state may run several at once, `parallel={"name": Branch(...)}`,
+    or one per item of a list, `map=Map(...)`: it is left when every branch has settled.
+    Their results merge into the context in declaration (item) order, by the rule of a
+    single task's result (see `merge_result`). When a branch fails for good,
+    `on_failure="fail_fast"` (the default, as Step Functions' Parallel) fails the state at
+    once, starting nothing more and leaving the branches in flight to settle on their own
+    (what they complete is still undone when the instance compensates);
+    `on_failure="wait_all"` waits for the others first. Either way the state's
+    `task.failed` reaches the transition table, with the first failure's error type.
     """
 
     def __init__(
@@ -118,6 +158,9 @@ class State:
         timeout_event: str = DEFAULT_TIMEOUT_EVENT,
         timeout_at: str | None = None,
         ignore: Sequence[str] = (),
+        parallel: Mapping[str, Branch | Task | TaskFunction | str] | None = None,
+        map: Map | None = None,
+        on_failure: OnFailure = "fail_fast",
     ) -> None:
         self.name = ""
         self.initial = initial
@@ -130,6 +173,9 @@ class State:
         self.timeout_event = timeout_event
         self.timeout_at = timeout_at
         self.ignore = ignore
+        self.parallel = parallel
+        self.map = map
+        self.on_failure = on_failure
 
     def __set_name__(self, owner: type, name: str) -> None:
         if not self.name:  # a state also named by `cancel_state = state` keeps its own name

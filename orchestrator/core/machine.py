@@ -32,15 +32,22 @@ and, here, what each kind of event means.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.core import events as ev
 from orchestrator.core.effects import Effect
 from orchestrator.core.events import Event
 from orchestrator.core.failures import backoff_delay, failure_text, retryable
-from orchestrator.core.instance import Instance
-from orchestrator.core.spec import LOST_TRIES, TASK_LOST, Definition, TaskSpec
+from orchestrator.core.instance import Fan, Instance
+from orchestrator.core.spec import (
+    LOST_TRIES,
+    TASK_LOST,
+    Definition,
+    StateSpec,
+    TaskSpec,
+    split_step,
+)
 from orchestrator.core.step import Passed
 from orchestrator.core.table import GuardFailed, Table
 
@@ -121,12 +128,16 @@ class _Step(Table):
         match event.type:
             case ev.CANCEL:
                 self._cancel()
+            case ev.RETRY_DUE if "branch" in event.data:
+                self._branch_retry_due()
             case ev.RETRY_DUE:
                 self._retry_due()
             case ev.COMPENSATION_COMPLETED | ev.COMPENSATION_FAILED:
                 self._compensation_answer()
             case ev.TASK_COMPLETED | ev.TASK_FAILED if inst.status == "compensating":
                 self.note = "task answer while compensating"
+            case ev.TASK_COMPLETED | ev.TASK_FAILED if split_step(self._answered_step())[1]:
+                self._branch_answer()
             case ev.TASK_COMPLETED:
                 if self._task_answer_current():
                     self._task_completed()
@@ -162,6 +173,20 @@ class _Step(Table):
             return None
         return key if key in self.inst.inflight else None
 
+    def _current_try(self, key: tuple[int, int, str]) -> bool:
+        """Whether a followed try is the one the running state entry waits for."""
+        inst = self.inst
+        state, branch = split_step(key[2])
+        if inst.status != "running" or state != inst.state or key[0] != inst.entered_seq:
+            return False
+        if branch is None:
+            return key[1] == inst.attempt
+        return inst.fan is not None and inst.fan.tries.get(branch, (0, 0))[0] == key[1]
+
+    def _answered_step(self) -> str:
+        step = self.event.data.get("state")
+        return step if isinstance(step, str) else ""
+
     def _settle(self, key: tuple[int, int, str]) -> None:
         self.inst = self.inst.evolve(inflight=tuple(t for t in self.inst.inflight if t != key))
 
@@ -172,26 +197,29 @@ class _Step(Table):
         a failure (or a try lost with its worker) undid nothing. A compensation run that
         waited for it starts once nothing is left in flight. False: not a late answer."""
         key = self._answered_try()
-        inst = self.inst
-        current = (
-            inst.status == "running"
-            and key is not None
-            and key[:2] == (inst.entered_seq, inst.attempt)
-            and key[2] == inst.state
-        )
-        if key is None or current:
+        if key is None or self._current_try(key):
             return False
         self._settle(key)
-        state = key[2]
+        step = key[2]
+        state, branch = split_step(step)
         self.outcome = "late"
         if self.event.type == ev.TASK_COMPLETED:
-            context = merge_result(self.inst.context, state, self.event.data.get("result"))
+            result = self.event.data.get("result")
+            fan = self.inst.fan
+            if branch is None:
+                context = merge_result(self.inst.context, state, result)
+            else:  # a branch's result merges only when its state gathers them
+                context = self.inst.context
+                if fan is not None and key[0] == self.inst.entered_seq:  # kept for `retry`
+                    self.inst = self.inst.evolve(
+                        fan=replace(fan, results={**fan.results, branch: result})
+                    )
             self.inst = self.inst.evolve(
-                context=context, compensations=(*self.inst.compensations, state)
+                context=context, compensations=(*self.inst.compensations, step)
             )
-            self.note = f"late completion of {state} (left): its compensation is due"
+            self.note = f"late completion of {step} (left): its compensation is due"
         else:
-            self.note = f"late failure of {state} (left): nothing to undo"
+            self.note = f"late failure of {step} (left): nothing to undo"
         if self.inst.status == "compensating" and self.inst.attempt == 0:
             if self.inst.inflight:
                 self.note += f"; still waiting for {self._waiting()}"
@@ -218,7 +246,7 @@ class _Step(Table):
         assert state.task is not None
         self._settle((self.inst.entered_seq, self.inst.attempt, state.name))
         tries = f"try {self.inst.attempt - self.inst.lost} of {state.task.attempts}"
-        if self._schedule_retry(state.task):
+        if self._schedule_retry(state.task, self.inst.attempt, self.inst.lost):
             return
         error = failure_text(self.event.data)
         self.note = self.note or f"{tries} failed ({error})"
@@ -237,9 +265,11 @@ class _Step(Table):
             "(retry resumes it)"
         )
 
-    def _schedule_retry(self, task: TaskSpec) -> bool:
-        attempt, lost = self.inst.attempt, self.inst.lost
-        if self._timer_id(ev.RETRY_DUE, attempt + 1) in self.inst.timers:
+    def _schedule_retry(
+        self, task: TaskSpec, attempt: int, lost: int, branch: str | None = None
+    ) -> bool:
+        """Arm the next try of a failed one (of the step, or of one branch), if any is left."""
+        if self._timer_id(ev.RETRY_DUE, attempt + 1, branch) in self.inst.timers:
             # A second report of a try already failed (the watchdog's, then the worker's)
             self.outcome, self.note = "ignored", f"try {attempt} already failed; retry armed"
             return True
@@ -259,9 +289,19 @@ class _Step(Table):
             what = (
                 f"try {attempt - lost} of {task.attempts} failed ({failure_text(self.event.data)})"
             )
-        delay = backoff_delay(task, attempt, self.inst.id)
-        self.inst = self.inst.evolve(lost=lost)
-        self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
+        if branch is None:
+            delay = backoff_delay(task, attempt, self.inst.id)
+            self.inst = self.inst.evolve(lost=lost)
+            self._arm(self.event.at + delay, ev.RETRY_DUE, {"attempt": attempt + 1})
+        else:
+            delay = backoff_delay(task, attempt, f"{self.inst.id}/{branch}")
+            fan = self.inst.fan
+            assert fan is not None
+            tries = {**fan.tries, branch: (attempt, lost)}
+            self.inst = self.inst.evolve(fan=replace(fan, tries=tries))
+            data = {"attempt": attempt + 1, "branch": branch}
+            self._arm(self.event.at + delay, ev.RETRY_DUE, data)
+            what = f"{branch}: {what}"
         self.outcome = "retry"
         self.note = f"{what}; next in {delay:.2f}s"
         return True
@@ -280,6 +320,115 @@ class _Step(Table):
             self._run(spec, "compensation" if compensating else "task", self._work_state())
         )
         self.outcome = "retry"
+
+    # -- branches ---------------------------------------------------------------
+
+    def _branch_answer(self) -> None:
+        """A branch's try answered: a completion keeps its result (and pushes its
+        compensation); a failure is retried under the branch's own budget, else recorded.
+        Then more map items start, or the state answers its table once all settled."""
+        step = self._answered_step()
+        state, branch = split_step(step)
+        assert branch is not None
+        fan = self.inst.fan
+        attempt = int(self.event.data.get("attempt", 0))
+        running = fan.tries.get(branch) if fan is not None else None
+        if (
+            fan is None
+            or running is None
+            or running[0] != attempt
+            or state != self.inst.state
+            or self.inst.status != "running"
+        ):
+            self.note = f"stale: {step} try {attempt} is not running"
+            return
+        spec = self._current()
+        self._settle((self.inst.entered_seq, attempt, step))
+        task = spec.branch_task(branch, "task")
+        assert task is not None
+        self.outcome = "branch"
+        if self.event.type == ev.TASK_COMPLETED:
+            stack = self.inst.compensations
+            if spec.branch_task(branch, "compensation") is not None:
+                stack = (*stack, step)
+            tries = {b: t for b, t in fan.tries.items() if b != branch}
+            results = {**fan.results, branch: self.event.data.get("result")}
+            self.inst = self.inst.evolve(
+                fan=replace(fan, tries=tries, results=results), compensations=stack
+            )
+            self.note = f"{step} completed"
+        else:
+            if self._schedule_retry(task, attempt, running[1], branch):
+                return
+            error = failure_text(self.event.data)
+            self.note = self.note or f"{step} failed ({error})"
+            failure: dict[str, Any] = {
+                k: self.event.data[k]
+                for k in ("error_type", "error_types", "message")
+                if k in self.event.data
+            }
+            fan = self.inst.fan
+            assert fan is not None
+            self.inst = self.inst.evolve(
+                fan=replace(
+                    fan,
+                    tries={b: t for b, t in fan.tries.items() if b != branch},
+                    failures={**fan.failures, branch: failure},
+                )
+            )
+        self._fan_more()
+
+    def _branch_retry_due(self) -> None:
+        branch = str(self.event.data.get("branch"))
+        attempt = int(self.event.data.get("attempt", 0))
+        fan = self.inst.fan
+        running = fan.tries.get(branch) if fan is not None else None
+        if running is None or attempt != running[0] + 1 or self.inst.status != "running":
+            self.note = f"stale retry of {branch} for try {attempt}"
+            return
+        self._start_branch(self._current(), branch, attempt)
+        self.outcome = "retry"
+
+    def _fan_settled(self) -> None:
+        """The branches settled: their results gathered into the context, `task.completed`
+        of the state meets the table; or one failed beyond tolerance, and the state's
+        `task.failed`, with its error type, does (nothing handling it fails the instance,
+        `retry` resumes the branches that did not complete)."""
+        state = self._current()
+        fan = self.inst.fan
+        assert fan is not None
+        bound = {"state": state.name, "entered_seq": self.inst.entered_seq}
+        if self._fan_failing():
+            first, failure = next(iter(fan.failures.items()))
+            data = {
+                **bound,
+                **failure,
+                "message": f"branch {first} failed: {failure.get('message', '')}",
+                "failed_branches": sorted(fan.failures),
+            }
+            self.inst = self.inst.evolve(fan=replace(fan, tries={}))
+            self.note = f"state {state.name} failed: {failure_text(data)}"
+            if self._answer(ev.TASK_FAILED, data, park=False):
+                return
+            self.inst = self.inst.evolve(
+                status="failed",
+                halted=True,
+                reason=f"state {state.name!r}: {failure_text(data)}; no transition handles "
+                "task.failed there",
+            )
+            self.outcome = "failed"
+            self.note = f"{self.inst.reason} (retry resumes the branches not completed)"
+            return
+        self.inst = self.inst.evolve(context=gather(self.inst.context, state, fan), fan=None)
+        self._answer(ev.TASK_COMPLETED, bound, park=True)
+
+    def _answer(self, event_type: str, data: dict[str, Any], *, park: bool) -> bool:
+        """The state's own answer, made of its branches', meets the table as it stands
+        (its id derives from the event that settled the last branch)."""
+        at = self.event.at
+        answer = Event(f"{self.event.id}:{data['state']}", event_type, self.inst.id, at, data)
+        self.event = self.moving = answer
+        return self._match(park=park)
 
     # -- answers of compensations, cancel, retry ------------------------------
 
@@ -300,7 +449,7 @@ class _Step(Table):
             if not self.inst.finished and self.inst.status != "compensating":
                 self._unpark()
             return
-        if self._schedule_retry(self._compensation_spec()):
+        if self._schedule_retry(self._compensation_spec(), self.inst.attempt, self.inst.lost):
             return
         failed = self.inst.compensations[-1]
         error = failure_text(self.event.data)
@@ -360,11 +509,31 @@ class _Step(Table):
             inst.status == "running" and state.task is not None and inst.attempt == 0
         ):
             self.inst = inst.evolve(status="running", halted=False, reason=None)
-            self._enter(state.name, notify=False)
+            self._enter(state.name, notify=False, kept=inst.fan)
             self._unpark()  # drops the answers bound to the entry just left
             self.outcome = "retry"
         else:
             self.note = "nothing to retry: no failed task or compensation"
+
+
+def gather(context: dict[str, Any], state: StateSpec, fan: Fan) -> dict[str, Any]:
+    """How a parallel or map state's results enter the context. A parallel state's: each
+    branch's by `merge_result`, in declaration order (whatever order they completed in).
+    A map's: the completed items' results, in item order, at `results`, and the failed
+    (tolerated) items' errors at `<results>_failures`."""
+    if state.map is None:
+        for branch in state.parallel:
+            context = merge_result(context, branch.name, fan.results.get(branch.name))
+        return context
+    key = state.map.results
+    ordered = sorted(fan.results, key=int)
+    gathered = {**context, key: [fan.results[i] for i in ordered]}
+    if fan.failures:
+        gathered[f"{key}_failures"] = [
+            {"index": int(i), "error_type": f.get("error_type"), "message": f.get("message")}
+            for i, f in sorted(fan.failures.items(), key=lambda kv: int(kv[0]))
+        ]
+    return gathered
 
 
 def merge_result(context: dict[str, Any], state: str, result: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 Guard = Callable[[dict[str, Any], dict[str, Any]], bool]
 Save = bool | str | Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 Outcome = Literal["completed", "failed", "cancelled"]
+OnFailure = Literal["fail_fast", "wait_all"]
+ON_FAILURE: tuple[OnFailure, ...] = ("fail_fast", "wait_all")
 MissingInstance = Literal["refuse", "start", "wait"]
 MISSING_INSTANCE: tuple[MissingInstance, ...] = ("refuse", "start", "wait")
 CANCELLED = "cancelled"  # the built-in cancel target, unless a workflow names its own
@@ -37,6 +39,44 @@ class TaskSpec:
     backoff: float
     max_backoff: float
     non_retryable: frozenset[str] = frozenset()  # error type names never retried
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    name: str
+    task: TaskSpec
+    compensation: TaskSpec | None
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    task: TaskSpec
+    compensation: TaskSpec | None
+    items: str  # context key of the list
+    results: str  # context key the results go to, in item order
+    max_concurrency: int
+    tolerated: int | None  # failed items tolerated; None: see tolerated_percentage
+    tolerated_percentage: float | None
+
+    def tolerates(self, failures: int, total: int) -> bool:
+        if self.tolerated is not None and failures <= self.tolerated:
+            return True
+        pct = self.tolerated_percentage
+        return pct is not None and total > 0 and failures * 100 <= pct * total
+
+
+STEP_SEPARATOR = "/"
+"""A branch's step is "state/branch" (a parallel branch's name, a map item's index): what a
+try, its answer and a compensation name, so that each branch keeps its own."""
+
+
+def step_name(state: str, branch: str | None) -> str:
+    return state if branch is None else f"{state}{STEP_SEPARATOR}{branch}"
+
+
+def split_step(step: str) -> tuple[str, str | None]:
+    state, sep, branch = step.partition(STEP_SEPARATOR)
+    return (state, branch) if sep else (state, None)
 
 
 @dataclass(frozen=True)
@@ -60,6 +100,30 @@ class StateSpec:
     timeout_event: str
     timeout_at: str | None = None  # context key of the moment the timeout falls due
     ignore: frozenset[str] = frozenset()  # event types consumed without effect here
+    parallel: tuple[BranchSpec, ...] = ()  # branches run at once instead of `task`
+    map: MapSpec | None = None  # one try per item instead of `task`
+    on_failure: OnFailure = "fail_fast"
+
+    @property
+    def fans_out(self) -> bool:
+        return bool(self.parallel) or self.map is not None
+
+    def branch_task(self, branch: str, kind: str) -> TaskSpec | None:
+        """The task (or compensation) of one branch; None if this state has no such branch."""
+        if self.map is not None:
+            if not branch.isdigit():
+                return None
+            return self.map.task if kind == "task" else self.map.compensation
+        for spec in self.parallel:
+            if spec.name == branch:
+                return spec.task if kind == "task" else spec.compensation
+        return None
+
+    def step_task(self, branch: str | None, kind: str) -> TaskSpec | None:
+        """The task or compensation of this state (branch None) or of one of its branches."""
+        if branch is None:
+            return self.task if kind == "task" else self.compensation
+        return self.branch_task(branch, kind)
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,21 @@ the tries in flight that a compensation may have to undo.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
 from orchestrator.core.events import Event
-from orchestrator.core.instance import Instance
-from orchestrator.core.spec import CANCELLED, Definition, StateSpec, TaskSpec
+from orchestrator.core.instance import Fan, Instance
+from orchestrator.core.spec import (
+    CANCELLED,
+    Definition,
+    StateSpec,
+    TaskSpec,
+    split_step,
+    step_name,
+)
 
 _UNDOING = ""  # in Moves.entered: the compensation run, which leaves the state entered
 
@@ -58,7 +65,9 @@ class Moves:
 
     # -- entering states ------------------------------------------------------
 
-    def _enter(self, name: str, *, notify: bool = True) -> None:
+    def _enter(self, name: str, *, notify: bool = True, kept: Fan | None = None) -> None:
+        """Enter a state: its task (or branches), notifications and timeout. `kept`: the
+        branches of the entry `retry` resumes, whose completed ones do not run again."""
         state = self.d.states.get(name)
         seq = self.inst.seq
         self._new_entry()
@@ -89,6 +98,7 @@ class Moves:
             lost=0,
             compensating_to=None,
             halted=False,
+            fan=None,
         )
         if state.final:  # nothing can apply any more: drop what waited
             self.inst = self.inst.evolve(compensations=(), inflight=(), parked=())
@@ -120,6 +130,82 @@ class Moves:
                 ).lstrip("; ")
             else:
                 self._arm(due, state.timeout_event, {"state": name})
+        if state.fans_out:
+            self._fan_out(state, kept)
+
+    # -- branches: a parallel state's, a map's items ---------------------------
+
+    def _fan_out(self, state: StateSpec, kept: Fan | None) -> None:
+        """Start the branches of a parallel or map state entry (a map: its first items,
+        up to `max_concurrency`); completed ones of a resumed entry are kept."""
+        results = kept.results if kept is not None else {}
+        if state.map is not None:
+            items = self.inst.context.get(state.map.items)
+            if not isinstance(items, list):
+                failure = {
+                    "error_type": "MapItemsNotAList",
+                    "message": f"context[{state.map.items!r}] is "
+                    f"{type(items).__name__}, not a list of items",
+                }
+                self.inst = self.inst.evolve(fan=Fan(failures={"items": failure}))
+                self._fan_settled()
+                return
+            self.inst = self.inst.evolve(fan=Fan(results=results, total=len(items)))
+        else:
+            self.inst = self.inst.evolve(
+                fan=Fan(results=results, started=len(state.parallel), total=len(state.parallel))
+            )
+            for branch in state.parallel:
+                if branch.name not in results:
+                    self._start_branch(state, branch.name)
+        self._fan_more()
+
+    def _fan_more(self) -> None:
+        """Start map items in order while fewer than `max_concurrency` run; when all have
+        settled, the state's answer is due (`_fan_settled`)."""
+        state = self._current()
+        fan = self.inst.fan
+        assert fan is not None
+        if state.map is not None and not self._fan_failing():
+            room = state.map.max_concurrency - len(fan.tries)
+            while room > 0 and fan.started < fan.total:
+                index = str(fan.started)
+                self.inst = self.inst.evolve(fan=replace(fan, started=fan.started + 1))
+                if index not in fan.results:
+                    self._start_branch(state, index)
+                    room -= 1
+                fan = self.inst.fan
+                assert fan is not None
+        if self._fan_failing():
+            if state.on_failure == "fail_fast" or not fan.tries:
+                self._fan_settled()
+        elif fan.settled:
+            self._fan_settled()
+
+    def _fan_failing(self) -> bool:
+        """Whether the branches failed beyond what the state tolerates."""
+        fan = self.inst.fan
+        assert fan is not None
+        if not fan.failures:
+            return False
+        spec = self._current().map
+        if spec is None or not all(b.isdigit() for b in fan.failures):
+            return True
+        return not spec.tolerates(len(fan.failures), fan.total)
+
+    def _fan_settled(self) -> None:
+        """Every branch settled (or one failed beyond tolerance): answer the state's table
+        (orchestrator.core.machine)."""
+        raise NotImplementedError
+
+    def _start_branch(self, state: StateSpec, branch: str, attempt: int = 1) -> None:
+        fan = self.inst.fan
+        assert fan is not None
+        lost = fan.tries.get(branch, (0, 0))[1] if attempt > 1 else 0
+        self.inst = self.inst.evolve(fan=replace(fan, tries={**fan.tries, branch: (attempt, lost)}))
+        task = state.branch_task(branch, "task")
+        assert task is not None
+        self.effects.append(self._run(task, "task", step_name(state.name, branch), attempt))
 
     # -- the workflow's deadline ------------------------------------------------
 
@@ -144,7 +230,7 @@ class Moves:
     def _arm(self, due: float, event_type: str, data: dict[str, Any]) -> None:
         """Set a timer bound to the current entry; leaving the entry cancels it."""
         bound = self.inst.entered_seq
-        timer_id = self._timer_id(event_type, int(data.get("attempt", 0)))
+        timer_id = self._timer_id(event_type, int(data.get("attempt", 0)), data.get("branch"))
         data = {**data, "entered_seq": bound, "timer": timer_id}
         self.inst = self.inst.evolve(timers=(*self.inst.timers, timer_id))
         self.effects.append(StartTimer(timer_id, due, event_type, data))
@@ -173,29 +259,45 @@ class Moves:
         self._disarm()
         self.entry_mark = len(self.effects)
 
-    def _timer_id(self, event_type: str, attempt: int) -> str:
-        return f"{self.inst.id}-{self.inst.entered_seq}-{event_type}-{attempt}"
+    def _timer_id(self, event_type: str, attempt: int, branch: str | None = None) -> str:
+        step = event_type if branch is None else f"{event_type}-{branch}"
+        return f"{self.inst.id}-{self.inst.entered_seq}-{step}-{attempt}"
 
     def _disarm(self) -> None:
         if self.inst.timers:
             self.effects.append(CancelTimers(self.inst.timers))
             self.inst = self.inst.evolve(timers=())
 
-    def _run(self, spec: TaskSpec, kind: str, state: str) -> RunTask:
-        """The order to run a try; a task's try of a state that names a compensation is
-        followed in flight, so that nothing it finishes is left undone."""
-        if kind == "task" and self.d.states[state].compensation is not None:
-            key = (self.inst.entered_seq, self.inst.attempt, state)
+    def _run(self, spec: TaskSpec, kind: str, step: str, attempt: int | None = None) -> RunTask:
+        """The order to run a try of a step (a state, or "state/branch"); a task's try of a
+        step that names a compensation is followed in flight, so that nothing it finishes
+        is left undone."""
+        state, branch = split_step(step)
+        attempt = self.inst.attempt if attempt is None else attempt
+        if kind == "task" and self.d.states[state].step_task(branch, "compensation"):
+            key = (self.inst.entered_seq, attempt, step)
             self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
         return RunTask(
             task=spec.path,
             kind="compensation" if kind == "compensation" else "task",
-            state=state,
-            attempt=self.inst.attempt,
+            state=step,
+            attempt=attempt,
             entered_seq=self.inst.entered_seq,
             timeout=spec.timeout,
-            context=self.inst.context,
+            context=self._task_context(state, branch),
         )
+
+    def _task_context(self, state: str, branch: str | None) -> dict[str, Any]:
+        """What a try gets: the context; a map item's, the context without the items and
+        with its `item` and `index` (10,000 items are not sent 10,000 times)."""
+        spec = self.d.states[state].map
+        if branch is None or spec is None:
+            return self.inst.context
+        items = self.inst.context.get(spec.items)
+        index = int(branch)
+        item = items[index] if isinstance(items, list) and index < len(items) else None
+        context = {k: v for k, v in self.inst.context.items() if k != spec.items}
+        return {**context, "item": item, "index": index}
 
     # -- the compensation run ------------------------------------------------
 
@@ -204,7 +306,7 @@ class Moves:
         tries still in flight of states that name a compensation (each settles by its
         answer, its timeout, or the watchdog reporting it lost)."""
         self.inst = self.inst.evolve(
-            status="compensating", compensating_to=target, reason=reason, halted=False
+            status="compensating", compensating_to=target, reason=reason, halted=False, fan=None
         )
         self._new_entry()  # withdraws a task ordered earlier in this step, never to run
         if self.entered:  # a state entered in this step is left for the compensation run
@@ -230,7 +332,8 @@ class Moves:
         self.outcome = "compensating"
 
     def _compensation_spec(self) -> TaskSpec:
-        spec = self.d.states[self.inst.compensations[-1]].compensation
+        state, branch = split_step(self.inst.compensations[-1])
+        spec = self.d.states[state].step_task(branch, "compensation")
         assert spec is not None
         return spec
 

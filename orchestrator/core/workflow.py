@@ -28,6 +28,8 @@ from orchestrator.core.language import (
     COMPENSATION_MAX_BACKOFF,
     COMPENSATION_RETRIES,
     TASK_RETRIES,
+    Branch,
+    Map,
     Notify,
     On,
     State,
@@ -39,8 +41,11 @@ from orchestrator.core.schedule import Schedule, ScheduleSpec, check
 from orchestrator.core.spec import (
     CANCELLED,
     MISSING_INSTANCE,
+    ON_FAILURE,
     TASK_LOST,
+    BranchSpec,
     Definition,
+    MapSpec,
     MissingInstance,
     NotifySpec,
     StateSpec,
@@ -356,6 +361,8 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
     def spec(task: Task | None, role: str) -> TaskSpec | None:
         if task is None:
             return None
+        if not isinstance(task, Task):
+            task = Task(task)
         try:
             path = task_path(task.fn)
         except ValueError as exc:
@@ -375,6 +382,7 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
             raise fail(f"{where}: a lost try ({TASK_LOST}: its worker died) is always retried")
         return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff, never)
 
+    parallel, mapped = _compile_fan(name, state, spec, fail)
     if state.final and state.initial:
         raise fail(f"state {name!r} cannot be both initial and final")
     if state.final and (state.task or state.compensation or state.timeout):
@@ -416,7 +424,75 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         timeout_event=state.timeout_event,
         timeout_at=state.timeout_at,
         ignore=frozenset(ignore),
+        parallel=parallel,
+        map=mapped,
+        on_failure=state.on_failure,
     )
+
+
+def _compile_fan(
+    name: str,
+    state: State,
+    spec: Callable[[Any, str], TaskSpec | None],
+    fail: Callable[[str], DefinitionError],
+) -> tuple[tuple[BranchSpec, ...], MapSpec | None]:
+    """A parallel state's branches, or a map state's item task, checked."""
+    if state.on_failure not in ON_FAILURE:
+        raise fail(f"state {name!r}: on_failure must be one of {ON_FAILURE}")
+    if state.parallel is None and state.map is None:
+        return (), None
+    what = "parallel" if state.parallel is not None else "map"
+    if state.parallel is not None and state.map is not None:
+        raise fail(f"state {name!r}: give parallel or map, not both")
+    if state.task is not None or state.compensation is not None:
+        raise fail(
+            f"state {name!r}: a {what} state runs its branches instead of a task; give each "
+            "its compensation" + (" in its Branch" if what == "parallel" else " in the Map")
+        )
+    if state.final:
+        raise fail(f"state {name!r} is final and so cannot run {what} tasks")
+    if state.map is not None:
+        m = state.map
+        if not isinstance(m, Map):
+            raise fail(f"state {name!r}: map must be Map(...), not {m!r}")
+        if not isinstance(m.items, str) or not m.items:
+            raise fail(f"state {name!r}: Map items must be a context key, not {m.items!r}")
+        results = m.results if m.results is not None else name
+        if not isinstance(results, str) or not results or results == m.items:
+            raise fail(f"state {name!r}: Map results must be a context key other than items")
+        if not (isinstance(m.max_concurrency, int) and 1 <= m.max_concurrency <= 1000):
+            raise fail(
+                f"state {name!r}: Map max_concurrency must be 1 to 1000 (the tries one "
+                f"commit may order), not {m.max_concurrency!r}"
+            )
+        if m.tolerated_failures is not None and not (
+            isinstance(m.tolerated_failures, int) and m.tolerated_failures >= 0
+        ):
+            raise fail(f"state {name!r}: Map tolerated_failures must be a count >= 0")
+        pct = m.tolerated_failure_percentage
+        if pct is not None and not (isinstance(pct, int | float) and 0 <= pct <= 100):
+            raise fail(f"state {name!r}: Map tolerated_failure_percentage must be 0 to 100")
+        task = spec(m.task, "map task")
+        assert task is not None
+        undo = spec(m.compensation, "map compensation")
+        return (), MapSpec(
+            task, undo, m.items, results, m.max_concurrency, m.tolerated_failures, pct
+        )
+    branches = state.parallel
+    if not isinstance(branches, Mapping) or not branches:
+        raise fail(f"state {name!r}: parallel must be a dict of branch name -> Branch(...)")
+    specs: list[BranchSpec] = []
+    for branch, declared in branches.items():
+        if not (isinstance(branch, str) and branch.isidentifier()):
+            raise fail(f"state {name!r}: branch name {branch!r} is not an identifier")
+        if not isinstance(declared, Branch):
+            declared = Branch(declared)  # a task alone: a branch with no compensation
+        task = spec(declared.task, f"branch {branch!r}")
+        assert task is not None
+        specs.append(
+            BranchSpec(branch, task, spec(declared.compensation, f"branch {branch!r} compensation"))
+        )
+    return tuple(specs), None
 
 
 def error_names(
