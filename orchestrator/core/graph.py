@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.core.spec import Definition, TransitionSpec
+from orchestrator.core.spec import Definition, StateSpec, TaskSpec, TransitionSpec
 
 _MERMAID_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Mermaid reads these in labels (entity codes, statement ends, HTML, blocks, quotes).
@@ -87,6 +87,34 @@ def _mermaid_ids(definition: Definition) -> dict[str, str]:
     return ids
 
 
+def fan_lines(state: StateSpec) -> list[str]:
+    """What a parallel or map state runs, a line each, as the graphs note it."""
+
+    def short(task: TaskSpec | None) -> str:
+        return task.path.rpartition(":")[2] if task is not None else ""
+
+    if state.map is not None:
+        m = state.map
+        undo = f", undo {short(m.compensation)}" if m.compensation else ""
+        tolerated = []
+        if m.tolerated is not None:
+            tolerated.append(f"{m.tolerated} failures")
+        if m.tolerated_percentage is not None:
+            tolerated.append(f"{m.tolerated_percentage:g}% failures")
+        tolerance = f", tolerates {' or '.join(tolerated)}" if tolerated else ""
+        return [
+            f"map {short(m.task)} over {m.items} -> {m.results}",
+            f"{m.max_concurrency} at once{undo}{tolerance}",
+        ]
+    if not state.parallel:
+        return []
+    lines = [f"parallel ({state.on_failure.replace('_', ' ')}):"]
+    for branch in state.parallel:
+        undo = f" (undo {short(branch.compensation)})" if branch.compensation else ""
+        lines.append(f"| {branch.name}: {short(branch.task)}{undo}")
+    return lines
+
+
 def mermaid(definition: Definition) -> str:
     ids = _mermaid_ids(definition)
     esc = _mermaid_text
@@ -101,6 +129,7 @@ def mermaid(definition: Definition) -> str:
             notes.append(f"task {esc(state.task.path.rpartition(':')[2])}")
         if state.compensation:
             notes.append(f"undo {esc(state.compensation.path.rpartition(':')[2])}")
+        notes.extend(esc(line) for line in fan_lines(state))
         if state.timeout:
             notes.append(f"{esc(state.timeout_event)} after {state.timeout:g}s")
         if state.timeout_at:
@@ -127,6 +156,9 @@ def dot(definition: Definition) -> str:
     for name, state in definition.states.items():
         if state.final:
             lines.append(f'    "{esc(name)}" [peripheries=2];')
+        elif state.fans_out:  # \l: left-justified lines, one a branch
+            label = "\\l".join(esc(line) for line in (name, *fan_lines(state)))
+            lines.append(f'    "{esc(name)}" [label="{label}\\l", peripheries=1];')
     for source, target, label in _edges(definition):
         lines.append(f'    "{esc(source)}" -> "{esc(target)}" [label="{esc(label)}"];')
     lines.append("}")

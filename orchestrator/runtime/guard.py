@@ -36,6 +36,7 @@ from rq.job import Job
 from notifiers.registry import CHANNELS
 from orchestrator.core.definition import Definition
 from orchestrator.core.errors import UnknownWorkflow
+from orchestrator.core.spec import split_step
 from orchestrator.runtime import payloads
 from orchestrator.runtime.payloads import (
     ENTRY_POINTS,
@@ -110,15 +111,16 @@ class JobCheck:
 
     def _task(self, task: payloads.TaskPayload) -> None:
         definition = self._definition(task["workflow"], task["version"])
-        state = definition.states.get(task["state"])
+        name, branch = split_step(task["state"])
+        state = definition.states.get(name)
         if state is None:
             raise RefusedJob(f"workflow {definition.name!r} has no state {_show(task['state'])}")
-        spec = state.task if task["kind"] == "task" else state.compensation
+        spec = state.step_task(branch, task["kind"])
         if spec is None or spec.path != task["task"]:
             raise RefusedJob(
                 f"{_show(task['task'])} is not the {task['kind']} that workflow "
-                f"{definition.name!r} version {definition.version} declares for state "
-                f"{state.name!r}"
+                f"{definition.name!r} version {definition.version} declares for "
+                f"{'state' if branch is None else 'branch'} {_show(task['state'])}"
             )
         instance = task["instance"]
         if not task["job"].startswith(f"{instance}-"):

@@ -12,6 +12,7 @@ from orchestrator import Branch, Map, On, State, Workflow
 from orchestrator.core import events as ev
 from orchestrator.core.effects import RunTask, StartTimer
 from orchestrator.core.errors import DefinitionError
+from orchestrator.core.graph import dot, mermaid
 from orchestrator.core.instance import Instance
 from tests.core.test_machine import Run, of_type
 from tests.fan_workflows import Checkout, Doubling, PatientCheckout, Unhandled, charge
@@ -313,3 +314,12 @@ def test_bad_fan_declarations_are_refused_naming_the_class_and_state(
             transitions = [On("task.completed", source=start, target=done)]
 
     assert "Bad" in str(caught.value) and "'start'" in str(caught.value)
+
+
+def test_graphs_draw_the_branches_and_the_map() -> None:
+    drawn = mermaid(Checkout.definition)
+    assert "| charge: charge (undo refund)" in drawn and "| label: label" in drawn
+    assert "done : done" not in drawn  # states that fan nothing out get no note
+    assert "map double over items -#gt; doubled" in mermaid(Doubling.definition)
+    assert "3 at once, undo undo_double, tolerates 5 failures" in dot(Doubling.definition)
+    assert '"preparing" [label="preparing\\lparallel (fail fast):\\l' in dot(Checkout.definition)
