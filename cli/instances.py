@@ -94,6 +94,9 @@ def emit(
         typer.echo(emitted.instance_id)
 
 
+SHOWN = 10  # branches and steps to undo that `status` names, at most (a map may have 10,000)
+
+
 @commands.command("status")
 def status(
     ctx: typer.Context,
@@ -118,8 +121,17 @@ def status(
             f"  last failure: {failure_text(data)} (state {data.get('state')}, "
             f"try {data.get('attempt')}, {when(failed['event']['at'])})"
         )
+    if instance.fan is not None:
+        fan = instance.fan
+        running = ", ".join(sorted(fan.tries)[:SHOWN]) + (" ..." if len(fan.tries) > SHOWN else "")
+        typer.echo(
+            f"  branches: {len(fan.results)} of {fan.total} completed, "
+            f"{len(fan.failures)} failed, running: {running or '-'}"
+        )
     if instance.compensations:
-        typer.echo(f"  to undo: {', '.join(reversed(instance.compensations))}")
+        newest = list(reversed(instance.compensations))
+        more = f" and {len(newest) - SHOWN} more" if len(newest) > SHOWN else ""
+        typer.echo(f"  to undo: {', '.join(newest[:SHOWN])}{more}")
     if instance.parked:
         typer.echo(f"  parked:  {', '.join(e.type for e in instance.parked)}")
     typer.echo(f"  created: {when(instance.created_at)}   updated: {when(instance.updated_at)}")

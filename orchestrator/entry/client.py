@@ -32,6 +32,7 @@ from orchestrator.core.errors import (
 from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
 from orchestrator.core.replay import ReplayReport, replay
+from orchestrator.core.spec import StateSpec, split_step, step_name
 from orchestrator.entry import connection
 from orchestrator.entry.schedules import ScheduleClient
 from orchestrator.entry.settings import Settings
@@ -383,6 +384,8 @@ def _answer_for_task(
     if not task:
         raise InputError(f"{event_type} needs --task NAME (the state or task it answers)")
     state = definition.states.get(instance.state or "")
+    if state is not None and instance.fan is not None:
+        return _answer_for_branch(state, instance, event_type, task, data)
     if state is None or state.task is None or instance.attempt == 0:
         raise InvalidOperation(
             f"instance {instance.id} is running no task (state {instance.state}, "
@@ -400,6 +403,35 @@ def _answer_for_task(
         "entered_seq": instance.entered_seq,
         "attempt": instance.attempt,
     }
+    return _with_outcome(answer, event_type, data)
+
+
+def _answer_for_branch(
+    state: StateSpec, instance: Instance, event_type: str, task: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Bind an externally emitted answer to one running branch of a parallel or map state,
+    named as the branch ("charge", "17") or its step ("preparing/charge")."""
+    assert instance.fan is not None
+    running = sorted(instance.fan.tries)
+    branch = split_step(task)[1] if task.startswith(f"{state.name}/") else task
+    if branch not in instance.fan.tries:
+        shown = ", ".join(running[:10]) or "none"
+        raise InvalidOperation(
+            f"instance {instance.id} runs branches of state {state.name} ({shown}), "
+            f"not {task!r}: name one with --task"
+        )
+    spec = state.branch_task(branch, "task")
+    assert spec is not None
+    answer: dict[str, Any] = {
+        "task": spec.path,
+        "state": step_name(state.name, branch),
+        "entered_seq": instance.entered_seq,
+        "attempt": instance.fan.tries[branch][0],
+    }
+    return _with_outcome(answer, event_type, data)
+
+
+def _with_outcome(answer: dict[str, Any], event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     if event_type == ev.TASK_COMPLETED:
         answer["result"] = data
     else:
