@@ -121,6 +121,16 @@ def status(
             f"  last failure: {failure_text(data)} (state {data.get('state')}, "
             f"try {data.get('attempt')}, {when(failed['event']['at'])})"
         )
+    if instance.parent is not None:
+        typer.echo(
+            f"  parent:  {instance.parent.get('instance')} (step {instance.parent.get('state')})"
+        )
+    if instance.children:
+        shown = list(instance.children.items())[:SHOWN]
+        more = (
+            f" and {len(instance.children) - SHOWN} more" if len(instance.children) > SHOWN else ""
+        )
+        typer.echo("  children: " + ", ".join(f"{step} {cid}" for step, cid in shown) + more)
     if instance.fan is not None:
         fan = instance.fan
         running = ", ".join(sorted(fan.tries)[:SHOWN]) + (" ..." if len(fan.tries) > SHOWN else "")

@@ -1,6 +1,7 @@
 """A workflow and notification orchestrator on Redis and RQ.
 
-Public API: the definition language (Workflow, State, Task, Branch, Map, On,
+Public API: the definition language (Workflow, State, Task, Branch, Map, Child,
+On,
 Notify, ANY, Schedule),
 what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
 client (Orchestrator). Everything else is internal.
@@ -9,6 +10,7 @@ client (Orchestrator). Everything else is internal.
 from orchestrator.core.definition import (
     ANY,
     Branch,
+    Child,
     Map,
     Notify,
     On,
@@ -25,6 +27,7 @@ from orchestrator.runtime.taskinfo import TaskInfo, task_info
 __all__ = [
     "ANY",
     "Branch",
+    "Child",
     "Map",
     "NonRetryable",
     "Notify",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from orchestrator.core.language import (
     ANY,
     Branch,
+    Child,
     Map,
     Notify,
     On,
@@ -45,6 +46,7 @@ __all__ = [
     "LOST_TRIES",
     "TASK_LOST",
     "Branch",
+    "Child",
     "Definition",
     "Map",
     "Notify",

@@ -49,7 +49,38 @@ class CancelTimers:
     ids: tuple[str, ...]
 
 
-Effect = RunTask | SendNotification | StartTimer | CancelTimers
+@dataclass(frozen=True)
+class StartChild:
+    """Create a child instance and append its start event (nothing if the id exists: a
+    step applied again starts no second child). `parent` is what the child's end answers."""
+
+    workflow: str
+    child_id: str
+    input: dict[str, Any]
+    parent: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SignalChild:
+    """Append an engine event to a child's inbox: cancel it, or undo its finished steps."""
+
+    child_id: str
+    event_type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerParent:
+    """Append the answer of a child's end (or of its undoing) to its parent's inbox."""
+
+    parent_id: str
+    event_type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = (
+    RunTask | SendNotification | StartTimer | CancelTimers | StartChild | SignalChild | AnswerParent
+)
 
 
 def describe(effect: Effect) -> str:
@@ -63,3 +94,9 @@ def describe(effect: Effect) -> str:
             return f"timer {event_type} due {due:.3f}"
         case CancelTimers(ids=ids):
             return f"cancel {len(ids)} timer(s)"
+        case StartChild(workflow=workflow, child_id=child_id):
+            return f"start child {workflow} {child_id}"
+        case SignalChild(child_id=child_id, event_type=event_type):
+            return f"{event_type} to child {child_id}"
+        case AnswerParent(parent_id=parent_id, event_type=event_type):
+            return f"{event_type} to parent {parent_id}"

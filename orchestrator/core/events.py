@@ -23,6 +23,7 @@ from orchestrator.core.errors import OrchestratorError
 STARTED = "workflow.started"
 CANCEL = "workflow.cancel"
 RESUME = "workflow.retry"
+UNDO = "workflow.undo"  # a parent compensating past a completed child: undo its steps
 TASK_COMPLETED = "task.completed"
 TASK_FAILED = "task.failed"
 COMPENSATION_COMPLETED = "compensation.completed"
@@ -35,7 +36,7 @@ DEADLINE_EVENT = "workflow.deadline"  # a workflow's `deadline` passed (unless i
 
 # Groupings of event types, each defined here once.
 ENGINE_TYPES = frozenset(
-    {STARTED, CANCEL, RESUME, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE}
+    {STARTED, CANCEL, RESUME, UNDO, COMPENSATION_COMPLETED, COMPENSATION_FAILED, RETRY_DUE}
 )
 """The engine's own: produced inside it, never emitted from outside, never parked."""
 ANSWERS = frozenset({TASK_COMPLETED, TASK_FAILED, COMPENSATION_COMPLETED, COMPENSATION_FAILED})

@@ -101,6 +101,10 @@ class Instance:
     halted: bool = False  # failed by a task failure nothing handled; `retry` resumes it
     parked: tuple[Event, ...] = ()
     fan: Fan | None = None  # the branches of a parallel or map state entry
+    # the step of the parent this child answers: instance, state (step), entered_seq,
+    # attempt, kind ("task": its end; "compensation": its undoing)
+    parent: dict[str, Any] | None = None
+    children: dict[str, str] = field(default_factory=dict)  # step -> child id, not undone
     timers: tuple[str, ...] = ()  # ids of armed timers, cancelled when the entry is left
     correlation: str | None = None  # "key=value" this instance answers to
     reason: str | None = None
@@ -133,6 +137,8 @@ class Instance:
             "halted": "1" if self.halted else "",
             "parked": _dump([json.loads(e.to_json()) for e in self.parked]),
             "fan": _dump(self.fan.to_doc()) if self.fan is not None else "",
+            "parent": _dump(self.parent) if self.parent is not None else "",
+            "children": _dump(self.children) if self.children else "",
             "timers": _dump(list(self.timers)),
             "correlation": self.correlation or "",
             "reason": self.reason or "",
@@ -170,6 +176,8 @@ class Instance:
             halted=bool(raw.get("halted")),
             parked=tuple(parked),
             fan=Fan.from_doc(_loads(raw, "fan", "{}")) if raw.get("fan") else None,
+            parent=_object(raw, "parent") if raw.get("parent") else None,
+            children=_children(raw),
             timers=_strings(raw, "timers"),
             correlation=raw.get("correlation") or None,
             reason=raw.get("reason") or None,
@@ -202,6 +210,13 @@ class Instance:
             },
             "correlation": self.correlation,
             "reason": self.reason,
+            "parent": None
+            if self.parent is None
+            else {
+                "instance": self.parent.get("instance"),
+                "step": self.parent.get("state"),
+            },
+            "children": dict(self.children),
         }
 
 
@@ -273,6 +288,13 @@ def _tries(raw: dict[str, str], name: str) -> tuple[tuple[int, int, str], ...]:
             raise Unreadable(f"field {name!r} must hold [entered_seq, attempt, state] triples")
         tries.append((item[0], item[1], item[2]))
     return tuple(tries)
+
+
+def _children(raw: dict[str, str]) -> dict[str, str]:
+    children = _object(raw, "children")
+    if not all(isinstance(v, str) for v in children.values()):
+        raise Unreadable("field 'children' must map steps to child ids")
+    return children
 
 
 def _strings(raw: dict[str, str], name: str) -> tuple[str, ...]:

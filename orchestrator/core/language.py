@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core.events import DEFAULT_TIMEOUT_EVENT
-from orchestrator.core.spec import Guard, OnFailure, Outcome, Save
+from orchestrator.core.spec import Guard, OnFailure, Outcome, ParentClose, Save
 
 TaskFunction = Callable[[dict[str, Any]], Any]
 ErrorRef = type[BaseException] | str
@@ -82,11 +82,33 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Child:
+    """A child workflow run as a step (a state's `child=`, a `Branch`, a `Map`'s task).
+
+    The child starts with `input` (a list of context keys, a function of the context
+    returning a dict, or None: the context a task would get) and its id derived from
+    the parent's id and the step, so a step applied twice never starts two. Its end
+    answers the step: completed, with `output` (a key of the child's context; None: its
+    whole context) as the result; failed or cancelled, as the step's `task.failed`
+    (`ChildFailed`, `ChildCancelled`), which rows route like any. When the parent
+    compensates past a completed child, the child undoes its own finished steps,
+    newest first. `parent_close`: what a running child gets when the parent is
+    cancelled, compensates or ends: "cancel" (it compensates, as a cancel does) or
+    "abandon" (it runs on by itself), as Temporal's ParentClosePolicy.
+    """
+
+    workflow: str
+    input: Sequence[str] | Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    output: str | None = None
+    parent_close: ParentClose = "cancel"
+
+
+@dataclass(frozen=True)
 class Branch:
     """One branch of a parallel state: a task, and the compensation that undoes it once it
     has completed (each branch keeps its own retries, timeout and non-retryable errors)."""
 
-    task: Task | TaskFunction | str
+    task: Task | Child | TaskFunction | str
     compensation: Task | TaskFunction | str | None = None
 
 
@@ -101,7 +123,7 @@ class Map:
     ToleratedFailureCount/Percentage; both unset: none is). `compensation` undoes each
     completed item, newest first, when the instance compensates."""
 
-    task: Task | TaskFunction | str
+    task: Task | Child | TaskFunction | str
     items: str
     results: str | None = None
     compensation: Task | TaskFunction | str | None = None
@@ -143,6 +165,7 @@ class State:
     (what they complete is still undone when the instance compensates);
     `on_failure="wait_all"` waits for the others first. Either way the state's
     `task.failed` reaches the transition table, with the first failure's error type.
+    `child=Child(...)` runs a child workflow as the state's step (see `Child`).
     """
 
     def __init__(
@@ -158,9 +181,10 @@ class State:
         timeout_event: str = DEFAULT_TIMEOUT_EVENT,
         timeout_at: str | None = None,
         ignore: Sequence[str] = (),
-        parallel: Mapping[str, Branch | Task | TaskFunction | str] | None = None,
+        parallel: Mapping[str, Branch | Task | Child | TaskFunction | str] | None = None,
         map: Map | None = None,
         on_failure: OnFailure = "fail_fast",
+        child: Child | None = None,
     ) -> None:
         self.name = ""
         self.initial = initial
@@ -176,6 +200,7 @@ class State:
         self.parallel = parallel
         self.map = map
         self.on_failure = on_failure
+        self.child = child
 
     def __set_name__(self, owner: type, name: str) -> None:
         if not self.name:  # a state also named by `cancel_state = state` keeps its own name

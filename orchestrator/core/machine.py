@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.core import events as ev
-from orchestrator.core.effects import Effect
+from orchestrator.core.effects import AnswerParent, Effect
 from orchestrator.core.events import Event
 from orchestrator.core.failures import backoff_delay, failure_text, retryable
 from orchestrator.core.instance import Fan, Instance
@@ -80,6 +80,7 @@ def transition(definition: Definition, instance: Instance, event: Event) -> Resu
     inst = instance.evolve(seq=instance.seq + 1, updated_at=event.at)
     step = _Step(definition, inst, event)
     step.run()
+    step.answer_parent(instance)
     return Result(step.inst, tuple(step.effects), step.outcome, step.note, step.passed())
 
 
@@ -101,7 +102,12 @@ class _Step(Table):
             if inst.state is not None:
                 self.note = "already started"
                 return
-            self.inst = inst.evolve(status="running", context=dict(event.data.get("input") or {}))
+            parent = event.data.get("parent")
+            self.inst = inst.evolve(
+                status="running",
+                context=dict(event.data.get("input") or {}),
+                parent=parent if isinstance(parent, dict) and "instance" in parent else None,
+            )
             self.outcome = "started"
             self._arm_deadline()
             self._enter(self.d.initial)
@@ -109,6 +115,9 @@ class _Step(Table):
             return
         if inst.state is None:
             self.note = "instance not started"
+            return
+        if event.type == ev.UNDO:
+            self._undo()
             return
         fired = event.data.get("timer")
         if fired in inst.timers:
@@ -496,6 +505,61 @@ class _Step(Table):
         )
         self.outcome = "failed"
         self.note = self.inst.reason or ""
+
+    # -- a child and its parent ---------------------------------------------------
+
+    def _undo(self) -> None:
+        """The parent compensates past this child: a completed child undoes its finished
+        steps, newest first, and ends in its cancel state; its parent hears when it has."""
+        inst, binding = self.inst, self.event.data.get("parent")
+        mine = inst.parent.get("instance") if inst.parent else None
+        if not isinstance(binding, dict) or mine is None or binding.get("instance") != mine:
+            self.note = "undo from no parent of this instance"
+            return
+        self.inst = inst.evolve(parent=binding)
+        reason = f"undone: its parent {mine} compensated"
+        if inst.status == "completed":
+            self.inst = self.inst.evolve(reason=reason)
+            self.outcome = "transition"
+            if self.inst.compensations:
+                self._begin_compensation(self.d.cancel_state, reason)
+            else:
+                self._enter(self.d.cancel_state)
+        elif inst.finished:
+            self.note = f"nothing to undo: the instance is {inst.status}"
+        else:  # still running: undoing it is cancelling it
+            self._cancel()
+
+    def answer_parent(self, before: Instance) -> None:
+        """A child that ends (or is undone) answers the parent's step it runs for: the
+        answer a task's job would give, so the parent's table routes it like one."""
+        inst, parent = self.inst, self.inst.parent
+        if parent is None or not inst.finished:
+            return
+        if before.finished and self.event.type != ev.UNDO:
+            return
+        data: dict[str, Any] = {
+            k: parent[k] for k in ("state", "entered_seq", "attempt") if k in parent
+        }
+        data["child"] = inst.id
+        if parent.get("kind") == "compensation":
+            kind = ev.COMPENSATION_COMPLETED
+            data["result"] = None
+        elif inst.status == "completed":
+            kind = ev.TASK_COMPLETED
+            output = parent.get("output")
+            data["result"] = inst.context.get(output) if isinstance(output, str) else inst.context
+        else:
+            kind = ev.TASK_FAILED
+            error = "ChildCancelled" if inst.status == "cancelled" else "ChildFailed"
+            data.update(
+                error_type=error,
+                error_types=[error, "ChildError"],
+                retryable=False,
+                message=f"child {inst.workflow} {inst.id} ended {inst.status} in state "
+                f"{inst.state}" + (f": {inst.reason}" if inst.reason else ""),
+            )
+        self.effects.append(AnswerParent(str(parent["instance"]), kind, data))
 
     def _resume(self) -> None:
         """Re-run what stopped the instance: its failed compensation, or its failed task."""

@@ -41,6 +41,25 @@ class TaskSpec:
     non_retryable: frozenset[str] = frozenset()  # error type names never retried
 
 
+ParentClose = Literal["cancel", "abandon"]
+PARENT_CLOSE: tuple[ParentClose, ...] = ("cancel", "abandon")
+ChildInput = Callable[[dict[str, Any]], dict[str, Any]] | tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class ChildSpec(TaskSpec):
+    """A step run as a child workflow instead of a job: started with `input` (context keys,
+    a function of the context, or None: the whole context the step would give a task), its
+    end answering the step; `output`: the child's context key whose value is the result
+    (None: its whole context). The same spec stands as the step's compensation: undoing
+    the step undoes the completed child's own steps."""
+
+    workflow: str = ""
+    input: ChildInput = None
+    output: str | None = None
+    parent_close: ParentClose = "cancel"
+
+
 @dataclass(frozen=True)
 class BranchSpec:
     name: str

@@ -16,17 +16,33 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
+from orchestrator.core import events as ev
+from orchestrator.core.effects import (
+    CancelTimers,
+    Effect,
+    RunTask,
+    SendNotification,
+    SignalChild,
+    StartChild,
+    StartTimer,
+)
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Fan, Instance
 from orchestrator.core.spec import (
     CANCELLED,
+    ChildSpec,
     Definition,
     StateSpec,
     TaskSpec,
     split_step,
     step_name,
 )
+
+
+class GuardFailed(Exception):
+    """A guard, a row's `save` or a child's `input` function (the workflow author's code)
+    raised; the event cannot be applied and goes to the dead letters."""
+
 
 _UNDOING = ""  # in Moves.entered: the compensation run, which leaves the state entered
 
@@ -74,6 +90,7 @@ class Moves:
         self.entered.append((name, self.moving))
         if state is None or state.final:  # the instance ends here: its deadline goes
             self._withdraw_deadline()
+            self._close_children()
         if state is None:  # the built-in cancel target
             assert name == CANCELLED
             self.inst = self.inst.evolve(
@@ -101,7 +118,9 @@ class Moves:
             fan=None,
         )
         if state.final:  # nothing can apply any more: drop what waited
-            self.inst = self.inst.evolve(compensations=(), inflight=(), parked=())
+            # a completed child keeps its stack: its parent may compensate past it (UNDO)
+            stack = self.inst.compensations if self._undoable_child(status) else ()
+            self.inst = self.inst.evolve(compensations=stack, inflight=(), parked=())
         if state.task is not None:
             self.effects.append(self._run(state.task, "task", name))
         for spec in state.notify if notify else ():
@@ -240,21 +259,23 @@ class Moves:
         (a parked event moved the instance on at once) never started: its task and timers
         are withdrawn, not ordered, so nothing runs that nobody waits for."""
         if self.entry_mark is not None:
-            kept = [
-                e
-                for e in self.effects[self.entry_mark :]
-                if not isinstance(e, RunTask | StartTimer)
-            ]
-            dropped = {e.id for e in self.effects[self.entry_mark :] if isinstance(e, StartTimer)}
+            entry = self.effects[self.entry_mark :]
+            kept = [e for e in entry if not isinstance(e, RunTask | StartTimer | StartChild)]
+            dropped = {e.id for e in entry if isinstance(e, StartTimer)}
             withdrawn = {
-                (e.entered_seq, e.attempt, e.state)
-                for e in self.effects[self.entry_mark :]
-                if isinstance(e, RunTask)
+                (e.entered_seq, e.attempt, e.state) for e in entry if isinstance(e, RunTask)
+            }
+            unborn = {e.child_id for e in entry if isinstance(e, StartChild)}
+            withdrawn |= {
+                (e.parent["entered_seq"], e.parent["attempt"], e.parent["state"])
+                for e in entry
+                if isinstance(e, StartChild)
             }
             self.effects[self.entry_mark :] = kept
             self.inst = self.inst.evolve(
                 timers=tuple(t for t in self.inst.timers if t not in dropped),
                 inflight=tuple(t for t in self.inst.inflight if t not in withdrawn),
+                children={k: v for k, v in self.inst.children.items() if v not in unborn},
             )
         self._disarm()
         self.entry_mark = len(self.effects)
@@ -268,12 +289,14 @@ class Moves:
             self.effects.append(CancelTimers(self.inst.timers))
             self.inst = self.inst.evolve(timers=())
 
-    def _run(self, spec: TaskSpec, kind: str, step: str, attempt: int | None = None) -> RunTask:
+    def _run(self, spec: TaskSpec, kind: str, step: str, attempt: int | None = None) -> Effect:
         """The order to run a try of a step (a state, or "state/branch"); a task's try of a
         step that names a compensation is followed in flight, so that nothing it finishes
         is left undone."""
         state, branch = split_step(step)
         attempt = self.inst.attempt if attempt is None else attempt
+        if isinstance(spec, ChildSpec):
+            return self._child(spec, kind, step, attempt)
         if kind == "task" and self.d.states[state].step_task(branch, "compensation"):
             key = (self.inst.entered_seq, attempt, step)
             self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
@@ -286,6 +309,62 @@ class Moves:
             timeout=spec.timeout,
             context=self._task_context(state, branch),
         )
+
+    # -- child workflows ---------------------------------------------------------
+
+    def _child(self, spec: ChildSpec, kind: str, step: str, attempt: int) -> Effect:
+        """Start a child for a step (its id derived from this instance, the entry and the
+        step: applying the step again starts no second one), or undo a completed one."""
+        binding = {
+            "instance": self.inst.id,
+            "state": step,
+            "entered_seq": self.inst.entered_seq,
+            "attempt": attempt,
+            "kind": "compensation" if kind == "compensation" else "task",
+            "output": spec.output,
+        }
+        if kind == "compensation":
+            child = self.inst.children.get(step, "")
+            return SignalChild(child, ev.UNDO, {"parent": binding})
+        child = f"{self.inst.id}-{self.inst.entered_seq}-{step.replace('/', '-')}"
+        if spec.parent_close == "cancel":  # followed: the parent's compensation waits for it
+            key = (self.inst.entered_seq, attempt, step)
+            self.inst = self.inst.evolve(inflight=(*self.inst.inflight, key))
+        self.inst = self.inst.evolve(children={**self.inst.children, step: child})
+        state, branch = split_step(step)
+        context = self._task_context(state, branch)
+        given = spec.input
+        if given is None:
+            data = dict(context)
+        elif isinstance(given, tuple):
+            data = {k: context[k] for k in given if k in context}
+        else:
+            try:
+                data = given(dict(context))
+            except Exception as exc:
+                raise GuardFailed(
+                    f"input of child {spec.workflow} of {step} raised {type(exc).__name__}: {exc}"
+                ) from exc
+            if not isinstance(data, dict):
+                raise GuardFailed(
+                    f"input of child {spec.workflow} of {step} returned "
+                    f"{type(data).__name__}, not a dict"
+                )
+        return StartChild(spec.workflow, child, data, binding)
+
+    def _close_children(self) -> None:
+        """The parent is cancelled, compensates or ends: its running children whose
+        `parent_close` is "cancel" are cancelled (each runs its own compensations)."""
+        for _, _, step in self.inst.inflight:
+            state, branch = split_step(step)
+            spec = self.d.states[state].step_task(branch, "task")
+            child = self.inst.children.get(step)
+            if isinstance(spec, ChildSpec) and spec.parent_close == "cancel" and child:
+                reason = f"its parent {self.inst.id} is {self.inst.status}"
+                self.effects.append(SignalChild(child, ev.CANCEL, {"reason": reason}))
+
+    def _undoable_child(self, status: str) -> bool:
+        return self.inst.parent is not None and status == "completed"
 
     def _task_context(self, state: str, branch: str | None) -> dict[str, Any]:
         """What a try gets: the context; a map item's, the context without the items and
@@ -309,6 +388,7 @@ class Moves:
             status="compensating", compensating_to=target, reason=reason, halted=False, fan=None
         )
         self._new_entry()  # withdraws a task ordered earlier in this step, never to run
+        self._close_children()
         if self.entered:  # a state entered in this step is left for the compensation run
             self.entered.append((_UNDOING, self.moving))
         if self.inst.inflight:
@@ -325,9 +405,14 @@ class Moves:
             self._enter(target)
             self.outcome = "transition"
             return
+        step = self.inst.compensations[-1]
+        spec = self._compensation_spec()
+        if isinstance(spec, ChildSpec) and step not in self.inst.children:
+            self.inst = self.inst.evolve(compensations=self.inst.compensations[:-1])
+            self._next_compensation()  # no child was started for it: nothing to undo
+            return
         self._new_entry()
         self.inst = self.inst.evolve(entered_seq=self.inst.seq, attempt=1, lost=0)
-        spec = self._compensation_spec()
         self.effects.append(self._run(spec, "compensation", self._work_state()))
         self.outcome = "compensating"
 

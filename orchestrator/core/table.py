@@ -13,12 +13,9 @@ from __future__ import annotations
 from orchestrator.core.events import Event
 from orchestrator.core.failures import error_types
 from orchestrator.core.spec import TransitionSpec
-from orchestrator.core.step import Moves
+from orchestrator.core.step import GuardFailed, Moves
 
-
-class GuardFailed(Exception):
-    """A guard (or a row's `save`) raised; the event cannot be applied and goes to the
-    dead letters."""
+__all__ = ["GuardFailed", "Table"]
 
 
 class Table(Moves):

@@ -29,6 +29,7 @@ from orchestrator.core.language import (
     COMPENSATION_RETRIES,
     TASK_RETRIES,
     Branch,
+    Child,
     Map,
     Notify,
     On,
@@ -42,8 +43,10 @@ from orchestrator.core.spec import (
     CANCELLED,
     MISSING_INSTANCE,
     ON_FAILURE,
+    PARENT_CLOSE,
     TASK_LOST,
     BranchSpec,
+    ChildSpec,
     Definition,
     MapSpec,
     MissingInstance,
@@ -358,9 +361,11 @@ def _schedules(
 
 
 def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionError]) -> StateSpec:
-    def spec(task: Task | None, role: str) -> TaskSpec | None:
+    def spec(task: Task | Child | None, role: str) -> TaskSpec | None:
         if task is None:
             return None
+        if isinstance(task, Child):
+            return _child_spec(task, f"state {name!r}: {role}", fail)
         if not isinstance(task, Task):
             task = Task(task)
         try:
@@ -383,13 +388,23 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         return TaskSpec(path, retries + 1, task.timeout, task.backoff, max_backoff, never)
 
     parallel, mapped = _compile_fan(name, state, spec, fail)
+    task, compensation = spec(state.task, "task"), spec(state.compensation, "compensation")
+    if state.child is not None:
+        if not isinstance(state.child, Child):
+            raise fail(f"state {name!r}: child must be Child(...), not {state.child!r}")
+        if state.task or state.compensation or state.parallel is not None or state.map:
+            raise fail(
+                f"state {name!r}: a child state runs its child workflow instead of a task; "
+                "the child's own compensations undo it"
+            )
+        task = compensation = spec(state.child, "child")
     if state.final and state.initial:
         raise fail(f"state {name!r} cannot be both initial and final")
-    if state.final and (state.task or state.compensation or state.timeout):
+    if state.final and (task or compensation or state.timeout):
         raise fail(f"state {name!r} is final and so cannot run a task or set a timeout")
     if state.outcome not in ("completed", "failed", "cancelled"):
         raise fail(f"state {name!r}: outcome must be completed, failed or cancelled")
-    if state.compensation is not None and state.task is None:
+    if compensation is not None and task is None:
         raise fail(f"state {name!r} names a compensation but runs no task to compensate")
     if state.timeout is not None and not (
         isinstance(state.timeout, int | float) and state.timeout > 0
@@ -417,8 +432,8 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         initial=state.initial,
         final=state.final,
         outcome=state.outcome,
-        task=spec(state.task, "task"),
-        compensation=spec(state.compensation, "compensation"),
+        task=task,
+        compensation=compensation,
         notify=tuple(NotifySpec(n.channel, n.template, n.to, n.urgent) for n in state.notify),
         timeout=state.timeout,
         timeout_event=state.timeout_event,
@@ -427,6 +442,37 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         parallel=parallel,
         map=mapped,
         on_failure=state.on_failure,
+    )
+
+
+def _child_spec(child: Child, where: str, fail: Callable[[str], DefinitionError]) -> ChildSpec:
+    """A child workflow step, checked (that the workflow is loaded is checked when the
+    registry has them all: orchestrator.runtime.registry)."""
+    if not (isinstance(child.workflow, str) and re.fullmatch(r"[\w.-]+", child.workflow)):
+        raise fail(f"{where}: Child needs a workflow name, not {child.workflow!r}")
+    given = child.input
+    if given is None or callable(given):
+        shape: Any = given
+    elif isinstance(given, Sequence) and not isinstance(given, str):
+        if not all(isinstance(k, str) and k for k in given):
+            raise fail(f"{where}: Child input must list context keys, not {given!r}")
+        shape = tuple(given)
+    else:
+        raise fail(f"{where}: Child input must be a list of context keys or a function")
+    if child.output is not None and not (isinstance(child.output, str) and child.output):
+        raise fail(f"{where}: Child output must be a context key of the child")
+    if child.parent_close not in PARENT_CLOSE:
+        raise fail(f"{where}: Child parent_close must be one of {PARENT_CLOSE}")
+    return ChildSpec(
+        path=f"child:{child.workflow}",
+        attempts=1,
+        timeout=0.0,
+        backoff=0.0,
+        max_backoff=0.0,
+        workflow=child.workflow,
+        input=shape,
+        output=child.output,
+        parent_close=child.parent_close,
     )
 
 
@@ -475,6 +521,10 @@ def _compile_fan(
         task = spec(m.task, "map task")
         assert task is not None
         undo = spec(m.compensation, "map compensation")
+        if isinstance(task, ChildSpec):
+            if undo is not None:
+                raise fail(f"state {name!r}: a map of children is undone by their own steps")
+            undo = task
         return (), MapSpec(
             task, undo, m.items, results, m.max_concurrency, m.tolerated_failures, pct
         )
@@ -489,9 +539,14 @@ def _compile_fan(
             declared = Branch(declared)  # a task alone: a branch with no compensation
         task = spec(declared.task, f"branch {branch!r}")
         assert task is not None
-        specs.append(
-            BranchSpec(branch, task, spec(declared.compensation, f"branch {branch!r} compensation"))
-        )
+        undo = spec(declared.compensation, f"branch {branch!r} compensation")
+        if isinstance(task, ChildSpec):
+            if undo is not None:
+                raise fail(
+                    f"state {name!r}: branch {branch!r} runs a child, undone by its own steps"
+                )
+            undo = task
+        specs.append(BranchSpec(branch, task, undo))
     return tuple(specs), None
 
 

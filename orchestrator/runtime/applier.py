@@ -89,7 +89,7 @@ class Applier:
         self.id = applier_id or uuid.uuid4().hex[:12]
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
-        self.dispatcher = Dispatcher(client, keys, job_key)
+        self.dispatcher = Dispatcher(client, keys, job_key, registry)
         self.retention = Retention(client, keys, retention)
         self.later = Later(client, keys)
         self.reader = BatchReader(client, keys, self.leases, self.id, batch_size)

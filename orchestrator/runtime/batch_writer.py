@@ -105,9 +105,16 @@ class BatchWriter:
         if not finished:
             return {}, {}
         pipe = self.redis.pipeline(transaction=False)
+        archived_before = {
+            iid
+            for iid in finished
+            # a late copy: archived already, and expiring; or a child that finished once
+            # and was undone by its parent since (its first archive is kept)
+            if work[iid].before.finished or work[iid].after.parent is not None
+        }
         for instance_id in finished:
             pipe.xrange(self.keys.history(instance_id))
-            if work[instance_id].before.finished:  # a late copy: archived already, and expiring
+            if instance_id in archived_before:
                 pipe.get(self.keys.archive(instance_id))
                 pipe.pttl(self.keys.instance(instance_id))
         replies = iter(pipe.execute())
@@ -116,7 +123,7 @@ class BatchWriter:
         for instance_id in finished:
             live = next(replies)
             archived, ttl_ms = None, 0  # finishing now: only the finishing commit archives
-            if work[instance_id].before.finished:
+            if instance_id in archived_before:
                 archived, ttl_ms = next(replies), int(next(replies))
             try:
                 entries = read_history(self.keys, instance_id, archived, live)

@@ -30,7 +30,18 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from orchestrator.core.effects import CancelTimers, Effect, RunTask, SendNotification, StartTimer
+from orchestrator.core import events as ev
+from orchestrator.core.effects import (
+    AnswerParent,
+    CancelTimers,
+    Effect,
+    RunTask,
+    SendNotification,
+    SignalChild,
+    StartChild,
+    StartTimer,
+)
+from orchestrator.core.errors import UnknownWorkflow
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.runtime.payloads import (
@@ -49,7 +60,9 @@ from orchestrator.runtime.payloads import (
     seal,
     task_payload,
 )
+from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.watchdog import Watchdog
+from orchestrator.store.inbox import Inbox
 from orchestrator.store.keys import Keys
 
 TASK_QUEUE = "tasks"
@@ -88,9 +101,17 @@ class Ready:
 
 
 class Dispatcher:
-    def __init__(self, client: redis.Redis, keys: Keys, job_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        job_key: bytes | None = None,
+        registry: Registry | None = None,
+    ) -> None:
         self.redis = client
         self.keys = keys
+        self.registry = registry  # the workflows children start as (none: no children)
+        self.inbox = Inbox(client, keys)
         self.job_key = job_key  # seals every job (orchestrator.runtime.payloads.seal) when set
         self.tasks = Queue(TASK_QUEUE, connection=client, serializer=JSONSerializer)
         self.notifications = Queue(NOTIFICATION_QUEUE, connection=client, serializer=JSONSerializer)
@@ -153,6 +174,35 @@ class Dispatcher:
             case CancelTimers():
                 pipe.zrem(self.keys.timers(partition), *effect.ids)
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
+            case StartChild():
+                self._start_child(pipe, instance_id, effect, job_id(instance_id, seq, index))
+            case SignalChild() | AnswerParent():
+                to = effect.child_id if isinstance(effect, SignalChild) else effect.parent_id
+                event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
+                event = Event(event_id, effect.event_type, to, time.time(), effect.data)
+                self.inbox.queue_append(pipe, event)
+
+    def _start_child(self, pipe: Pipeline, parent: str, effect: StartChild, key: str) -> None:
+        """Create the child and append its start event, in the parent's commit; a workflow
+        not loaded here (checked at start-up: orchestrator.runtime.registry) fails the
+        parent's step instead."""
+        try:
+            if self.registry is None:
+                raise UnknownWorkflow("this applier starts no child workflows")
+            definition = self.registry.get(effect.workflow)
+        except UnknownWorkflow as exc:
+            binding = effect.parent
+            data = {
+                **{k: binding[k] for k in ("state", "entered_seq", "attempt")},
+                "error_type": "UnknownWorkflow",
+                "retryable": False,
+                "message": f"child {effect.workflow} not started: {exc}",
+            }
+            self.inbox.queue_append(pipe, Event(key, ev.TASK_FAILED, parent, time.time(), data))
+            return
+        self.inbox.queue_create(
+            pipe, definition, effect.child_id, effect.input, None, parent, effect.parent
+        )
 
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than

@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.core import events as ev
 from orchestrator.core.definition import Definition, Workflow
 from orchestrator.core.errors import ConfigurationError, UnknownEventType, UnknownWorkflow
+from orchestrator.core.spec import ChildSpec
 from orchestrator.runtime.schemas import PayloadSchemas
 
 
@@ -29,6 +30,23 @@ class Registry:
             versions = self._versions.setdefault(definition.name, {})
             versions[definition.version] = definition
             self._schemas[definition.name, definition.version] = PayloadSchemas(definition)
+        self._check_children()
+
+    def _check_children(self) -> None:
+        """Every child workflow a loaded workflow starts is loaded too: refused at start-up,
+        naming the workflow, the state and the child, rather than failing a step later."""
+        for versions in self._versions.values():
+            for definition in versions.values():
+                for state in definition.states.values():
+                    steps = [state.task, *(b.task for b in state.parallel)]
+                    steps.append(state.map.task if state.map else None)
+                    for spec in steps:
+                        if isinstance(spec, ChildSpec) and spec.workflow not in self._versions:
+                            raise ConfigurationError(
+                                f"workflow {definition.name!r} state {state.name!r} starts "
+                                f"child workflow {spec.workflow!r}, which is not loaded "
+                                f"(loaded: {', '.join(sorted(self._versions))})"
+                            )
 
     @classmethod
     def from_modules(cls, modules: Sequence[str]) -> Registry:

@@ -116,10 +116,14 @@ class Inbox:
         data: dict[str, Any],
         correlation: tuple[str, str] | None,
         trigger: str,
+        parent: dict[str, Any] | None = None,
     ) -> None:
         """`create` queued in a transaction; its reply, [outcome, id] as bytes, comes with
-        the others' (an existing id is "exists", not an error: for idempotent starts)."""
-        keys, args = self._create_call(definition, instance_id, data, correlation, trigger, None)
+        the others' (an existing id is "exists", not an error: for idempotent starts).
+        `parent`: the step of the parent instance a child answers."""
+        keys, args = self._create_call(
+            definition, instance_id, data, correlation, trigger, None, parent
+        )
         self._create(keys=keys, args=args, client=pipe)
 
     def _create_call(
@@ -130,6 +134,7 @@ class Inbox:
         correlation: tuple[str, str] | None,
         trigger: str | None,
         event_id: str | None,
+        parent: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
         correlation_text = f"{correlation[0]}={correlation[1]}" if correlation else None
@@ -146,7 +151,11 @@ class Inbox:
             type=ev.STARTED,
             instance_id=instance_id,
             at=now,
-            data={"input": data, **({"trigger": trigger} if trigger else {})},
+            data={
+                "input": data,
+                **({"trigger": trigger} if trigger else {}),
+                **({"parent": parent} if parent else {}),
+            },
         )
         workflow = definition.name
         correlation_key = self.keys.correlation(workflow, *correlation) if correlation else ""
@@ -162,6 +171,11 @@ class Inbox:
             self.keys.waiting_due,
         ]
         return keys, [instance_id, now, start.to_json(), *fields]
+
+    def queue_append(self, pipe: redis.client.Pipeline, event: Event) -> None:
+        """`append` queued in a transaction (an event a commit sends another instance)."""
+        stream = self.keys.inbox(self.keys.partition_of(event.instance_id))
+        pipe.xadd(stream, {"e": event.to_json()})
 
     def append(self, event: Event) -> str:
         """Append an event to its instance's partition; returns the stream entry id."""
