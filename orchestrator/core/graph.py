@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.core.spec import Definition, StateSpec, TaskSpec, TransitionSpec
+from orchestrator.core.spec import ChildSpec, Definition, StateSpec, TaskSpec, TransitionSpec
 
 _MERMAID_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Mermaid reads these in labels (entity codes, statement ends, HTML, blocks, quotes).
@@ -91,11 +91,14 @@ def fan_lines(state: StateSpec) -> list[str]:
     """What a parallel or map state runs, a line each, as the graphs note it."""
 
     def short(task: TaskSpec | None) -> str:
+        if isinstance(task, ChildSpec):
+            return f"child {task.workflow}"
         return task.path.rpartition(":")[2] if task is not None else ""
 
     if state.map is not None:
         m = state.map
         undo = f", undo {short(m.compensation)}" if m.compensation else ""
+        undo = "" if isinstance(m.compensation, ChildSpec) else undo
         tolerated = []
         if m.tolerated is not None:
             tolerated.append(f"{m.tolerated} failures")
@@ -111,6 +114,7 @@ def fan_lines(state: StateSpec) -> list[str]:
     lines = [f"parallel ({state.on_failure.replace('_', ' ')}):"]
     for branch in state.parallel:
         undo = f" (undo {short(branch.compensation)})" if branch.compensation else ""
+        undo = "" if isinstance(branch.compensation, ChildSpec) else undo
         lines.append(f"| {branch.name}: {short(branch.task)}{undo}")
     return lines
 
@@ -125,9 +129,11 @@ def mermaid(definition: Definition) -> str:
     lines.append(f"    [*] --> {ids[definition.initial]}")
     for name, state in definition.states.items():
         notes = []
-        if state.task:
+        if isinstance(state.task, ChildSpec):
+            notes.append(f"child {esc(state.task.workflow)} ({state.task.parent_close} on close)")
+        elif state.task:
             notes.append(f"task {esc(state.task.path.rpartition(':')[2])}")
-        if state.compensation:
+        if state.compensation and not isinstance(state.compensation, ChildSpec):
             notes.append(f"undo {esc(state.compensation.path.rpartition(':')[2])}")
         notes.extend(esc(line) for line in fan_lines(state))
         if state.timeout:

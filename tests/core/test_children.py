@@ -13,6 +13,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.effects import AnswerParent, RunTask, SignalChild, StartChild
 from orchestrator.core.errors import ConfigurationError, DefinitionError
 from orchestrator.core.events import Event
+from orchestrator.core.graph import dot, mermaid
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import transition
 from orchestrator.runtime.registry import Registry
@@ -198,3 +199,10 @@ def test_child_declarations_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="starts child workflow 'shipment', which is not"):
         Registry([Parcel])
     Registry([Parcel, Shipment])  # with its child loaded: fine
+
+
+def test_graphs_draw_child_states_and_maps_of_children() -> None:
+    drawn = mermaid(Parcel.definition)
+    assert "shipping : shipping<br/>child shipment (cancel on close)" in drawn
+    assert "undo shipment" not in drawn
+    assert "map child shipment over parcels" in dot(Fleet.definition)
