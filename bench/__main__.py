@@ -22,6 +22,7 @@ from bench.measure import Measurement
 from bench.report import (
     machine,
     print_commands,
+    print_fan,
     print_flow_trips,
     print_machine,
     print_memory,
@@ -177,6 +178,8 @@ def _print_details(outcomes: list[suite.Outcome]) -> None:
             print_scale(outcome.details)
         elif name == "startup":
             print_startup(outcome.details)
+        elif name == "fan":
+            print_fan(outcome.details)
         else:
             print("(its details are in the JSON figures, --json PATH)")
 

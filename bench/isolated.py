@@ -1,6 +1,6 @@
 """Running a workload in a child process, with a time limit.
 
-Workloads 2-4 start servers and worker processes of their own and wait on
+Workloads 2-4 and 7 start servers and worker processes of their own and wait on
 them; a hang there must not hang the suite (nor CI). The child imports the
 workload's module, runs it and writes its result as JSON. Past the limit it
 gets SIGINT, a KeyboardInterrupt in its code, whose `finally` blocks stop
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "flows": ("bench.flows", "measure_flows"),
     "notify": ("bench.notify_rate", "measure_notifications"),
+    "fan": ("bench.fan", "measure_fan"),
 }
 GRACE = 30.0  # seconds between SIGINT and SIGKILL
 

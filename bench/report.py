@@ -213,6 +213,66 @@ def print_flow_trips(details: dict[str, Any]) -> None:
     print(commands_table(details) or "(no round trips counted)")
 
 
+def print_fan(details: dict[str, Any]) -> None:
+    """Workload 7: each system's fan-outs, then the engine's map."""
+    lines: list[tuple[str, ...]] = [
+        ("fan-out/fan-in", "fan-outs", "s", "fan-outs/s", "tasks/s", "trips/task", "cmds/task")
+    ]
+    commands: list[str] = []
+    for name, found in details.get("systems", {}).items():
+        part = found.get("throughput")
+        if not part:
+            lines.append((name, found.get("skipped") or f"FAILED: {found.get('error')}"))
+            continue
+        lines.append(
+            (
+                name,
+                f"{part['finished']} of {part['workflows']}",
+                f"{part['seconds']:.2f}",
+                f"{part['per_second']:,.1f}",
+                f"{part['tasks_per_second']:,}",
+                f"{part['round_trips_per_task']:.2f}",
+                f"{part['commands_per_task']:.2f}",
+            )
+        )
+        top = ", ".join(f"{k} {v:g}" for k, v in part["commands_per_task_by_name"].items())
+        commands.append(f"  {name}: {top}")
+    width = max(len(row) for row in lines)
+    _print_rows([row + ("",) * (width - len(row)) for row in lines], align="<" + ">" * 6)
+    print("most frequent Redis commands per task (counted on the server, the driver's left out):")
+    print("\n".join(commands))
+    found = details.get("map", {})
+    if "items" not in found:
+        print(f"\nmap: {found.get('error', 'not run')}")
+        return
+    memory = found["used_memory"]
+    by_key = found["memory_usage_by_key"]
+    watch = found["watch"]
+    print()
+    _print_rows(
+        [
+            ("map of one instance", "figure"),
+            ("items (max_concurrency)", f"{found['items']:,} ({found['concurrency']})"),
+            ("final state", f"{found['status']} in {found['state']}, {found['results']} results"),
+            ("start to final state, s", f"{found['seconds']:.3f}"),
+            ("start to the last item's answer, s", f"{found['last_item_seconds']:.3f}"),
+            ("items per second", f"{found['items_per_second'] or 0:,.0f}"),
+            ("used_memory before -> after, B", f"{memory['before']:,} -> {memory['after']:,}"),
+            ("  per item, B", f"{found['bytes_per_item']:,.1f}"),
+            ("MEMORY USAGE: instance hash, B", f"{by_key['instance hash']:,}"),
+            ("MEMORY USAGE: history archive, B", f"{by_key['history archive']:,}"),
+            ("MEMORY USAGE: applied-ids set, B", f"{by_key['applied-ids set']:,}"),
+            ("most RQ jobs queued or running at once", f"{watch['rq_jobs']}"),
+            ("  of them in the queue", f"{watch['rq_queued']}"),
+            ("most items in flight (the instance's fan)", f"{watch['tries']}"),
+            ("samples (jobs, items in flight)", f"{watch['samples']}, {watch['fan_samples']}"),
+            ("Redis round trips per item", f"{found['redis']['round_trips_per_step']:.2f}"),
+            ("Redis commands per item", f"{found['redis']['commands_per_step']:.2f}"),
+        ],
+        align="<>",
+    )
+
+
 def _print_rows(lines: list[tuple[str, ...]], align: str = "<>>>") -> None:
     """Columns separated by two spaces; align holds one of "<" or ">" per column."""
     widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]

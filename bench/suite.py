@@ -1,8 +1,8 @@
 """The workloads of `python -m bench`, each run in turn, each allowed to fail alone.
 
 Every workload returns {"rows": [...], "details": {...}} (see bench.targets).
-Workloads 2-3 (bench.flows) and 4 (bench.notify_rate) run in a child
-process with a time limit (bench.isolated), imported only there (but for
+Workloads 2-3 (bench.flows), 4 (bench.notify_rate) and 7 (bench.fan) run in
+a child process with a time limit (bench.isolated), imported only there (but for
 bench.flows.trips, which turns its details into rows): if one is
 missing, raises or hangs, its line says "not run" and why, and the others
 still run; so does any of ours that raises.
@@ -47,7 +47,10 @@ SCALE = {
 }
 STARTUP_RUNS = {"full": 7, "quick": 1}  # timed runs of each command; no peers when quick
 # seconds the workloads run in a child process may take: against hangs, not a budget
-LIMITS = {"full": {"flows": 900.0, "notify": 600.0}, "quick": {"flows": 300.0, "notify": 300.0}}
+LIMITS = {
+    "full": {"flows": 900.0, "notify": 600.0, "fan": 600.0},
+    "quick": {"flows": 300.0, "notify": 300.0, "fan": 300.0},
+}
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,10 @@ def notifications(args: argparse.Namespace) -> dict[str, Any]:
     return run_isolated("notify", args.quick, LIMITS[_mode(args)]["notify"])
 
 
+def fan(args: argparse.Namespace) -> dict[str, Any]:
+    return run_isolated("fan", args.quick, LIMITS[_mode(args)]["fan"])
+
+
 def memory(args: argparse.Namespace) -> dict[str, Any]:
     from bench.memory import measure_memory
 
@@ -171,6 +178,7 @@ WORKLOADS = (
     Workload("memory", "5", "Redis memory per finished instance", memory),
     Workload("scale", "5", "apply latency with 1k to 1M instances stored", scale),
     Workload("startup", "6", "command-line start-up", startup),
+    Workload("fan", "7", "fan-out/fan-in and a wide map (bench.fan)", fan),
 )
 NAMES = tuple(w.name for w in WORKLOADS)
 

@@ -1,4 +1,4 @@
-"""Issue #6's targets, and the one table: every workload, each system's figure, target, met.
+"""Issue #6's targets (#15's fan-out too), and the one table: each system's figure, target, met.
 
 A workload module returns rows {"workload", "system", "value", "note"}, and
 may add "unit", and "target" and "met" when it judges its own figure (the
@@ -63,6 +63,16 @@ def _workflows(values: Values) -> tuple[bool | None, str]:
     return met, ", ".join(why)
 
 
+def _fastest_peer(values: Values) -> tuple[bool | None, str]:
+    """>= the fastest peer measured in the same run; no verdict when none was."""
+    ours = _number(values.get("orchestrator"))
+    peers = {p: v for p in PEERS if (v := _number(values.get(p))) is not None}
+    if ours is None or not peers:
+        return None, "" if ours is None else "no peer measured"
+    fastest = max(peers, key=lambda p: peers[p])
+    return ours >= peers[fastest], f"{ours / peers[fastest]:.2f}x {fastest}"
+
+
 def _latency(p50: float | None, p99: float) -> Callable[[Values], tuple[bool | None, str]]:
     def check(values: Values) -> tuple[bool | None, str]:
         ours = values.get("orchestrator")
@@ -96,6 +106,7 @@ RULES = (
     Rule("3", "at 50/s", "p50 <= 10, p99 <= 25 ms", _latency(10, 25)),
     Rule("3", "at 500/s", "p99 <= 100 ms", _latency(None, 100)),
     Rule("4", "notifications/s", ">= 500/s", _at_least(500)),
+    Rule("7", "fan-outs/s", ">= fastest peer", _fastest_peer),
 )
 
 

@@ -29,10 +29,11 @@ TASK_PROCESSES = 2
 class OrchestratorSystem(System):
     name = "orchestrator"
     isolation = "process"  # the CLI's default: jobs run in the worker process
+    module = MODULE  # the workflows the driver and the workers load (bench.fan: its own)
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)
-        self.app = bootstrap(Settings(redis_url=url, workflows=(MODULE,)))
+        self.app = bootstrap(Settings(redis_url=url, workflows=(self.module,)))
         self.client = self.app.client
         self.keys = self.app.keys
         self.instances: dict[str, str] = {}
@@ -64,7 +65,7 @@ class OrchestratorSystem(System):
         env = {
             **self.env,
             "REDIS_URL": self.url,
-            "ORCHESTRATOR_WORKFLOWS": MODULE,
+            "ORCHESTRATOR_WORKFLOWS": self.module,
             "ORCHESTRATOR_ACCEPT_RISK": "1",  # the private server keeps no AOF
         }
         args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "0"]
