@@ -376,6 +376,7 @@ class _Step(Table):
                 for k in ("error_type", "error_types", "message")
                 if k in self.event.data
             }
+            failure["seq"] = self.inst.seq  # which failed first, whatever order they are stored in
             fan = self.inst.fan
             assert fan is not None
             self.inst = self.inst.evolve(
@@ -408,7 +409,8 @@ class _Step(Table):
         assert fan is not None
         bound = {"state": state.name, "entered_seq": self.inst.entered_seq}
         if self._fan_failing():
-            first, failure = next(iter(fan.failures.items()))
+            first, failure = min(fan.failures.items(), key=lambda f: (f[1].get("seq", 0), f[0]))
+            failure = {k: v for k, v in failure.items() if k != "seq"}
             data = {
                 **bound,
                 **failure,

@@ -104,6 +104,7 @@ class Moves:
                 inflight=(),
                 halted=False,
                 parked=(),
+                fan=None,
             )
             return
         status = state.outcome if state.final else "running"
