@@ -502,6 +502,8 @@ class _Step(Table):
             attempt=0,
             halted=False,
             parked=(),
+            fan=None,
+            inflight=(),
             reason=f"deadline of {limit} passed in state {self.inst.state!r}; no transition "
             f"handles {self.d.deadline_event} there",
         )

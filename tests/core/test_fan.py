@@ -323,3 +323,18 @@ def test_graphs_draw_the_branches_and_the_map() -> None:
     assert "map double over items -#gt; doubled" in mermaid(Doubling.definition)
     assert "3 at once, undo undo_double, tolerates 5 failures" in dot(Doubling.definition)
     assert '"preparing" [label="preparing\\lparallel (fail fast):\\l' in dot(Checkout.definition)
+
+
+def test_a_deadline_failing_a_parallel_state_leaves_no_branch_running() -> None:
+    class Hurried(Workflow):
+        name = "hurried"
+        deadline = 60
+        preparing = State(initial=True, parallel={"a": charge, "b": charge})
+        done = State(final=True)
+        transitions = [On("task.completed", source=preparing, target=done)]
+
+    run = Run(Hurried)
+    (timer,) = [t for t in of_type(run.last.effects, StartTimer) if t.id.endswith("-deadline")]
+    run.fire_timer(timer)
+    assert run.inst.status == "failed" and run.inst.finished
+    assert run.inst.fan is None and run.inst.summary()["branches"] is None

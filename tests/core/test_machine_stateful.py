@@ -13,12 +13,13 @@ letters. A failure reports its type the way orchestrator.core.failures does
 its state was left (a `skip`, a cancel, a timeout that compensates). After
 every event and every step the invariants the engine relies on are checked
 against a model kept beside it (see `World.check`), the saga rules of #12
-among them:
+among them. A step is a state's task in one entry of it, or one branch of a
+parallel state or one item of a map (#15), "state/branch", with tries of its own:
 
-- every step whose task completed, on time or late, in a state that names a
-  compensation, is undone exactly once, newest first by completion, and no
-  other step is; an undo is never ordered while a compensable try is in flight,
-  and a compensation run that waits always has a try to wait for;
+- every step whose task completed, on time or late, that names a compensation,
+  is undone exactly once, newest first by completion, and no other step is; an
+  undo is never ordered while a compensable try is in flight, and a compensation
+  run that waits always has a try to wait for;
 - `Instance.inflight` is exactly the compensable tries ordered and not yet
   answered or lost; the answer of one of them is never dropped, and is `late`
   when its state was left;
@@ -28,6 +29,15 @@ among them:
   or halts the instance (failed, halted) exactly as the model predicts, and
   only such a failure halts it; `workflow.retry` resumes it;
 - a row's `save` puts the firing event's data into the context;
+- the branches of a state entry (`Fanned`) are started once each, a map's items in
+  order and never more than `max_concurrency` of them unsettled at once (nor fewer,
+  while items wait and the map is not failing); a branch answer is taken only from
+  its current try; the state answers its table exactly when the model says its
+  branches settled (a failure fails fast, or waits for all), its context then
+  gathering the results in declaration or item order, its failure routed by the
+  first failed branch's error type or halting the instance; `workflow.retry` runs
+  again exactly the branches that did not complete, and a branch completing late in
+  the entry the instance still stands in (halted) is one of those kept;
 - the stored instance is what replaying its history gives.
 
 The number of sequences per test is HYPOTHESIS_STATEFUL_EXAMPLES (default
@@ -52,24 +62,26 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
     run_state_machine_as_test,
 )
 
-from orchestrator import On, State, Task, Workflow
+from orchestrator import Map, On, State, Task, Workflow
 from orchestrator.core import events as ev
-from orchestrator.core.definition import LOST_TRIES, TASK_LOST, TaskSpec, TransitionSpec
+from orchestrator.core.definition import LOST_TRIES, TASK_LOST, StateSpec, TaskSpec, TransitionSpec
 from orchestrator.core.effects import CancelTimers, RunTask, StartTimer
 from orchestrator.core.errors import SchemaViolation
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import PASSED, GuardFailed, Result, transition
 from orchestrator.core.replay import replay
+from orchestrator.core.spec import split_step, step_name
 from orchestrator.runtime.schemas import PayloadSchemas
 from tests.sample_workflows import Approval, Saga, Stuck, step
-from tests.stateful_workflows import Ledger, log_note
+from tests.stateful_workflows import Batch, Checkout, Declined, Ledger, Sweep, double, log_note
 from workflows.order import OrderFulfilment
 
 IID = "inst-1"
@@ -148,7 +160,8 @@ def reported_types(data: dict[str, Any]) -> set[str]:
 
 @dataclass
 class Step:
-    """The model of one step: a state's task in one entry of it, or one compensation run."""
+    """The model of one step: a state's task (or one branch's) in one entry of it, or one
+    compensation run."""
 
     spec: TaskSpec
     tries: int = 0  # tries ordered
@@ -156,6 +169,66 @@ class Step:
     failed: int = 0  # failures counted against the task's attempts
     failed_tries: set[int] = field(default_factory=set)  # tries whose failure was taken
     closed: str = ""  # why no other try may follow: a completion, a non-retryable failure
+
+
+@dataclass
+class Fanned:
+    """The model of one entry of a parallel or map state: its branches (a parallel state's
+    names, a map's item indexes), those with a try ordered and not settled, those that
+    completed (kept from the entry `retry` resumed, or here, on time or late) with their
+    results, and those that failed for good, in the order they did."""
+
+    spec: StateSpec
+    branches: tuple[str, ...]
+    kept: frozenset[str]  # completed in the entry `retry` resumed: not run again
+    results: dict[str, Any]
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    open: set[str] = field(default_factory=set)  # started, neither completed nor failed
+    started: set[str] = field(default_factory=set)  # a first try ordered in this entry
+    settled: bool = False  # the state answered its table
+
+    def failing(self) -> bool:
+        """Failed beyond what the state tolerates: a parallel state, any branch; a map,
+        more items than `tolerated_failures` (the only tolerance the model reads)."""
+        spec = self.spec.map
+        if spec is None:
+            return bool(self.failures)
+        assert spec.tolerated_percentage is None, "the model reads a count of failures"
+        return len(self.failures) > (spec.tolerated or 0)
+
+    def settles(self) -> bool:
+        """Whether the state answers now: failing, at once (fail_fast) or once nothing runs
+        (wait_all); otherwise once every branch completed or failed (tolerated)."""
+        if self.failing():
+            return self.spec.on_failure == "fail_fast" or not self.open
+        return all(b in self.results or b in self.failures for b in self.branches)
+
+    def next_item(self) -> str | None:
+        """The map item to start next: the first neither started nor kept."""
+        return next((b for b in self.branches if b not in self.started | self.kept), None)
+
+    def gathered(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The context once the branches' results are gathered (language.State and Map):
+        a parallel state's one by one in declaration order, each as a task's result; a
+        map's in item order at `results`, its tolerated failures at `<results>_failures`."""
+        spec = self.spec.map
+        if spec is None:
+            for branch in self.branches:
+                result = self.results.get(branch)
+                if isinstance(result, dict):
+                    context = {**context, **result}
+                elif result is not None:
+                    context = {**context, branch: result}
+            return context
+        done = [self.results[b] for b in self.branches if b in self.results]
+        context = {**context, spec.results: done}
+        if self.failures:
+            context[f"{spec.results}_failures"] = [
+                {"index": int(b), "error_type": f.get("error_type"), "message": f.get("message")}
+                for b in self.branches
+                if (f := self.failures.get(b)) is not None
+            ]
+        return context
 
 
 class World:
@@ -192,6 +265,10 @@ class World:
         self.watched: dict[str, RunTask] = {}  # outstanding for the watchdog
         self.latest: RunTask | None = None  # the work the instance should be waiting for
         self.latest_job = ""
+        # every step's latest try and its job, by (kind, entered_seq, step): a branch's answer
+        # is taken from its own latest try, of the entry that ordered the latest work
+        self.tried: dict[tuple[str, Any, Any], tuple[RunTask, str]] = {}
+        self.fans: dict[int, Fanned] = {}  # the model of each parallel or map state entry
         self.armed: dict[str, StartTimer] = {}  # timers in Redis: armed, not fired, not cancelled
         self.timers: dict[str, StartTimer] = {}  # every timer ever armed
         self.cancelled: set[str] = set()  # cancelled after their commit: they may race
@@ -342,6 +419,7 @@ class World:
                 job = f"{IID}-{seq}-{index}"  # dispatch.job_id
                 self.jobs[job] = self.watched[job] = effect
                 self.latest, self.latest_job = effect, job
+                self.tried[(effect.kind, effect.entered_seq, effect.state)] = (effect, job)
                 self.job_order.append(job)
                 self.ordered(effect)
             elif isinstance(effect, StartTimer):
@@ -358,8 +436,9 @@ class World:
     def ordered(self, task: RunTask) -> None:
         """A try is ordered: within its step's budget, never after its step ended, and an
         undo never while a compensable try is in flight (it could still complete)."""
-        state = self.d.states[task.state]
-        spec = getattr(state, task.kind)
+        name, branch = split_step(task.state)
+        state = self.d.states[name]
+        spec = state.step_task(branch, task.kind)
         assert spec is not None and task.task == spec.path
         step = self.steps.setdefault((task.kind, task.entered_seq, task.state), Step(spec))
         assert not step.closed, f"{task.kind} of {task.state} tried again after {step.closed}"
@@ -372,8 +451,28 @@ class World:
         assert step.tries <= spec.attempts + LOST_TRIES, (task, step)
         if task.kind == "compensation":
             assert not self.flight, f"{task.state} undone while {self.flight} are in flight"
-        elif state.compensation is not None:
+        elif state.step_task(branch, "compensation") is not None:
             self.flight.append((task.entered_seq, task.attempt, task.state))
+        if task.kind == "task" and branch is not None:
+            self.branch_ordered(self.fans[task.entered_seq], branch, task.attempt)
+
+    @staticmethod
+    def branch_ordered(fan: Fanned, branch: str, attempt: int) -> None:
+        """A branch's try: its first once an entry, and never of one kept; a map's items
+        in order, with never more than `max_concurrency` of them unsettled at once."""
+        assert not fan.settled, f"{branch} tried after its state answered"
+        if attempt > 1:  # a retry: of a branch still running
+            assert branch in fan.open, (branch, fan)
+            return
+        assert branch in fan.branches and branch not in fan.started | fan.kept, (branch, fan)
+        if fan.spec.map is not None:
+            assert branch == fan.next_item(), (branch, fan)
+            assert not fan.failing(), f"item {branch} started with the map failing"
+        fan.started.add(branch)
+        fan.open.add(branch)
+        if fan.spec.map is not None:
+            assert len(fan.open) <= fan.spec.map.max_concurrency, fan
+            tally(f"{len(fan.open)} items at once")
 
     # -- the invariants of one applied event ----------------------------------
 
@@ -398,15 +497,22 @@ class World:
         # a timer that was cancelled, should it fire anyway, is stale (orchestrator.store.timers)
         if fired in self.cancelled:
             assert (outcome, after) == ("ignored", unchanged), result.note
-        # an answer is taken only from the work the instance waits for, the latest RunTask,
-        # or late, from a compensable try in flight (check_answer)
+        # an answer is taken only from the work the instance waits for: the latest RunTask,
+        # or a branch's latest try in the entry that ordered it; or late, from a compensable
+        # try in flight (check_answer)
         if event.type in ANSWERS and outcome not in ("ignored", "late"):
             latest = self.latest
             assert latest is not None
-            assert event.type in (answer_type(latest, True), answer_type(latest, False))
-            assert binding(event.data) == (latest.entered_seq, latest.attempt)
-            assert event.data.get("job", self.latest_job) == self.latest_job
-            assert event.data.get("state", latest.state) == latest.state
+            undo = event.type in (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
+            step = event.data.get("state", latest.state)
+            kind = "compensation" if undo else "task"
+            tried, job = self.tried.get((kind, event.data.get("entered_seq"), step), (None, ""))
+            assert tried is not None, f"{kind} answer of {step}: never ordered"
+            branch = not undo and isinstance(step, str) and split_step(step)[1] is not None
+            assert tried is latest or (branch and tried.entered_seq == latest.entered_seq)
+            assert event.type in (answer_type(tried, True), answer_type(tried, False))
+            assert binding(event.data) == (tried.entered_seq, tried.attempt)
+            assert event.data.get("job", job) == job
         self.halting = False
         self.check_answer(before, event, result)
         self.check_compensation(before, event, result)
@@ -422,6 +528,7 @@ class World:
         if event.type == ev.CANCEL and before.halted:
             tally(f"a halted instance cancelled: {after.status}")
         self.expected_timers.discard(fired)
+        self.enter_fan(before, event, result)
         if after.finished:  # nothing done is left undone: an unsuccessful end waited for all
             if after.state not in self.success:
                 assert not self.flight, f"ended {after.state} with {self.flight} in flight"
@@ -433,9 +540,13 @@ class World:
             assert (after.attempt == 0) == bool(after.inflight), (after.attempt, after.inflight)
         # the instance's timers are those its effects armed, minus cancelled, minus delivered
         assert set(after.timers) == self.expected_timers
-        if after.finished:  # and nothing is left behind: no stack, no parked event, no timer
+        if after.finished:  # and nothing is left behind: no stack, no parked event, no timer,
+            # no branch
             assert (after.compensations, after.parked, after.timers) == ((), (), ())
             assert not self.armed
+            assert after.fan is None, after.fan
+        if after.fan is not None and after.entered_seq in self.fans:
+            self.check_fan(after, self.fans[after.entered_seq])
         if after.status == "running":  # parked events bound to an entry left were dropped
             for parked in after.parked:
                 assert parked.entered_seq in (None, after.entered_seq), parked
@@ -451,11 +562,7 @@ class World:
         ok = event.type in (ev.TASK_COMPLETED, ev.COMPENSATION_COMPLETED)
         key = None if undo else try_of(data)
         if key is not None and key in self.flight:
-            current = before.status == "running" and key == (
-                before.entered_seq,
-                before.attempt,
-                before.state,
-            )
+            current = self.current_try(before, key)
             assert outcome != "ignored", f"{key} in flight, answer dropped: {result.note}"
             assert (outcome == "late") != current, (key, outcome, result.note)
             self.flight.remove(key)
@@ -464,15 +571,136 @@ class World:
         if outcome == "late":
             assert key is not None
             tally(f"late {event.type} while {before.status}")
-            if ok:  # a finished step: its result is in the context, its undo due
+            branch = split_step(key[2])[1]
+            if branch is not None:  # no longer running, whatever its answer
+                self.fans[key[0]].open.discard(branch)
+            if ok:  # a finished step: its undo due; a state's result is in the context
                 self.complete(key[2], key[0])
                 result_ = data.get("result")
-                if isinstance(result_, dict):
+                if branch is not None:  # a branch's enters only as its state gathers them
+                    assert after.context == before.context, result.note
+                    if key[0] == before.entered_seq:  # the entry `retry` would resume keeps it
+                        tally("a late branch kept for retry")
+                        self.fans[key[0]].results[branch] = result_
+                elif isinstance(result_, dict):
                     assert all(after.context.get(k) == v for k, v in result_.items())
                 elif result_ is not None:
                     assert after.context.get(key[2]) == result_
             return
+        if key is not None and split_step(key[2])[1] is not None:
+            self.check_branch(before, event, result, ok)
+            return
         self.check_current(before, event, result, "compensation" if undo else "task", ok)
+
+    def current_try(self, before: Instance, key: Try) -> bool:
+        """Whether a try is the one the running state entry waits for: its task's current
+        try, or a branch's latest try while the model has the branch running."""
+        state, branch = split_step(key[2])
+        if before.status != "running" or state != before.state or key[0] != before.entered_seq:
+            return False
+        if branch is None:
+            return key[1] == before.attempt
+        step = self.steps.get(("task", key[0], key[2]))
+        return step is not None and not step.closed and step.tries == key[1]
+
+    def check_branch(self, before: Instance, event: Event, result: Result, ok: bool) -> None:
+        """A branch's answer is taken only from its current try, once; a failure is retried
+        under the branch's own budget or recorded; and the state answers its table exactly
+        when the model's branches settle: with its results gathered, or with its first
+        failure (routed by its error type, or halting the instance)."""
+        after, outcome, data = result.instance, result.outcome, event.data
+        key = try_of(data)
+        assert key is not None
+        state, branch = split_step(key[2])
+        assert branch is not None
+        if not self.current_try(before, key):
+            assert outcome == "ignored", result.note
+            return
+        step = self.steps[("task", key[0], key[2])]
+        fan = self.fans[key[0]]
+        if not ok and key[1] in step.failed_tries:  # a second report of a failed try
+            assert outcome == "ignored", result.note
+            return
+        assert outcome != "ignored", result.note
+        if ok:
+            step.closed = "its completion"
+            self.complete(key[2], key[0])
+            fan.results[branch] = data.get("result")
+        else:
+            step.failed_tries.add(key[1])
+            retry = self.retried(step, data)
+            assert (outcome == "retry") == retry, (outcome, result.note, step, data)
+            if retry:
+                moved = (after.state, after.status, after.entered_seq)
+                assert moved == (before.state, "running", before.entered_seq), result.note
+                return
+            step.closed = step.closed or "its last try failed"
+            fan.failures[branch] = {
+                k: data[k] for k in ("error_type", "error_types", "message") if k in data
+            }
+        fan.open.discard(branch)
+        if not fan.settles():
+            assert outcome == "branch", result.note
+            moved = (after.state, after.status, after.entered_seq)
+            assert moved == (before.state, "running", before.entered_seq), result.note
+            return
+        fan.settled = True
+        if fan.failing():
+            tally(f"a {'parallel' if fan.spec.map is None else 'map'} state failed")
+            first = next(iter(fan.failures.values()))
+            self.check_routed(result, state, ev.TASK_FAILED, first)
+            return
+        tally(f"a {'parallel' if fan.spec.map is None else 'map'} state completed")
+        assert after.context == fan.gathered(before.context), (after.context, fan)
+        self.check_routed(result, state, ev.TASK_COMPLETED, {})
+
+    def enter_fan(self, before: Instance, event: Event, result: Result) -> None:
+        """A parallel or map state entered: the model of its branches. Entered again by
+        `workflow.retry`, it keeps the results of the entry it resumes, and exactly the
+        branches that did not complete run again."""
+        after = result.instance
+        spec = self.d.states.get(after.state or "")
+        if after.fan is None or spec is None or not spec.fans_out or after.status != "running":
+            return
+        if after.entered_seq in self.fans:
+            return
+        kept: dict[str, Any] = {}
+        if event.type == ev.RESUME and before.halted:
+            kept = dict(self.fans[before.entered_seq].results)
+            tally(f"a fan resumed, {len(kept)} kept")
+        if spec.map is None:
+            branches = tuple(b.name for b in spec.parallel)
+        else:
+            items = after.context.get(spec.map.items)
+            assert isinstance(items, list), items
+            branches = tuple(str(i) for i in range(len(items)))
+        fan = self.fans[after.entered_seq] = Fanned(spec, branches, frozenset(kept), kept)
+        if spec.map is None:
+            started = {
+                split_step(t.state)[1]
+                for t in result.effects
+                if isinstance(t, RunTask) and t.entered_seq == after.entered_seq
+            }
+            assert started == set(branches) - fan.kept, (started, fan)
+
+    def check_fan(self, after: Instance, fan: Fanned) -> None:
+        """The instance's branches are the model's: the same completed, with the same
+        results, the same failed; while it runs, the same running, each at its try; and a
+        map that is not failing runs as many items as it may."""
+        assert after.fan is not None
+        assert after.fan.results == fan.results, (after.fan, fan)
+        # (a stored fan's failures come back in branch-name order: which failed first is
+        # the instance's to know otherwise, see test_a_waiting_map_routes_its_failure_...)
+        assert set(after.fan.failures) == set(fan.failures), (after.fan, fan)
+        if after.status != "running":
+            return
+        assert set(after.fan.tries) == fan.open, (after.fan, fan)
+        for branch, (attempt, lost) in after.fan.tries.items():
+            step = self.steps[("task", after.entered_seq, step_name(fan.spec.name, branch))]
+            assert (attempt, lost) == (step.tries, step.lost), (branch, after.fan, step)
+        spec = fan.spec.map
+        if spec is not None and not fan.failing():
+            assert len(fan.open) == spec.max_concurrency or fan.next_item() is None, fan
 
     def check_current(
         self, before: Instance, event: Event, result: Result, kind: str, ok: bool
@@ -515,8 +743,15 @@ class World:
                 before.compensations,
             )
             return
-        row = self.failure_row(state, data)
+        self.check_routed(result, state, ev.TASK_FAILED, data)
+
+    def check_routed(self, result: Result, state: str, type_: str, data: dict[str, Any]) -> None:
+        """A state's task answer meets the table: the first row it matches fires; a failure
+        that none handles fails the instance, halted, until `retry`."""
+        after, outcome = result.instance, result.outcome
+        row = self.first_row(type_, state, data)
         if row is None:  # nothing handles it: the instance fails, halted, until `retry`
+            assert type_ == ev.TASK_FAILED, f"no row takes {type_} from {state}"
             tally("a task failure nothing handles")
             assert (outcome, after.status, after.state, after.halted) == (
                 "failed",
@@ -548,11 +783,11 @@ class World:
             return False
         return step.failed < step.spec.attempts
 
-    def failure_row(self, state: str, data: dict[str, Any]) -> TransitionSpec | None:
-        """The row a task failure takes (the model's own reading): the first task.failed row
+    def first_row(self, type_: str, state: str, data: dict[str, Any]) -> TransitionSpec | None:
+        """The row a task answer takes (the model's own reading): the first row on its type
         from the state naming no error type, or one the failure reports."""
         for row in self.d.transitions:
-            if row.event != ev.TASK_FAILED:
+            if row.event != type_:
                 continue
             if row.sources is not None and state not in row.sources:
                 continue
@@ -562,12 +797,13 @@ class World:
             return row
         return None
 
-    def complete(self, state: str, seq: int) -> None:
-        """A step's task completed, once: if its state names a compensation, it is due."""
-        assert (state, seq) not in self.completed, f"{state} (entry {seq}) completed twice"
-        self.completed.add((state, seq))
-        if self.d.states[state].compensation is not None:
-            self.stack.append((state, seq))
+    def complete(self, step: str, seq: int) -> None:
+        """A step's task completed, once: if it names a compensation, it is due."""
+        assert (step, seq) not in self.completed, f"{step} (entry {seq}) completed twice"
+        self.completed.add((step, seq))
+        state, branch = split_step(step)
+        if self.d.states[state].step_task(branch, "compensation") is not None:
+            self.stack.append((step, seq))
 
     def check_compensation(self, before: Instance, event: Event, result: Result) -> None:
         """Completed steps with a compensation (on time or late) are undone once each, newest
@@ -581,6 +817,13 @@ class World:
         runs = [e for e in result.effects if isinstance(e, RunTask)]
         for task in runs:  # each state's work is its own task, each undo its own compensation
             # and is work the instance then waits for: none is ordered and abandoned at once
+            state, branch = split_step(task.state)
+            if task.kind == "task" and branch is not None:  # a try of a branch running
+                moved = (after.status, after.state, after.entered_seq)
+                assert moved == ("running", state, task.entered_seq), task
+                assert after.fan is not None, task
+                assert after.fan.tries.get(branch, (0, 0))[0] == task.attempt, task
+                continue
             awaited = after.compensations[-1] if after.status == "compensating" else after.state
             assert (task.kind == "compensation") == (after.status == "compensating")
             assert (task.state, task.entered_seq, task.attempt) == (
@@ -903,7 +1146,81 @@ class LedgerWorld(WorldMachine):
         self.emit(type_, data, back, applied_now)
 
 
-MACHINES = [SagaWorld, ApprovalWorld, OrderWorld, HastyWorld, StuckWorld, LedgerWorld]
+class FanWorld(WorldMachine):
+    """A world whose workflow runs branches: they answer together more often than one by
+    one, and a halted instance is resumed at once, so that runs reach the fan-in and the
+    entries `workflow.retry` resumes."""
+
+    @precondition(lambda self: len(self.world.jobs) > 1)
+    @rule(
+        answers=st.lists(
+            st.tuples(st.integers(0, 20), st.sampled_from([True, True, True, False]), results),
+            min_size=2,
+            max_size=4,
+        ),
+        failure=failures,
+        picks=st.lists(st.integers(0, 50), max_size=4),
+    )
+    def jobs_answer_together(
+        self, answers: list[tuple[int, bool, Any]], failure: dict[str, Any], picks: list[int]
+    ) -> None:
+        world = self.world
+        for pick, ok, result in answers:
+            if world.jobs:
+                jobs = sorted(world.jobs)
+                world.answer(jobs[pick % len(jobs)], ok, result, 1, failure=failure)
+        world.deliver(picks + [0] * len(world.inbox))
+
+    @precondition(lambda self: self.world.instance.halted)
+    @rule()
+    def operator_retries_at_once(self) -> None:
+        self.world.append(Event(self.world.new_id("r"), ev.RESUME, IID, self.world.stamp(), {}))
+        self.world.deliver([len(self.world.inbox) - 1])
+
+
+class CheckoutWorld(FanWorld):
+    """Three branches at once (one retried, one undone by nothing), then a plain step."""
+
+    workflow = Checkout
+    success = frozenset({"shipped"})
+
+
+class MapWorld(FanWorld):
+    """A world whose map's items arrive with `go`: mostly two to four of them, so that two
+    may fail; sometimes none or one."""
+
+    success = frozenset({"done"})
+
+    @initialize(
+        items=st.lists(st.integers(0, 9), min_size=2, max_size=4) | st.just([]) | st.just([7])
+    )
+    def items_arrive(self, items: list[int]) -> None:
+        self.emit("go", {"items": items}, None, applied_now=True)
+
+
+class BatchWorld(MapWorld):
+    """Two items at once, one failure tolerated, waiting for all, each item undone."""
+
+    workflow = Batch
+
+
+class SweepWorld(MapWorld):
+    """Two items at once, failing fast at the first failed one: halted unless Declined."""
+
+    workflow = Sweep
+
+
+MACHINES = [
+    SagaWorld,
+    ApprovalWorld,
+    OrderWorld,
+    HastyWorld,
+    StuckWorld,
+    LedgerWorld,
+    CheckoutWorld,
+    BatchWorld,
+    SweepWorld,
+]
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=[m.workflow.__name__ for m in MACHINES])
@@ -1109,3 +1426,81 @@ def test_resuming_a_stuck_task_leaves_no_stale_answer_parked() -> None:
     assert (inst.status, inst.attempt) == ("running", 1)
     # Then the old failure, bound to the entry left, is no longer parked
     assert [p.entered_seq for p in inst.parked if p.entered_seq != inst.entered_seq] == []
+
+
+class Fussy(Workflow):
+    """A map that waits for all its items, and routes its failure by its first one's type."""
+
+    waiting = State(initial=True)
+    mapping = State(
+        map=Map(double, items="items", max_concurrency=2, tolerated_failures=1),
+        on_failure="wait_all",
+    )
+    done = State(final=True)
+    declined = State(final=True, outcome="failed")
+    transitions = [
+        On("go", source=waiting, target=mapping, save=True),
+        On("task.completed", source=mapping, target=done),
+        On("task.failed", source=mapping, target=declined, error=Declined),
+    ]
+
+
+def fussy_run(stored: bool) -> Instance:
+    """Fussy's map of three items: item 1 fails first (Declined), then item 0 (Fatal: one
+    failure too many), then item 2, started meanwhile, completes; the instance stored and
+    loaded after every event, as the applier does between batches, or kept in memory, as
+    replay does."""
+    d = Fussy.definition
+    inst = Instance(id=IID, workflow=d.name, version=d.version, created_at=T0)
+    n = itertools.count(1)
+
+    def send(type_: str, data: dict[str, Any]) -> list[RunTask]:
+        nonlocal inst
+        result = transition(d, inst, Event(f"e{next(n)}", type_, IID, T0, data))
+        inst = Instance.from_fields(result.instance.to_fields()) if stored else result.instance
+        return [e for e in result.effects if isinstance(e, RunTask)]
+
+    def answer(task: RunTask, **data: Any) -> list[RunTask]:
+        bound = {"state": task.state, "attempt": task.attempt, "entered_seq": task.entered_seq}
+        type_ = ev.TASK_FAILED if "error_type" in data else ev.TASK_COMPLETED
+        return send(type_, {**bound, **data})
+
+    send(ev.STARTED, {"input": {}})
+    first, second = send("go", {"items": [1, 2, 3]})
+    (third,) = answer(second, error_type="Declined", error_types=["Declined"], message="no")
+    answer(first, error_type="Fatal", error_types=["Fatal"], retryable=False, message="x")
+    answer(third, result=6)
+    return inst
+
+
+def test_a_waiting_map_routes_its_failure_by_the_first_item_that_failed() -> None:
+    # Given Fussy's map, whose items fail in the order 1 (Declined), then 0 (Fatal)
+    in_memory, stored = fussy_run(stored=False), fussy_run(stored=True)
+    # Then the first failure, item 1's Declined, routes the state's failure to `declined`
+    assert (in_memory.state, in_memory.status) == ("declined", "failed")
+    # whether the instance was stored between the events or not (before the fix a stored
+    # fan's failures came back in branch-name order, item 0's Fatal was taken as the first:
+    # no row handled it, the instance halted, and replaying its history, never stored, gave
+    # another instance than the one stored)
+    assert (stored.state, stored.status, stored.halted) == ("declined", "failed", False), (
+        stored.reason
+    )
+
+
+def test_a_cancelled_parallel_state_leaves_no_branch_running() -> None:
+    # Given Checkout's branches running, the compensable two lost with their workers (their
+    # retries armed): nothing is in flight to wait for, nothing completed to undo
+    world = World(Checkout, {}, CheckoutWorld.success)
+    for job, task in sorted(world.watched.items()):
+        if task.state != "preparing/label":
+            world.lose(job)
+    world.deliver([0, 0])
+    assert (world.instance.inflight, world.instance.compensations) == ((), ())
+    # When a user cancels it: it ends cancelled at once
+    world.append(Event("c", ev.CANCEL, IID, world.stamp(), {}))
+    world.deliver([0])
+    inst = world.instance
+    assert (inst.state, inst.status) == ("cancelled", "cancelled")
+    # Then no branch is left, as no stack, parked event or timer is (before the fix the
+    # built-in cancel target kept the fan: `status` showed its branches running)
+    assert inst.fan is None and inst.summary()["branches"] is None
