@@ -53,6 +53,9 @@ class Emitted:
     note: str = ""
 
 
+REPLAY_READS = 5  # reads of an instance and its history, at most, to see them agree
+
+
 class Orchestrator:
     def __init__(
         self, client: redis.Redis, keys: Keys, registry: Registry, retention: float = 7 * 86400.0
@@ -174,9 +177,14 @@ class Orchestrator:
 
     def replay(self, instance_id: str) -> ReplayReport:
         """Rebuild the instance from its history and compare it with the stored one."""
-        stored = self.store.get(instance_id)
+        for _ in range(REPLAY_READS):
+            stored = self.store.get(instance_id)
+            history = self.store.history(instance_id)
+            # an event applied between the two reads: the history is ahead; read both again
+            if not history or int(history[-1]["seq"]) <= stored.seq:
+                break
         definition = self.registry.get(stored.workflow, stored.version)
-        return replay(definition, stored, self.store.history(instance_id))
+        return replay(definition, stored, history)
 
     # -- reads ----------------------------------------------------------------
 

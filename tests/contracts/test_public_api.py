@@ -13,6 +13,9 @@ from cli.main import app
 
 PUBLIC_API = [
     "ANY",
+    "Branch",
+    "Child",
+    "Map",
     "NonRetryable",
     "Notify",
     "On",
