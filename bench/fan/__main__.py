@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from pathlib import Path
 
 from bench.fan import ALL, QUICK_SYSTEMS
 from bench.fan.run import FULL, QUICK, run_fan
+from bench.systems_cli import parse
 from bench.targets import show
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fan", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes; the engine only")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--logs", type=Path, help="keep the worker processes' logs here")
-    parser.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)}")
-    args = parser.parse_args()
-    if args.systems:
-        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-        if unknown := set(systems) - set(ALL):
-            parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    else:
-        systems = list(QUICK_SYSTEMS if args.quick else ALL)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load average before: {load}; nproc {os.cpu_count()}", flush=True)
+    args, systems = parse(
+        "python -m bench.fan", __doc__, "small sizes; the engine only", ALL, QUICK_SYSTEMS
+    )
     result = run_fan(systems, QUICK if args.quick else FULL, args.logs)
     for row in result["rows"]:
         print(f"{row['system']:>12}  {row['workload']}: {show(row['value'])}")

@@ -23,14 +23,12 @@ both.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,9 @@ from bench.fan.workflows import CONCURRENCY, MAP, WIDTH
 from bench.flows.base import System
 from bench.flows.driver import Sizes, WorkersDied, throughput
 from bench.flows.orch import OrchestratorSystem
-from bench.flows.run import _stopped_cleanly
+from bench.flows.run import _stopped_cleanly, fresh
 from bench.flows.trips import Meter
 from orchestrator.runtime.dispatch import TASK_QUEUE
-from support.redis_server import private_redis
 
 # name -> (module, class, packages it needs)
 SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -80,18 +77,6 @@ QUICK = FanSizes(fanouts=5, items=1_000, warm_items=100, drain=60.0, map_limit=6
 
 def missing(name: str) -> list[str]:
     return [p for p in SYSTEMS[name][2] if importlib.util.find_spec(p) is None]
-
-
-@contextlib.contextmanager
-def fresh(factory: type[System], folder: Path) -> Iterator[tuple[System, str]]:
-    """The system on a new private redis-server; its workers stopped at the end."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with private_redis() as server:
-        system = factory(server.url, folder)
-        try:
-            yield system, server.version
-        finally:
-            system.close()
 
 
 def fan_out(name: str, sizes: FanSizes, folder: Path) -> dict[str, Any]:

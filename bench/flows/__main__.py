@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from bench.flows import ALL, QUICK_SYSTEMS
 from bench.flows.run import FULL, QUICK, run_flows
 from bench.flows.trips import commands_table, trips_rows
+from bench.systems_cli import parse
 
 
 def table(result: dict[str, Any]) -> str:
@@ -51,20 +50,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.flows", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes; the engine and RQ only")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--logs", type=Path, help="keep the worker processes' logs here")
-    parser.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)}")
-    args = parser.parse_args()
-    if args.systems:
-        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-        if unknown := set(systems) - set(ALL):
-            parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    else:
-        systems = list(QUICK_SYSTEMS if args.quick else ALL)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load average before: {load}; nproc {os.cpu_count()}", flush=True)
+    args, systems = parse(
+        "python -m bench.flows", __doc__, "small sizes; the engine and RQ only", ALL, QUICK_SYSTEMS
+    )
     result = run_flows(systems, QUICK if args.quick else FULL, args.logs)
     print(table(result))
     if commands := commands_table(result["details"]):

@@ -58,10 +58,8 @@ def _stopped_cleanly() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fresh(name: str, folder: Path) -> Iterator[tuple[System, str]]:
+def fresh(factory: type[System], folder: Path) -> Iterator[tuple[System, str]]:
     """The system on a new private redis-server; its workers stopped at the end."""
-    module, cls, _ = SYSTEMS[name]
-    factory: type[System] = getattr(importlib.import_module(module), cls)
     folder.mkdir(parents=True, exist_ok=True)
     with private_redis() as server:
         system = factory(server.url, folder)
@@ -71,14 +69,21 @@ def fresh(name: str, folder: Path) -> Iterator[tuple[System, str]]:
             system.close()
 
 
+def system_class(name: str) -> type[System]:
+    module, cls, _ = SYSTEMS[name]
+    factory: type[System] = getattr(importlib.import_module(module), cls)
+    return factory
+
+
 def run_system(name: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
     """Each workload on its own server and workers: no backlog carries over."""
+    factory = system_class(name)
     found: dict[str, Any] = {}
-    with fresh(name, folder / "throughput") as (system, version):
+    with fresh(factory, folder / "throughput") as (system, version):
         found["workers"], found["redis"] = system.workers_note, version
         found["throughput"] = _settled(system, throughput(system, sizes))
     for rate, seconds in sizes.rates:
-        with fresh(name, folder / f"latency-{rate}") as (system, _):
+        with fresh(factory, folder / f"latency-{rate}") as (system, _):
             warm = warm_up(system)
             part = _settled(system, latency(system, rate, seconds, sizes.drain))
             found[f"latency_{rate}"] = {**part, "warm_up_seconds": warm}
