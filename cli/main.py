@@ -12,8 +12,9 @@ import sys
 
 import typer
 
-from cli import definitions, instances, notifications, operations, schedules, serve
+from cli import definitions, events, instances, notifications, operations, schedules, schemas, serve
 from cli import run as running
+from cli.subscriptions import subscriptions as webhook_subscriptions
 from notifiers.errors import NotifierError
 from orchestrator.core.errors import InputError, OrchestratorError
 from orchestrator.entry.bootstrap import App
@@ -57,6 +58,9 @@ app.add_typer(notifications.templates, name="templates")
 app.add_typer(notifications.notify, name="notify")
 app.add_typer(operations.dead_letters, name="dead-letters")
 app.add_typer(schedules.schedules, name="schedules")
+app.add_typer(webhook_subscriptions, name="subscriptions")
+app.add_typer(schemas.schemas, name="schemas")
+app.add_typer(events.events, name="events")
 app.add_typer(running.server, name="redis")
 # `server`, the former name of `redis` (too close to `serve`, the HTTP API): hidden, still works
 legacy_server = typer.Typer(help="The former name of `orchestrator redis`.")

@@ -1,8 +1,7 @@
 """A workflow and notification orchestrator on Redis and RQ.
 
 Public API: the definition language (Workflow, State, Task, Branch, Map, Child,
-On,
-Notify, ANY, Schedule),
+On, Notify, Publish, ANY, Schedule),
 what a task may raise or ask (NonRetryable, task_info, TaskInfo) and the
 client (Orchestrator). Everything else is internal.
 """
@@ -14,6 +13,7 @@ from orchestrator.core.definition import (
     Map,
     Notify,
     On,
+    Publish,
     Schedule,
     State,
     Task,
@@ -34,6 +34,7 @@ __all__ = [
     "On",
     "Orchestrator",
     "OrchestratorError",
+    "Publish",
     "Schedule",
     "Settings",
     "State",

@@ -78,8 +78,27 @@ class AnswerParent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PublishEvent:
+    """Write an event to the published stream (a transactional outbox: in the commit of
+    the step that caused it). `at`: when the event that caused it happened (its time, the
+    same if the step is applied again); `version`: its schema's (0: the engine's own)."""
+
+    type: str
+    data: dict[str, Any]
+    at: float
+    version: int = 0
+
+
 Effect = (
-    RunTask | SendNotification | StartTimer | CancelTimers | StartChild | SignalChild | AnswerParent
+    RunTask
+    | SendNotification
+    | StartTimer
+    | CancelTimers
+    | StartChild
+    | SignalChild
+    | AnswerParent
+    | PublishEvent
 )
 
 
@@ -100,3 +119,5 @@ def describe(effect: Effect) -> str:
             return f"{event_type} to child {child_id}"
         case AnswerParent(parent_id=parent_id, event_type=event_type):
             return f"{event_type} to parent {parent_id}"
+        case PublishEvent(type=kind):
+            return f"publish {kind}"

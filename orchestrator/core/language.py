@@ -1,5 +1,5 @@
-"""The words a workflow is written in: `State`, `Task`, `Branch`, `Map`, `Notify`, `On`
-and `ANY`.
+"""The words a workflow is written in: `State`, `Task`, `Branch`, `Map`, `Notify`, `On`,
+`Publish` and `ANY`.
 
     reserving = State(initial=True, task=reserve, compensation=release)
     shipped = State(final=True, notify=[Notify("email", "order_shipped", to="email")])
@@ -148,6 +148,29 @@ class Notify:
     urgent: bool = False
 
 
+@dataclass(frozen=True)
+class Publish:
+    """A business event the workflow publishes (declared in the class's `publishes`),
+    for other systems to subscribe to: published on entering the states that name
+    its type (`State(publish=[...])`) or when a row that names it fires
+    (`On(..., publish=[...])`), in the same commit as that step.
+
+    `data` builds its payload from the context: a list of keys, a function of the
+    context returning a dict, or None (the whole context, of which `schema` keeps only
+    its own fields). `schema` (a pydantic model or a TypedDict) checks and shapes the
+    payload before it is written; an event whose payload does not fit is not applied
+    (dead letter, naming the field). `version` is the schema's version, carried by
+    every published event (`dataschema`); `orchestrator schemas check` refuses a new
+    version that is not backward compatible with the last one recorded.
+    """
+
+    type: str
+    schema: Any
+    data: Sequence[str] | Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    version: int = 1
+    description: str = ""
+
+
 class State:
     """One state of a workflow; its name is the attribute it is assigned to.
 
@@ -166,6 +189,7 @@ class State:
     `on_failure="wait_all"` waits for the others first. Either way the state's
     `task.failed` reaches the transition table, with the first failure's error type.
     `child=Child(...)` runs a child workflow as the state's step (see `Child`).
+    `publish` names the published events (see `Publish`) sent on entering it.
     """
 
     def __init__(
@@ -185,6 +209,7 @@ class State:
         map: Map | None = None,
         on_failure: OnFailure = "fail_fast",
         child: Child | None = None,
+        publish: Sequence[str] = (),
     ) -> None:
         self.name = ""
         self.initial = initial
@@ -201,6 +226,7 @@ class State:
         self.map = map
         self.on_failure = on_failure
         self.child = child
+        self.publish = publish
 
     def __set_name__(self, owner: type, name: str) -> None:
         if not self.name:  # a state also named by `cancel_state = state` keeps its own name
@@ -235,7 +261,8 @@ class On:
     and `compensation.failed` rows, `error` (an error type or a list of them,
     as classes or class names) makes the row match only a failure of one of
     those types or of a subclass; a row without it matches any failure, so
-    the specific rows come first.
+    the specific rows come first. `publish` names the published events (see
+    `Publish`) sent when the row fires, before the target's own.
     """
 
     event: str
@@ -246,3 +273,4 @@ class On:
     internal: bool = False
     save: Save | None = None
     error: ErrorRefs | None = None
+    publish: Sequence[str] = ()

@@ -107,6 +107,18 @@ class NotifySpec:
 
 
 @dataclass(frozen=True)
+class PublishSpec:
+    """A published event type: how its payload is built, the schema it must fit (plain
+    data here, read by orchestrator.runtime.schemas) and that schema's version."""
+
+    type: str
+    schema: Any
+    data: tuple[str, ...] | Callable[[dict[str, Any]], dict[str, Any]] | None
+    version: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class StateSpec:
     name: str
     initial: bool
@@ -122,6 +134,7 @@ class StateSpec:
     parallel: tuple[BranchSpec, ...] = ()  # branches run at once instead of `task`
     map: MapSpec | None = None  # one try per item instead of `task`
     on_failure: OnFailure = "fail_fast"
+    publish: tuple[str, ...] = ()  # published event types sent on entering it
 
     @property
     def fans_out(self) -> bool:
@@ -155,6 +168,7 @@ class TransitionSpec:
     internal: bool = False
     save: Save | None = None
     errors: frozenset[str] | None = None  # None: any error (or not a failure row)
+    publish: tuple[str, ...] = ()  # published event types sent when it fires
 
 
 @dataclass(frozen=True)
@@ -181,3 +195,4 @@ class Definition:
     # an event addressed by business key when no live instance has it (entry.client)
     missing_instance: MissingInstance = "refuse"
     missing_instance_wait: float = 300.0  # seconds a held event waits ("wait")
+    published: Mapping[str, PublishSpec] = field(default_factory=dict)  # type -> how

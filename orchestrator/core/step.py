@@ -20,6 +20,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.effects import (
     CancelTimers,
     Effect,
+    PublishEvent,
     RunTask,
     SendNotification,
     SignalChild,
@@ -28,6 +29,7 @@ from orchestrator.core.effects import (
 )
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Fan, Instance
+from orchestrator.core.publishing import PayloadFailed, payload
 from orchestrator.core.spec import (
     CANCELLED,
     ChildSpec,
@@ -139,6 +141,8 @@ class Moves:
                     spec.urgent,
                 )
             )
+        if notify and state.publish:
+            self._publish(state.publish)
         if state.timeout is not None:
             self._arm(self.event.at + state.timeout, state.timeout_event, {"state": name})
         elif state.timeout_at is not None:
@@ -152,6 +156,16 @@ class Moves:
                 self._arm(due, state.timeout_event, {"state": name})
         if state.fans_out:
             self._fan_out(state, kept)
+
+    def _publish(self, types: tuple[str, ...]) -> None:
+        """The published events a state's entry or a row names, built from the context."""
+        for kind in types:
+            spec = self.d.published[kind]
+            try:
+                data = payload(spec, self.inst.context)
+            except PayloadFailed as exc:
+                raise GuardFailed(str(exc)) from exc
+            self.effects.append(PublishEvent(kind, data, self.event.at, spec.version))
 
     # -- branches: a parallel state's, a map's items ---------------------------
 

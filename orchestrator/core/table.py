@@ -64,6 +64,8 @@ class Table(Moves):
         self.outcome = "transition"
         if row.save is not None:
             self._save(row)
+        if row.publish:
+            self._publish(row.publish)
         if row.internal:  # consumed where it stands: no exit, no entry, no effects
             self.note = (self.note + "; internal").lstrip("; ")
         elif row.compensate and (self.inst.compensations or self.inst.inflight):

@@ -33,11 +33,13 @@ from orchestrator.core.language import (
     Map,
     Notify,
     On,
+    Publish,
     State,
     StateRef,
     Task,
     task_path,
 )
+from orchestrator.core.publishing import compile_publishes
 from orchestrator.core.schedule import Schedule, ScheduleSpec, check
 from orchestrator.core.spec import (
     CANCELLED,
@@ -75,6 +77,8 @@ class Workflow:
                     instance has that key: "refuse" (the default), "start" one with
                     the key as its input, then apply the event (signal-with-start), or
                     "wait" up to `missing_instance_wait` (default "5m") for one to start
+      publishes     the business events it publishes, a list of `Publish`; states and
+                    rows name them (`publish=[...]`) to send them
       transitions   the table, a list of `On`
     """
 
@@ -91,6 +95,7 @@ class Workflow:
     deadline_event: ClassVar[str] = ev.DEADLINE_EVENT
     missing_instance: ClassVar[str] = "refuse"
     missing_instance_wait: ClassVar[float | str] = "5m"
+    publishes: ClassVar[Sequence[Publish]] = ()
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -228,6 +233,9 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
                 row.internal,
                 save=save,
                 errors=errors,
+                publish=_published_names(
+                    row.publish, f"transition on {row.event!r} from {_show(sources)}", fail
+                ),
             )
         )
 
@@ -258,6 +266,9 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         event_types |= {cls.deadline_event}
     event_types |= {event for state in states.values() for event in state.ignore}
     _check_ignored(states, transitions, fail)
+    uses = [(f"state {n!r}", st.publish) for n, st in states.items()]
+    uses += [(f"transition on {t.event!r} to {t.target!r}", t.publish) for t in transitions]
+    published = compile_publishes(cls.publishes, uses, fail)
     return Definition(
         name=name,
         version=version,
@@ -278,7 +289,16 @@ def compile_workflow(cls: type[Workflow]) -> Definition:
         deadline_event=cls.deadline_event,
         missing_instance=missing,
         missing_instance_wait=wait,
+        published=published,
     )
+
+
+def _published_names(
+    names: Sequence[str], where: str, fail: Callable[[str], DefinitionError]
+) -> tuple[str, ...]:
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise fail(f"{where}: publish must be a list of published event types, not {names!r}")
+    return tuple(names)
 
 
 def _missing_instance(
@@ -442,6 +462,7 @@ def _compile_state(name: str, state: State, fail: Callable[[str], DefinitionErro
         parallel=parallel,
         map=mapped,
         on_failure=state.on_failure,
+        publish=_published_names(state.publish, f"state {name!r}", fail),
     )
 
 

@@ -28,6 +28,7 @@ from orchestrator.entry.connection import connect, keys_for
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.applier import Applier
 from orchestrator.runtime.guard import GuardedJob, JobCheck, guarded
+from orchestrator.runtime.publisher import Publishing
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.keys import Keys
 
@@ -68,6 +69,8 @@ class App:
             retention=self.settings.retention,
             crash_at=self.settings.crash_at,
             job_key=self.settings.job_key,
+            publishing=Publishing(self.settings.publish_lifecycle, self.settings.events_max_len),
+            events_retention=self.settings.events_retention,
         )
 
 

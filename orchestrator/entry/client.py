@@ -11,8 +11,10 @@ thin layer over this class.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +35,16 @@ from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
 from orchestrator.core.replay import ReplayReport, replay
 from orchestrator.core.spec import StateSpec, split_step, step_name
-from orchestrator.entry import connection
+from orchestrator.entry import connection, subscriber
 from orchestrator.entry.schedules import ScheduleClient
 from orchestrator.entry.settings import Settings
+from orchestrator.entry.subscriptions import Subscriptions
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Store
 from orchestrator.store.keys import Keys
+from orchestrator.store.published import Published
 from orchestrator.store.schedules import Schedules
 from orchestrator.store.waiting import WAITING, Waiting
 
@@ -68,6 +72,7 @@ class Orchestrator:
         self.dead_letters = DeadLetters(client, keys)
         self.waiting = Waiting(client, keys)
         self.schedules = ScheduleClient(Schedules(client, keys), registry)
+        self.subscriptions = Subscriptions(client, keys)
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> Orchestrator:
@@ -207,6 +212,46 @@ class Orchestrator:
         if status is not None and status not in STATUSES:
             raise InputError(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
         return self.store.list(workflow=workflow, state=state, status=status, limit=limit)
+
+    # -- published events ---------------------------------------------------------
+
+    def subscribe(
+        self,
+        group: str,
+        *,
+        types: Sequence[str] = (),
+        start: str | float | None = "end",
+        consumer: str | None = None,
+        block: float = 1.0,
+        claim_after: float = 60.0,
+        idle_timeout: float | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Published]:
+        """Consume published events as a member of `group`, each acknowledged once the
+        loop asks for the next (orchestrator.entry.subscriber)."""
+        return subscriber.subscribe(
+            self.redis,
+            self.keys,
+            group,
+            types=types,
+            start=start,
+            consumer=consumer,
+            block=block,
+            claim_after=claim_after,
+            idle_timeout=idle_timeout,
+            stop=stop,
+        )
+
+    def published(
+        self,
+        start: str | float | None = "start",
+        types: Sequence[str] = (),
+        *,
+        limit: int | None = None,
+    ) -> builtins.list[Published]:
+        """The published events from a position on ("start", an entry id, a moment,
+        a time ago such as "15m"), oldest first, up to `limit`."""
+        return list(subscriber.read(self.redis, self.keys, start, types, limit=limit))
 
     def expired_count(self) -> int:
         """How many finished instances retention has removed (in the last 90 days)."""

@@ -83,6 +83,9 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     lease_ttl: float = 10.0
     retention: float = 7 * 86400.0
+    publish_lifecycle: bool = False  # the engine's orchestrator.* events published too
+    events_max_len: int = 100_000  # published events kept per partition, at most (about)
+    events_retention: float = 7 * 86400.0  # ...and for how long
     crash_at: frozenset[str] = frozenset()
     job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown
     # the channels' variables, secrets resolved (channel_settings); never shown
@@ -106,6 +109,11 @@ class Settings:
             data_dir=default_data_dir(env),
             lease_ttl=duration(env.get("ORCHESTRATOR_LEASE_TTL", "10"), "ORCHESTRATOR_LEASE_TTL"),
             retention=duration(env.get("ORCHESTRATOR_RETENTION", "7d"), "ORCHESTRATOR_RETENTION"),
+            publish_lifecycle=_flag(env, "ORCHESTRATOR_PUBLISH_LIFECYCLE"),
+            events_max_len=_count(env, "ORCHESTRATOR_EVENTS_MAX_LEN", 100_000),
+            events_retention=duration(
+                env.get("ORCHESTRATOR_EVENTS_RETENTION", "7d"), "ORCHESTRATOR_EVENTS_RETENTION"
+            ),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
             job_key=job_key(env),
             channels=channel_settings(env),
@@ -118,6 +126,26 @@ class Settings:
 
 
 MIN_JOB_KEY = 16
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name} must be 1 or 0 (true or false), not {value!r}")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= 10**9:
+        raise ConfigurationError(
+            f"{name} must be a whole number from 1 to 1000000000, not {value!r}"
+        )
+    return int(value)
 
 
 def job_key(env: Mapping[str, str]) -> bytes | None:

@@ -8,6 +8,10 @@ restarts any that dies, and stops them all on SIGINT or SIGTERM.
 This is the workers' composition root: each worker process, at its start-up, builds
 the job code's one per-process context (orchestrator.runtime.context: the channel
 registry, from the channel settings) and installs it (`start_worker_process`).
+
+The webhook relay (orchestrator.runtime.relay: published events POSTed to the
+subscriptions' URLs) runs on a thread of the applier process (`start_relay`, which
+says why), and at the end of a burst (`deliver_due`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import os
+import secrets
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -37,6 +44,8 @@ from orchestrator.entry.settings import Settings
 from orchestrator.runtime import context
 from orchestrator.runtime.context import WorkerContext
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
+from orchestrator.runtime.relay import Relay, RelayConfig
+from orchestrator.store.subscriptions import SubscriptionStore
 
 log = logging.getLogger("orchestrator.entry.worker")
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
@@ -47,6 +56,8 @@ DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
 # to be tried again (a lost try is not counted against the task's retries; see core.machine).
 STOP_GRACE = 1.2
 STOP_COLD = 0.5  # seconds a cold shutdown has, before SIGKILL
+RELAY_STOP = 0.5  # seconds the relay has, once the applier stopped, to give its leases back
+RELAY_RESTART = 5.0  # seconds before a relay that failed (Redis down at its start) tries again
 
 
 def channel_settings(settings: Settings) -> Mapping[str, str]:
@@ -140,18 +151,112 @@ def run_burst(app: App, timer_horizon: float = 5.0) -> int:
             due = min((d for d in dues if d is not None), default=None)
             wait = None if due is None else due - time.time()
             if wait is None or wait > timer_horizon:
-                return total
+                break
             time.sleep(min(max(wait, 0.0), 0.5) + 0.001)
     finally:
         applier.release()
+    deliver_due(app, timer_horizon)
+    return total
 
 
-def _applier_main(settings: Settings) -> None:
+def relay_config(settings: Settings) -> RelayConfig:
+    """The relay's settings, from the channels' (WEBHOOK_SUBSCRIPTION_*, WEBHOOK_ALLOW_PRIVATE)."""
+    return RelayConfig.from_env(channel_settings(settings))
+
+
+def deliver_due(app: App, horizon: float = 5.0) -> int:
+    """A burst's webhook deliveries: what the subscriptions have due now, retries due
+    within `horizon` seconds included; nothing at all when there is no subscription.
+    Returns the events delivered."""
+    if not SubscriptionStore(app.redis, app.keys).any():
+        return 0
+    relay = Relay(
+        app.redis,
+        app.keys,
+        environ=os.environ,  # the secrets, by the names the subscriptions give
+        config=relay_config(app.settings),
+        crash_at=app.settings.crash_at,
+    )
+    delivered = relay.drain(horizon)
+    if delivered:
+        log.info("burst: %d webhook deliveries", delivered)
+    return delivered
+
+
+def _relay_thread(
+    settings: Settings, relay_id: str, config: RelayConfig, stop: Callable[[], bool]
+) -> None:
+    while not stop():
+        try:
+            app = bootstrap(settings)  # its own connections: none shared with the applier
+            relay = Relay(
+                app.redis,
+                app.keys,
+                environ=os.environ,
+                config=config,
+                relay_id=relay_id,
+                crash_at=settings.crash_at,
+            )
+            relay.run(stop)
+            return
+        except Exception as exc:  # Redis unreachable at its start, say: the applier goes on
+            log.error(
+                "relay: %s: %s; starting again in %gs", type(exc).__name__, exc, RELAY_RESTART
+            )
+            deadline = time.monotonic() + RELAY_RESTART
+            while not stop() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def start_relay(
+    settings: Settings, relay_id: str, config: RelayConfig, stopping: Callable[[], bool]
+) -> Callable[[], None]:
+    """Start the webhook relay on a thread of this process; returns what stops it.
+
+    Why a thread of the applier process rather than a process of its own: a worker
+    always has exactly one applier, so every worker runs one relay and no more, started
+    and stopped with it (SIGINT or SIGTERM stop both, the relay within RELAY_STOP), and
+    restarted with it when it dies (same relay id: it takes its leases back at once);
+    an idle relay costs a look at the subscriptions hash a second and no process, and a
+    worker's processes stay the ones its operators know. A slow receiver cannot slow the
+    applier: the relay and each subscription's deliveries run on threads of their own,
+    waiting on sockets (which hold no lock the applier needs) with a deadline per
+    request, on Redis connections of their own; the applier never waits for them. The
+    price is the interpreter lock: the relay's own work (signing, JSON) is taken from
+    the applier's CPU, small beside a request's wait; a deployment that delivers
+    thousands of webhooks a second would want the relay in a process of its own.
+    """
+    done = threading.Event()
+
+    def stop_now() -> bool:
+        return done.is_set() or stopping()
+
+    thread = threading.Thread(
+        target=_relay_thread, args=(settings, relay_id, config, stop_now), name="relay"
+    )
+    thread.daemon = True  # a request in flight never holds the process's exit
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(RELAY_STOP)
+
+    return stop
+
+
+def _applier_main(
+    settings: Settings, relay_id: str | None = None, relay: RelayConfig | None = None
+) -> None:
     app = bootstrap(settings)
     stopping = _stop_flag()
     applier = app.applier()
     log.info("applier %s started", applier.id)
-    applier.run(stopping)
+    stop_relay = None if relay is None else start_relay(settings, relay_id or "", relay, stopping)
+    try:
+        applier.run(stopping)
+    finally:
+        if stop_relay is not None:
+            stop_relay()
 
 
 ISOLATIONS = ("job", "process")
@@ -228,7 +333,8 @@ def _stop_flag() -> Callable[[], bool]:
 
 
 class Supervisor:
-    """One applier, `processes` task workers and `notifiers` notification workers."""
+    """One applier (with the webhook relay on a thread, unless `relay` is False),
+    `processes` task workers and `notifiers` notification workers."""
 
     def __init__(
         self,
@@ -236,12 +342,19 @@ class Supervisor:
         processes: int = 2,
         notifiers: int = 1,
         isolation: str = "process",
+        relay: bool = True,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
         self.settings = settings
         self.context = multiprocessing.get_context("fork")
-        self.roles: dict[str, Callable[[Settings], None]] = {"applier": _applier_main}
+        # read now, so that a bad WEBHOOK_SUBSCRIPTION_* is refused before anything starts;
+        # one relay id for the supervisor's life: a restarted applier's relay is the same
+        relay_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        applier = functools.partial(
+            _applier_main, relay_id=relay_id, relay=relay_config(settings) if relay else None
+        )
+        self.roles: dict[str, Callable[[Settings], None]] = {"applier": applier}
         self.deadlines: dict[str, Any] = {}  # task worker -> its job's deadline (process)
         for index in range(processes):
             name = f"tasks-{index}"

@@ -45,18 +45,20 @@ import redis
 
 from orchestrator.core.errors import SchemaViolation, UnknownWorkflow
 from orchestrator.core.machine import GuardFailed, already_applied, transition
-from orchestrator.runtime import roster
+from orchestrator.runtime import publisher, roster
 from orchestrator.runtime.batch_reader import BatchReader, Entry, Loaded, Parsed
 from orchestrator.runtime.batch_writer import BatchWriter, Work
 from orchestrator.runtime.dispatch import Dispatcher
 from orchestrator.runtime.faults import crash_point
 from orchestrator.runtime.notify.later import Later
+from orchestrator.runtime.publisher import Publishing
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.scheduler import Scheduler
 from orchestrator.store.deadletters import INBOX, dead_letter
 from orchestrator.store.instances import decode_text
 from orchestrator.store.keys import Keys
 from orchestrator.store.leases import Leases
+from orchestrator.store.published import PublishedStreams
 from orchestrator.store.retention import Retention
 from orchestrator.store.timers import Timers
 from orchestrator.store.waiting import Waiting
@@ -81,6 +83,8 @@ class Applier:
         crash_at: frozenset[str] = frozenset(),
         applier_id: str | None = None,
         job_key: bytes | None = None,
+        publishing: Publishing | None = None,
+        events_retention: float = 7 * 86400.0,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -89,7 +93,10 @@ class Applier:
         self.id = applier_id or uuid.uuid4().hex[:12]
         self.leases = Leases(client, keys, self.id, ttl=lease_ttl)
         self.timers = Timers(client, keys)
-        self.dispatcher = Dispatcher(client, keys, job_key, registry)
+        self.publishing = publishing or Publishing()
+        self.published = PublishedStreams(client, keys)
+        self.events_retention = events_retention
+        self.dispatcher = Dispatcher(client, keys, job_key, registry, self.publishing)
         self.retention = Retention(client, keys, retention)
         self.later = Later(client, keys)
         self.reader = BatchReader(client, keys, self.leases, self.id, batch_size)
@@ -153,6 +160,8 @@ class Applier:
         if now >= self._next_clean:
             self._next_clean = now + 60.0
             self._duty("retention", now, lambda: self.retention.clean(now))
+            keep = self.events_retention
+            self._duty("published", now, lambda: self.published.trim(owned, keep, now))
         return self.apply_batch(block_ms=block_ms)
 
     def _announce(self, now: float) -> None:
@@ -254,6 +263,10 @@ class Applier:
                 definition = self.registry.get(item.after.workflow, item.after.version)
                 self.registry.check_payload(definition, event.type, event.data)
                 result = transition(definition, item.after, event)
+                if definition.published or self.publishing.lifecycle:
+                    result = publisher.complete(
+                        self.registry, definition, item.after, event, result, self.publishing
+                    )
             except (UnknownWorkflow, GuardFailed, SchemaViolation) as exc:
                 dead.append(self._dead(entry, str(exc)))
                 continue

@@ -35,6 +35,7 @@ from orchestrator.core.effects import (
     AnswerParent,
     CancelTimers,
     Effect,
+    PublishEvent,
     RunTask,
     SendNotification,
     SignalChild,
@@ -44,6 +45,7 @@ from orchestrator.core.effects import (
 from orchestrator.core.errors import UnknownWorkflow
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
+from orchestrator.runtime import publisher
 from orchestrator.runtime.payloads import (
     NOTIFICATION_TIMEOUT,
     RUN_TASK,
@@ -60,6 +62,7 @@ from orchestrator.runtime.payloads import (
     seal,
     task_payload,
 )
+from orchestrator.runtime.publisher import Publishing
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.watchdog import Watchdog
 from orchestrator.store.inbox import Inbox
@@ -107,8 +110,10 @@ class Dispatcher:
         keys: Keys,
         job_key: bytes | None = None,
         registry: Registry | None = None,
+        publishing: Publishing | None = None,
     ) -> None:
         self.redis = client
+        self.publishing = publishing or Publishing()
         self.keys = keys
         self.registry = registry  # the workflows children start as (none: no children)
         self.inbox = Inbox(client, keys)
@@ -181,6 +186,9 @@ class Dispatcher:
                 event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
                 event = Event(event_id, effect.event_type, to, time.time(), effect.data)
                 self.inbox.queue_append(pipe, event)
+            case PublishEvent():
+                event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
+                publisher.write(pipe, self.keys, self.publishing, instance, event_id, effect)
 
     def _start_child(self, pipe: Pipeline, parent: str, effect: StartChild, key: str) -> None:
         """Create the child and append its start event, in the parent's commit; a workflow

@@ -83,10 +83,16 @@ class Registry:
         self, definition: Definition, event_type: str, data: dict[str, Any]
     ) -> dict[str, Any]:
         """An event's data as its schema reads it, or SchemaViolation naming the field."""
+        return self.schemas(definition).check(event_type, data)
+
+    def schemas(self, definition: Definition) -> PayloadSchemas:
+        """The payload schemas of a definition, built when it was loaded."""
         schemas = self._schemas.get((definition.name, definition.version))
         if schemas is None:  # a definition this registry did not load
-            schemas = PayloadSchemas(definition)
-        return schemas.check(event_type, data)
+            schemas = self._schemas[definition.name, definition.version] = PayloadSchemas(
+                definition
+            )
+        return schemas
 
     def definitions(self) -> list[Definition]:
         """Every loaded version of every workflow."""

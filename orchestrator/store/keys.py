@@ -13,6 +13,11 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:{pK}:outstanding-jobs         hash   job id -> what the task answers (instance, try, entry)
   N:{pK}:alive:JOB                string heartbeat of a running task, expires when it stops
   N:stranded:JOB                  string when a job was first seen dequeued but never started
+  N:{pK}:published                stream events published by instances of partition K
+                                         (CloudEvents JSON; store.published), trimmed
+                                         by length and by age
+  N:subscriptions                 hash   webhook subscription id -> its spec (JSON)
+  N:subscription-dead:SID         stream events a subscription could not deliver
   N:{pK}:instance:ID              hash   one instance (see orchestrator.core.instance)
   N:{pK}:history:ID               stream every event applied to ID, with what it did
   N:{pK}:archive:ID               string history of a finished ID, compressed (store.archive)
@@ -48,7 +53,8 @@ with it: instance, archive, applied, and its notifications (index, records, and
 their provider-message keys); a notification with no instance (`notify send`)
 lives for the retention. What stays is deployment-wide: meta, inboxes, leases,
 timers, outstanding, the idx:* and expired sets (trimmed by the janitor),
-notify-later, rate, recipients, deadletters, schedules, waiting, appliers.
+notify-later, rate, recipients, deadletters, schedules, waiting, appliers, the published
+streams (trimmed by length and age) and subscriptions.
 
 RQ keeps its own keys (rq:*); give each deployment its own Redis database.
 """
@@ -103,6 +109,19 @@ class Keys:
 
     def alive(self, partition: int, job: str) -> str:
         return f"{self._p(partition)}:alive:{job}"
+
+    def published(self, partition: int) -> str:
+        return f"{self._p(partition)}:published"
+
+    def all_published(self) -> list[str]:
+        return [self.published(p) for p in range(self.partitions)]
+
+    @property
+    def subscriptions(self) -> str:
+        return f"{self.namespace}:subscriptions"
+
+    def subscription_dead(self, subscription: str) -> str:
+        return f"{self.namespace}:subscription-dead:{subscription}"
 
     def instance(self, instance_id: str) -> str:
         return f"{self._i(instance_id)}:instance:{instance_id}"

@@ -4,7 +4,9 @@ Twilio's callbacks carry X-Twilio-Signature over the URL Twilio called
 (ORCHESTRATOR_PUBLIC_URL + the path, since behind a proxy this server cannot
 know it) and the form fields. /events requests are signed like the webhook
 channel's (notifiers.webhook), are refused when their timestamp is over
-TOLERANCE seconds off, and each signature is accepted once. A refused request
+TOLERANCE seconds off, and each signature is accepted once. The signature
+covers the body: a CloudEvent in structured mode is signed whole, one in
+binary mode its data only (its ce-* headers are not signed). A refused request
 changes nothing and consumes nothing: its signature is recorded only once the
 body has been judged well-formed, and released again when the event cannot
 be emitted, so a correct retry is accepted.
@@ -29,7 +31,7 @@ from urllib.parse import parse_qsl
 from notifiers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.entry.bootstrap import App
-from orchestrator.entry.http.body import Refused, emit_arguments, parse_body
+from orchestrator.entry.http.body import Refused, event_arguments
 from orchestrator.entry.http.config import ServerConfig
 from orchestrator.runtime.notify.ledger import Ledger
 
@@ -123,7 +125,7 @@ class Door:
         key = self.config.events_secret
         assert key is not None
         found = self._check_signature(key, headers, body)
-        args = emit_arguments(parse_body(body))
+        args = event_arguments(headers, body)
         seen = f"{self.app.keys.namespace}:seen-signature:{found}"
         if not self.app.redis.set(seen, 1, nx=True, ex=SEEN_FOR):
             raise Refused(403, "replayed request (this signature was used already)")

@@ -1,0 +1,159 @@
+"""Reading what workflows publish: the latest events, following them, and consuming
+them as a consumer group (store.published has the streams).
+
+    for event in app.subscribe("billing", types=["order.*"]):
+        handle(event)        # acknowledged when the loop asks for the next one
+
+A subscriber acknowledges an event once its handler returned (the loop came back for
+the next one): an event whose handler raised, or whose process died, stays pending
+and is delivered again, to the same consumer when it comes back (it reads its own
+pending first) or to another of the group once it has been pending `claim_after`
+seconds. At least once, then; deduplicate by `event.id`, stable across re-applies.
+One consumer in a group sees each instance's events in order; several share the
+group's events between them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+
+from orchestrator.core.errors import InputError
+from orchestrator.store.keys import Keys
+from orchestrator.store.published import (
+    END,
+    Published,
+    PublishedStreams,
+    matches,
+    parse,
+    position,
+)
+
+BATCH = 100  # events read at once
+GROUP = r"[A-Za-z0-9_.:-]{1,100}"
+
+
+def latest(
+    client: redis.Redis, keys: Keys, count: int, types: Sequence[str] = ()
+) -> list[Published]:
+    """The last `count` events of these types, oldest first."""
+    streams = PublishedStreams(client, keys)
+    found: list[Published] = []
+    for partition, stream in enumerate(streams.streams):
+        top = "+"
+        kept: list[Published] = []
+        while len(kept) < count:
+            page: Any = client.xrevrange(stream, max=top, count=200)
+            if not page:
+                break
+            for entry_id, fields in page:
+                item = parse(partition, entry_id, fields)
+                if matches(types, item.type):
+                    kept.append(item)
+            top = f"({page[-1][0].decode()}"
+        found += kept[:count]
+    found.sort(key=lambda i: (*map(int, i.entry_id.split("-")), i.partition))
+    return found[-count:] if count else []
+
+
+def read(
+    client: redis.Redis,
+    keys: Keys,
+    start: str | float | None,
+    types: Sequence[str] = (),
+    *,
+    follow: bool = False,
+    limit: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    block: float = 1.0,
+) -> Iterator[Published]:
+    """The events from a position on ("start", "end", an entry id, a moment, a time
+    ago), merged across partitions; with `follow`, waiting for new ones until `stop`."""
+    streams = PublishedStreams(client, keys)
+    after = streams.since(position(start))
+    shown = 0
+    while not stop():
+        page = streams.read(after, BATCH)
+        for item in page:
+            after[item.partition] = item.entry_id
+            if matches(types, item.type):
+                yield item
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
+        if len(page) < BATCH:
+            if not follow:
+                return
+            streams.wait(after, int(block * 1000))
+
+
+def groups(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Each consumer group over the published streams: its consumers, the events it has
+    read and not acknowledged (pending) and those not read yet (lag), all partitions."""
+    found: dict[str, dict[str, Any]] = {}
+    for stream in keys.all_published():
+        try:
+            infos: Any = client.xinfo_groups(stream)
+        except redis.ResponseError:  # no stream yet
+            continue
+        for info in infos:
+            name = info["name"].decode()
+            row = found.setdefault(name, {"name": name, "consumers": 0, "pending": 0, "lag": 0})
+            row["consumers"] = max(row["consumers"], int(info["consumers"]))
+            row["pending"] += int(info["pending"])
+            row["lag"] += int(info.get("lag") or 0)
+    return [found[name] for name in sorted(found)]
+
+
+def subscribe(
+    client: redis.Redis,
+    keys: Keys,
+    group: str,
+    *,
+    types: Sequence[str] = (),
+    start: str | float | None = END,
+    consumer: str | None = None,
+    block: float = 1.0,
+    claim_after: float = 60.0,
+    idle_timeout: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Published]:
+    """Consume the published events as member `consumer` of `group` (created at `start`
+    when new; an existing group goes on from where it stands). Each event is acknowledged
+    when the loop asks for the next; events of other types are acknowledged unseen.
+    Ends when `stop` says so, or after `idle_timeout` seconds without an event."""
+    if not re.fullmatch(GROUP, group):
+        raise InputError(f"group {group!r}: use 1 to 100 letters, digits, '_', '.', ':', '-'")
+    streams = PublishedStreams(client, keys)
+    streams.join(group, position(start))
+    me = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    pending = True  # first, what this consumer read before and never acknowledged
+    next_claim = 0.0
+    quiet_since = time.monotonic()
+    while not stop():
+        now = time.monotonic()
+        if pending:
+            items = streams.take(group, me, BATCH, 0, pending=True)
+            pending = bool(items)
+        elif now >= next_claim:
+            next_claim = now + claim_after / 2
+            items = streams.claim(group, me, int(claim_after * 1000), BATCH)
+        else:
+            items = []
+        if not items and not pending:
+            items = streams.take(group, me, BATCH, int(block * 1000))
+        if not items:
+            if idle_timeout is not None and now - quiet_since >= idle_timeout:
+                return
+            continue
+        quiet_since = now
+        for item in items:
+            if item.event and matches(types, item.type):  # empty: trimmed while pending
+                yield item
+            streams.ack(group, [item])
