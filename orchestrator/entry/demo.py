@@ -6,7 +6,9 @@ script per scenario: orders that ship or fail and are compensated; users who
 verify their email, verify after a reminder, never verify, or fail profile
 creation; sensor alerts that resolve, are acknowledged, escalate, or take
 repeated readings. Day-long and minute-long timeouts are played by emitting
-the timeout event, as an operator could. Then it prints what happened.
+the timeout event, as an operator could. A subscriber (a consumer group, as another
+service would run) receives the business events the workflows publish. Then it
+prints what happened.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from orchestrator.entry.demo_smtp import DemoSmtpServer
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
 from orchestrator.store import embedded
+from orchestrator.store.published import Published
 
 Step = tuple[str, str, dict[str, Any]]
 BOB = Recipient(  # the next person on call: escalations reach him by push and email
@@ -172,11 +177,14 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
             )
             app = bootstrap(replace(settings, redis_url=url, workflows=("workflows",)))
             Recipients(app.redis, app.keys).save(BOB)
+            subscriber = Subscriber(app.client)
             plays = _play(console, app.client, timeout)
             ignored = app.client.emit(
                 "sensor.reading", {"sensor_id": "T-quiet", "value": 20.0, "threshold": 80.0}
             )
-            return _report(console, app.client, plays, ignored.note, log_path, mailbox)
+            code = _report(console, app.client, plays, ignored.note, log_path, mailbox)
+            subscriber.report(console)
+            return code
         finally:
             worker.terminate()
             try:
@@ -186,6 +194,49 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
             if private:
                 embedded.stop(scratch)
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Subscriber:
+    """What another service would run: a consumer group reading the published events
+    from now on (orchestrator.entry.subscriber), on a thread of its own."""
+
+    GROUP = "demo"
+
+    def __init__(self, client: Orchestrator) -> None:
+        self.client = client
+        self.received: list[Published] = []
+        self._stop = threading.Event()
+        feed = client.subscribe(self.GROUP, start=time.time(), block=0.2, stop=self._stop.is_set)
+        self._thread = threading.Thread(target=self._consume, args=(feed,), daemon=True)
+        self._thread.start()
+
+    def _consume(self, feed: Any) -> None:
+        for event in feed:
+            self.received.append(event)
+
+    def report(self, console: Console) -> None:
+        published = len(self.client.published(time.time() - 3600))
+        deadline = time.monotonic() + 3
+        while len(self.received) < published and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._stop.set()
+        self._thread.join(2)
+        counts = Counter(event.type for event in self.received)
+        console.print(
+            f"Events published by the workflows, received by a subscriber (consumer group "
+            f"{self.GROUP!r}): {len(self.received)} of {published}: "
+            + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())),
+            markup=False,
+            highlight=False,
+        )
+        for event in self.received[:3]:
+            console.print(
+                f"  {event.type} {event.subject} {event.data}",
+                markup=False,
+                highlight=False,
+                overflow="ellipsis",
+                no_wrap=True,
+            )
 
 
 def _play(console: Console, client: Orchestrator, timeout: float) -> list[Scenario]:
