@@ -28,13 +28,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from orchestrator.core.errors import InputError
-from orchestrator.core.limits import check_data
-from orchestrator.store.inbox import ID_ALPHABET, MAX_ID, check_id
-
 # cloudevents 2.x (pinned in pyproject) keeps its HTTP event API under cloudevents.v1
 from cloudevents.v1.exceptions import GenericException as CloudEventError
 from cloudevents.v1.http import from_http
+
+from orchestrator.core.errors import InputError
+from orchestrator.core.limits import check_data
+from orchestrator.store.inbox import ID_ALPHABET, MAX_ID, check_id
 
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 4300  # what every Python process can read back (sys.get_int_max_str_digits)
