@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from bench.measure import Measurement
-from bench.targets import SYSTEMS, Line, met_text, show
+from bench.targets import PUBLISHING_SYSTEM, SYSTEMS, Line, met_text, show
 
 
 def machine(redis_version: str, ping_usec: float) -> dict[str, Any]:
@@ -207,10 +207,59 @@ def print_startup(details: dict[str, Any]) -> None:
 
 
 def print_flow_trips(details: dict[str, Any]) -> None:
-    """Workload 2's Redis round trips and commands per workflow step, by system and name."""
+    """Workload 2's Redis round trips and commands per workflow step, by system and name;
+    then issue #17's publishing figures, when its variant ran."""
     from bench.flows.trips import commands_table
 
     print(commands_table(details) or "(no round trips counted)")
+    systems = details.get("systems", {})
+    if PUBLISHING_SYSTEM in systems:
+        print()
+        print_publishing(systems)
+
+
+def print_publishing(systems: dict[str, Any]) -> None:
+    """The engine publishing (a business event per state entered, its lifecycle events)
+    with a subscriber consuming everything, against the engine as it is, same run."""
+    found = systems[PUBLISHING_SYSTEM]
+    seen = found.get("subscriber")
+    if not seen or "error" in seen:
+        reason = (seen or {}).get("error") or found.get("error") or found.get("skipped")
+        print(f"publishing: {reason or 'no subscriber figures'}")
+        return
+    with_it = found["throughput"]["per_second"]
+    without = systems.get("orchestrator", {}).get("throughput", {}).get("per_second")
+    delay = seen["delay_ms"]
+    commands = seen["requests"]["commands"]
+    consumed = seen["consumed"] or 1
+    caught = seen["caught_up_seconds"]
+    rows: list[tuple[str, ...]] = [
+        ("publishing, throughput run", "figure"),
+        ("workflows/s publishing / not", f"{with_it:,.0f} / {without or 0:,.0f}"),
+        ("  ratio", f"{with_it / without:.3f}" if without else "-"),
+        ("workflows", f"{seen['workflows']:,}"),
+        ("events published / consumed", f"{seen['published']:,} / {seen['consumed']:,}"),
+        ("  per workflow", f"{seen['events_per_workflow']:g}"),
+        ("  distinct ids, instances", f"{seen['distinct_ids']:,}, {seen['instances']:,}"),
+        *((f"  {kind}", f"{count:,}") for kind, count in seen["by_type"].items()),
+        ("published by the last finish", f"{seen['published_by_last_finish']:,}"),
+        ("  consumed by then", f"{seen['consumed_by_last_finish']:,}"),
+        ("  lag then", f"{seen['lag_at_last_finish']:,}"),
+        (
+            "all consumed, s after the last finish",
+            f"{caught:.3f}" if caught is not None else f"not within {seen['catch_up_limit']:g}",
+        ),
+        (
+            "write to consumed, ms p50 / p99 / max",
+            f"{delay['p50']} / {delay['p99']} / {delay['max']}",
+        ),
+        ("subscriber round trips per event", f"{seen['requests']['round_trips'] / consumed:.3f}"),
+        *(
+            (f"  {name} per event", f"{calls / consumed:.3f}")
+            for name, calls in sorted(commands.items(), key=lambda kv: -kv[1])
+        ),
+    ]
+    _print_rows(rows, align="<>")
 
 
 def print_fan(details: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from bench.flows.trips import trips_rows
 from bench.isolated import NotRun, run_isolated
 from bench.measure import Measurement
 from bench.rq_baseline import measure_rq
-from bench.targets import Line, lines, not_run
+from bench.targets import PUBLISHING, Line, lines, not_run
 from support.redis_server import private_redis
 
 APPLY_TARGET = 10_000  # events per second, one applier
@@ -132,12 +132,14 @@ def applier_vs_rq(args: argparse.Namespace) -> dict[str, Any]:
 
 def flows(args: argparse.Namespace) -> dict[str, Any]:
     """Its rows, and after the throughput line the Redis round trips per step over that
-    run (counted on the server: bench.flows.trips)."""
+    run (counted on the server: bench.flows.trips), then issue #17's publishing lines."""
     result = run_isolated("flows", args.quick, LIMITS[_mode(args)]["flows"])
     rows = list(result.get("rows", []))
     throughput = [r for r in rows if "workflows/s" in str(r.get("workload"))]
-    rest = [r for r in rows if r not in throughput]
-    return {**result, "rows": [*throughput, *trips_rows(result.get("details", {})), *rest]}
+    publishing = [r for r in rows if str(r.get("workload")).startswith(PUBLISHING)]
+    rest = [r for r in rows if r not in throughput and r not in publishing]
+    trips = trips_rows(result.get("details", {}))
+    return {**result, "rows": [*throughput, *trips, *publishing, *rest]}
 
 
 def notifications(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Issue #6's targets (#15's fan-out too), and the one table: each system's figure, target, met.
+"""Issue #6's targets (#15's fan-out, #17's publishing too), and the one table: each system's
+figure, target, met.
 
 A workload module returns rows {"workload", "system", "value", "note"}, and
 may add "unit", and "target" and "met" when it judges its own figure (the
@@ -22,6 +23,10 @@ _BY_LOWER = {name.lower(): name for name in SYSTEMS}
 NUMBERED = re.compile(r"\d+\. ")  # a label that starts with its workload's number
 
 Values = dict[str, Any]  # system -> value
+PUBLISHING = "publishing:"  # the labels of issue #17's lines (bench.flows.run)
+PUBLISHING_SYSTEM = "orchestrator-publishing"  # their column: the engine, publishing
+PUBLISHING_RATIO = 0.90  # its throughput over the engine's, measured in the same run
+CATCH_UP = 2.0  # s after the last workflow finished, its subscriber has consumed everything
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,24 @@ def _at_most_trips(threshold: float) -> Callable[[Values], tuple[bool | None, st
     return check
 
 
+def _publishing_ratio(values: Values) -> tuple[bool | None, str]:
+    """The publishing engine's throughput over the engine's (the value), at least the ratio."""
+    ratio = _number(values.get(PUBLISHING_SYSTEM))
+    return (None, "") if ratio is None else (ratio >= PUBLISHING_RATIO, "")
+
+
+def _caught_up(values: Values) -> tuple[bool | None, str]:
+    """[lag at the last finish, seconds until the subscriber had consumed everything]; the
+    seconds are a text ("> 30") when it had not caught up by the time it was waited for."""
+    found = values.get(PUBLISHING_SYSTEM)
+    if not isinstance(found, list | tuple) or len(found) != 2:
+        return None, ""
+    seconds = _number(found[1])
+    if seconds is None:
+        return False, f"not caught up: {found[1]} s"
+    return seconds <= CATCH_UP, ""
+
+
 RULES = (
     Rule("2", "workflows/s", ">= fastest peer, >= 4x RQ", _workflows),
     Rule("2", "round trips per workflow step", "<= 3", _at_most_trips(3)),
@@ -107,6 +130,8 @@ RULES = (
     Rule("3", "at 500/s", "p99 <= 100 ms", _latency(None, 100)),
     Rule("4", "notifications/s", ">= 500/s", _at_least(500)),
     Rule("7", "fan-outs/s", ">= fastest peer", _fastest_peer),
+    Rule("2", f"{PUBLISHING} throughput", f">= {PUBLISHING_RATIO:.2f}", _publishing_ratio),
+    Rule("2", f"{PUBLISHING} subscriber's lag", f"caught up <= {CATCH_UP:g} s", _caught_up),
 )
 
 

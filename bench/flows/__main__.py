@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
 from bench.flows import ALL, QUICK_SYSTEMS
 from bench.flows.run import FULL, QUICK, run_flows
 from bench.flows.trips import commands_table, trips_rows
+from bench.report import print_publishing
 from bench.systems_cli import parse
+from bench.targets import PUBLISHING_SYSTEM
 
 
 def table(result: dict[str, Any]) -> str:
@@ -51,12 +54,22 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     args, systems = parse(
-        "python -m bench.flows", __doc__, "small sizes; the engine and RQ only", ALL, QUICK_SYSTEMS
+        "python -m bench.flows",
+        __doc__,
+        "small sizes; the engine (and its publishing variant, throughput only) and RQ only",
+        (*ALL, PUBLISHING_SYSTEM),
+        QUICK_SYSTEMS,
     )
-    result = run_flows(systems, QUICK if args.quick else FULL, args.logs)
+    sizes = QUICK if args.quick else FULL
+    if args.systems:  # those named only: no publishing variant alongside the engine
+        sizes = replace(sizes, alongside=())
+    result = run_flows(systems, sizes, args.logs)
     print(table(result))
     if commands := commands_table(result["details"]):
         print(f"\n{commands}")
+    if PUBLISHING_SYSTEM in result["details"]["systems"]:
+        print()
+        print_publishing(result["details"]["systems"])
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -5,18 +5,32 @@ worker processes asked for, and at least one notification worker (the CLI's
 minimum; it idles here). Measured twice: with the default isolation (jobs
 run in the worker process, as the peers run theirs) as "orchestrator", and
 with `--isolation job` (a forked work-horse per RQ job) as "orchestrator-job".
+
+"orchestrator-publishing" (issue #17) runs the same three steps as a version that
+publishes (flow3_published.py: a business event on entering each state), with the
+engine's lifecycle events too (ORCHESTRATOR_PUBLISH_LIFECYCLE=1), and one subscriber
+process (subscriber.py: a consumer group reading every published event) started before
+the load; after the throughput run it says how far behind the subscriber was when the
+last workflow finished, and how long it took to catch up (`subscriber_report`).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from bench.flows import flow3
+from bench.flows import flow3, flow3_published
 from bench.flows.base import System
+from bench.flows.driver import WorkersDied, percentile
+from bench.flows.steps import DONE
+from bench.flows.subscriber import GROUP, Board
+from bench.flows.trips import DriverCount
 from orchestrator.entry.bootstrap import bootstrap
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.dispatch import TASK_QUEUE
@@ -30,6 +44,8 @@ class OrchestratorSystem(System):
     name = "orchestrator"
     isolation = "process"  # the CLI's default: jobs run in the worker process
     module = MODULE  # the workflows the driver and the workers load (bench.fan: its own)
+    workflow = flow3.NAME  # the one the driver starts
+    worker_env: ClassVar[dict[str, str]] = {}  # added to the worker's environment
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)
@@ -44,7 +60,7 @@ class OrchestratorSystem(System):
         )
 
     def submit(self, wf: str) -> None:
-        self.instances[wf] = self.client.start(flow3.NAME, {"wf": wf})
+        self.instances[wf] = self.client.start(self.workflow, {"wf": wf})
 
     def settle(self, timeout: float) -> None:
         """The applier moves an instance to `done` after its last task recorded its finish."""
@@ -67,6 +83,7 @@ class OrchestratorSystem(System):
             "REDIS_URL": self.url,
             "ORCHESTRATOR_WORKFLOWS": self.module,
             "ORCHESTRATOR_ACCEPT_RISK": "1",  # the private server keeps no AOF
+            **self.worker_env,
         }
         args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "0"]
         args += ["--isolation", self.isolation]
@@ -112,3 +129,159 @@ class OrchestratorForking(OrchestratorSystem):
 
     name = "orchestrator-job"
     isolation = "job"
+
+
+CATCH_UP_LIMIT = 30.0  # s after the engine settled that the subscriber is waited for, at most
+CATCH_UP_POLL = 0.005  # s
+
+
+class WithSubscriber(DriverCount):
+    """The driver's own requests plus the subscriber's (its board): both left out of the
+    server's counts (bench.flows.trips.Meter reads them through `copy`)."""
+
+    def __init__(self, driver: DriverCount, board: Board) -> None:
+        super().__init__()
+        self.driver = driver
+        self.board = board
+
+    def copy(self) -> DriverCount:
+        mine = self.driver.copy()
+        trips, size, commands = self.board.requests()
+        return DriverCount(mine.trips + trips, mine.input_bytes + size, mine.commands + commands)
+
+
+class OrchestratorPublishing(OrchestratorSystem):
+    """The default worker, running the version of the workflow that publishes, with the
+    lifecycle events on, and a subscriber process consuming all of it."""
+
+    name = "orchestrator-publishing"
+    module = "bench.flows.flow3_published"
+    workflow = flow3_published.NAME
+    worker_env: ClassVar[dict[str, str]] = {"ORCHESTRATOR_PUBLISH_LIFECYCLE": "1"}
+
+    def __init__(self, url: str, folder: Path) -> None:
+        super().__init__(url, folder)
+        self.board = Board.create(folder / "subscriber.board")
+        self.result = folder / "subscriber.json"
+        self.subscriber: subprocess.Popen[bytes] | None = None
+        self.driver_count = WithSubscriber(self.driver_count, self.board)
+        self.streams = self.keys.all_published()
+        self.workers_note += (
+            f"; workflow {self.workflow}: {flow3_published.BUSINESS} business events "
+            f"(one per state entered), ORCHESTRATOR_PUBLISH_LIFECYCLE=1; one subscriber "
+            f"process (`python -m bench.flows.subscriber`: Orchestrator.subscribe, group "
+            f"{GROUP!r}, from the start), started first, its requests left out of the count"
+        )
+
+    def start_workers(self) -> None:
+        """The subscriber first, its group on every partition, then the engine's worker."""
+        args = ["-m", "bench.flows.subscriber", self.url, str(self.board.path), str(self.result)]
+        self.workers.python("subscriber", args, self.env)
+        self.subscriber = self.workers.processes[-1][0]
+        deadline = time.monotonic() + 60
+        while not self._joined():
+            if time.monotonic() > deadline:
+                raise WorkersDied(f"the subscriber joined no group in 60 s: {self.workers.dead()}")
+            if dead := self.workers.dead():
+                raise WorkersDied("; ".join(dead))
+            time.sleep(0.02)
+        super().start_workers()
+
+    def _joined(self) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        found = pipe.execute(raise_on_error=False)
+        return all(
+            not isinstance(groups, Exception) and any(g["name"] == GROUP.encode() for g in groups)
+            for groups in found
+        )
+
+    def ready(self) -> bool:
+        return super().ready() and self._joined()
+
+    def published(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xlen(stream)
+        return sum(pipe.execute())
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **super().state(),
+            "events published": self.published(),
+            "events consumed": self.board.consumed,
+        }
+
+    def _published_by(self, moment: float) -> int:
+        """Events whose stream entry was written at or before `moment` (ms precision)."""
+        last = f"{math.floor(moment * 1000)}-18446744073709551615"
+        count = 0
+        for stream in self.streams:
+            low = "-"
+            while True:
+                page: Any = self.redis.xrange(stream, low, last, count=1000)
+                count += len(page)
+                if len(page) < 1000:
+                    break
+                low = f"({page[-1][0].decode()}"
+        return count
+
+    def subscriber_report(self, timeout: float = CATCH_UP_LIMIT) -> dict[str, Any]:
+        """After the throughput run has settled (every instance ended, so every event is
+        published): wait (up to `timeout` s) until the subscriber has consumed them all,
+        stop it, and read what it consumed. The lag at the last finish (the latest time
+        a workflow's last step recorded) is the events published by then and not yet
+        consumed then; caught up: when the subscriber consumed the last of them."""
+        if self.subscriber is None:
+            return {"error": "no subscriber was started"}
+        published = self.published()
+        deadline = time.monotonic() + timeout
+        while self.board.consumed < published and time.monotonic() < deadline:
+            if self.subscriber.poll() is not None:
+                break
+            time.sleep(CATCH_UP_POLL)
+        self.board.stop()
+        try:
+            self.subscriber.wait(10)
+        except subprocess.TimeoutExpired:
+            return {"error": "the subscriber did not stop within 10 s of being told to"}
+        if self.subscriber.returncode != 0 or not self.result.exists():
+            return {"error": f"the subscriber exited {self.subscriber.returncode} with no result"}
+        found: dict[str, Any] = json.loads(self.result.read_text())
+        consumed_at: list[float] = found.pop("consumed_at")
+        published_ms: list[int] = found.pop("published_ms")
+        ends = [float(v) for v in self.redis.hvals(DONE)]
+        last_finish = max(ends, default=0.0)
+        by_then = self._published_by(last_finish)
+        consumed_by_then = sum(1 for at in consumed_at if at <= last_finish)
+        caught_up = bool(consumed_at) and found["consumed"] >= published
+        delays = sorted(at - ms / 1000 for at, ms in zip(consumed_at, published_ms, strict=True))
+        trips = found["requests"]["round_trips"]
+        return {
+            **found,
+            "workflows": len(ends),
+            "published": published,
+            "events_per_workflow": round(published / len(ends), 3) if ends else None,
+            "expected_per_workflow": flow3_published.PER_WORKFLOW,
+            "business_per_workflow": flow3_published.BUSINESS,
+            "lifecycle_per_workflow": flow3_published.LIFECYCLE,
+            "catch_up_limit": timeout,
+            "last_finish": last_finish,
+            "published_by_last_finish": by_then,
+            "consumed_by_last_finish": consumed_by_then,
+            "lag_at_last_finish": by_then - consumed_by_then,
+            "caught_up": caught_up,
+            "caught_up_seconds": (round(max(consumed_at) - last_finish, 3) if caught_up else None),
+            "unconsumed": published - found["consumed"],
+            "delay_ms": {  # from the entry's write (its id's ms) to the subscriber's loop
+                "p50": round(percentile(delays, 50) * 1000, 1) if delays else None,
+                "p99": round(percentile(delays, 99) * 1000, 1) if delays else None,
+                "max": round(delays[-1] * 1000, 1) if delays else None,
+            },
+            "round_trips_per_event": round(trips / found["consumed"], 3) if caught_up else None,
+        }
+
+    def close(self) -> None:
+        super().close()
+        self.board.close()

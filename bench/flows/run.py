@@ -1,4 +1,9 @@
-"""One run of the suite: each system in turn, each workload on its own private redis-server."""
+"""One run of the suite: each system in turn, each workload on its own private redis-server.
+
+The suite's sizes (FULL, QUICK) also say which systems are measured alongside those
+asked for: the engine's publishing variant whenever the engine is, since issue #17's
+figure is the ratio of the two in the same run; QUICK measures it for throughput only.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +15,70 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bench.flows import driver
 from bench.flows.base import STRANDED_KEY, System
 from bench.flows.driver import Sizes, WorkersDied, latency, throughput, warm_up
 from bench.flows.trips import check_method
+from bench.targets import PUBLISHING, PUBLISHING_SYSTEM
 from support.redis_server import private_redis
 
 # name -> (module, class, packages it needs)
 SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "orchestrator": ("bench.flows.orch", "OrchestratorSystem", ()),
     "orchestrator-job": ("bench.flows.orch", "OrchestratorForking", ()),
+    PUBLISHING_SYSTEM: ("bench.flows.orch", "OrchestratorPublishing", ()),
     "rq": ("bench.flows.rq_chain", "RqSystem", ()),
     "celery": ("bench.flows.celery_app", "CelerySystem", ("celery",)),
     "dramatiq": ("bench.flows.dramatiq_app", "DramatiqSystem", ("dramatiq",)),
 }
 THROUGHPUT = "3-step workflows/s, 2 workers, W={}"
 LATENCY = "latency p50/p99 ms at {}/s"
+PUBLISHING_RATIO = PUBLISHING + " throughput with / without it, W={}"
+PUBLISHING_LAG = PUBLISHING + " subscriber's lag at the last finish, events / s to catch up"
+PUBLISHING_EVENTS = PUBLISHING + " events per workflow, published / consumed"
 
-FULL = Sizes()
-QUICK = Sizes(preloaded=200, rates=((50, 2.0), (500, 0.5)), drain=5.0, drain_preloaded=20.0)
+
+@dataclass(frozen=True)
+class Preset(Sizes):
+    """Sizes, and the systems measured with those asked for (`alongside`: measured after
+    the first of each pair when it is asked for and the second is not), and those
+    measured for throughput only."""
+
+    alongside: tuple[tuple[str, str], ...] = (("orchestrator", PUBLISHING_SYSTEM),)
+    throughput_only: tuple[str, ...] = ()
+
+
+FULL = Preset()
+QUICK = Preset(
+    preloaded=200,
+    rates=((50, 2.0), (500, 0.5)),
+    drain=5.0,
+    drain_preloaded=20.0,
+    throughput_only=(PUBLISHING_SYSTEM,),
+)
+
+
+@runtime_checkable
+class Subscribed(Protocol):
+    """A system with a subscriber to report on after its throughput run."""
+
+    def subscriber_report(self) -> dict[str, Any]: ...
+
+
+def with_alongside(systems: Sequence[str], sizes: Sizes) -> list[str]:
+    out: list[str] = []
+    for name in systems:
+        out.append(name)
+        for first, then in getattr(sizes, "alongside", ()):
+            if name == first and then not in systems:
+                out.append(then)
+    return out
 
 
 def missing(name: str) -> list[str]:
@@ -82,6 +127,10 @@ def run_system(name: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
     with fresh(factory, folder / "throughput") as (system, version):
         found["workers"], found["redis"] = system.workers_note, version
         found["throughput"] = _settled(system, throughput(system, sizes))
+        if isinstance(system, Subscribed):
+            found["subscriber"] = system.subscriber_report()
+    if name in getattr(sizes, "throughput_only", ()):
+        return found
     for rate, seconds in sizes.rates:
         with fresh(factory, folder / f"latency-{rate}") as (system, _):
             warm = warm_up(system)
@@ -120,6 +169,8 @@ def rows_of(name: str, found: dict[str, Any], sizes: Sizes) -> list[dict[str, An
         }
     )
     for rate, _ in sizes.rates:
+        if f"latency_{rate}" not in found:  # measured for throughput only
+            continue
         lat = found[f"latency_{rate}"]
         notes = []
         if lat["finished"] < lat["workflows"]:
@@ -161,7 +212,7 @@ def run_flows(systems: list[str], sizes: Sizes, logs: Path | None = None) -> dic
         details["round_trips_check"] = check_method(server.url)
     with tempfile.TemporaryDirectory(prefix="bench-flows-") as tmp, _stopped_cleanly():
         base = logs or Path(tmp)
-        for name in systems:
+        for name in with_alongside(systems, sizes):
             if lacking := missing(name):
                 details["systems"][name] = {"skipped": f"not importable: {', '.join(lacking)}"}
                 continue
@@ -175,4 +226,90 @@ def run_flows(systems: list[str], sizes: Sizes, logs: Path | None = None) -> dic
             found["seconds"] = round(time.perf_counter() - began, 1)
             details["systems"][name] = found
             rows += rows_of(name, found, sizes)
-    return {"rows": rows, "details": details}
+    return {"rows": rows + publishing_rows(details["systems"], sizes), "details": details}
+
+
+def publishing_rows(systems: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
+    """Issue #17's figures: the publishing variant's throughput over the engine's, measured
+    in the same run; its subscriber's lag and catch-up; the events each workflow published."""
+    ours = systems.get(PUBLISHING_SYSTEM, {})
+    rows: list[dict[str, Any]] = []
+    with_it = ours.get("throughput", {}).get("per_second")
+    without = systems.get("orchestrator", {}).get("throughput", {}).get("per_second")
+    seen = ours.get("subscriber", {})
+    per = seen.get("events_per_workflow")
+    if with_it and without:
+        note = f"{with_it:,.0f} / {without:,.0f} workflows/s"
+        if per is not None:
+            note += f", {per:g} events published per workflow, its subscriber running"
+        rows.append(
+            {
+                "workload": PUBLISHING_RATIO.format(sizes.preloaded),
+                "system": PUBLISHING_SYSTEM,
+                "value": round(with_it / without, 3),
+                "note": note,
+            }
+        )
+    if "error" in seen:
+        rows.append(
+            {
+                "workload": PUBLISHING_LAG,
+                "system": PUBLISHING_SYSTEM,
+                "value": None,
+                "note": f"subscriber: {seen['error']}",
+            }
+        )
+    elif seen:
+        rows += _subscriber_rows(seen)
+    return rows
+
+
+def _subscriber_rows(seen: dict[str, Any]) -> list[dict[str, Any]]:
+    delay = seen["delay_ms"]
+    if seen["caught_up"]:
+        caught: Any = seen["caught_up_seconds"]
+        when = f"all {seen['published']:,} consumed {caught:g} s after it"
+    else:
+        caught = f"> {seen['catch_up_limit']:g}"
+        when = f"{seen['unconsumed']:,} of {seen['published']:,} still unconsumed {caught} s on"
+    lag_note = (
+        f"{seen['lag_at_last_finish']:,} of the {seen['published_by_last_finish']:,} events "
+        f"published by the last finish not yet consumed then; {when}; from an event's write "
+        f"to the subscriber's loop p50 {delay['p50']} ms, p99 {delay['p99']} ms, max "
+        f"{delay['max']} ms; the subscriber's own round trips "
+        f"({seen['round_trips_per_event'] or '-'} per event: an XREADGROUP per batch, an XACK "
+        "per event) are left out of the engine's"
+    )
+    workflows = seen["workflows"]
+    expected = seen["expected_per_workflow"]
+    exact = (
+        seen["published"] == seen["consumed"] == seen["distinct_ids"] == expected * workflows
+        and seen["instances"] == workflows
+    )
+    types = ", ".join(f"{kind} {count:,}" for kind, count in seen["by_type"].items())
+    return [
+        {
+            "workload": PUBLISHING_LAG,
+            "system": PUBLISHING_SYSTEM,
+            "value": [seen["lag_at_last_finish"], caught],
+            "note": lag_note,
+        },
+        {
+            "workload": PUBLISHING_EVENTS,
+            "system": PUBLISHING_SYSTEM,
+            "value": [
+                seen["events_per_workflow"],
+                round(seen["consumed"] / workflows, 3) if workflows else None,
+            ],
+            "target": (
+                f"{expected} ({seen['business_per_workflow']} business + "
+                f"{seen['lifecycle_per_workflow']} lifecycle), each consumed once"
+            ),
+            "met": exact,
+            "note": (
+                f"{workflows:,} workflows; consumed {seen['consumed']:,} events, "
+                f"{seen['distinct_ids']:,} distinct ids, of {seen['instances']:,} instances: "
+                f"{types}"
+            ),
+        },
+    ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator import Notify, On, State, Task, Workflow
+from orchestrator import Notify, On, Publish, State, Task, Workflow
 from workflows.order import tasks
+from workflows.order.events import OrderFailed, OrderPaid, OrderPlaced, OrderShipped
 
 
 class OrderFulfilment(Workflow):
@@ -13,9 +14,16 @@ class OrderFulfilment(Workflow):
     version = 1
     starts_on = ["order.placed"]
     correlate_by = "order_id"
+    publishes = [
+        Publish("order.placed", OrderPlaced, data=["order_id", "items", "amount"]),
+        Publish("order.paid", OrderPaid, data=["order_id", "charge", "charged"]),
+        Publish("order.shipped", OrderShipped, data=["order_id", "tracking"]),
+        Publish("order.failed", OrderFailed, data=["order_id"]),
+    ]
 
     reserving = State(
         initial=True,
+        publish=["order.placed"],
         task=Task(tasks.reserve_stock, retries=2, timeout=30, backoff=0.2),
         compensation=Task(tasks.release_stock, retries=3, backoff=0.2),
     )
@@ -28,6 +36,7 @@ class OrderFulfilment(Workflow):
     shipping = State(task=Task(tasks.ship_order, retries=1, timeout=30, backoff=0.2))
     shipped = State(
         final=True,
+        publish=["order.shipped"],
         notify=[
             Notify("email", "order_shipped", to="email"),
             Notify("sms", "order_shipped", to="phone"),
@@ -36,6 +45,7 @@ class OrderFulfilment(Workflow):
     failed = State(
         final=True,
         outcome="failed",
+        publish=["order.failed"],
         notify=[
             Notify("email", "order_failed", to="email"),
             Notify("sms", "order_failed", to="phone"),
@@ -45,7 +55,7 @@ class OrderFulfilment(Workflow):
     transitions = [
         On("task.completed", source=reserving, target=charging),
         On("task.failed", source=reserving, target=failed),
-        On("task.completed", source=charging, target=shipping),
+        On("task.completed", source=charging, target=shipping, publish=["order.paid"]),
         On("task.failed", source=charging, target=failed, compensate=True),
         On("payment.timeout", source=charging, target=failed, compensate=True),
         On("task.completed", source=shipping, target=shipped),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from orchestrator import Notify, On, State, Task, Workflow
+from orchestrator import Notify, On, Publish, State, Task, Workflow
 from workflows.registration import tasks
+from workflows.registration.events import UserExpired, UserVerified
 
 
 class Registration(Workflow):
@@ -22,6 +23,10 @@ class Registration(Workflow):
     version = 1
     starts_on = ["user.registered"]
     correlate_by = "user_id"
+    publishes = [
+        Publish("user.verified", UserVerified, data=["user_id"]),
+        Publish("user.expired", UserExpired, data=["user_id"]),
+    ]
 
     VERIFY_SECONDS: ClassVar[float] = 24 * 3600.0
     REMINDER_SECONDS: ClassVar[float] = 24 * 3600.0
@@ -41,12 +46,20 @@ class Registration(Workflow):
     expiring = State(task=Task(tasks.expire_account, retries=2, timeout=30, backoff=0.05))
     active = State(final=True, notify=[Notify("email", "welcome", to="email")])
     expired = State(
-        final=True, outcome="failed", notify=[Notify("email", "registration_expired", to="email")]
+        final=True,
+        outcome="failed",
+        notify=[Notify("email", "registration_expired", to="email")],
+        publish=["user.expired"],
     )
     failed = State(final=True, outcome="failed")
 
     transitions = [
-        On("email.verified", source=[awaiting_verification, reminded], target=creating_profile),
+        On(
+            "email.verified",
+            source=[awaiting_verification, reminded],
+            target=creating_profile,
+            publish=["user.verified"],
+        ),
         On("verification.overdue", source=awaiting_verification, target=reminded),
         On("verification.overdue", source=reminded, target=expiring),
         On("task.completed", source=creating_profile, target=active),

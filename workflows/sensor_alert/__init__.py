@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from orchestrator import Notify, On, State, Workflow
+from orchestrator import Notify, On, Publish, State, Workflow
+from workflows.sensor_alert.events import AlertEscalated, AlertOpened, AlertResolved
 from workflows.sensor_alert.tasks import (
     back_to_normal,
     over_threshold,
@@ -44,11 +45,17 @@ class SensorAlert(Workflow):
     # either way, but mypy rejects a staticmethod against Workflow.start_if's type.
     start_if = over_threshold
     correlate_by = "sensor_id"
+    publishes = [
+        Publish("alert.opened", AlertOpened, data=["sensor_id", "value", "threshold"]),
+        Publish("alert.escalated", AlertEscalated, data=["sensor_id"]),
+        Publish("alert.resolved", AlertResolved, data=["sensor_id"]),
+    ]
 
     ACK_SECONDS: ClassVar[float] = ACK_SECONDS
 
     paging = State(
         initial=True,
+        publish=["alert.opened"],
         notify=[Notify("sms", "alert_page", to="oncall_phone")],
         timeout=ACK_SECONDS,
         timeout_event="alert.unacknowledged",
@@ -59,13 +66,18 @@ class SensorAlert(Workflow):
         timeout_event="alert.unacknowledged",
     )
     escalated = State(
+        publish=["alert.escalated"],
         notify=[
             Notify("push", "alert_escalated", to="escalation_push"),
             Notify("email", "alert_escalated", to="escalation_email"),
-        ]
+        ],
     )
     acknowledged = State()
-    resolved = State(final=True, notify=[Notify("sms", "alert_resolved", to="oncall_phone")])
+    resolved = State(
+        final=True,
+        notify=[Notify("sms", "alert_resolved", to="oncall_phone")],
+        publish=["alert.resolved"],
+    )
 
     transitions = [
         On("notification.failed", source=paging, target=paging_by_email, guard=sms_failed),

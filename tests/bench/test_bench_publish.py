@@ -1,0 +1,96 @@
+"""Issue #17's flows variant runs end to end on tiny sizes (no timings asserted): the engine
+publishing its business and lifecycle events, and a subscriber process that counts every
+one of them exactly once.
+
+It starts its own redis-server and real worker processes, as test_bench_flows does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.flows.flow3_published import PER_WORKFLOW, TYPES
+from bench.flows.run import (
+    PUBLISHING_EVENTS,
+    PUBLISHING_LAG,
+    PUBLISHING_RATIO,
+    Preset,
+    run_flows,
+)
+from bench.flows.subscriber import Board
+from bench.targets import PUBLISHING_SYSTEM, lines
+
+WORKFLOWS = 6
+TINY = Preset(preloaded=WORKFLOWS, rates=(), drain=60.0, drain_preloaded=60.0)
+
+
+@pytest.mark.slow
+def test_the_subscriber_consumes_every_published_event_once() -> None:
+    result = run_flows(["orchestrator"], TINY)  # the publishing variant comes alongside
+
+    systems = result["details"]["systems"]
+    assert list(systems) == ["orchestrator", PUBLISHING_SYSTEM]
+    found = systems[PUBLISHING_SYSTEM]
+    assert "error" not in found, found
+    assert found["throughput"]["finished"] == WORKFLOWS
+    assert found["throughput"]["left_at_end"]["instances completed"] == WORKFLOWS
+    seen = found["subscriber"]
+    assert "error" not in seen, seen
+    expected = PER_WORKFLOW * WORKFLOWS
+    assert seen["published"] == seen["consumed"] == seen["distinct_ids"] == expected
+    assert seen["by_type"] == {
+        **dict.fromkeys(TYPES, WORKFLOWS),
+        "orchestrator.workflow.started": WORKFLOWS,
+        "orchestrator.workflow.transitioned": 3 * WORKFLOWS,
+        "orchestrator.workflow.completed": WORKFLOWS,
+    }
+    assert seen["instances"] == seen["workflows"] == WORKFLOWS
+    assert seen["events_per_workflow"] == PER_WORKFLOW == 9
+    assert seen["caught_up"] and seen["caught_up_seconds"] is not None
+    assert 0 <= seen["lag_at_last_finish"] <= seen["published_by_last_finish"] <= expected
+    # the subscriber's requests were counted in its process and left out of the engine's
+    # (whose applier acknowledges its inbox entries: at most one XACK per inbox event)
+    assert seen["requests"]["commands"]["xack"] == expected
+    assert found["throughput"]["redis"]["commands"].get("xack", 0) <= 4 * WORKFLOWS
+
+    rows = {row["workload"]: row for row in result["rows"] if row["system"] == PUBLISHING_SYSTEM}
+    assert set(rows) >= {PUBLISHING_RATIO.format(WORKFLOWS), PUBLISHING_LAG, PUBLISHING_EVENTS}
+    assert rows[PUBLISHING_EVENTS]["met"] is True
+    assert rows[PUBLISHING_EVENTS]["value"] == [PER_WORKFLOW, PER_WORKFLOW]
+    judged = {line.workload: line for line in lines(result["rows"], "2")}
+    assert judged[f"2. {PUBLISHING_RATIO.format(WORKFLOWS)}"].target == ">= 0.90"
+    assert judged[f"2. {PUBLISHING_LAG}"].target == "caught up <= 2 s"
+
+
+def test_the_publishing_lines_are_judged() -> None:
+    rows: list[dict[str, Any]] = [
+        {"workload": PUBLISHING_RATIO.format(1000), "system": PUBLISHING_SYSTEM, "value": 0.93},
+        {"workload": PUBLISHING_LAG, "system": PUBLISHING_SYSTEM, "value": [1200, 0.4]},
+    ]
+    ratio, lag = lines(rows, "2")
+    assert (ratio.workload, ratio.met) == (f"2. {PUBLISHING_RATIO.format(1000)}", True)
+    assert lag.met is True
+    rows[0]["value"], rows[1]["value"] = 0.85, [9000, "> 30"]
+    ratio, lag = lines(rows, "2")
+    assert ratio.met is False and lag.met is False
+
+
+def test_the_board_counts_across_processes_views(tmp_path: Path) -> None:
+    writer = Board.create(tmp_path / "board")
+    reader = Board(tmp_path / "board")
+    try:
+        writer.sent([b"*1\r\n", b"$4\r\nPING\r\n"])
+        writer.command(("XACK", "s", "g", "1-0"))
+        writer.command(("SOMETHING",))
+        writer.consumed_one(12.5)
+        assert reader.requests() == (1, 14, {"xack": 1, "other": 1})
+        assert (reader.consumed, reader.last_consumed_at) == (1, 12.5)
+        assert not writer.stopped()
+        reader.stop()
+        assert writer.stopped()
+    finally:
+        writer.close()
+        reader.close()
