@@ -253,6 +253,8 @@ def print_publishing(systems: dict[str, Any]) -> None:
             "write to consumed, ms p50 / p99 / max",
             f"{delay['p50']} / {delay['p99']} / {delay['max']}",
         ),
+        ("subscriber CPU, s (its loop)", f"{seen['cpu_seconds']:.3f}"),
+        ("  per event, us", f"{seen['cpu_seconds'] / consumed * 1e6:,.0f}"),
         ("subscriber round trips per event", f"{seen['requests']['round_trips'] / consumed:.3f}"),
         *(
             (f"  {name} per event", f"{calls / consumed:.3f}")

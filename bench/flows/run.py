@@ -276,9 +276,9 @@ def _subscriber_rows(seen: dict[str, Any]) -> list[dict[str, Any]]:
         f"{seen['lag_at_last_finish']:,} of the {seen['published_by_last_finish']:,} events "
         f"published by the last finish not yet consumed then; {when}; from an event's write "
         f"to the subscriber's loop p50 {delay['p50']} ms, p99 {delay['p99']} ms, max "
-        f"{delay['max']} ms; the subscriber's own round trips "
-        f"({seen['round_trips_per_event'] or '-'} per event: an XREADGROUP per batch, an XACK "
-        "per event) are left out of the engine's"
+        f"{delay['max']} ms; the subscriber's loop used {seen['cpu_seconds']:g} s of CPU; its "
+        f"round trips ({seen['round_trips_per_event'] or '-'} per event: an XREADGROUP per "
+        "batch, an XACK per event) are left out of the engine's"
     )
     workflows = seen["workflows"]
     expected = seen["expected_per_workflow"]

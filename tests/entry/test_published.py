@@ -98,7 +98,7 @@ def test_lifecycle_events_when_the_deployment_asks_for_them(shop: App) -> None:
 
 
 def test_without_lifecycle_a_workflow_that_publishes_nothing_writes_no_stream(app: App) -> None:
-    iid = app.client.start("order", {"order_id": "A1", "amount": 5, "email": "a@b.example"})
+    iid = app.client.start("counter")
     app.applier().drain()
     assert app.client.status(iid).state is not None
     assert all(app.redis.exists(k) == 0 for k in app.keys.all_published())

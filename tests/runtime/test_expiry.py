@@ -59,6 +59,7 @@ def deployment_wide(keys: Keys) -> set[str]:
     return {
         keys.meta,  # partitions, retention
         *(keys.inbox(p) for p in range(keys.partitions)),  # streams, trimmed as applied
+        *keys.all_published(),  # streams of published events, trimmed by length and age
         keys.rate("email"),  # a channel's next send slot
         keys.rate("sms"),
     }
