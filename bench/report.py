@@ -233,10 +233,16 @@ def print_publishing(systems: dict[str, Any]) -> None:
     commands = seen["requests"]["commands"]
     consumed = seen["consumed"] or 1
     caught = seen["caught_up_seconds"]
+    base = f"{without:,.0f}" if without else "-"
     rows: list[tuple[str, ...]] = [
         ("publishing, throughput run", "figure"),
-        ("workflows/s publishing / not", f"{with_it:,.0f} / {without or 0:,.0f}"),
+        ("workflows/s publishing / not", f"{with_it:,.0f} / {base}"),
         ("  ratio", f"{with_it / without:.3f}" if without else "-"),
+        *(
+            [("workflows/s publishing, no subscriber", f"{unread:,.0f}")]
+            if (unread := found.get("throughput_unread", {}).get("per_second"))
+            else []
+        ),
         ("workflows", f"{seen['workflows']:,}"),
         ("events published / consumed", f"{seen['published']:,} / {seen['consumed']:,}"),
         ("  per workflow", f"{seen['events_per_workflow']:g}"),
@@ -245,6 +251,10 @@ def print_publishing(systems: dict[str, Any]) -> None:
         ("published by the last finish", f"{seen['published_by_last_finish']:,}"),
         ("  consumed by then", f"{seen['consumed_by_last_finish']:,}"),
         ("  lag then", f"{seen['lag_at_last_finish']:,}"),
+        (
+            "last event written, s after the last finish",
+            f"{seen['last_written_after_seconds']:.3f}",
+        ),
         (
             "all consumed, s after the last finish",
             f"{caught:.3f}" if caught is not None else f"not within {seen['catch_up_limit']:g}",

@@ -39,6 +39,14 @@ The invariants, by name (a Report maps each to its violations):
   orphan                 no non-final instance is left with no job, timer, outstanding
                          entry or inbox event that could move it
   dead_letter            no event was dead-lettered
+  published_missing      (outbox.py; when the snapshot has the published streams) every
+                         start and transition has its `orchestrator.workflow.started` or
+                         `.transitioned` event (instance, from, to, event), every state
+                         entry each business event its state names, every `publish` the
+                         history lists its event
+  published_duplicate    no published event id twice, no step's event twice
+  published_orphan       no published event without its step in the history
+  published_order        each instance's events in its history's order
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from typing import Any
 
 from bench.chaos.effects import check_notifications, check_sink
 from bench.chaos.model import ANSWERS, UNDECIDED, Definitions, Report, Snapshot, is_final
+from bench.chaos.outbox import check_published
 from orchestrator.core.definition import Definition
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import PASSED
@@ -96,6 +105,7 @@ def check(snapshot: Snapshot, definitions: Definitions) -> Report:
     _journal(report, snapshot)
     check_sink(report, snapshot, definitions)
     check_notifications(report, snapshot)
+    check_published(report, snapshot, definitions)
     for letter in snapshot.dead_letters:
         report.flag("dead_letter", f"{letter.get('reason')}: {str(letter.get('event'))[:120]}")
     report.figures["kills"] = sum(1 for f in snapshot.faults if f.get("action") != "restart")

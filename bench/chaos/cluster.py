@@ -6,8 +6,9 @@
   Prism          support/prism.py serving Twilio's description, for SMS
   workers        N `python -m cli.main worker` processes (a supervisor each, of
                  an applier, task workers that fork a work-horse per job and
-                 notification workers), with ORCHESTRATOR_REQUIRE_CHANNELS=1
-                 and ORCHESTRATOR_LEASE_TTL=2
+                 notification workers), with ORCHESTRATOR_REQUIRE_CHANNELS=1,
+                 ORCHESTRATOR_LEASE_TTL=2 and ORCHESTRATOR_PUBLISH_LIFECYCLE=1 (the
+                 engine's own events published beside the workload's: outbox.py)
 
 Nothing outside 127.0.0.1 is ever contacted: proxies are dropped from the
 workers' environment and NO_PROXY names the loopback.
@@ -78,6 +79,7 @@ def worker_env(
         ORCHESTRATOR_WORKFLOWS=WORKFLOWS,
         ORCHESTRATOR_REQUIRE_CHANNELS="1",
         ORCHESTRATOR_LEASE_TTL="2",
+        ORCHESTRATOR_PUBLISH_LIFECYCLE="1",
         NO_PROXY="127.0.0.1,localhost",
         TWILIO_ACCOUNT_SID=TWILIO_SID,
         TWILIO_AUTH_TOKEN="chaos-token-not-a-secret",

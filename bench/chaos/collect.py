@@ -3,8 +3,9 @@
 Everything is read after the workers have stopped, so nothing moves while it
 is read: instances and histories through the engine's Store, ledger records
 through orchestrator.runtime.notify.ledger.Ledger, the sink lists (calls, and calls that
-returned), the journal and fault log
-files, and the providers' receipts. Each receipt is given the ledger key it
+returned), the journal and fault log files, the providers' receipts, and every
+published event (each partition's stream, in its order: outbox.py checks them
+against the histories). Each receipt is given the ledger key it
 delivers: an email by its Message-ID (the email channel derives it from the
 key: the first 32 hex digits of its SHA-256), an SMS by the instance its body
 names and its recipient.
@@ -23,12 +24,14 @@ from rq import Queue
 from bench.chaos.effects import notify_keys
 from bench.chaos.journal import read_lines
 from bench.chaos.model import SENT, Snapshot, is_final
+from bench.chaos.outbox import entry
 from bench.chaos.workload import DONE, SINK
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
 from orchestrator.runtime.notify.ledger import Ledger
 from orchestrator.store.instances import decode_hash
-from orchestrator.store.keys import INBOX_GROUP
+from orchestrator.store.keys import INBOX_GROUP, Keys
+from orchestrator.store.published import parse
 
 
 def load(
@@ -62,7 +65,21 @@ def load(
         faults=read_lines(folder / "faults.jsonl"),
         pending=pending_work(app, [i for i, f in instances.items() if not is_final(f)]),
         dead_letters=[decode_hash(fields) for _, fields in letters],
+        published=published(client, keys),
     )
+
+
+def published(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every event in the published streams, partition by partition, each in its order."""
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.all_published():
+        pipe.xrange(stream)
+    found: list[dict[str, Any]] = []
+    for partition, entries in enumerate(pipe.execute()):
+        for entry_id, fields in entries:
+            item = parse(partition, entry_id, fields)
+            found.append(entry(partition, item.entry_id, item.event))
+    return found
 
 
 def attribute(

@@ -30,6 +30,10 @@ CHECKS = (
     "phantom_notification",
     "orphan",
     "dead_letter",
+    "published_missing",
+    "published_duplicate",
+    "published_orphan",
+    "published_order",
 )
 ANSWERS = frozenset(
     {"task.completed", "task.failed", "compensation.completed", "compensation.failed"}
@@ -53,6 +57,9 @@ class Snapshot:
     faults: list[dict[str, Any]] = field(default_factory=list)  # the harness's kills
     pending: dict[str, list[str]] = field(default_factory=dict)  # id -> work owed to it
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    # every published event, in each partition's stream order (outbox.entry); None: not
+    # collected, the published_* checks are skipped
+    published: list[dict[str, Any]] | None = None
 
 
 @dataclass

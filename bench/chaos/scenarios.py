@@ -18,6 +18,9 @@ Every scenario prints the common figures (common_rows), among them the steps
 done at the sink not undone once: in an instance that compensated, each
 compensable step whose task returned at the sink (even after its state was
 left) undone by exactly one compensation run (the checker's `unrefunded`).
+The kill scenarios also print the published events' figures (published_rows:
+the outbox checks of outbox.py; every scenario's checker runs them and lists
+what it finds, only the kill scenarios judge them).
 """
 
 from __future__ import annotations
@@ -142,6 +145,35 @@ def common_rows(report: Report, budget: bool = True) -> list[Row]:
     ]
 
 
+def published_rows(report: Report) -> list[Row]:
+    """The published events against the histories (outbox.py): every one counted, each
+    start and transition's lifecycle event and each state entry's business events
+    exactly once, none without its step, in the history's order."""
+    f, v = report.figure, report.violations
+    if "published" not in report.figures:
+        return [Row("published events", "not collected", "= expected", False)]
+    counted = (
+        f"{f('published'):.0f} of {f('published_expected'):.0f} expected "
+        f"({f('published_transitions'):.0f} started/transitioned, "
+        f"{f('published_business'):.0f} business, {f('published_lifecycle_other'):.0f} other)"
+    )
+    judged = (
+        ("duplicates", "published_duplicates", "published_duplicate"),
+        ("missing", "published_missing", "published_missing"),
+        ("orphans", "published_orphans", "published_orphan"),
+        ("out of order", "published_out_of_order", "published_order"),
+    )
+    return [
+        Row(
+            "published events", counted, "= expected", f("published") == f("published_expected") > 0
+        ),
+        *(
+            Row(f"published {name}", f"{f(figure):.0f}", "0", f(figure) == 0 and not v[check])
+            for name, figure, check in judged
+        ),
+    ]
+
+
 def health_row(run: Run) -> Row:
     return Row(
         "worker exits nobody caused, tracebacks",
@@ -186,6 +218,7 @@ def kill_workers(size: str, fsync: str = "always", name: str = "kill-workers") -
         snapshot, report = run.collect()
     rows = [
         *common_rows(report, budget=size != "ci"),
+        *published_rows(report),
         health_row(run),
         fault_row(report, snapshot),
     ]

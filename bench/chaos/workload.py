@@ -19,6 +19,14 @@ of PAYMENT_TIMEOUT seconds that fails the order and compensates, ship; no
 notifications. A charge that completes after its timeout fired has charged
 the card all the same: the sink shows it, whatever the engine makes of it.
 
+Both publish events (issue #17): `chaos.order.<state>` and `chaos.saga.<state>` on
+entering each state, `chaos.order.charged` when the row from charge to pack
+fires, `chaos.order.noted` when a note is consumed (an internal row: no change
+of state). The harness runs the workers with ORCHESTRATOR_PUBLISH_LIFECYCLE=1,
+so the engine's own events are published beside them (started, transitioned,
+compensated, completed/failed, the notification outcomes); the checker's
+`published_*` checks (outbox.py) count every one against the histories.
+
 Every call of every task appends one JSON line to the Redis list `chaos:sink`
 (outside the engine's `orch:` keys) before it does its work: what the engine
 asked for (instance, state, kind, try, state entry, the try's job id, read
@@ -41,9 +49,10 @@ import time
 from typing import Any
 
 import redis
+from pydantic import BaseModel
 from rq import get_current_job
 
-from orchestrator import On, State, Task, Workflow
+from orchestrator import On, Publish, State, Task, Workflow
 from orchestrator.core.definition import LOST_TRIES, Notify
 
 SINK = "chaos:sink"
@@ -119,6 +128,41 @@ def _work(ctx: dict[str, Any], name: str) -> None:
         time.sleep(random.uniform(0.5, 1.5) * seconds)
 
 
+# -- published events ---------------------------------------------------------------
+
+
+class Stage(BaseModel):
+    """A state entered (a `chaos.order.*` or `chaos.saga.*` event): which order."""
+
+    ref: str
+
+
+class Charged(BaseModel):
+    """An order's card charged (the row from charge to pack fired)."""
+
+    ref: str
+    charge: str | None = None
+
+
+class Noted(BaseModel):
+    """An order consumed a `chaos.note` where it stood."""
+
+    ref: str
+
+
+def stages(workflow: str, states: tuple[str, ...]) -> list[Publish]:
+    """One business event per state, `chaos.<workflow>.<state>`, published on entering it."""
+    return [Publish(f"chaos.{workflow}.{name}", Stage, data=["ref"]) for name in states]
+
+
+ORDER_STATES = ("reserve", "charge", "pack", "ship", "done", "failed")
+SAGA_STATES = ("reserve", "charge", "ship", "done", "failed")
+
+
+def entered(workflow: str, state: str) -> list[str]:
+    return [f"chaos.{workflow}.{state}"]
+
+
 # -- chaos_order ------------------------------------------------------------------
 
 
@@ -171,37 +215,58 @@ def unpack_parcel(ctx: dict[str, Any]) -> None:
 
 
 class ChaosOrder(Workflow):
-    """Four steps, two emails and an SMS; a tenth fail at the last step and compensate."""
+    """Four steps, two emails and an SMS; a tenth fail at the last step and compensate.
+    Publishes `chaos.order.<state>` on entering each state, `chaos.order.charged` when the
+    charge completes (a row's event) and `chaos.order.noted` when a note is consumed (an
+    internal row's: no change of state)."""
 
     name = "chaos_order"
     version = 1
+    publishes = [
+        *stages("order", ORDER_STATES),
+        Publish("chaos.order.charged", Charged, data=["ref", "charge"]),
+        Publish("chaos.order.noted", Noted, data=["ref"]),
+    ]
 
     reserve = State(
         initial=True,
         task=step(reserve_stock),
         compensation=undo(release_stock),
         notify=[Notify("email", "confirm", to="contact")],
+        publish=entered("order", "reserve"),
     )
-    charge = State(task=step(charge_card), compensation=undo(refund_card))
+    charge = State(
+        task=step(charge_card),
+        compensation=undo(refund_card),
+        publish=entered("order", "charge"),
+    )
     pack = State(
         task=step(pack_parcel),
         compensation=undo(unpack_parcel),
         notify=[Notify("email", "receipt", to="email")],
+        publish=entered("order", "pack"),
     )
-    ship = State(task=step(ship_parcel), notify=[Notify("sms", "shipping", to="phone")])
-    done = State(final=True)
-    failed = State(final=True, outcome="failed")
+    ship = State(
+        task=step(ship_parcel),
+        notify=[Notify("sms", "shipping", to="phone")],
+        publish=entered("order", "ship"),
+    )
+    done = State(final=True, publish=entered("order", "done"))
+    failed = State(final=True, outcome="failed", publish=entered("order", "failed"))
 
     transitions = [
         On("task.completed", source=reserve, target=charge),
         On("task.failed", source=reserve, target=failed),
-        On("task.completed", source=charge, target=pack),
+        On("task.completed", source=charge, target=pack, publish=["chaos.order.charged"]),
         On("task.failed", source=charge, target=failed, compensate=True),
         On("task.completed", source=pack, target=ship),
         On("task.failed", source=pack, target=failed, compensate=True),
         On("task.completed", source=ship, target=done),
         On("task.failed", source=ship, target=failed, compensate=True),
-        *(On(NOTE, source=s, target=s, internal=True) for s in (reserve, charge, pack, ship)),
+        *(
+            On(NOTE, source=s, target=s, internal=True, publish=["chaos.order.noted"])
+            for s in (reserve, charge, pack, ship)
+        ),
     ]
 
 
@@ -295,25 +360,32 @@ def saga_ship(ctx: dict[str, Any]) -> dict[str, Any]:
 
 class ChaosSaga(Workflow):
     """The bundled `order`'s shape: reserve (released on failure), charge (refunded on
-    failure) with a `payment.timeout` of PAYMENT_TIMEOUT seconds, ship; no notifications."""
+    failure) with a `payment.timeout` of PAYMENT_TIMEOUT seconds, ship; no notifications.
+    Publishes `chaos.saga.<state>` on entering each state."""
 
     name = "chaos_saga"
     version = 1
+    publishes = stages("saga", SAGA_STATES)
 
     reserve = State(
         initial=True,
         task=Task(saga_reserve, retries=2, backoff=0.2, timeout=30.0),
         compensation=undo(saga_release),
+        publish=entered("saga", "reserve"),
     )
     charge = State(
         task=Task(saga_charge, retries=1, backoff=0.2, timeout=60.0),
         compensation=undo(saga_refund),
         timeout=PAYMENT_TIMEOUT,
         timeout_event=PAYMENT_TIMEOUT_EVENT,
+        publish=entered("saga", "charge"),
     )
-    ship = State(task=Task(saga_ship, retries=1, backoff=0.2, timeout=30.0))
-    done = State(final=True)
-    failed = State(final=True, outcome="failed")
+    ship = State(
+        task=Task(saga_ship, retries=1, backoff=0.2, timeout=30.0),
+        publish=entered("saga", "ship"),
+    )
+    done = State(final=True, publish=entered("saga", "done"))
+    failed = State(final=True, outcome="failed", publish=entered("saga", "failed"))
 
     transitions = [
         On("task.completed", source=reserve, target=charge),

@@ -150,14 +150,39 @@ class WithSubscriber(DriverCount):
         return DriverCount(mine.trips + trips, mine.input_bytes + size, mine.commands + commands)
 
 
-class OrchestratorPublishing(OrchestratorSystem):
+class OrchestratorPublishingUnread(OrchestratorSystem):
     """The default worker, running the version of the workflow that publishes, with the
-    lifecycle events on, and a subscriber process consuming all of it."""
+    lifecycle events on; nothing reads them (to tell the engine's cost from the
+    subscriber's: bench.flows.run measures it for throughput only)."""
 
-    name = "orchestrator-publishing"
+    name = "orchestrator-publishing-unread"
     module = "bench.flows.flow3_published"
     workflow = flow3_published.NAME
     worker_env: ClassVar[dict[str, str]] = {"ORCHESTRATOR_PUBLISH_LIFECYCLE": "1"}
+
+    def __init__(self, url: str, folder: Path) -> None:
+        super().__init__(url, folder)
+        self.streams = self.keys.all_published()
+        self.workers_note += (
+            f"; workflow {self.workflow}: {flow3_published.BUSINESS} business events "
+            "(one per state entered), ORCHESTRATOR_PUBLISH_LIFECYCLE=1"
+        )
+
+    def published(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xlen(stream)
+        return sum(pipe.execute())
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "events published": self.published()}
+
+
+class OrchestratorPublishing(OrchestratorPublishingUnread):
+    """The same, with a subscriber process consuming all of it."""
+
+    name = "orchestrator-publishing"
+    without_subscriber = OrchestratorPublishingUnread
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)
@@ -165,12 +190,10 @@ class OrchestratorPublishing(OrchestratorSystem):
         self.result = folder / "subscriber.json"
         self.subscriber: subprocess.Popen[bytes] | None = None
         self.driver_count = WithSubscriber(self.driver_count, self.board)
-        self.streams = self.keys.all_published()
         self.workers_note += (
-            f"; workflow {self.workflow}: {flow3_published.BUSINESS} business events "
-            f"(one per state entered), ORCHESTRATOR_PUBLISH_LIFECYCLE=1; one subscriber "
-            f"process (`python -m bench.flows.subscriber`: Orchestrator.subscribe, group "
-            f"{GROUP!r}, from the start), started first, its requests left out of the count"
+            "; one subscriber process (`python -m bench.flows.subscriber`: "
+            f"Orchestrator.subscribe, group {GROUP!r}, from the start), started first, its "
+            "requests left out of the count"
         )
 
     def start_workers(self) -> None:
@@ -200,18 +223,8 @@ class OrchestratorPublishing(OrchestratorSystem):
     def ready(self) -> bool:
         return super().ready() and self._joined()
 
-    def published(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self.streams:
-            pipe.xlen(stream)
-        return sum(pipe.execute())
-
     def state(self) -> dict[str, Any]:
-        return {
-            **super().state(),
-            "events published": self.published(),
-            "events consumed": self.board.consumed,
-        }
+        return {**super().state(), "events consumed": self.board.consumed}
 
     def _published_by(self, moment: float) -> int:
         """Events whose stream entry was written at or before `moment` (ms precision)."""
@@ -255,6 +268,7 @@ class OrchestratorPublishing(OrchestratorSystem):
         last_finish = max(ends, default=0.0)
         by_then = self._published_by(last_finish)
         consumed_by_then = sum(1 for at in consumed_at if at <= last_finish)
+        written_last = max(published_ms, default=0) / 1000
         caught_up = bool(consumed_at) and found["consumed"] >= published
         delays = sorted(at - ms / 1000 for at, ms in zip(consumed_at, published_ms, strict=True))
         trips = found["requests"]["round_trips"]
@@ -271,6 +285,7 @@ class OrchestratorPublishing(OrchestratorSystem):
             "published_by_last_finish": by_then,
             "consumed_by_last_finish": consumed_by_then,
             "lag_at_last_finish": by_then - consumed_by_then,
+            "last_written_after_seconds": round(written_last - last_finish, 3),
             "caught_up": caught_up,
             "caught_up_seconds": (round(max(consumed_at) - last_finish, 3) if caught_up else None),
             "unconsumed": published - found["consumed"],

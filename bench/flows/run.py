@@ -40,6 +40,7 @@ SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 THROUGHPUT = "3-step workflows/s, 2 workers, W={}"
 LATENCY = "latency p50/p99 ms at {}/s"
 PUBLISHING_RATIO = PUBLISHING + " throughput with / without it, W={}"
+PUBLISHING_UNREAD = PUBLISHING + " the same with no subscriber (the engine's share), W={}"
 PUBLISHING_LAG = PUBLISHING + " subscriber's lag at the last finish, events / s to catch up"
 PUBLISHING_EVENTS = PUBLISHING + " events per workflow, published / consumed"
 
@@ -52,6 +53,7 @@ class Preset(Sizes):
 
     alongside: tuple[tuple[str, str], ...] = (("orchestrator", PUBLISHING_SYSTEM),)
     throughput_only: tuple[str, ...] = ()
+    without_subscriber: bool = True  # the publishing variant's throughput once more, unread
 
 
 FULL = Preset()
@@ -61,6 +63,7 @@ QUICK = Preset(
     drain=5.0,
     drain_preloaded=20.0,
     throughput_only=(PUBLISHING_SYSTEM,),
+    without_subscriber=False,
 )
 
 
@@ -129,6 +132,10 @@ def run_system(name: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
         found["throughput"] = _settled(system, throughput(system, sizes))
         if isinstance(system, Subscribed):
             found["subscriber"] = system.subscriber_report()
+    unread: type[System] | None = getattr(factory, "without_subscriber", None)
+    if unread is not None and getattr(sizes, "without_subscriber", False):
+        with fresh(unread, folder / "throughput-unread") as (system, _):
+            found["throughput_unread"] = _settled(system, throughput(system, sizes))
     if name in getattr(sizes, "throughput_only", ()):
         return found
     for rate, seconds in sizes.rates:
@@ -250,6 +257,20 @@ def publishing_rows(systems: dict[str, Any], sizes: Sizes) -> list[dict[str, Any
                 "note": note,
             }
         )
+    unread = ours.get("throughput_unread", {}).get("per_second")
+    if unread and without:
+        rows.append(
+            {
+                "workload": PUBLISHING_UNREAD.format(sizes.preloaded),
+                "system": PUBLISHING_SYSTEM,
+                "value": round(unread / without, 3),
+                "target": "figures only",
+                "note": (
+                    f"{unread:,.0f} / {without:,.0f} workflows/s: the same workflow publishing "
+                    "the same events, nothing reading them (measured after the run above)"
+                ),
+            }
+        )
     if "error" in seen:
         rows.append(
             {
@@ -268,7 +289,10 @@ def _subscriber_rows(seen: dict[str, Any]) -> list[dict[str, Any]]:
     delay = seen["delay_ms"]
     if seen["caught_up"]:
         caught: Any = seen["caught_up_seconds"]
-        when = f"all {seen['published']:,} consumed {caught:g} s after it"
+        when = (
+            f"all {seen['published']:,} consumed {caught:g} s after it, the last written "
+            f"{seen['last_written_after_seconds']:g} s after it"
+        )
     else:
         caught = f"> {seen['catch_up_limit']:g}"
         when = f"{seen['unconsumed']:,} of {seen['published']:,} still unconsumed {caught} s on"

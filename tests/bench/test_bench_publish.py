@@ -17,6 +17,7 @@ from bench.flows.run import (
     PUBLISHING_EVENTS,
     PUBLISHING_LAG,
     PUBLISHING_RATIO,
+    PUBLISHING_UNREAD,
     Preset,
     run_flows,
 )
@@ -37,6 +38,9 @@ def test_the_subscriber_consumes_every_published_event_once() -> None:
     assert "error" not in found, found
     assert found["throughput"]["finished"] == WORKFLOWS
     assert found["throughput"]["left_at_end"]["instances completed"] == WORKFLOWS
+    unread = found["throughput_unread"]  # the same publishing, no subscriber
+    assert unread["finished"] == WORKFLOWS
+    assert unread["left_at_end"]["events published"] == PER_WORKFLOW * WORKFLOWS
     seen = found["subscriber"]
     assert "error" not in seen, seen
     expected = PER_WORKFLOW * WORKFLOWS
@@ -57,7 +61,13 @@ def test_the_subscriber_consumes_every_published_event_once() -> None:
     assert found["throughput"]["redis"]["commands"].get("xack", 0) <= 4 * WORKFLOWS
 
     rows = {row["workload"]: row for row in result["rows"] if row["system"] == PUBLISHING_SYSTEM}
-    assert set(rows) >= {PUBLISHING_RATIO.format(WORKFLOWS), PUBLISHING_LAG, PUBLISHING_EVENTS}
+    assert set(rows) == {
+        PUBLISHING_RATIO.format(WORKFLOWS),
+        PUBLISHING_UNREAD.format(WORKFLOWS),
+        PUBLISHING_LAG,
+        PUBLISHING_EVENTS,
+        "3-step workflows/s, 2 workers, W=6",
+    }
     assert rows[PUBLISHING_EVENTS]["met"] is True
     assert rows[PUBLISHING_EVENTS]["value"] == [PER_WORKFLOW, PER_WORKFLOW]
     judged = {line.workload: line for line in lines(result["rows"], "2")}

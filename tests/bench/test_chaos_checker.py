@@ -2,13 +2,16 @@
 
 The synthetic histories are made by the engine's own pure transition function
 (no Redis, no processes), the way the applier records them, with the sink,
-ledger, provider and journal records a faultless run would leave. Each test
+ledger, provider and journal records a faultless run would leave, and the
+events the applier publishes with each step (lifecycle events on, as the chaos
+workers run), as the collector reads them back from the streams. Each test
 then plants one fault in a copy and expects the checker to name it.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,25 +21,39 @@ import pytest
 from bench.chaos.checker import Snapshot, check, completed_steps
 from bench.chaos.collect import attribute
 from bench.chaos.effects import notify_keys
+from bench.chaos.outbox import entry
 from bench.chaos.providers import prism_receipts
 from bench.chaos.workload import PAYMENT_TIMEOUT_EVENT, ChaosOrder, ChaosSaga
 from notifiers.email import EmailNotifier
 from orchestrator.core.definition import LOST_TRIES, Definition
-from orchestrator.core.effects import RunTask, SendNotification, StartTimer, describe
+from orchestrator.core.effects import (
+    PublishEvent,
+    RunTask,
+    SendNotification,
+    StartTimer,
+    describe,
+)
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import transition
+from orchestrator.core.publishing import TRANSITIONED
+from orchestrator.runtime import publisher
 from orchestrator.runtime.dispatch import job_id, timer_event
 from orchestrator.runtime.registry import Registry
+from orchestrator.store.keys import Keys
 
 REGISTRY = Registry([ChaosOrder, ChaosSaga])
 DEFINITION = ChaosOrder.definition
 SAGA = ChaosSaga.definition
+KEYS = Keys()
+LIFECYCLE = publisher.Publishing(lifecycle=True)  # as the chaos workers run
+STREAM_IDS = itertools.count(1)  # entry ids of the published streams, in write order
 
 
 class Run:
     """One instance driven through the pure transition function, recording what a real
-    run records: history entries, task calls at the sink, notify keys."""
+    run records: history entries, task calls at the sink, notify keys, and the events
+    published (the applier's own completion of a step: business and lifecycle events)."""
 
     def __init__(
         self, instance_id: str, clock: list[float], definition: Definition = DEFINITION
@@ -51,6 +68,7 @@ class Run:
         self.notified: list[tuple[str, str]] = []  # (key, channel)
         self.sink: list[dict[str, Any]] = []
         self.done: list[dict[str, Any]] = []  # the calls that returned (chaos:done)
+        self.published: list[dict[str, Any]] = []  # as the collector reads the streams
 
     def now(self) -> float:
         self.clock[0] += 1.0
@@ -62,6 +80,7 @@ class Run:
     def apply_event(self, event: Event) -> None:
         before = self.instance
         result = transition(self.definition, before, event)
+        result = publisher.complete(REGISTRY, self.definition, before, event, result, LIFECYCLE)
         after = self.instance = result.instance
         self.history.append(
             {
@@ -83,6 +102,14 @@ class Run:
                 self.timers.append(timer_event(self.id, effect))
             elif isinstance(effect, SendNotification):
                 self.notified.append((f"{job}:{effect.to}", effect.channel))
+            elif isinstance(effect, PublishEvent):
+                self.publish(after.seq, index, effect)
+
+    def publish(self, seq: int, index: int, effect: PublishEvent) -> None:
+        """The event as the dispatcher writes it, as the collector reads it back."""
+        doc = publisher.cloud_event(KEYS, self.instance, job_id(self.id, seq, index), effect)
+        partition = KEYS.partition_of(self.id)
+        self.published.append(entry(partition, f"{next(STREAM_IDS)}-0", doc))
 
     def answer(self, ok: bool = True, kind: str | None = None) -> None:
         """The oldest outstanding task call (of `kind`, when given) ran at the sink, returned
@@ -166,6 +193,7 @@ def clean_snapshot() -> Snapshot:
         faults=[],
         pending={},
         dead_letters=[],
+        published=[event for run in runs for event in run.published],
     )
 
 
@@ -207,6 +235,11 @@ def test_a_clean_run_flags_nothing_and_counts_what_happened(clean: Snapshot) -> 
         0,
     )
     assert figures["task_calls"] == 4 + 3 + 5 + 3  # four steps; three, five tries, three undos
+    # each order: started, four transitions; five states entered, charged and noted;
+    # completed, or compensated and failed
+    assert (figures["published_transitions"], figures["published_business"]) == (10, 14)
+    assert figures["published_lifecycle_other"] == 3
+    assert figures["published"] == figures["published_expected"] == 27
 
 
 def test_a_gap_in_the_sequence_numbers_is_flagged(clean: Snapshot) -> None:
@@ -346,6 +379,8 @@ def with_run(snapshot: Snapshot, run: Run) -> Snapshot:
     snapshot.histories[run.id] = run.history
     snapshot.sink += run.sink
     snapshot.completions += run.done
+    assert snapshot.published is not None
+    snapshot.published += run.published
     return snapshot
 
 
@@ -495,16 +530,31 @@ def _called(run: Run, step: str, kind: str, attempt: int, entered_seq: int, job:
 def _by_hand(
     run: Run, event: Event, outcome: str, to: str, status: str, effects: list[Event]
 ) -> None:
+    """A history entry written by hand, with what its step publishes: on a change of
+    state, the entered state's business events, then the engine's `transitioned`."""
+    seq, came_from = len(run.history) + 1, run.history[-1]["to"]
+    listed = [f"run {e.data['state']}" for e in effects]
+    if to != came_from:
+        published = [
+            PublishEvent(kind, {"ref": run.id}, event.at, 1)
+            for kind in run.definition.states[to].publish
+        ]
+        moved = {"from": came_from, "to": to, "event": event.type}
+        base = {"workflow": run.definition.name, "version": run.definition.version}
+        published.append(PublishEvent(TRANSITIONED, {**base, **moved}, event.at))
+        for effect in published:
+            run.publish(seq, len(listed), effect)
+            listed.append(describe(effect))
     run.history.append(
         {
-            "seq": len(run.history) + 1,
+            "seq": seq,
             "event": json.loads(event.to_json()),
             "outcome": outcome,
-            "from": run.history[-1]["to"],
+            "from": came_from,
             "to": to,
             "status": status,
             "note": "by hand",
-            "effects": [f"run {e.data['state']}" for e in effects],
+            "effects": listed,
         }
     )
 
@@ -549,6 +599,141 @@ def test_an_unfinished_instance_with_nothing_owed_is_an_orphan(clean: Snapshot) 
 def test_a_message_no_notify_effect_asked_for_is_a_phantom(clean: Snapshot) -> None:
     clean.provider.append({"channel": "sms", "key": None, "ref": "x", "at": 1, "resolution": 1})
     assert flagged(clean) == {"phantom_notification"}
+
+
+# -- published events: exactly one per transition, none without its step, in order ------
+
+
+def _published(snapshot: Snapshot, instance_id: str, kind: str, **data: str) -> dict[str, Any]:
+    assert snapshot.published is not None
+    return next(
+        e
+        for e in snapshot.published
+        if e["subject"] == instance_id
+        and e["type"] == kind
+        and all(e["data"].get(k) == v for k, v in data.items())
+    )
+
+
+def test_a_clean_run_publishes_one_event_per_transition_in_order(clean: Snapshot) -> None:
+    assert clean.published is not None
+    moves = [
+        (e["data"]["from"], e["data"]["to"])
+        for e in clean.published
+        if e["subject"] == "bad-1" and e["type"] == TRANSITIONED
+    ]
+    assert moves == [
+        ("reserve", "charge"),
+        ("charge", "pack"),
+        ("pack", "ship"),
+        ("ship", "failed"),
+    ]
+    assert {"published_missing", "published_order"}.isdisjoint(flagged(clean))
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "named"),
+    [
+        (TRANSITIONED, {"from": "charge", "to": "pack"}, "charge -> pack on task.completed"),
+        ("orchestrator.workflow.started", {}, "started in reserve"),
+        ("chaos.order.pack", {}, "chaos.order.pack"),  # a state entry's business event
+        ("chaos.order.charged", {}, "chaos.order.charged"),  # a row's
+        ("orchestrator.workflow.completed", {}, "orchestrator.workflow.completed"),
+    ],
+)
+def test_a_missing_published_event_is_flagged(
+    clean: Snapshot, kind: str, data: dict[str, str], named: str
+) -> None:
+    # Given the shipped order's event dropped from its stream
+    assert clean.published is not None
+    clean.published.remove(_published(clean, "ok-1", kind, **data))
+    report = check(clean, REGISTRY.get)
+    # Then it is missing, named by its instance and step, and nothing else is flagged
+    assert report.flagged == {"published_missing"}, report.violations
+    assert report.figures["published_missing"] == 1
+    (message,) = report.violations["published_missing"]
+    assert message.startswith("ok-1: ") and named in message and "missing" in message
+
+
+def test_an_event_id_published_twice_is_a_duplicate(clean: Snapshot) -> None:
+    # Given the failed order's transition to `failed` written twice with the same id
+    assert clean.published is not None
+    again = copy.deepcopy(_published(clean, "bad-1", TRANSITIONED, to="failed"))
+    clean.published.append({**again, "entry": "999999-0"})
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"published_duplicate"}, report.violations
+    assert report.figures["published_duplicates"] == 1
+    assert any(
+        v.startswith("bad-1: event id") and "published 2 times" in v
+        for v in report.violations["published_duplicate"]
+    )
+
+
+def test_a_transition_published_twice_under_two_ids_is_a_duplicate(clean: Snapshot) -> None:
+    # Given a second `transitioned` of the same step, at another place among its effects
+    assert clean.published is not None
+    first = _published(clean, "ok-1", TRANSITIONED, to="done")
+    seq = first["id"].split("-")[-2]
+    history = next(h for h in clean.histories["ok-1"] if str(h["seq"]) == seq)
+    history["effects"].append(f"publish {TRANSITIONED}")
+    index = len(history["effects"]) - 1
+    clean.published.append({**first, "id": f"ok-1-{seq}-{index}", "entry": "999999-0"})
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"published_duplicate"}, report.violations
+    assert any(
+        "ship -> done" in v and "2 times" in v for v in report.violations["published_duplicate"]
+    )
+
+
+def test_an_event_without_its_step_is_an_orphan(clean: Snapshot) -> None:
+    # Given a transition no history shows (at a seq the shipped order never reached), and
+    # an event of an instance nobody started
+    assert clean.published is not None
+    ghost = copy.deepcopy(_published(clean, "ok-1", TRANSITIONED, to="done"))
+    ghost["id"], ghost["entry"] = "ok-1-99-0", "999998-0"
+    stranger = {**ghost, "id": "nobody-1-0", "subject": "nobody", "entry": "999999-0"}
+    clean.published += [ghost, stranger]
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"published_orphan"}, report.violations
+    assert report.figures["published_orphans"] == 2
+    assert sorted(report.violations["published_orphan"]) == [
+        f"nobody: {TRANSITIONED} nobody-1-0 of no known instance",
+        f"ok-1: {TRANSITIONED} ok-1-99-0: the history has no seq 99",
+    ]
+
+
+def test_a_transition_the_history_does_not_show_is_an_orphan_and_the_real_one_missing(
+    clean: Snapshot,
+) -> None:
+    # Given the step from pack to ship published as if it had gone from pack to done
+    event = _published(clean, "ok-1", TRANSITIONED, to="ship")
+    event["data"] = {**event["data"], "to": "done"}
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"published_orphan", "published_missing"}, report.violations
+    assert any("pack -> done" in v for v in report.violations["published_orphan"])
+    assert any("pack -> ship" in v for v in report.violations["published_missing"])
+
+
+def test_events_published_out_of_the_history_order_are_flagged(clean: Snapshot) -> None:
+    # Given two of the shipped order's transitions swapped in its stream
+    assert clean.published is not None
+    first = clean.published.index(_published(clean, "ok-1", TRANSITIONED, to="charge"))
+    second = clean.published.index(_published(clean, "ok-1", TRANSITIONED, to="pack"))
+    clean.published[first], clean.published[second] = (
+        clean.published[second],
+        clean.published[first],
+    )
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == {"published_order"}, report.violations
+    assert report.figures["published_out_of_order"] >= 1
+    assert all(v.startswith("ok-1: ") for v in report.violations["published_order"])
+
+
+def test_a_snapshot_without_the_published_streams_skips_their_checks(clean: Snapshot) -> None:
+    clean.published = None
+    report = check(clean, REGISTRY.get)
+    assert report.flagged == set(), report.violations
+    assert "published" not in report.figures
 
 
 # -- the collector's pure parts: which receipt delivers which notification ---------------
