@@ -1,10 +1,11 @@
 """The engine's 3-step workflow (flow3.py) as a version that publishes: one business
 event on entering each of its four states, shaped by a small pydantic model.
 
-Loaded by the worker processes through ORCHESTRATOR_WORKFLOWS=bench.flows.flow3_published,
-with ORCHESTRATOR_PUBLISH_LIFECYCLE=1 (bench.flows.orch.OrchestratorPublishing), so a
-workflow publishes BUSINESS events of its own and LIFECYCLE events of the engine's:
-started, transitioned three times (first -> second -> third -> done), completed.
+Loaded by the worker processes through ORCHESTRATOR_WORKFLOWS=bench.flows.flow3_published:
+a workflow publishes BUSINESS events of its own (bench.flows.orch.OrchestratorPublishing,
+its subscriber reading them); with ORCHESTRATOR_PUBLISH_LIFECYCLE=1 (the unread variant)
+LIFECYCLE events of the engine's too: started, transitioned three times (first -> second
+-> third -> done), completed.
 The tasks are flow3's, unchanged.
 """
 
@@ -20,7 +21,8 @@ STATES = ("first", "second", "third", "done")
 TYPES = tuple(f"bench3.{state}" for state in STATES)  # one business event per state entered
 BUSINESS = len(TYPES)
 LIFECYCLE = 5  # orchestrator.workflow.started, .transitioned x 3, .completed
-PER_WORKFLOW = BUSINESS + LIFECYCLE
+PER_WORKFLOW = BUSINESS  # what the subscribed variant publishes
+WITH_LIFECYCLE = BUSINESS + LIFECYCLE  # ... and the unread one
 
 
 class Entered(BaseModel):

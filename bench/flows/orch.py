@@ -7,11 +7,11 @@ run in the worker process, as the peers run theirs) as "orchestrator", and
 with `--isolation job` (a forked work-horse per RQ job) as "orchestrator-job".
 
 "orchestrator-publishing" (issue #17) runs the same three steps as a version that
-publishes (flow3_published.py: a business event on entering each state), with the
-engine's lifecycle events too (ORCHESTRATOR_PUBLISH_LIFECYCLE=1), and one subscriber
-process (subscriber.py: a consumer group reading every published event) started before
-the load; after the throughput run it says how far behind the subscriber was when the
-last workflow finished, and how long it took to catch up (`subscriber_report`).
+publishes (flow3_published.py: a business event on entering each state, four a
+workflow), and one subscriber process (subscriber.py: a consumer group reading every
+published event) started before the load; after the throughput run it says how far
+behind the subscriber was when the last workflow finished, and how long it took to
+catch up (`subscriber_report`).
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ class OrchestratorPublishingUnread(OrchestratorSystem):
         self.streams = self.keys.all_published()
         self.workers_note += (
             f"; workflow {self.workflow}: {flow3_published.BUSINESS} business events "
-            "(one per state entered), ORCHESTRATOR_PUBLISH_LIFECYCLE=1"
+            "(one per state entered)"
+            + (", ORCHESTRATOR_PUBLISH_LIFECYCLE=1" if self.worker_env else "")
         )
 
     def published(self) -> int:
@@ -179,10 +180,12 @@ class OrchestratorPublishingUnread(OrchestratorSystem):
 
 
 class OrchestratorPublishing(OrchestratorPublishingUnread):
-    """The same, with a subscriber process consuming all of it."""
+    """The workflow's business events only (the lifecycle events are opt-in), with a
+    subscriber process consuming all of them."""
 
     name = "orchestrator-publishing"
     without_subscriber = OrchestratorPublishingUnread
+    worker_env: ClassVar[dict[str, str]] = {}
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)

@@ -40,7 +40,7 @@ SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 THROUGHPUT = "3-step workflows/s, 2 workers, W={}"
 LATENCY = "latency p50/p99 ms at {}/s"
 PUBLISHING_RATIO = PUBLISHING + " throughput with / without it, W={}"
-PUBLISHING_UNREAD = PUBLISHING + " the same with no subscriber (the engine's share), W={}"
+PUBLISHING_UNREAD = PUBLISHING + " with lifecycle events too, no subscriber, W={}"
 PUBLISHING_LAG = PUBLISHING + " subscriber's lag at the last finish, events / s to catch up"
 PUBLISHING_EVENTS = PUBLISHING + " events per workflow, published / consumed"
 
@@ -267,7 +267,8 @@ def publishing_rows(systems: dict[str, Any], sizes: Sizes) -> list[dict[str, Any
                 "target": "figures only",
                 "note": (
                     f"{unread:,.0f} / {without:,.0f} workflows/s: the same workflow publishing "
-                    "the same events, nothing reading them (measured after the run above)"
+                    "its business events and the engine's lifecycle ones "
+                    "(ORCHESTRATOR_PUBLISH_LIFECYCLE=1), nothing reading them"
                 ),
             }
         )

@@ -125,8 +125,10 @@ def subscribe(
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Published]:
     """Consume the published events as member `consumer` of `group` (created at `start`
-    when new; an existing group goes on from where it stands). Each event is acknowledged
-    when the loop asks for the next; events of other types are acknowledged unseen.
+    when new; an existing group goes on from where it stands). An event is acknowledged
+    once the loop has asked for the next (its handler returned), together with the others
+    handled before the next read (one XACK per partition and batch, not one per event);
+    events of other types are acknowledged unseen.
     Ends when `stop` says so, or after `idle_timeout` seconds without an event."""
     if not re.fullmatch(GROUP, group):
         raise InputError(f"group {group!r}: use 1 to 100 letters, digits, '_', '.', ':', '-'")
@@ -136,24 +138,32 @@ def subscribe(
     pending = True  # first, what this consumer read before and never acknowledged
     next_claim = 0.0
     quiet_since = time.monotonic()
-    while not stop():
-        now = time.monotonic()
-        if pending:
-            items = streams.take(group, me, BATCH, 0, pending=True)
-            pending = bool(items)
-        elif now >= next_claim:
-            next_claim = now + claim_after / 2
-            items = streams.claim(group, me, int(claim_after * 1000), BATCH)
-        else:
-            items = []
-        if not items and not pending:
-            items = streams.take(group, me, BATCH, int(block * 1000))
-        if not items:
-            if idle_timeout is not None and now - quiet_since >= idle_timeout:
-                return
-            continue
-        quiet_since = now
-        for item in items:
-            if item.event and matches(types, item.type):  # empty: trimmed while pending
-                yield item
-            streams.ack(group, [item])
+    handled: list[Published] = []  # acknowledged together, before the next read
+    try:
+        while not stop():
+            if handled:
+                streams.ack(group, handled)
+                handled = []
+            now = time.monotonic()
+            if pending:
+                items = streams.take(group, me, BATCH, 0, pending=True)
+                pending = bool(items)
+            elif now >= next_claim:
+                next_claim = now + claim_after / 2
+                items = streams.claim(group, me, int(claim_after * 1000), BATCH)
+            else:
+                items = []
+            if not items and not pending:
+                items = streams.take(group, me, BATCH, int(block * 1000))
+            if not items:
+                if idle_timeout is not None and now - quiet_since >= idle_timeout:
+                    return
+                continue
+            quiet_since = now
+            for item in items:
+                if item.event and matches(types, item.type):  # empty: trimmed while pending
+                    yield item  # the loop's body runs here; an exception ends it unacknowledged
+                handled.append(item)
+    finally:
+        if handled:  # the loop ended after these returned (a break, or stop): theirs is done
+            streams.ack(group, handled)

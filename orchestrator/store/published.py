@@ -214,9 +214,13 @@ class PublishedStreams:
         return found
 
     def ack(self, group: str, items: Iterable[Published]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        """Acknowledge events: one XACK per partition, in one round trip."""
+        ids: dict[int, list[str]] = {}
         for item in items:
-            pipe.xack(self.streams[item.partition], group, item.entry_id)
+            ids.setdefault(item.partition, []).append(item.entry_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, entry_ids in ids.items():
+            pipe.xack(self.streams[partition], group, *entry_ids)
         pipe.execute()
 
     # -- retention ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Issue #17's flows variant runs end to end on tiny sizes (no timings asserted): the engine
-publishing its business and lifecycle events, and a subscriber process that counts every
-one of them exactly once.
+publishing its business events and a subscriber process that counts every one of them
+exactly once; and again with the lifecycle events, nothing subscribed.
 
 It starts its own redis-server and real worker processes, as test_bench_flows does.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.flows.flow3_published import PER_WORKFLOW, TYPES
+from bench.flows.flow3_published import PER_WORKFLOW, TYPES, WITH_LIFECYCLE
 from bench.flows.run import (
     PUBLISHING_EVENTS,
     PUBLISHING_LAG,
@@ -40,24 +40,20 @@ def test_the_subscriber_consumes_every_published_event_once() -> None:
     assert found["throughput"]["left_at_end"]["instances completed"] == WORKFLOWS
     unread = found["throughput_unread"]  # the same publishing, no subscriber
     assert unread["finished"] == WORKFLOWS
-    assert unread["left_at_end"]["events published"] == PER_WORKFLOW * WORKFLOWS
+    assert unread["left_at_end"]["events published"] == WITH_LIFECYCLE * WORKFLOWS
     seen = found["subscriber"]
     assert "error" not in seen, seen
     expected = PER_WORKFLOW * WORKFLOWS
     assert seen["published"] == seen["consumed"] == seen["distinct_ids"] == expected
-    assert seen["by_type"] == {
-        **dict.fromkeys(TYPES, WORKFLOWS),
-        "orchestrator.workflow.started": WORKFLOWS,
-        "orchestrator.workflow.transitioned": 3 * WORKFLOWS,
-        "orchestrator.workflow.completed": WORKFLOWS,
-    }
+    assert seen["by_type"] == dict.fromkeys(TYPES, WORKFLOWS)
     assert seen["instances"] == seen["workflows"] == WORKFLOWS
-    assert seen["events_per_workflow"] == PER_WORKFLOW == 9
+    assert seen["events_per_workflow"] == PER_WORKFLOW == 4
+    assert WITH_LIFECYCLE == 9
     assert seen["caught_up"] and seen["caught_up_seconds"] is not None
     assert 0 <= seen["lag_at_last_finish"] <= seen["published_by_last_finish"] <= expected
     # the subscriber's requests were counted in its process and left out of the engine's
     # (whose applier acknowledges its inbox entries: at most one XACK per inbox event)
-    assert seen["requests"]["commands"]["xack"] == expected
+    assert 0 < seen["requests"]["commands"]["xack"] < expected  # acknowledged in batches
     assert found["throughput"]["redis"]["commands"].get("xack", 0) <= 4 * WORKFLOWS
 
     rows = {row["workload"]: row for row in result["rows"] if row["system"] == PUBLISHING_SYSTEM}
