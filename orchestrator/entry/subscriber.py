@@ -2,10 +2,12 @@
 them as a consumer group (store.published has the streams).
 
     for event in app.subscribe("billing", types=["order.*"]):
-        handle(event)        # acknowledged when the loop asks for the next one
+        handle(event)        # acknowledged once this returned (in batches)
 
 A subscriber acknowledges an event once its handler returned (the loop came back for
-the next one): an event whose handler raised, or whose process died, stays pending
+the next one), the handled ones together before it reads more (one XACK per partition
+and read: acknowledging each alone cost a round trip per event, most of a subscriber's
+time in the flows bench): an event whose handler raised, or whose process died, stays pending
 and is delivered again, to the same consumer when it comes back (it reads its own
 pending first) or to another of the group once it has been pending `claim_after`
 seconds. At least once, then; deduplicate by `event.id`, stable across re-applies.
