@@ -282,7 +282,7 @@ class OrchestratorPublishing(OrchestratorPublishingUnread):
             "events_per_workflow": round(published / len(ends), 3) if ends else None,
             "expected_per_workflow": flow3_published.PER_WORKFLOW,
             "business_per_workflow": flow3_published.BUSINESS,
-            "lifecycle_per_workflow": flow3_published.LIFECYCLE,
+            "lifecycle_per_workflow": flow3_published.LIFECYCLE if self.worker_env else 0,
             "catch_up_limit": timeout,
             "last_finish": last_finish,
             "published_by_last_finish": by_then,

@@ -303,7 +303,7 @@ def _subscriber_rows(seen: dict[str, Any]) -> list[dict[str, Any]]:
         f"to the subscriber's loop p50 {delay['p50']} ms, p99 {delay['p99']} ms, max "
         f"{delay['max']} ms; the subscriber's loop used {seen['cpu_seconds']:g} s of CPU; its "
         f"round trips ({seen['round_trips_per_event'] or '-'} per event: an XREADGROUP per "
-        "batch, an XACK per event) are left out of the engine's"
+        "batch, an XACK per partition and batch) are left out of the engine's"
     )
     workflows = seen["workflows"]
     expected = seen["expected_per_workflow"]
@@ -327,8 +327,9 @@ def _subscriber_rows(seen: dict[str, Any]) -> list[dict[str, Any]]:
                 round(seen["consumed"] / workflows, 3) if workflows else None,
             ],
             "target": (
-                f"{expected} ({seen['business_per_workflow']} business + "
-                f"{seen['lifecycle_per_workflow']} lifecycle), each consumed once"
+                f"{expected} ({seen['business_per_workflow']} business"
+                + (f" + {n} lifecycle" if (n := seen["lifecycle_per_workflow"]) else "")
+                + "), each consumed once"
             ),
             "met": exact,
             "note": (

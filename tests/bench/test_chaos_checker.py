@@ -107,7 +107,7 @@ class Run:
 
     def publish(self, seq: int, index: int, effect: PublishEvent) -> None:
         """The event as the dispatcher writes it, as the collector reads it back."""
-        doc = publisher.cloud_event(KEYS, self.instance, job_id(self.id, seq, index), effect)
+        doc = json.loads(publisher.encode(KEYS, self.instance, job_id(self.id, seq, index), effect))
         partition = KEYS.partition_of(self.id)
         self.published.append(entry(partition, f"{next(STREAM_IDS)}-0", doc))
 
