@@ -77,8 +77,8 @@ def published(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for partition, entries in enumerate(pipe.execute()):
         for entry_id, fields in entries:
-            item = parse(partition, entry_id, fields)
-            found.append(entry(partition, item.entry_id, item.event))
+            for item in parse(partition, entry_id, fields):
+                found.append(entry(partition, item.entry_id, item.event))
     return found
 
 

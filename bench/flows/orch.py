@@ -170,10 +170,22 @@ class OrchestratorPublishingUnread(OrchestratorSystem):
         )
 
     def published(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
+        """Events in the streams (an entry holds the events of one commit, one a field)."""
+        return self._published_by(float("inf"))
+
+    def _published_by(self, moment: float) -> int:
+        """Events whose stream entry was written at or before `moment` (ms precision)."""
+        last = "+" if math.isinf(moment) else f"{math.floor(moment * 1000)}-18446744073709551615"
+        count = 0
         for stream in self.streams:
-            pipe.xlen(stream)
-        return sum(pipe.execute())
+            low = "-"
+            while True:
+                page: Any = self.redis.xrange(stream, low, last, count=1000)
+                count += sum(len(fields) for _, fields in page)
+                if len(page) < 1000:
+                    break
+                low = f"({page[-1][0].decode()}"
+        return count
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "events published": self.published()}
@@ -228,20 +240,6 @@ class OrchestratorPublishing(OrchestratorPublishingUnread):
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "events consumed": self.board.consumed}
-
-    def _published_by(self, moment: float) -> int:
-        """Events whose stream entry was written at or before `moment` (ms precision)."""
-        last = f"{math.floor(moment * 1000)}-18446744073709551615"
-        count = 0
-        for stream in self.streams:
-            low = "-"
-            while True:
-                page: Any = self.redis.xrange(stream, low, last, count=1000)
-                count += len(page)
-                if len(page) < 1000:
-                    break
-                low = f"({page[-1][0].decode()}"
-        return count
 
     def subscriber_report(self, timeout: float = CATCH_UP_LIMIT) -> dict[str, Any]:
         """After the throughput run has settled (every instance ended, so every event is

@@ -84,7 +84,7 @@ class Settings:
     lease_ttl: float = 10.0
     retention: float = 7 * 86400.0
     publish_lifecycle: bool = False  # the engine's orchestrator.* events published too
-    events_max_len: int = 100_000  # published events kept per partition, at most (about)
+    events_max_len: int = 100_000  # published stream entries kept per partition (about)
     events_retention: float = 7 * 86400.0  # ...and for how long
     crash_at: frozenset[str] = frozenset()
     job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown

@@ -55,12 +55,12 @@ def latest(
             if not page:
                 break
             for entry_id, fields in page:
-                item = parse(partition, entry_id, fields)
-                if matches(types, item.type):
-                    kept.append(item)
+                for item in reversed(parse(partition, entry_id, fields)):
+                    if item.event and matches(types, item.type):
+                        kept.append(item)
             top = f"({page[-1][0].decode()}"
         found += kept[:count]
-    found.sort(key=lambda i: (*map(int, i.entry_id.split("-")), i.partition))
+    found.sort(key=lambda i: (*map(int, i.entry_id.split("-")), i.partition, i.index))
     return found[-count:] if count else []
 
 
@@ -84,20 +84,21 @@ def read(
         page = streams.read(after, BATCH)
         for item in page:
             after[item.partition] = item.entry_id
-            if matches(types, item.type):
+            if item.event and matches(types, item.type):
                 yield item
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
-        if len(page) < BATCH:
+        if not page:
             if not follow:
                 return
             streams.wait(after, int(block * 1000))
 
 
 def groups(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Each consumer group over the published streams: its consumers, the events it has
-    read and not acknowledged (pending) and those not read yet (lag), all partitions."""
+    """Each consumer group over the published streams: its consumers, the stream entries
+    it has read and not acknowledged (pending) and those not read yet (lag), all
+    partitions (an entry holds the events of one commit of its partition)."""
     found: dict[str, dict[str, Any]] = {}
     for stream in keys.all_published():
         try:

@@ -55,7 +55,7 @@ class SubscriptionInfo:
     """A subscription with where its delivery stands (no secret: only its variable's name)."""
 
     subscription: Subscription
-    pending: int  # published events not handled yet (of any type)
+    pending: int  # stream entries not handled yet (each a commit's events, of any type)
     dead: int  # dead letters
 
     def summary(self) -> dict[str, Any]:

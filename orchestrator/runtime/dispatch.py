@@ -101,6 +101,7 @@ class Ready:
 
     tasks: list[tuple[str, TaskPayload]] = field(default_factory=list)
     notifications: list[tuple[str, NotificationPayload]] = field(default_factory=list)
+    published: dict[int, list[str]] = field(default_factory=dict)  # partition -> events
 
 
 class Dispatcher:
@@ -188,7 +189,8 @@ class Dispatcher:
                 self.inbox.queue_append(pipe, event)
             case PublishEvent():
                 event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
-                publisher.write(pipe, self.keys, self.publishing, instance, event_id, effect)
+                doc = publisher.encode(self.keys, instance, event_id, effect)
+                ready.published.setdefault(partition, []).append(doc)
 
     def _start_child(self, pipe: Pipeline, parent: str, effect: StartChild, key: str) -> None:
         """Create the child and append its start event, in the parent's commit; a workflow
@@ -215,6 +217,8 @@ class Dispatcher:
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:
         """Enqueue what a commit made ready: one job each when there are no more than
         idle workers to take them, else packed, as evenly as the idle workers allow."""
+        if ready.published:
+            publisher.write(pipe, self.keys, self.publishing, ready.published)
         self.linger = 0.0  # unless a queue with work for it has a backlog: _idle_workers
         watched: dict[int, dict[str, str]] = {}  # partition -> job -> watchdog record
         workers = self._idle_workers(ready.tasks, self.tasks)

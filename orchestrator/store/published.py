@@ -2,6 +2,11 @@
 instance's events keep their order, and a partition's applier commits them with its
 step), read by position or by consumer group.
 
+An entry holds the events of one commit of its partition, in order: fields "0", "1"...
+each one event's CloudEvents JSON (orchestrator.runtime.publisher). They are read back
+one by one; an entry is acknowledged once its last event is (events are handled in
+order), so a consumer that dies mid-entry gets the whole entry again.
+
 A position is a stream entry id, "<ms>-<n>": ids grow with time in every partition,
 so one position (or a moment, as ms) starts every partition's stream at the same
 point. Reading everything from a position merges the partitions by id: the order
@@ -39,11 +44,14 @@ END = "$"
 
 @dataclass(frozen=True)
 class Published:
-    """One published event, where it is: the partition's stream and its entry id."""
+    """One published event, where it is: the partition's stream, its entry id, its place
+    in the entry and whether it is the entry's last."""
 
     partition: int
     entry_id: str
     event: dict[str, Any]  # CloudEvents JSON
+    index: int = 0
+    last: bool = True
 
     @property
     def id(self) -> str:
@@ -98,19 +106,27 @@ def matches(patterns: Sequence[str], event_type: str) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(event_type, p) for p in patterns)
 
 
-def parse(partition: int, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Published:
-    raw = fields.get(b"e", b"{}")
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = {"type": "", "data": None, "unreadable": raw.decode("utf-8", "replace")}
+def parse(partition: int, entry_id: bytes | str, fields: dict[bytes, bytes]) -> list[Published]:
+    """The events of one entry, in order (when it was trimmed while pending, its fields
+    are gone: one empty event stands for it, to be acknowledged)."""
     name = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Published(partition, name, doc if isinstance(doc, dict) else {})
+    if not fields:
+        return [Published(partition, name, {})]
+    raws = [fields[k] for k in sorted(fields, key=lambda k: int(k) if k.isdigit() else -1)]
+    found = []
+    for index, raw in enumerate(raws):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = {"type": "", "data": None, "unreadable": raw.decode("utf-8", "replace")}
+        event = doc if isinstance(doc, dict) else {}
+        found.append(Published(partition, name, event, index, index == len(raws) - 1))
+    return found
 
 
-def _sort_key(item: Published) -> tuple[int, int, int]:
+def _sort_key(item: Published) -> tuple[int, int, int, int]:
     ms, _, n = item.entry_id.partition("-")
-    return int(ms), int(n or 0), item.partition
+    return int(ms), int(n or 0), item.partition, item.index
 
 
 class PublishedStreams:
@@ -128,15 +144,17 @@ class PublishedStreams:
     # -- by position ----------------------------------------------------------
 
     def read(self, after: dict[int, str], count: int) -> list[Published]:
-        """Up to `count` events after each partition's position, merged in id order."""
+        """The events of up to `count` entries after each partition's position, merged
+        in id order."""
         pipe = self.redis.pipeline(transaction=False)
         for partition, stream in enumerate(self.streams):
             pipe.xrange(stream, min=f"({after[partition]}", count=count)
         found: list[Published] = []
         for partition, entries in enumerate(pipe.execute()):
-            found += [parse(partition, entry_id, fields) for entry_id, fields in entries]
+            for entry_id, fields in entries:
+                found += parse(partition, entry_id, fields)
         found.sort(key=_sort_key)
-        return found[:count]
+        return found
 
     def since(self, start: str) -> dict[int, str]:
         """Each partition's position for a start position ("$": its last entry now)."""
@@ -196,7 +214,8 @@ class PublishedStreams:
         found: list[Published] = []
         for stream, entries in replies or []:
             partition = self._partition(stream)
-            found += [parse(partition, entry_id, fields or {}) for entry_id, fields in entries]
+            for entry_id, fields in entries:
+                found += parse(partition, entry_id, fields or {})
         found.sort(key=_sort_key)
         return found
 
@@ -209,15 +228,21 @@ class PublishedStreams:
                 reply = self.redis.xautoclaim(stream, group, consumer, idle_ms, count=count)
             except redis.ResponseError:  # the group is not on this stream
                 continue
-            found += [parse(partition, i, f) for i, f in reply[1] if f is not None]
+            for entry_id, fields in reply[1]:
+                if fields is not None:
+                    found += parse(partition, entry_id, fields)
         found.sort(key=_sort_key)
         return found
 
     def ack(self, group: str, items: Iterable[Published]) -> None:
-        """Acknowledge events: one XACK per partition, in one round trip."""
+        """Acknowledge events: their entries whose last event is among them (events are
+        handled in order), one XACK per partition, in one round trip."""
         ids: dict[int, list[str]] = {}
         for item in items:
-            ids.setdefault(item.partition, []).append(item.entry_id)
+            if item.last:
+                ids.setdefault(item.partition, []).append(item.entry_id)
+        if not ids:
+            return
         pipe = self.redis.pipeline(transaction=False)
         for partition, entry_ids in ids.items():
             pipe.xack(self.streams[partition], group, *entry_ids)

@@ -297,8 +297,9 @@ class SubscriptionStore:
     # -- where the group stands -------------------------------------------------
 
     def pending(self, subscription: str) -> int:
-        """Published events its group has not handled yet: read and not acknowledged, or
-        not read at all (of any type: those of other types are skipped when read).
+        """Stream entries its group has not handled yet (each the events one commit of a
+        partition published): read and not acknowledged, or not read at all (of any type:
+        those of other types are skipped when read).
         Counted up to LAG_CAP per partition where Redis (before 7) gives no lag."""
         group = group_of(subscription).encode()
         total = 0
