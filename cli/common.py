@@ -1,4 +1,8 @@
-"""What every command shares: the app on the context, JSON arguments, output."""
+"""What every command shares: the app on the context, JSON arguments, output.
+
+Light to import, as every command module is (see cli/__init__.py): the engine and
+rich are imported inside the functions that use them.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,47 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from orchestrator.core.errors import InputError
-from orchestrator.core.limits import MAX_DATA_BYTES, MAX_TEXT_BYTES, read_limited
-from orchestrator.entry.bootstrap import App
-from orchestrator.store.inbox import parse_json_object
+if TYPE_CHECKING:
+    from orchestrator.entry.bootstrap import App
 
 MAX_LIST = 10_000  # rows a listing command prints at most
 
 
+@dataclass
+class GlobalOptions:
+    """The root options, kept on the context by cli.main; the App is built from them on
+    first use, so `COMMAND --help` and a command that needs no engine never import it."""
+
+    redis_url: str | None
+    workflows: str | None
+
+    @cached_property
+    def app(self) -> App:
+        from orchestrator.entry.bootstrap import App
+        from orchestrator.entry.settings import Settings
+
+        return App(Settings.from_env(redis_url=self.redis_url, workflows=self.workflows))
+
+
 def app_of(ctx: typer.Context) -> App:
-    app = ctx.find_root().obj
-    assert isinstance(app, App)
-    return app
+    options = ctx.find_root().obj
+    assert isinstance(options, GlobalOptions)
+    return options.app
 
 
 def json_argument(value: str | None, what: str) -> dict[str, Any]:
     """Parse `JSON` or `@file.json` (and `@-` for standard input) into an object.
 
     A file or standard input is read at most MAX_TEXT_BYTES (+1), never whole."""
+    from orchestrator.core.errors import InputError
+    from orchestrator.core.limits import read_limited
+
     if value is None:
         return {}
     if value.startswith("@"):
@@ -49,6 +72,10 @@ def json_argument(value: str | None, what: str) -> dict[str, Any]:
 
 
 def _parse(text: str, what: str) -> dict[str, Any]:
+    from orchestrator.core.errors import InputError
+    from orchestrator.core.limits import MAX_DATA_BYTES, MAX_TEXT_BYTES
+    from orchestrator.store.inbox import parse_json_object
+
     if len(text) > MAX_TEXT_BYTES:
         raise InputError(
             f"{what} is {len(text):,} characters of text; the limit is {MAX_DATA_BYTES:,} "
@@ -65,6 +92,8 @@ def bounded_int(text: str, what: str, low: int, high: int) -> int:
         number = int(digits)
         if low <= number <= high:
             return number
+    from orchestrator.core.errors import InputError
+
     shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text):,} characters)"
     raise InputError(f"{what} must be a whole number from {low:,} to {high:,}, not {shown!r}")
 
@@ -74,6 +103,8 @@ def key_argument(value: str | None) -> tuple[str, str] | None:
         return None
     name, sep, found = value.partition("=")
     if not sep or not name or not found:
+        from orchestrator.core.errors import InputError
+
         raise InputError(f"--key must look like NAME=VALUE, not {value!r}")
     return name, found
 

@@ -8,7 +8,6 @@ from typing import Any
 import typer
 
 from cli.common import app_of, print_json
-from orchestrator.core.graph import dot, mermaid
 
 commands = typer.Typer()
 
@@ -54,5 +53,7 @@ def graph(
     version: int | None = typer.Option(None, "--version", help="Version (default newest)."),
 ) -> None:
     """Print a workflow's state machine as Mermaid (default) or Graphviz DOT."""
+    from orchestrator.core.graph import dot, mermaid
+
     definition = app_of(ctx).registry.get(name, version)
     typer.echo(mermaid(definition) if fmt is GraphFormat.mermaid else dot(definition), nl=False)

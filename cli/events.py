@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import app_of, bounded_int, print_json, table
-from orchestrator.entry import subscriber
-from orchestrator.store.published import Published
+
+if TYPE_CHECKING:
+    from orchestrator.store.published import Published
 
 events = typer.Typer(
     help="The events workflows publish (CloudEvents, one Redis stream per partition): "
@@ -46,6 +47,8 @@ def tail(
     ),
 ) -> None:
     """Print published events, oldest first: `time type subject data`, or JSON lines."""
+    from orchestrator.entry import subscriber
+
     app = app_of(ctx)
     count = bounded_int(limit, "--limit", 1, 10_000)
     stopping: list[int] = []
@@ -86,6 +89,8 @@ def groups(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """The consumer groups reading the published events, with what each has pending."""
+    from orchestrator.entry import subscriber
+
     app = app_of(ctx)
     found = subscriber.groups(app.redis, app.keys)
     if as_json:

@@ -19,8 +19,6 @@ from cli.common import (
     table,
     when,
 )
-from orchestrator.core.errors import InputError
-from orchestrator.core.failures import failure_text, last_failure
 
 commands = typer.Typer()
 
@@ -66,6 +64,8 @@ def emit(
     what happened goes to standard error."""
     given, found_by = json_argument(data, "--data"), key_argument(key)  # before connecting
     if instance_id and old_instance_id:
+        from orchestrator.core.errors import InputError
+
         raise InputError("give --instance once (--workflow is its former name)")
     emitted = app_of(ctx).client.emit(
         event_type,
@@ -104,6 +104,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Show where an instance stands."""
+    from orchestrator.core.failures import failure_text, last_failure
+
     instance = app_of(ctx).client.status(instance_id)
     summary = instance.summary()
     if as_json:

@@ -1,7 +1,8 @@
 """`orchestrator`: the command line, composed of small command modules.
 
 Errors meant for users are one line on stderr and a non-zero exit; a
-traceback appears only with --debug.
+traceback appears only with --debug. The engine is imported only once a command
+runs (cli/__init__.py says how), never for `--help`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import typer
 
 from cli import definitions, events, instances, notifications, operations, schedules, schemas, serve
 from cli import run as running
+from cli.common import GlobalOptions
 from cli.subscriptions import subscriptions as webhook_subscriptions
-from notifiers.errors import NotifierError
-from orchestrator.core.errors import InputError, OrchestratorError
-from orchestrator.entry.bootstrap import App
-from orchestrator.entry.settings import Settings
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -48,7 +46,7 @@ def main(
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    ctx.obj = App(Settings.from_env(redis_url=redis_url, workflows=workflows))
+    ctx.obj = GlobalOptions(redis_url=redis_url, workflows=workflows)  # the App: on first use
 
 
 for module in (definitions, instances, operations, running, serve, notifications):
@@ -80,16 +78,18 @@ def run() -> None:
     try:
         check_arguments(sys.argv[1:])
         app()
-    except (OrchestratorError, NotifierError) as exc:
-        if debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # a bug: say so, briefly, unless asked for the traceback
+    except Exception as exc:
         if debug:
             raise
+        from notifiers.errors import NotifierError
+        from orchestrator.core.errors import OrchestratorError
+
+        if isinstance(exc, OrchestratorError | NotifierError):
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        # a bug: say so, briefly, unless asked for the traceback
         import redis
 
         if _out_of_memory(exc):
@@ -117,6 +117,8 @@ def check_arguments(args: list[str]) -> None:
     for number, arg in enumerate(args, start=1):
         if not _SURROGATE.search(arg):
             continue
+        from orchestrator.core.errors import InputError
+
         try:
             raw = os.fsencode(arg)
         except UnicodeEncodeError:

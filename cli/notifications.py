@@ -8,26 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import app_of, json_argument, print_json, table, when
-from notifiers.redact import redact
-from orchestrator.core.errors import UnknownInstance
-from orchestrator.entry.bootstrap import App
-from orchestrator.entry.notifications import (
-    RecipientChange,
-    add_recipient,
-    check_templates,
-    notification_view,
-    recipient_view,
-    send_one,
-    template_module,
-    update_recipient,
-)
-from orchestrator.runtime.notify.ledger import Ledger
-from orchestrator.runtime.notify.recipients import Recipients
+
+if TYPE_CHECKING:
+    from orchestrator.entry.bootstrap import App
+    from orchestrator.runtime.notify.recipients import Recipients
 
 commands = typer.Typer()
 recipients = typer.Typer(
@@ -48,6 +37,12 @@ QUIET = typer.Option(None, "--quiet-hours", help="e.g. 22:00-07:00, in the recip
 ZONE = typer.Option(None, "--timezone", help="IANA time zone, e.g. Europe/Paris (default UTC).")
 LOCALE = typer.Option(None, "--locale", help="Template variant, e.g. fr or pt-BR ('' removes).")
 AS_JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _recipients(app: App) -> Recipients:
+    from orchestrator.runtime.notify.recipients import Recipients
+
+    return Recipients(app.redis, app.keys)
 
 
 def _pushes(values: list[str] | None) -> list[dict[str, Any]]:
@@ -82,6 +77,8 @@ def add(
     as_json: bool = AS_JSON,
 ) -> None:
     """Add a recipient (an id that exists already is an error: use set)."""
+    from orchestrator.entry.notifications import RecipientChange, add_recipient, recipient_view
+
     app = app_of(ctx)
     change = RecipientChange(
         email=email,
@@ -93,7 +90,7 @@ def add(
         timezone=timezone,
         locale=locale,
     )
-    view = recipient_view(add_recipient(Recipients(app.redis, app.keys), recipient_id, change))
+    view = recipient_view(add_recipient(_recipients(app), recipient_id, change))
     print_json(view) if as_json else _show(view)
 
 
@@ -117,6 +114,8 @@ def set_(
     as_json: bool = AS_JSON,
 ) -> None:
     """Change a recipient; what is not given stays as it is."""
+    from orchestrator.entry.notifications import RecipientChange, recipient_view, update_recipient
+
     app = app_of(ctx)
     change = RecipientChange(
         email=email,
@@ -131,7 +130,7 @@ def set_(
         timezone=timezone,
         locale=locale,
     )
-    updated = update_recipient(Recipients(app.redis, app.keys), recipient_id, change)
+    updated = update_recipient(_recipients(app), recipient_id, change)
     view = recipient_view(updated)
     print_json(view) if as_json else _show(view)
 
@@ -143,8 +142,9 @@ def show(
     as_json: bool = AS_JSON,
 ) -> None:
     """Show a recipient (push subscription keys are never shown)."""
-    app = app_of(ctx)
-    view = recipient_view(Recipients(app.redis, app.keys).require(recipient_id))
+    from orchestrator.entry.notifications import recipient_view
+
+    view = recipient_view(_recipients(app_of(ctx)).require(recipient_id))
     print_json(view) if as_json else _show(view)
 
 
@@ -155,8 +155,9 @@ def remove(
     as_json: bool = AS_JSON,
 ) -> None:
     """Forget a recipient."""
-    app = app_of(ctx)
-    if not Recipients(app.redis, app.keys).remove(recipient_id):
+    if not _recipients(app_of(ctx)).remove(recipient_id):
+        from orchestrator.core.errors import UnknownInstance
+
         raise UnknownInstance(f"no recipient with id {recipient_id!r}")
     print_json({"removed": recipient_id}) if as_json else typer.echo(f"removed {recipient_id}")
 
@@ -164,8 +165,9 @@ def remove(
 @recipients.command("list")
 def list_recipients(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """List the recipients."""
-    app = app_of(ctx)
-    store = Recipients(app.redis, app.keys)
+    from orchestrator.entry.notifications import recipient_view
+
+    store = _recipients(app_of(ctx))
     found = [store.get(rid) for rid in store.ids()]
     views = [recipient_view(r) for r in found if r is not None]
     if as_json:
@@ -193,6 +195,8 @@ def list_recipients(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
 @templates.command("check")
 def check(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Compile and render every template with its sample; check the names workflows use."""
+    from orchestrator.entry.notifications import check_templates
+
     report = check_templates(app_of(ctx).registry)
     if as_json:
         print_json(
@@ -239,6 +243,9 @@ def send(
 
     A channel that is not configured is an error (exit 1) naming the variable to set,
     unless --console. --json says which provider sent it ("console" when it stood in)."""
+    from notifiers.redact import redact
+    from orchestrator.entry.notifications import send_one, template_module
+
     app = app_of(ctx)
     module = template_module(app.registry, template, workflow)
     context = json_argument(data, "--data")
@@ -291,7 +298,7 @@ def _zone_of(app: App, recipient_id: str | None) -> str | None:
     """The time zone of a recipient (quiet hours are theirs), or None: not a known recipient."""
     if not recipient_id:
         return None
-    found = Recipients(app.redis, app.keys).get(recipient_id)
+    found = _recipients(app).get(recipient_id)
     return found.timezone if found is not None else None
 
 
@@ -302,6 +309,9 @@ def notifications(
     as_json: bool = AS_JSON,
 ) -> None:
     """Every notification of an instance: channel, recipient, template, outcome."""
+    from orchestrator.entry.notifications import notification_view
+    from orchestrator.runtime.notify.ledger import Ledger
+
     app = app_of(ctx)
     app.client.status(instance_id)  # an unknown instance is an error, not an empty list
     rows = [notification_view(r) for r in Ledger(app.redis, app.keys).of_instance(instance_id)]

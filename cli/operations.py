@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from cli.common import MAX_LIST, app_of, bounded_int, print_json, progress_bar, table, when
-from orchestrator.core.errors import InputError
 
 commands = typer.Typer()
 dead_letters = typer.Typer(
@@ -99,6 +98,8 @@ def replay_dead_letters(
 ) -> None:
     """Put dead letters back into their inboxes, to be applied again."""
     if bool(letter_ids) == everything:
+        from orchestrator.core.errors import InputError
+
         raise InputError("give dead letter ids or --all (one of the two)")
     with progress_bar("putting back") as progress:
         replayed = app_of(ctx).client.dead_letters.replay(

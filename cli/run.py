@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from cli.common import app_of, bounded_int
-from orchestrator.entry.connection import check_durability
 
 commands = typer.Typer()
 MAX_PROCESSES = 256  # of each kind, on one machine
@@ -76,6 +75,7 @@ def worker(
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM: a busy
     worker finishes its job or, past about a second, leaves it to be tried again)."""
     from orchestrator.entry import logs
+    from orchestrator.entry.connection import check_durability
     from orchestrator.entry.worker import ISOLATIONS, Supervisor, run_burst
 
     if log_level.upper() not in logs.LEVELS:

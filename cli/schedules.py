@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import app_of, bounded_int, json_argument, print_json, table, when
-from orchestrator.core.durations import show_duration
-from orchestrator.core.schedule import Schedule, tick_text
-from orchestrator.store.schedules import Stored
+
+if TYPE_CHECKING:
+    from orchestrator.store.schedules import Stored
 
 schedules = typer.Typer(
     help="Start workflows on cron expressions or intervals, in a time zone; the worker's "
@@ -96,6 +96,8 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Add a schedule. Its first tick is the first after now."""
+    from orchestrator.core.schedule import Schedule
+
     given = json_argument(data, "--input")
     schedule = Schedule(
         cron=cron,
@@ -170,6 +172,8 @@ def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Schedule na
 
 
 def _as_json(stored: Stored, upcoming: list[float]) -> dict[str, Any]:
+    from orchestrator.core.schedule import tick_text
+
     spec, standing = stored.spec, stored.standing
     return {
         "name": spec.name,
@@ -191,4 +195,6 @@ def _as_json(stored: Stored, upcoming: list[float]) -> dict[str, Any]:
 
 
 def _window(seconds: float) -> str:
+    from orchestrator.core.durations import show_duration
+
     return show_duration(seconds) if seconds else "0 (none)"

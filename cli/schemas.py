@@ -12,22 +12,19 @@ the rules are in orchestrator.runtime.compatibility.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import app_of, bounded_int, print_json, table
-from orchestrator.core.errors import InputError
-from orchestrator.entry.schema_registry import (
-    DEFAULT_DIR,
-    declarations,
-    path_of,
-    read_recorded,
-    record,
-)
-from orchestrator.runtime.compatibility import Schema, TypeReport, assess, fields
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.compatibility import Schema, TypeReport
 
 SCHEMAS_DIR_ENV = "ORCHESTRATOR_SCHEMAS_DIR"
+# orchestrator.entry.schema_registry.DEFAULT_DIR, named in the help without importing the
+# engine (tests/cli/test_lazy_imports.py checks that they agree)
+DEFAULT_DIR_SHOWN = "schemas"
 
 schemas = typer.Typer(
     help="Schemas of published events: list them, show one, check them against the "
@@ -42,8 +39,8 @@ def _folder_option() -> Any:
         "--dir",
         envvar=SCHEMAS_DIR_ENV,
         metavar="FOLDER",
-        help=f"The folder of recorded schemas (default: {DEFAULT_DIR}/ in the current folder; "
-        f"or {SCHEMAS_DIR_ENV}).",
+        help=f"The folder of recorded schemas (default: {DEFAULT_DIR_SHOWN}/ in the current "
+        f"folder; or {SCHEMAS_DIR_ENV}).",
     )
 
 
@@ -55,6 +52,9 @@ def list_schemas(
 ) -> None:
     """The published event types of the loaded workflows: who publishes them, the declared
     and recorded versions, and their status (recorded, new, new version, changed...)."""
+    from orchestrator.entry.schema_registry import DEFAULT_DIR, declarations, read_recorded
+    from orchestrator.runtime.compatibility import assess
+
     where = folder or DEFAULT_DIR
     reports = assess(declarations(app_of(ctx).registry), read_recorded(where))
     if as_json:
@@ -92,6 +92,10 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """One published type's schema: its fields with their types, and the JSON Schema."""
+    from orchestrator.core.errors import InputError
+    from orchestrator.entry.schema_registry import DEFAULT_DIR, declarations, path_of, read_recorded
+    from orchestrator.runtime.compatibility import assess, fields
+
     wanted = None if version is None else bounded_int(version, "--version", 1, 999_999_999)
     where = folder or DEFAULT_DIR
     recorded = read_recorded(where)
@@ -163,6 +167,9 @@ def check(
     """Check every published type against its recorded versions: a recorded version
     unchanged, a new version backward compatible with the last one. Exit 1 when anything
     is refused, each fault listed; `--write` then records nothing."""
+    from orchestrator.entry.schema_registry import DEFAULT_DIR, declarations, read_recorded, record
+    from orchestrator.runtime.compatibility import assess
+
     where = folder or DEFAULT_DIR
     recorded = read_recorded(where)
     reports = assess(declarations(app_of(ctx).registry), recorded)
@@ -254,6 +261,8 @@ def _choose(
     schema = report.schema(wanted) if report else None
     if schema is not None:
         return wanted, "declared", schema
+    from orchestrator.core.errors import InputError
+
     declared = _versions(report.declared_versions) if report else "-"
     raise InputError(
         f"{event_type} v{wanted} is neither declared nor recorded "

@@ -9,12 +9,14 @@ environment. Nothing here prints a secret but `new-secret`, whose whole point it
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import MAX_LIST, app_of, bounded_int, print_json, table, when
-from orchestrator.entry.subscriptions import Subscriptions, new_secret
+
+if TYPE_CHECKING:
+    from orchestrator.entry.subscriptions import Subscriptions
 
 subscriptions = typer.Typer(
     help="Webhook subscriptions: published events POSTed to your URLs, signed per the "
@@ -24,6 +26,8 @@ subscriptions = typer.Typer(
 
 
 def _client(ctx: typer.Context) -> Subscriptions:
+    from orchestrator.entry.subscriptions import Subscriptions
+
     app = app_of(ctx)
     return Subscriptions(app.redis, app.keys, environ=os.environ)
 
@@ -148,6 +152,8 @@ def redeliver(
 @subscriptions.command("new-secret")
 def make_secret() -> None:
     """Print a fresh signing secret (whsec_...) to put in the environment (not stored)."""
+    from orchestrator.entry.subscriptions import new_secret
+
     typer.echo(new_secret())
 
 

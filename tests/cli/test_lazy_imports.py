@@ -1,0 +1,120 @@
+"""Start-up (issue #18): help and completion build the Typer app and import nothing of the
+engine. A command module imports the engine inside its functions (cli/__init__.py); these
+tests fail when an import of the engine, a driver or a renderer comes back to the top of
+one. Each runs in a fresh interpreter, since this one has imported everything already."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What no help needs: the engine and the notification library, the Redis and RQ clients,
+# templates, tables, and the libraries the channels and webhooks use.
+ENGINE = (
+    "orchestrator",
+    "notifiers",
+    "workflows",
+    "redis",
+    "rq",
+    "jinja2",
+    "rich",
+    "cloudevents",
+    "standardwebhooks",
+    "email_validator",
+    "requests",
+    "cronsim",
+)
+
+# Run the console script's entry point as `orchestrator ARGS...`, then print the names of
+# the modules loaded, as JSON on the last line of standard error.
+LAUNCHER = """
+import json, sys
+from cli.main import run
+sys.argv[0] = "orchestrator"
+try:
+    run()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def loaded_by(*args: str, env: dict[str, str] | None = None) -> tuple[str, set[str]]:
+    """Standard output of `orchestrator ARGS...`, and the top-level packages it loaded."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ORCHESTRATOR_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *args],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    modules = json.loads(done.stderr.splitlines()[-1])
+    return done.stdout, {name.split(".")[0] for name in modules}
+
+
+def test_help_builds_the_app_and_imports_nothing_of_the_engine() -> None:
+    shown, loaded = loaded_by("--help")
+    assert "Usage:" in shown and "status" in shown
+    # pydantic too: nothing parses a value of an option before the help is shown
+    assert loaded.isdisjoint((*ENGINE, "pydantic")), sorted(loaded & {*ENGINE, "pydantic"})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "status",
+        "start",
+        "list",
+        "worker",
+        "schemas list",
+        "events tail",
+        "recipients add",
+        "notify send",
+        "schedules add",
+        "subscriptions add",
+        "dead-letters replay",
+        "redis start",
+    ],
+)
+def test_a_command_help_imports_nothing_of_the_engine(command: str) -> None:
+    # The root callback runs before a command's --help: it keeps the options, and the App
+    # is built only when a command asks for it. (Typer itself loads pydantic there, to
+    # parse the root's options.)
+    shown, loaded = loaded_by(*command.split(), "--help", env={"REDIS_URL": "redis://nowhere"})
+    assert "Usage:" in shown
+    assert loaded.isdisjoint(ENGINE), sorted(loaded & set(ENGINE))
+
+
+def test_completion_imports_nothing_of_the_engine() -> None:
+    completion = {
+        "_ORCHESTRATOR_COMPLETE": "complete_bash",
+        "COMP_WORDS": "orchestrator schedules sh",
+        "COMP_CWORD": "2",
+    }
+    shown, loaded = loaded_by(env=completion)
+    assert shown.split() == ["show"]
+    assert loaded.isdisjoint(ENGINE), sorted(loaded & set(ENGINE))
+
+
+def test_a_command_that_runs_builds_the_app_then() -> None:
+    # the other side: the App is there when a command needs it (no Redis: `graph`)
+    shown, loaded = loaded_by("graph", "order", env={"ORCHESTRATOR_WORKFLOWS": "workflows"})
+    assert "stateDiagram" in shown
+    assert "orchestrator" in loaded
+
+
+def test_the_schemas_help_names_the_engine_default_folder() -> None:
+    from cli.schemas import DEFAULT_DIR_SHOWN
+    from orchestrator.entry.schema_registry import DEFAULT_DIR
+
+    assert Path(DEFAULT_DIR_SHOWN) == DEFAULT_DIR
