@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from redis.client import Pipeline
 
 from orchestrator.core.definition import Definition
-from orchestrator.core.effects import PublishEvent
+from orchestrator.core.effects import Effect, PublishEvent
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.machine import Result
@@ -50,17 +50,16 @@ def complete(
     """The step's result with its published payloads shaped by their schemas (or
     SchemaViolation naming the field) and its lifecycle events added."""
     effects = result.effects
-    if definition.published and any(isinstance(e, PublishEvent) for e in effects):
-        schemas = registry.schemas(definition)
-        effects = tuple(
-            PublishEvent(e.type, schemas.shape_published(e.type, e.data), e.at, e.version)
-            if isinstance(e, PublishEvent)
-            else e
-            for e in effects
-        )
+    shaped: list[Effect] = []
+    schemas = registry.schemas(definition) if definition.published else None
+    for effect in effects:  # a plain loop: this runs for every event a publishing step applies
+        if schemas is not None and type(effect) is PublishEvent:
+            data = schemas.shape_published(effect.type, effect.data)
+            effect = PublishEvent(effect.type, data, effect.at, effect.version)
+        shaped.append(effect)
     if publishing.lifecycle:
-        effects = (*effects, *lifecycle(before, result.instance, event))
-    return result if effects is result.effects else replace(result, effects=effects)
+        shaped += lifecycle(before, result.instance, event)
+    return Result(result.instance, tuple(shaped), result.outcome, result.note, result.passed)
 
 
 def write(pipe: Pipeline, keys: Keys, publishing: Publishing, ready: dict[int, list[str]]) -> None:
