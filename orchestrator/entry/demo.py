@@ -228,6 +228,7 @@ class Subscriber:
             + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())),
             markup=False,
             highlight=False,
+            soft_wrap=True,  # one line, whatever the terminal's width: scripts read it
         )
         for event in self.received[:3]:
             console.print(
