@@ -88,6 +88,7 @@ class PublishEvent:
     data: dict[str, Any]
     at: float
     version: int = 0
+    encoded: str = ""  # the payload as its schema shaped it, JSON (the applier's runtime)
 
 
 Effect = (

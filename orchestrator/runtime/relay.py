@@ -233,9 +233,8 @@ def event_id_of(item: Published) -> str:
 
 
 def body_of(item: Published) -> bytes:
-    """The CloudEvent JSON as published: written compactly by orchestrator.runtime.publisher,
-    which this gives again byte for byte."""
-    return json.dumps(item.event, separators=(",", ":")).encode()
+    """The CloudEvent JSON as published, the bytes stored (orchestrator.runtime.publisher)."""
+    return item.raw or json.dumps(item.event, separators=(",", ":")).encode()
 
 
 # -- HTTP ---------------------------------------------------------------------

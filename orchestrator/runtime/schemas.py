@@ -45,10 +45,21 @@ class PayloadSchemas:
             return data
         return _fit(adapter, event_type, data)
 
-    def shape_published(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-        """A published event's payload as its schema has it: its fields only, JSON-ready;
-        SchemaViolation naming the field when it does not fit."""
-        return _fit(self._published[event_type], f"published event {event_type}", data)
+    def shape_published(self, event_type: str, data: dict[str, Any]) -> str:
+        """A published event's payload as its schema has it, its fields only, as JSON text
+        (pydantic writes it: no second encoding); SchemaViolation naming the field when
+        it does not fit."""
+        from pydantic import ValidationError
+
+        adapter = self._published[event_type]
+        try:
+            value = adapter.validate_python(data)
+        except ValidationError as exc:
+            raise SchemaViolation(
+                f"published event {event_type} data does not fit its schema: {_problems(exc)}"
+            ) from None
+        text: bytes = adapter.dump_json(value)
+        return text.decode()
 
     def published_json_schema(self, event_type: str) -> dict[str, Any]:
         """The JSON Schema of a published event type's payload (`orchestrator schemas`)."""
@@ -74,10 +85,14 @@ def _fit(adapter: Any, what: str, data: dict[str, Any]) -> dict[str, Any]:
     try:
         value = adapter.validate_python(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in error['loc']) or '(data)'!r}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise SchemaViolation(f"{what} data does not fit its schema: {problems}") from None
+        raise SchemaViolation(f"{what} data does not fit its schema: {_problems(exc)}") from None
     dumped = adapter.dump_python(value, mode="json")
     return dict(dumped) if isinstance(dumped, dict) else data
+
+
+def _problems(exc: Any) -> str:
+    """A pydantic ValidationError's faults, each naming its field."""
+    return "; ".join(
+        f"field {'.'.join(str(p) for p in error['loc']) or '(data)'!r}: {error['msg']}"
+        for error in exc.errors()
+    )

@@ -52,6 +52,7 @@ class Published:
     event: dict[str, Any]  # CloudEvents JSON
     index: int = 0
     last: bool = True
+    raw: bytes = b""  # the event's JSON as stored
 
     @property
     def id(self) -> str:
@@ -120,7 +121,7 @@ def parse(partition: int, entry_id: bytes | str, fields: dict[bytes, bytes]) -> 
         except ValueError:
             doc = {"type": "", "data": None, "unreadable": raw.decode("utf-8", "replace")}
         event = doc if isinstance(doc, dict) else {}
-        found.append(Published(partition, name, event, index, index == len(raws) - 1))
+        found.append(Published(partition, name, event, index, index == len(raws) - 1, raw))
     return found
 
 
