@@ -89,10 +89,10 @@ def groups(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """The consumer groups reading the published events, with what each has pending."""
-    from orchestrator.entry import subscriber
+    from orchestrator.store.published import PublishedStreams
 
     app = app_of(ctx)
-    found = subscriber.groups(app.redis, app.keys)
+    found = PublishedStreams(app.redis, app.keys).group_info()
     if as_json:
         print_json(found)
         return

@@ -16,7 +16,7 @@ the applier adds them to a step's effects when the deployment asks for them
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from orchestrator.core.effects import PublishEvent
@@ -37,13 +37,6 @@ FINISHED = {
 }
 NOTIFICATION = "orchestrator.notification."  # + sent | failed | delivered | undelivered
 NOTIFICATION_OUTCOMES = ("sent", "failed", "delivered", "undelivered")
-LIFECYCLE_TYPES = (
-    STARTED,
-    TRANSITIONED,
-    COMPENSATED,
-    *FINISHED.values(),
-    *(NOTIFICATION + outcome for outcome in NOTIFICATION_OUTCOMES),
-)
 TYPE = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)+")  # "order.shipped", dotted, lowercase
 
 
@@ -98,30 +91,6 @@ def _data(
             f"of the context, not {given!r}"
         )
     return tuple(given)
-
-
-class PayloadFailed(Exception):
-    """A published event's `data` function raised or returned no dict."""
-
-
-def payload(spec: PublishSpec, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The event's data before its schema shapes it (orchestrator.runtime.schemas)."""
-    given = spec.data
-    if given is None:
-        return dict(context)
-    if isinstance(given, tuple):
-        return {k: context[k] for k in given if k in context}
-    try:
-        data = given(dict(context))
-    except Exception as exc:
-        raise PayloadFailed(
-            f"data of published event {spec.type} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise PayloadFailed(
-            f"data of published event {spec.type} returned {type(data).__name__}, not a dict"
-        )
-    return data
 
 
 def lifecycle(before: Instance, after: Instance, event: Event) -> list[PublishEvent]:

@@ -12,6 +12,7 @@ the tries in flight that a compensation may have to undo.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,6 @@ from orchestrator.core.effects import (
 )
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Fan, Instance
-from orchestrator.core.publishing import PayloadFailed, payload
 from orchestrator.core.spec import (
     CANCELLED,
     ChildSpec,
@@ -161,11 +161,29 @@ class Moves:
         """The published events a state's entry or a row names, built from the context."""
         for kind in types:
             spec = self.d.published[kind]
-            try:
-                data = payload(spec, self.inst.context)
-            except PayloadFailed as exc:
-                raise GuardFailed(str(exc)) from exc
+            data = self._built(spec.data, self.inst.context, f"data of published event {kind}")
             self.effects.append(PublishEvent(kind, data, self.event.at, spec.version))
+
+    @staticmethod
+    def _built(
+        given: tuple[str, ...] | Callable[[dict[str, Any]], Any] | None,
+        context: Mapping[str, Any],
+        what: str,
+    ) -> dict[str, Any]:
+        """A dict built from the context as a child's `input` or a published event's
+        `data` says: the whole context (None), these keys, or the author's function,
+        whose failure stops the event as a guard's does."""
+        if given is None:
+            return dict(context)
+        if isinstance(given, tuple):
+            return {k: context[k] for k in given if k in context}
+        try:
+            data = given(dict(context))
+        except Exception as exc:
+            raise GuardFailed(f"{what} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise GuardFailed(f"{what} returned {type(data).__name__}, not a dict")
+        return data
 
     # -- branches: a parallel state's, a map's items ---------------------------
 
@@ -348,23 +366,7 @@ class Moves:
         self.inst = self.inst.evolve(children={**self.inst.children, step: child})
         state, branch = split_step(step)
         context = self._task_context(state, branch)
-        given = spec.input
-        if given is None:
-            data = dict(context)
-        elif isinstance(given, tuple):
-            data = {k: context[k] for k in given if k in context}
-        else:
-            try:
-                data = given(dict(context))
-            except Exception as exc:
-                raise GuardFailed(
-                    f"input of child {spec.workflow} of {step} raised {type(exc).__name__}: {exc}"
-                ) from exc
-            if not isinstance(data, dict):
-                raise GuardFailed(
-                    f"input of child {spec.workflow} of {step} returned "
-                    f"{type(data).__name__}, not a dict"
-                )
+        data = self._built(spec.input, context, f"input of child {spec.workflow} of {step}")
         return StartChild(spec.workflow, child, data, binding)
 
     def _close_children(self) -> None:

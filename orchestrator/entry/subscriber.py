@@ -95,25 +95,6 @@ def read(
             streams.wait(after, int(block * 1000))
 
 
-def groups(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Each consumer group over the published streams: its consumers, the stream entries
-    it has read and not acknowledged (pending) and those not read yet (lag), all
-    partitions (an entry holds the events of one commit of its partition)."""
-    found: dict[str, dict[str, Any]] = {}
-    for stream in keys.all_published():
-        try:
-            infos: Any = client.xinfo_groups(stream)
-        except redis.ResponseError:  # no stream yet
-            continue
-        for info in infos:
-            name = info["name"].decode()
-            row = found.setdefault(name, {"name": name, "consumers": 0, "pending": 0, "lag": 0})
-            row["consumers"] = max(row["consumers"], int(info["consumers"]))
-            row["pending"] += int(info["pending"])
-            row["lag"] += int(info.get("lag") or 0)
-    return [found[name] for name in sorted(found)]
-
-
 def subscribe(
     client: redis.Redis,
     keys: Keys,

@@ -187,13 +187,26 @@ class PublishedStreams:
                     raise
 
     def groups(self) -> list[str]:
-        names: set[str] = set()
+        """The names of the consumer groups reading the streams."""
+        return [row["name"] for row in self.group_info()]
+
+    def group_info(self) -> list[dict[str, Any]]:
+        """Each consumer group over the streams: its consumers, the entries it has read
+        and not acknowledged (pending) and those not read yet (lag), all partitions (an
+        entry holds the events of one commit of its partition)."""
+        found: dict[str, dict[str, Any]] = {}
         for stream in self.streams:
             try:
-                names |= {g["name"].decode() for g in self.redis.xinfo_groups(stream)}
+                infos: Any = self.redis.xinfo_groups(stream)
             except redis.ResponseError:  # no stream yet
                 continue
-        return sorted(names)
+            for info in infos:
+                name = info["name"].decode()
+                row = found.setdefault(name, {"name": name, "consumers": 0, "pending": 0, "lag": 0})
+                row["consumers"] = max(row["consumers"], int(info["consumers"]))
+                row["pending"] += int(info["pending"])
+                row["lag"] += int(info.get("lag") or 0)
+        return [found[name] for name in sorted(found)]
 
     def leave(self, group: str) -> None:
         for stream in self.streams:
