@@ -26,6 +26,9 @@ Values = dict[str, Any]  # system -> value
 PUBLISHING = "publishing:"  # the labels of issue #17's lines (bench.flows.run)
 PUBLISHING_SYSTEM = "orchestrator-publishing"  # their column: the engine, publishing
 PUBLISHING_RATIO = 0.90  # its throughput over the engine's, measured in the same run
+METRICS = "metrics:"  # the labels of issue #16's lines (bench.flows.run)
+METRICS_OFF_SYSTEM = "orchestrator-metrics-off"  # the engine with ORCHESTRATOR_METRICS=0
+METRICS_RATIO = 0.95  # the engine's throughput (metrics on) over that, same run
 CATCH_UP = 2.0  # s after the last workflow finished, its subscriber has consumed everything
 
 

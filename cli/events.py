@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cli.common import app_of, bounded_int, print_json, table
+from cli.run import log_format_option, log_level_option, start_logging
 
 if TYPE_CHECKING:
     from orchestrator.store.published import Published
@@ -45,16 +47,28 @@ def tail(
     as_json: bool = typer.Option(
         False, "--json", help="One CloudEvent (JSON) a line, as published."
     ),
+    log_level: str = log_level_option(
+        "WARNING",
+        "DEBUG, INFO (with --follow: when it starts following), WARNING or ERROR. "
+        "Logs go to stderr.",
+    ),
+    log_format: str = log_format_option(),
 ) -> None:
     """Print published events, oldest first: `time type subject data`, or JSON lines."""
     from orchestrator.entry import subscriber
 
+    start_logging(log_level, log_format)  # events go to stdout; logs to stderr
     app = app_of(ctx)
     count = bounded_int(limit, "--limit", 1, 10_000)
     stopping: list[int] = []
     if follow:
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     found: Any
+    if follow:
+        logging.getLogger("cli.events").info(
+            "following published events%s; Ctrl-C or SIGTERM to stop",
+            f" of types {', '.join(types)}" if types else "",
+        )
     if start is None and not follow:
         found = subscriber.latest(app.redis, app.keys, count, types)
     else:

@@ -13,7 +13,17 @@ import sys
 
 import typer
 
-from cli import definitions, events, instances, notifications, operations, schedules, schemas, serve
+from cli import (
+    definitions,
+    events,
+    instances,
+    notifications,
+    operations,
+    schedules,
+    schemas,
+    serve,
+    tokens,
+)
 from cli import run as running
 from cli.common import GlobalOptions
 from cli.subscriptions import subscriptions as webhook_subscriptions
@@ -60,6 +70,7 @@ app.add_typer(webhook_subscriptions, name="subscriptions")
 app.add_typer(schemas.schemas, name="schemas")
 app.add_typer(events.events, name="events")
 app.add_typer(running.server, name="redis")
+app.add_typer(tokens.tokens, name="tokens")
 # `server`, the former name of `redis` (too close to `serve`, the HTTP API): hidden, still works
 legacy_server = typer.Typer(help="The former name of `orchestrator redis`.")
 legacy_server.registered_commands = running.server.registered_commands

@@ -1,6 +1,13 @@
-"""Commands that run things: `worker`, `demo`, `redis` (`server`: its former, hidden name)."""
+"""Commands that run things: `worker`, `demo`, `redis` (`server`: its former, hidden name).
+
+Every long-running command takes `--log-level` and `--log-format` (`log_level_option`,
+`log_format_option`, `start_logging`: shared with `events tail`). `demo`, a few seconds
+long, runs its worker as a subprocess whose log it shows.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
@@ -8,6 +15,44 @@ from cli.common import app_of, bounded_int
 
 commands = typer.Typer()
 MAX_PROCESSES = 256  # of each kind, on one machine
+LOG_FORMAT_HELP = (
+    "text, or json: one JSON object a line (time, level, logger, message; instance_id, "
+    "workflow, state, task, attempt when about an instance or a task's try; trace_id and "
+    "span_id with tracing on; exception: a traceback)."
+)
+
+
+def log_level_option(default: str = "INFO", help: str = "") -> Any:
+    return typer.Option(
+        default,
+        "--log-level",
+        envvar="ORCHESTRATOR_LOG_LEVEL",
+        metavar="LEVEL",
+        help=help or "DEBUG, INFO, WARNING or ERROR. Logs go to stderr.",
+    )
+
+
+def log_format_option() -> Any:
+    return typer.Option(
+        "text",
+        "--log-format",
+        envvar="ORCHESTRATOR_LOG_FORMAT",
+        metavar="FORMAT",
+        help=LOG_FORMAT_HELP,
+    )
+
+
+def start_logging(level: str, fmt: str) -> None:
+    """Check the two options, naming the one that is wrong, then log as they say."""
+    from orchestrator.entry import logs
+
+    if level.upper() not in logs.LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(logs.LEVELS)}", param_hint="--log-level")
+    if fmt not in logs.FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(logs.FORMATS)}", param_hint="--log-format")
+    logs.configure(level, fmt)
+
+
 server = typer.Typer(
     help="Manage the embedded Redis server (used when no REDIS_URL is set): "
     "start, stop, status. Not `orchestrator serve`, which is the HTTP API."
@@ -48,11 +93,7 @@ def worker(
         envvar="ORCHESTRATOR_ACCEPT_RISK",
         help="Run on a Redis without append-only persistence or with an evicting policy.",
     ),
-    log_level: str = typer.Option(
-        "INFO",
-        "--log-level",
-        envvar="ORCHESTRATOR_LOG_LEVEL",
-        metavar="LEVEL",
+    log_level: str = log_level_option(
         help="DEBUG, INFO (start-up, notification retries), WARNING (failed tasks, with "
         "their traceback; restarted processes) or ERROR. Logs go to stderr.",
     ),
@@ -63,26 +104,14 @@ def worker(
         help="Start even though live workers on this namespace serve other workflows or "
         "versions (refused by default: they would dead-letter each other's events).",
     ),
-    log_format: str = typer.Option(
-        "text",
-        "--log-format",
-        envvar="ORCHESTRATOR_LOG_FORMAT",
-        metavar="FORMAT",
-        help="text, or json: one JSON object a line (time, level, logger, message; "
-        "instance_id, workflow, state, task, attempt when about a task's try).",
-    ),
+    log_format: str = log_format_option(),
 ) -> None:
     """Run the applier, the timers and RQ workers until stopped (Ctrl-C or SIGTERM: a busy
     worker finishes its job or, past about a second, leaves it to be tried again)."""
-    from orchestrator.entry import logs
     from orchestrator.entry.connection import check_durability
     from orchestrator.entry.worker import ISOLATIONS, Supervisor, run_burst
 
-    if log_level.upper() not in logs.LEVELS:
-        raise typer.BadParameter(f"use one of {', '.join(logs.LEVELS)}", param_hint="--log-level")
-    if log_format not in logs.FORMATS:
-        raise typer.BadParameter(f"use one of {', '.join(logs.FORMATS)}", param_hint="--log-format")
-    logs.configure(log_level, log_format)
+    start_logging(log_level, log_format)
 
     task_processes = bounded_int(processes, "--processes", 1, MAX_PROCESSES)
     notifier_processes = bounded_int(notifiers, "--notifiers", 0, MAX_PROCESSES)
@@ -95,6 +124,9 @@ def worker(
 
         roster.check(app.redis, app.keys, app.registry, app.settings.lease_ttl)
     if burst:
+        from orchestrator.entry import telemetry
+
+        telemetry.setup(app.settings, "burst")  # the supervisor's processes: each its own
         applied = run_burst(app)
         typer.echo(f"burst done: {applied} events applied")
         return

@@ -1,14 +1,14 @@
-"""`orchestrator serve`: Twilio's delivery receipts and signed events over HTTP."""
+"""`orchestrator serve`: the HTTP API, Twilio's delivery receipts and signed events."""
 
 from __future__ import annotations
 
-import logging
 import signal
 from types import FrameType
 
 import typer
 
 from cli.common import app_of
+from cli.run import log_format_option, log_level_option, start_logging
 
 commands = typer.Typer()
 
@@ -33,18 +33,28 @@ def serve(
         max=3600,
         help="Seconds a request may take to arrive whole, headers and body; then 408.",
     ),
+    log_level: str = log_level_option(),
+    log_format: str = log_format_option(),
 ) -> None:
-    """Serve POST /twilio/status, POST /events and GET /health until stopped (Ctrl-C or SIGTERM).
+    """Serve the HTTP API and the webhook endpoints until stopped (Ctrl-C or SIGTERM).
 
-    Uses ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN(_FILE) and
+    /api: the JSON API (start, emit, list, status, history, notifications, cancel, retry,
+    replay, dead letters, recipients, workflows and their graphs, an overview); its
+    OpenAPI document at /api/openapi.json. Every /api call needs an API token,
+    `Authorization: Bearer TOKEN`, made with `orchestrator tokens create NAME --scope
+    read|operate|admin` (shown once, stored hashed; `tokens list`, `tokens revoke ID`):
+    read looks; operate also starts, emits, cancels, retries and replays dead letters.
+
+    POST /twilio/status (Twilio's receipts, signed) and POST /events (signed events from
+    other systems) use ORCHESTRATOR_PUBLIC_URL, TWILIO_AUTH_TOKEN(_FILE) and
     ORCHESTRATOR_EVENTS_SECRET(_FILE), read at start-up; an endpoint whose secret is unset
-    answers 503.
+    answers 503. GET /health answers {"ok": true}.
+
     Bodies over 256 KiB are refused 413 unread; the listen backlog is 1024.
     """
     from orchestrator.entry.http.server import make_server
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_logging(log_level, log_format)
     server = make_server(
         app_of(ctx),
         host,
@@ -55,6 +65,7 @@ def serve(
     config = server.config
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"serving on http://{bound_host!s}:{bound_port}; Ctrl-C to stop")
+    typer.echo("  /api: needs a token (orchestrator tokens create NAME --scope read)")
     if config.twilio_token is None:
         typer.echo("  /twilio/status off (set TWILIO_AUTH_TOKEN and ORCHESTRATOR_PUBLIC_URL)")
     if config.events_secret is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 PEERS = ("celery", "dramatiq")
-ALL = ("orchestrator", "orchestrator-job", "rq", *PEERS)
+ALL = ("orchestrator", "orchestrator-job", "orchestrator-metrics-off", "rq", *PEERS)
 QUICK_SYSTEMS = ("orchestrator", "rq")
 
 
@@ -21,8 +21,9 @@ def measure_flows(quick: bool) -> dict[str, Any]:
     """{"rows": [...], "details": {...}}; quick: smaller sizes, the engine and RQ only.
 
     Systems: orchestrator (default worker: jobs run in the worker process),
-    orchestrator-job (`--isolation job`: a fork per RQ job), rq, celery, dramatiq (the
-    last two when importable).
+    orchestrator-job (`--isolation job`: a fork per RQ job), orchestrator-metrics-off
+    (ORCHESTRATOR_METRICS=0, throughput only: what metrics cost, issue #16), rq, celery,
+    dramatiq (the last two when importable).
     """
     from bench.flows.run import FULL, QUICK, run_flows
 

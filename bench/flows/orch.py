@@ -12,6 +12,11 @@ workflow), and one subscriber process (subscriber.py: a consumer group reading e
 published event) started before the load; after the throughput run it says how far
 behind the subscriber was when the last workflow finished, and how long it took to
 catch up (`subscriber_report`).
+
+"orchestrator-metrics-off" (issue #16) is the default worker with ORCHESTRATOR_METRICS=0:
+the engine's throughput over it, same run, is what counting for `/metrics` costs. After
+each throughput run the engine's `/metrics` collector is scraped and its counts (workflows
+completed, events applied) compared with the bench's own (`metrics_report`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from bench.flows import flow3, flow3_published
@@ -32,12 +39,16 @@ from bench.flows.steps import DONE
 from bench.flows.subscriber import GROUP, Board
 from bench.flows.trips import DriverCount
 from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.http.metrics import registry_of
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.dispatch import TASK_QUEUE
+from orchestrator.runtime.metrics import FLUSH_EVERY
 from orchestrator.store.keys import INBOX_GROUP
 
 MODULE = "bench.flows.flow3"
 TASK_PROCESSES = 2
+EVENTS_PER_WORKFLOW = 4  # applied: its start and its three tasks' answers
+METRICS_WAIT = FLUSH_EVERY + 5.0  # s the scrape waits for every process's last write
 
 
 class OrchestratorSystem(System):
@@ -46,6 +57,8 @@ class OrchestratorSystem(System):
     module = MODULE  # the workflows the driver and the workers load (bench.fan: its own)
     workflow = flow3.NAME  # the one the driver starts
     worker_env: ClassVar[dict[str, str]] = {}  # added to the worker's environment
+    counts_metrics = True  # ORCHESTRATOR_METRICS is on (the default)
+    scraped_after_run = True  # its /metrics checked after the throughput run (metrics_report)
 
     def __init__(self, url: str, folder: Path) -> None:
         super().__init__(url, folder)
@@ -123,6 +136,64 @@ class OrchestratorSystem(System):
         super().close()
         self.app.redis.close()
 
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """What `/metrics` would answer now (its collector, on the driver's counted
+        connection, so that its requests stay out of the engine's counts)."""
+        text = generate_latest(registry_of(self.redis, self.keys)).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def metrics_report(self, finished: int) -> dict[str, Any]:
+        """Scraped once the throughput run settled: the workflows completed and the events
+        applied that every process counted (summed by the collector), against what the
+        bench counted; waited for up to METRICS_WAIT s (each process writes every
+        FLUSH_EVERY s). With metrics off, nothing may have been written."""
+        expected = {"completed": finished, "events_applied": EVENTS_PER_WORKFLOW * finished}
+        completed = ("orchestrator_instances_finished_total", (("status", "completed"),))
+        began = time.monotonic()
+        while True:
+            found = self.scrape()
+            processes = int(found.get(("orchestrator_metrics_processes", ()), 0))
+            scraped = {
+                "completed": int(
+                    found.get((completed[0], (*completed[1], ("workflow", self.workflow))), 0)
+                ),
+                "events_applied": int(
+                    found.get(
+                        ("orchestrator_events_applied_total", (("workflow", self.workflow),)), 0
+                    )
+                ),
+            }
+            agree = scraped == expected if self.counts_metrics else processes == 0
+            waited = time.monotonic() - began
+            if agree or waited > METRICS_WAIT:
+                break
+            time.sleep(0.25)
+        return {
+            "metrics_on": self.counts_metrics,
+            "scraped": scraped,
+            "counted": expected,
+            "processes": processes,
+            "agree": agree,
+            "waited_seconds": round(waited, 3),
+        }
+
+
+class OrchestratorMetricsOff(OrchestratorSystem):
+    """The default worker with ORCHESTRATOR_METRICS=0: no process counts or writes
+    metrics. The engine's throughput over this one, same run, is what counting costs."""
+
+    name = "orchestrator-metrics-off"
+    counts_metrics = False
+    worker_env: ClassVar[dict[str, str]] = {"ORCHESTRATOR_METRICS": "0"}
+
+    def __init__(self, url: str, folder: Path) -> None:
+        super().__init__(url, folder)
+        self.workers_note += "; ORCHESTRATOR_METRICS=0"
+
 
 class OrchestratorForking(OrchestratorSystem):
     """A work-horse forked for each RQ job, as RQ's default Worker runs jobs."""
@@ -156,6 +227,7 @@ class OrchestratorPublishingUnread(OrchestratorSystem):
     subscriber's: bench.flows.run measures it for throughput only)."""
 
     name = "orchestrator-publishing-unread"
+    scraped_after_run = False  # checked on the engine's own run
     module = "bench.flows.flow3_published"
     workflow = flow3_published.NAME
     worker_env: ClassVar[dict[str, str]] = {"ORCHESTRATOR_PUBLISH_LIFECYCLE": "1"}

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import platform
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from bench.flows import driver
 from bench.flows.base import STRANDED_KEY, System
 from bench.flows.driver import Sizes, WorkersDied, latency, throughput, warm_up
 from bench.flows.trips import check_method
-from bench.targets import PUBLISHING, PUBLISHING_SYSTEM
+from bench.targets import METRICS, METRICS_OFF_SYSTEM, METRICS_RATIO, PUBLISHING, PUBLISHING_SYSTEM
 from support.redis_server import private_redis
 
 # name -> (module, class, packages it needs)
@@ -33,6 +34,7 @@ SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "orchestrator": ("bench.flows.orch", "OrchestratorSystem", ()),
     "orchestrator-job": ("bench.flows.orch", "OrchestratorForking", ()),
     PUBLISHING_SYSTEM: ("bench.flows.orch", "OrchestratorPublishing", ()),
+    METRICS_OFF_SYSTEM: ("bench.flows.orch", "OrchestratorMetricsOff", ()),
     "rq": ("bench.flows.rq_chain", "RqSystem", ()),
     "celery": ("bench.flows.celery_app", "CelerySystem", ("celery",)),
     "dramatiq": ("bench.flows.dramatiq_app", "DramatiqSystem", ("dramatiq",)),
@@ -43,6 +45,8 @@ PUBLISHING_RATIO = PUBLISHING + " throughput with / without it, W={}"
 PUBLISHING_UNREAD = PUBLISHING + " with lifecycle events too, no subscriber, W={}"
 PUBLISHING_LAG = PUBLISHING + " subscriber's lag at the last finish, events / s to catch up"
 PUBLISHING_EVENTS = PUBLISHING + " events per workflow, published / consumed"
+METRICS_OVERHEAD = METRICS + " throughput with / without it (ORCHESTRATOR_METRICS=0), W={}"
+METRICS_COUNTS = METRICS + " /metrics workflows completed / events applied, W={}"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Preset(Sizes):
     measured for throughput only."""
 
     alongside: tuple[tuple[str, str], ...] = (("orchestrator", PUBLISHING_SYSTEM),)
-    throughput_only: tuple[str, ...] = ()
+    throughput_only: tuple[str, ...] = (METRICS_OFF_SYSTEM,)
     without_subscriber: bool = True  # the publishing variant's throughput once more, unread
 
 
@@ -62,7 +66,7 @@ QUICK = Preset(
     rates=((50, 2.0), (500, 0.5)),
     drain=5.0,
     drain_preloaded=20.0,
-    throughput_only=(PUBLISHING_SYSTEM,),
+    throughput_only=(PUBLISHING_SYSTEM, METRICS_OFF_SYSTEM),
     without_subscriber=False,
 )
 
@@ -72,6 +76,13 @@ class Subscribed(Protocol):
     """A system with a subscriber to report on after its throughput run."""
 
     def subscriber_report(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A system whose `/metrics` is scraped after its throughput run (bench.flows.orch)."""
+
+    def metrics_report(self, finished: int) -> dict[str, Any]: ...
 
 
 def with_alongside(systems: Sequence[str], sizes: Sizes) -> list[str]:
@@ -132,6 +143,13 @@ def run_system(name: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
         found["throughput"] = _settled(system, throughput(system, sizes))
         if isinstance(system, Subscribed):
             found["subscriber"] = system.subscriber_report()
+        if isinstance(system, Counting) and getattr(system, "scraped_after_run", False):
+            found["metrics"] = system.metrics_report(found["throughput"]["finished"])
+            if not found["metrics"]["agree"]:
+                print(
+                    f"{name}: /metrics DISAGREES with the bench: {found['metrics']}",
+                    file=sys.stderr,
+                )
     unread: type[System] | None = getattr(factory, "without_subscriber", None)
     if unread is not None and getattr(sizes, "without_subscriber", False):
         with fresh(unread, folder / "throughput-unread") as (system, _):
@@ -233,7 +251,49 @@ def run_flows(systems: list[str], sizes: Sizes, logs: Path | None = None) -> dic
             found["seconds"] = round(time.perf_counter() - began, 1)
             details["systems"][name] = found
             rows += rows_of(name, found, sizes)
-    return {"rows": rows + publishing_rows(details["systems"], sizes), "details": details}
+    rows += publishing_rows(details["systems"], sizes) + metrics_rows(details["systems"], sizes)
+    return {"rows": rows, "details": details}
+
+
+def metrics_rows(systems: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
+    """Issue #16's figures: the engine's throughput over its own with ORCHESTRATOR_METRICS=0,
+    same run; and `/metrics` scraped after the engine's throughput run, against what the
+    bench counted (a disagreement is a failed line, and a line on stderr)."""
+    rows: list[dict[str, Any]] = []
+    on = systems.get("orchestrator", {}).get("throughput", {}).get("per_second")
+    off = systems.get(METRICS_OFF_SYSTEM, {}).get("throughput", {}).get("per_second")
+    if on and off:
+        rows.append(
+            {
+                "workload": METRICS_OVERHEAD.format(sizes.preloaded),
+                "system": "orchestrator",
+                "value": round(on / off, 3),
+                "target": f">= {METRICS_RATIO:.2f}",
+                "met": on / off >= METRICS_RATIO,
+                "note": f"{on:,.0f} / {off:,.0f} workflows/s, metrics on / off",
+            }
+        )
+    for name, found in systems.items():
+        report = found.get("metrics") if isinstance(found, dict) else None
+        if not report or not report["metrics_on"]:
+            continue
+        scraped, counted = report["scraped"], report["counted"]
+        rows.append(
+            {
+                "workload": METRICS_COUNTS.format(sizes.preloaded),
+                "system": name,
+                "value": [scraped["completed"], scraped["events_applied"]],
+                "target": "= the bench's counts",
+                "met": report["agree"],
+                "note": (
+                    f"scraped {scraped['completed']:,} completed / {scraped['events_applied']:,} "
+                    f"applied from {report['processes']} processes; the bench counted "
+                    f"{counted['completed']:,} / {counted['events_applied']:,}"
+                    + ("" if report["agree"] else " - DISAGREE")
+                ),
+            }
+        )
+    return rows
 
 
 def publishing_rows(systems: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:

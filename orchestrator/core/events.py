@@ -8,6 +8,11 @@ An event is read back from Redis, where anyone with write access may have put
 anything: `from_json` checks every field's type and raises `Unreadable` (a
 ValueError) saying which is wrong, so the applier can set the entry aside
 instead of failing on it further down.
+
+`trace` is the W3C traceparent of the span that caused the event, when tracing is on
+(orchestrator.runtime.tracing): plain text here, written only when set, so an event
+stored with tracing off has the very bytes it had before; one that is not a string is
+read as none (a trace is a hint, never a reason to refuse an event).
 """
 
 from __future__ import annotations
@@ -60,18 +65,19 @@ class Event:
     instance_id: str
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+    trace: str | None = None  # the traceparent of the span that caused it (tracing on)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "type": self.type,
-                "instance": self.instance_id,
-                "at": self.at,
-                "data": self.data,
-            },
-            separators=(",", ":"),
-        )
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "instance": self.instance_id,
+            "at": self.at,
+            "data": self.data,
+        }
+        if self.trace is not None:
+            doc["trace"] = self.trace
+        return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
@@ -112,7 +118,15 @@ class Event:
             data = {}
         elif not isinstance(data, dict):
             raise Unreadable(f"'data' must be an object, not {_kind(data)}")
-        return cls(id=doc["id"], type=doc["type"], instance_id=doc["instance"], at=when, data=data)
+        trace = doc.get("trace")
+        return cls(
+            id=doc["id"],
+            type=doc["type"],
+            instance_id=doc["instance"],
+            at=when,
+            data=data,
+            trace=trace if isinstance(trace, str) else None,
+        )
 
     @property
     def entered_seq(self) -> int | None:

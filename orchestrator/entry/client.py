@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,10 +40,11 @@ from orchestrator.entry import connection, subscriber
 from orchestrator.entry.schedules import ScheduleClient
 from orchestrator.entry.settings import Settings
 from orchestrator.entry.subscriptions import Subscriptions
+from orchestrator.runtime import tracing
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
-from orchestrator.store.instances import Store
+from orchestrator.store.instances import Page, Store
 from orchestrator.store.keys import Keys
 from orchestrator.store.published import Published
 from orchestrator.store.schedules import Schedules
@@ -57,6 +59,7 @@ class Emitted:
     note: str = ""
 
 
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 REPLAY_READS = 5  # reads of an instance and its history, at most, to see them agree
 
 
@@ -88,6 +91,15 @@ class Orchestrator:
     def start(
         self, workflow: str, data: dict[str, Any] | None = None, *, instance_id: str | None = None
     ) -> str:
+        if tracing.enabled:  # a span around it, whose context its start event carries
+            with tracing.entering("start") as span:
+                started = self._start(workflow, data, instance_id)
+                span.update_name(f"start {workflow}")  # a known name: bounded
+                span.set_attributes({tracing.WORKFLOW: workflow, tracing.INSTANCE: started})
+                return started
+        return self._start(workflow, data, instance_id)
+
+    def _start(self, workflow: str, data: dict[str, Any] | None, instance_id: str | None) -> str:
         definition = self.registry.get(workflow)
         data = dict(data or {})
         check_data(data, "the input")
@@ -114,6 +126,25 @@ class Orchestrator:
         event_id: str | None = None,
     ) -> Emitted:
         """Append an event for an instance (by id or business key), or start one."""
+        if tracing.enabled:  # a span around it, whose context the events it makes carry
+            with tracing.entering("emit") as span:
+                emitted = self._emit(event_type, data, instance_id, key, task, event_id)
+                span.update_name(f"emit {event_type}")  # a known type: bounded
+                span.set_attributes(
+                    {tracing.EVENT: event_type, tracing.INSTANCE: emitted.instance_id}
+                )
+                return emitted
+        return self._emit(event_type, data, instance_id, key, task, event_id)
+
+    def _emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None,
+        instance_id: str | None,
+        key: tuple[str, str] | None,
+        task: str | None,
+        event_id: str | None,
+    ) -> Emitted:
         self.registry.check_event_type(event_type)
         data = dict(data or {})
         check_data(data, f"the data of {event_type}")
@@ -212,6 +243,110 @@ class Orchestrator:
         if status is not None and status not in STATUSES:
             raise InputError(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
         return self.store.list(workflow=workflow, state=state, status=status, limit=limit)
+
+    def page(
+        self,
+        *,
+        workflow: str | None = None,
+        state: str | None = None,
+        status: str | None = None,
+        key: tuple[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of instances, newest first, read from the indexes (orchestrator.store.
+        instances.Store.page); `key` (NAME=VALUE): the live instances answering to it."""
+        if workflow:
+            self.registry.get(workflow)
+        if status is not None and status not in STATUSES:
+            raise InputError(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
+        if key is not None:
+            return self._page_by_key(workflow, state, status, key, limit)
+        state_workflows = None
+        if state and not workflow:  # the workflows that have such a state: their state sets
+            state_workflows = sorted(
+                {d.name for d in self.registry.definitions() if state in d.states}
+            )
+        return self.store.page(
+            workflow=workflow,
+            state=state,
+            status=status,
+            state_workflows=state_workflows,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def _page_by_key(
+        self,
+        workflow: str | None,
+        state: str | None,
+        status: str | None,
+        key: tuple[str, str],
+        limit: int,
+    ) -> Page:
+        name, value = key
+        names = [workflow] if workflow else self.registry.names()
+        found = [
+            instance
+            for each in names
+            if (instance_id := self.store.correlated(each, name, value))
+            and (instance := self.store.find(instance_id)) is not None
+            and (status is None or instance.status == status)
+            and (state is None or instance.state == state)
+        ]
+        found.sort(key=lambda i: i.created_at, reverse=True)
+        return Page(found[:limit], None, len(names))
+
+    def notifications(self, instance_id: str) -> builtins.list[dict[str, Any]]:
+        """An instance's notifications, oldest first, each with its delivery status
+        (addresses masked); an unknown instance is an error, not an empty list."""
+        from orchestrator.entry.notifications import notification_view
+        from orchestrator.runtime.notify.ledger import Ledger
+
+        self.store.get(instance_id)
+        return [
+            notification_view(r) for r in Ledger(self.redis, self.keys).of_instance(instance_id)
+        ]
+
+    def timers(self, instance: Instance) -> builtins.list[dict[str, Any]]:
+        """The instance's armed timers: id, when due, the event each becomes."""
+        if not instance.timers:
+            return []
+        partition = self.keys.partition_of(instance.id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zmscore(self.keys.timers(partition), list(instance.timers))
+        pipe.hmget(self.keys.timer_events(partition), list(instance.timers))
+        due, events = pipe.execute()
+        shown = []
+        for timer_id, at, raw in zip(instance.timers, due, events, strict=True):
+            event_type = None
+            if raw is not None:
+                try:
+                    event_type = json.loads(raw).get("type")
+                except (ValueError, AttributeError):
+                    event_type = None
+            shown.append({"id": timer_id, "due": at, "event": event_type})
+        return shown
+
+    def dead_letter_page(
+        self, limit: int = 100, after: str | None = None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """Dead letters oldest first, after the letter id `after`; and the id to go on
+        after (None: no more)."""
+        if after is not None and not _STREAM_ID.fullmatch(after):
+            raise InputError(
+                f"cursor must be a dead letter id such as 1700000000000-0, not {after[:40]!r}"
+            )
+        if after is None:
+            letters = self.dead_letters.read(limit + 1)
+        else:  # the letters after it: read from it on, it included, then dropped
+            letters = [
+                letter
+                for letter in self.dead_letters.read(limit + 2, start=after)
+                if letter["id"] != after
+            ][: limit + 1]
+        more = len(letters) > limit
+        return letters[:limit], letters[limit - 1]["id"] if more else None
 
     # -- published events ---------------------------------------------------------
 

@@ -1,10 +1,15 @@
-"""The worker's logging: a level and a format (text, or one JSON object a line), set once at
-start-up by `orchestrator worker --log-level/--log-format`, on the standard logging module.
+"""The logging of long-running commands: a level and a format (text, or one JSON object a
+line), set once at start-up by `--log-level/--log-format` (`orchestrator worker`, `serve`,
+`demo`, `events tail --follow`), on the standard logging module.
 
 The worker's processes are forked from the supervisor after this ran: they inherit it. A
 record about a task's try (the task wrapper's failure, or a line the task logs itself while
-it runs) carries the try's instance id, workflow, state, task and attempt; the JSON format
-prints them, the text format has them in the message.
+it runs) carries the try's instance id, workflow, state, task and attempt; one of the
+applier's about an instance carries its instance id, workflow and state. The JSON format
+prints them, the text format has them in the message. A failed task's traceback (the
+record's `traceback`, bounded by the task wrapper) or a logged exception's is the JSON
+line's `exception`. With tracing on (orchestrator.runtime.tracing), a line logged inside
+a span carries its `trace_id` and `span_id`, to find the trace of a line.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from orchestrator.runtime import tracing
 from orchestrator.runtime.taskinfo import task_info
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -36,9 +42,25 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update(_try_fields(record))
-        if record.exc_info:
+        if tracing.enabled:
+            line.update(_trace_fields())
+        given = getattr(record, "traceback", None)
+        if isinstance(given, str):  # the message ends with it, for the text format
+            line["message"] = line["message"].removesuffix("\n" + given.rstrip("\n"))
+            line["exception"] = given
+        elif record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def _trace_fields() -> dict[str, str]:
+    """The current span's trace and span ids, as hex (as trace viewers show them)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
 def _try_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -16,6 +16,11 @@ ORCHESTRATOR_JOB_KEY       a secret of 16+ characters: every RQ job is sealed wi
                            workers refuse a job without the seal (default: unset, no seal)
 ORCHESTRATOR_JOB_KEY_FILE  the same, read from a file (a Docker or Kubernetes secret)
 ORCHESTRATOR_CRASH_AT      test only: named points where a process kills itself with SIGKILL
+ORCHESTRATOR_TRACING       off (default), otlp (OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT or
+                           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; the `otlp` extra) or console
+OTEL_SERVICE_NAME          the service name traces carry (default: orchestrator)
+ORCHESTRATOR_METRICS       1 (default): every worker process counts for `/metrics` and writes
+                           its counts to Redis every few seconds; 0: nothing counted or written
 
 `channels`: the variables the notification channels and the pipeline read
 (SMTP_*, TWILIO_*, VAPID_*, PUSH_*, WEBHOOK_* such as WEBHOOK_ALLOW_PRIVATE,
@@ -87,6 +92,9 @@ class Settings:
     events_max_len: int = 100_000  # published stream entries kept per partition (about)
     events_retention: float = 7 * 86400.0  # ...and for how long
     crash_at: frozenset[str] = frozenset()
+    metrics: bool = True  # processes count for /metrics (orchestrator.runtime.metrics)
+    tracing: str = "off"  # off, otlp or console (orchestrator.entry.telemetry)
+    service_name: str = "orchestrator"  # OTEL_SERVICE_NAME
     job_key: bytes | None = field(default=None, repr=False)  # a secret: never shown
     # the channels' variables, secrets resolved (channel_settings); never shown
     channels: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
@@ -115,6 +123,9 @@ class Settings:
                 env.get("ORCHESTRATOR_EVENTS_RETENTION", "7d"), "ORCHESTRATOR_EVENTS_RETENTION"
             ),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
+            tracing=_choice(env, "ORCHESTRATOR_TRACING", TRACING_MODES),
+            service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "orchestrator",
+            metrics=_flag(env, "ORCHESTRATOR_METRICS", default=True),
             job_key=job_key(env),
             channels=channel_settings(env),
             http=http_settings(env),
@@ -128,13 +139,25 @@ class Settings:
 MIN_JOB_KEY = 16
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if not value:
+        return default
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
     raise ConfigurationError(f"{name} must be 1 or 0 (true or false), not {value!r}")
+
+
+TRACING_MODES = ("off", "otlp", "console")  # the first is the default
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

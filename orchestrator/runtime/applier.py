@@ -43,9 +43,12 @@ from collections.abc import Callable
 
 import redis
 
+from orchestrator.core.definition import Definition
 from orchestrator.core.errors import SchemaViolation, UnknownWorkflow
-from orchestrator.core.machine import GuardFailed, already_applied, transition
-from orchestrator.runtime import publisher, roster
+from orchestrator.core.events import Event
+from orchestrator.core.instance import Instance
+from orchestrator.core.machine import GuardFailed, Result, already_applied, transition
+from orchestrator.runtime import metrics, publisher, roster, tracing
 from orchestrator.runtime.batch_reader import BatchReader, Entry, Loaded, Parsed
 from orchestrator.runtime.batch_writer import BatchWriter, Work
 from orchestrator.runtime.dispatch import Dispatcher
@@ -231,6 +234,9 @@ class Applier:
                     self.leases.forget(partition)
                 return 0
         crash_point("after_commit", self.crash_at)
+        counts = metrics.current()  # one look a batch; None with ORCHESTRATOR_METRICS=0
+        if counts is not None:
+            counts.batch_committed(work.values(), len(dead))
         return len(entries)
 
     def _apply_all(
@@ -240,6 +246,8 @@ class Applier:
     ) -> tuple[dict[str, Work], list[dict[str, str]]]:
         work: dict[str, Work] = {}
         dead: list[dict[str, str]] = []
+        # tracing: one look a batch; off, no span and no context is made (runtime.tracing)
+        traces = self.dispatcher.traces = {} if tracing.enabled else None
         for entry, event, raw in events:
             entry_id = entry[1]
             if event is None:  # `raw` says why
@@ -262,22 +270,60 @@ class Applier:
             try:
                 definition = self.registry.get(item.after.workflow, item.after.version)
                 self.registry.check_payload(definition, event.type, event.data)
-                result = transition(definition, item.after, event)
-                if definition.published or self.publishing.lifecycle:
-                    result = publisher.complete(
-                        self.registry, definition, item.after, event, result, self.publishing
-                    )
+                if traces is None:
+                    result = self._decide(definition, item.after, event)
+                else:
+                    result = self._traced(definition, item.after, event, traces)
             except (UnknownWorkflow, GuardFailed, SchemaViolation) as exc:
                 dead.append(self._dead(entry, str(exc)))
                 continue
             except Exception as exc:  # a bug must not wedge the partition
                 log.exception(
-                    "applying %s to %s (entry %s)", event.type, event.instance_id, entry_id
+                    "applying %s to %s (entry %s)",
+                    event.type,
+                    event.instance_id,
+                    entry_id,
+                    extra={
+                        "instance_id": event.instance_id,
+                        "workflow": item.after.workflow,
+                        "state": item.after.state,
+                    },
                 )
                 dead.append(self._dead(entry, f"internal error: {type(exc).__name__}: {exc}"))
                 continue
             item.record(event, raw, result)
         return work, dead
+
+    def _decide(self, definition: Definition, instance: Instance, event: Event) -> Result:
+        """The transition an event makes, with the events it publishes."""
+        result = transition(definition, instance, event)
+        if definition.published or self.publishing.lifecycle:
+            result = publisher.complete(
+                self.registry, definition, instance, event, result, self.publishing
+            )
+        return result
+
+    def _traced(
+        self,
+        definition: Definition,
+        instance: Instance,
+        event: Event,
+        traces: dict[tuple[str, int], str | None],
+    ) -> Result:
+        """`_decide` in a span `apply <event type>`, child of the event's trace; what its
+        effects send on (jobs, child starts, signals) carries the span's context
+        (Dispatcher.traces, by instance and sequence number)."""
+        attributes = {
+            tracing.INSTANCE: instance.id,
+            tracing.WORKFLOW: instance.workflow,
+            tracing.STATE: instance.state,
+            tracing.EVENT: event.type,
+        }
+        with tracing.span(f"apply {event.type}", event.trace, attributes, "CONSUMER") as span:
+            result = self._decide(definition, instance, event)
+            span.set_attribute(tracing.OUTCOME, result.outcome)
+        traces[(instance.id, result.instance.seq)] = tracing.traceparent_of(span)
+        return result
 
     def _dead(self, entry: Entry, reason: str) -> dict[str, str]:
         """The dead letter of an inbox entry: its `e` field's bytes as they are (the whole

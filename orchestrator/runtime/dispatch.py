@@ -84,14 +84,16 @@ def job_id(instance_id: str, seq: int, index: int) -> str:
     return f"{instance_id}-{seq}-{index}"
 
 
-def timer_event(instance_id: str, timer: StartTimer) -> Event:
-    """The event a timer becomes when due; its id makes a double firing harmless."""
+def timer_event(instance_id: str, timer: StartTimer, trace: str | None = None) -> Event:
+    """The event a timer becomes when due; its id makes a double firing harmless. `trace`:
+    the context of the apply that set it (tracing on), so a retry stays in its trace."""
     return Event(
         id=f"timer-{timer.id}",
         type=timer.event_type,
         instance_id=instance_id,
         at=timer.due,
         data=timer.data,
+        trace=trace,
     )
 
 
@@ -124,6 +126,9 @@ class Dispatcher:
         self.watchdog = Watchdog(client, keys)
         self._workers: dict[str, tuple[float, int]] = {}
         self.linger = 0.0  # seconds the applier waits before its next batch (a backlog)
+        # tracing on: the applier's batch's spans, by instance and sequence number, whose
+        # context what their effects send on carries (orchestrator.runtime.tracing); off: None
+        self.traces: dict[tuple[str, int], str | None] | None = None
 
     def add(
         self,
@@ -139,6 +144,7 @@ class Dispatcher:
         and version that declares its work, so a worker can check it was declared."""
         instance_id = instance.id
         partition = self.keys.partition_of(instance_id)
+        trace = self.traces.get((instance_id, seq)) if self.traces else None
         match effect:
             case RunTask():
                 job = job_id(instance_id, seq, index)
@@ -155,6 +161,7 @@ class Dispatcher:
                     context=effect.context,
                     job=job,
                     timeout=effect.timeout,
+                    trace=trace,
                 )
                 ready.tasks.append((job, task))
             case SendNotification():
@@ -171,28 +178,31 @@ class Dispatcher:
                     templates=effect.templates,
                     urgent=effect.urgent,
                     context=effect.context,
+                    trace=trace,
                 )
                 ready.notifications.append((key, note))
             case StartTimer():
-                event = timer_event(instance_id, effect)
+                event = timer_event(instance_id, effect, trace)
                 pipe.hset(self.keys.timer_events(partition), effect.id, event.to_json())
                 pipe.zadd(self.keys.timers(partition), {effect.id: effect.due})
             case CancelTimers():
                 pipe.zrem(self.keys.timers(partition), *effect.ids)
                 pipe.hdel(self.keys.timer_events(partition), *effect.ids)
             case StartChild():
-                self._start_child(pipe, instance_id, effect, job_id(instance_id, seq, index))
+                self._start_child(pipe, instance_id, effect, job_id(instance_id, seq, index), trace)
             case SignalChild() | AnswerParent():
                 to = effect.child_id if isinstance(effect, SignalChild) else effect.parent_id
                 event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
-                event = Event(event_id, effect.event_type, to, time.time(), effect.data)
+                event = Event(event_id, effect.event_type, to, time.time(), effect.data, trace)
                 self.inbox.queue_append(pipe, event)
             case PublishEvent():
                 event_id = job_id(instance_id, seq, index)  # the same if the commit is redone
                 doc = publisher.encode(self.keys, instance, event_id, effect)
                 ready.published.setdefault(partition, []).append(doc)
 
-    def _start_child(self, pipe: Pipeline, parent: str, effect: StartChild, key: str) -> None:
+    def _start_child(
+        self, pipe: Pipeline, parent: str, effect: StartChild, key: str, trace: str | None
+    ) -> None:
         """Create the child and append its start event, in the parent's commit; a workflow
         not loaded here (checked at start-up: orchestrator.runtime.registry) fails the
         parent's step instead."""
@@ -208,10 +218,12 @@ class Dispatcher:
                 "retryable": False,
                 "message": f"child {effect.workflow} not started: {exc}",
             }
-            self.inbox.queue_append(pipe, Event(key, ev.TASK_FAILED, parent, time.time(), data))
+            self.inbox.queue_append(
+                pipe, Event(key, ev.TASK_FAILED, parent, time.time(), data, trace)
+            )
             return
         self.inbox.queue_create(
-            pipe, definition, effect.child_id, effect.input, None, parent, effect.parent
+            pipe, definition, effect.child_id, effect.input, None, parent, effect.parent, trace
         )
 
     def enqueue_ready(self, pipe: Pipeline, ready: Ready) -> None:

@@ -9,6 +9,9 @@ HMAC over the job's id and its serialized data, written by the dispatcher into t
 job's meta (as Celery signs its messages). Write access to the queues alone then
 cannot order a task.
 
+A payload may carry `trace`, the W3C traceparent of the span that made the job (only
+with tracing on: orchestrator.runtime.tracing); a malformed one is ignored there.
+
 The entry points (ENTRY_POINTS, the one table the dispatcher and the guard read) and
 their shapes:
   run_task            TaskPayload
@@ -70,6 +73,7 @@ class TaskPayload(TypedDict):
     namespace: str
     partitions: int
     partition: int
+    trace: NotRequired[str]  # the traceparent of the apply span that made it (tracing on)
 
 
 @with_config(ConfigDict(extra="forbid", strict=True))
@@ -94,6 +98,7 @@ class NotificationPayload(TypedDict):
     partition: int
     attempt: NotRequired[int]
     lost: NotRequired[int]  # runs lost in a row so far (orchestrator.runtime.watchdog)
+    trace: NotRequired[str]  # the traceparent of the apply span that made it (tracing on)
 
 
 class PackedTasks(TypedDict):
@@ -145,8 +150,10 @@ def task_payload(
     context: dict[str, Any],
     job: str,
     timeout: float,
+    trace: str | None = None,
 ) -> TaskPayload:
-    return TaskPayload(
+    """A task's payload; `trace`, when tracing is on, the context it runs in."""
+    payload = TaskPayload(
         instance=instance,
         workflow=workflow,
         version=version,
@@ -162,6 +169,9 @@ def task_payload(
         partitions=keys.partitions,
         partition=keys.partition_of(instance),
     )
+    if trace is not None:
+        payload["trace"] = trace
+    return payload
 
 
 def notification_payload(
@@ -177,10 +187,12 @@ def notification_payload(
     templates: str | None,
     urgent: bool,
     context: dict[str, Any],
+    trace: str | None = None,
 ) -> NotificationPayload:
     """A notification of an instance, or, with `instance` None, a send without one
-    (its key `cli-...`), whose partition is its key's."""
-    return NotificationPayload(
+    (its key `cli-...`), whose partition is its key's; `trace`, when tracing is on,
+    the context it is sent in."""
+    payload = NotificationPayload(
         instance=instance,
         workflow=workflow,
         version=version,
@@ -196,6 +208,9 @@ def notification_payload(
         partitions=keys.partitions,
         partition=keys.partition_of(key if instance is None else instance),
     )
+    if trace is not None:
+        payload["trace"] = trace
+    return payload
 
 
 def watch_record(payload: TaskPayload | NotificationPayload, carrier: str) -> WatchRecord:

@@ -22,6 +22,7 @@ import redis
 
 from orchestrator.core.errors import InputError, UnknownWorkflow
 from orchestrator.core.schedule import ScheduleSpec, plan, tick_id, tick_text
+from orchestrator.runtime import metrics
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import dead_letter
 from orchestrator.store.inbox import Inbox
@@ -137,6 +138,8 @@ class Scheduler:
             counts.hincrby(state_key, "started", created)
             counts.hincrby(state_key, "skipped", skipped)
             counts.execute()
+            if (found := metrics.current()) is not None:
+                found.schedule_ticks(spec.workflow, created, skipped)
         return created
 
     def _set_aside(self, name: str, raw: bytes | str, reason: str) -> None:
@@ -147,4 +150,6 @@ class Scheduler:
         pipe.hdel(self.keys.schedules, name)
         pipe.zrem(self.keys.schedules_due, name)
         pipe.execute()
+        if (counts := metrics.current()) is not None:
+            counts.dead_letters("schedules")
         log.warning("schedule %s could not be read (%s); moved to the dead letters", name, reason)

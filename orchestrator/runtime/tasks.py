@@ -28,6 +28,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.failures import failure_data
 from orchestrator.core.limits import MAX_RESULT_BYTES, check_data
+from orchestrator.runtime import metrics, tracing
 from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, Heartbeat
 from orchestrator.runtime.payloads import PackedTasks, TaskPayload, alive_of, inbox_of
 from orchestrator.runtime.taskinfo import TaskInfo, idempotency_key, running
@@ -55,8 +56,10 @@ def run_task(payload: TaskPayload) -> None:
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     with Heartbeat(job.connection, [alive_of(payload, payload["job"])]) as heartbeat:
-        answer = _run_one(payload, nullcontext())
+        run = _traced if tracing.enabled else _run_one  # one look a job (runtime.tracing)
+        answer = run(payload, nullcontext())
         _send(job.connection, [(payload, answer)], heartbeat)
+    metrics.job_done()  # a forked work-horse's counts, before it ends with the job
 
 
 def run_tasks(payload: PackedTasks) -> None:
@@ -75,17 +78,42 @@ def run_tasks(payload: PackedTasks) -> None:
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     items = payload["items"]
+    run = _traced if tracing.enabled else _run_one  # one look a job (runtime.tracing)
     with (
         Heartbeat(job.connection, [alive_of(item, item["job"]) for item in items]) as heartbeat,
         _Answers(job.connection, heartbeat) as answers,
     ):
         for item in items:
             deadline = UnixSignalDeathPenalty(item["timeout"], JobTimeoutException)  # type: ignore[no-untyped-call]
-            answers.add(item, _run_one(item, deadline))
+            answers.add(item, run(item, deadline))
+    metrics.job_done()  # a forked work-horse's counts, before it ends with the job
 
 
-def _run_one(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Event:
-    """Run one task; its answer: completed with the result, or failed with the error."""
+def _traced(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Event:
+    """`_run_one` in a span `task <name>`, child of the job's trace; its answer carries
+    the span's context, so the apply of the answer is its child."""
+    attributes = {
+        tracing.INSTANCE: payload["instance"],
+        tracing.WORKFLOW: payload["workflow"],
+        tracing.STATE: payload["state"],
+        tracing.TASK: payload["task"],
+        tracing.KIND: payload["kind"],
+        tracing.ATTEMPT: payload["attempt"],
+    }
+    short = payload["task"].rpartition(":")[2].rpartition(".")[2]  # module:attr -> attr
+    name = f"{payload['kind']} {short}"
+    with tracing.span(name, payload.get("trace"), attributes, "CONSUMER") as span:
+        answer = _run_one(payload, deadline, tracing.traceparent_of(span))
+        if answer.type in ev.FAILURES:
+            tracing.failed(span, str(answer.data.get("error_type")), answer.data["message"])
+    return answer
+
+
+def _run_one(
+    payload: TaskPayload, deadline: AbstractContextManager[Any], trace: str | None = None
+) -> Event:
+    """Run one task; its answer: completed with the result, or failed with the error
+    (carrying `trace`, the task span's context, when tracing is on)."""
     kind = payload["kind"]
     done, failed = (
         (ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
@@ -99,12 +127,14 @@ def _run_one(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Eve
         "entered_seq": payload["entered_seq"],
         "job": payload["job"],
     }
+    counts = metrics.current()  # None with ORCHESTRATOR_METRICS=0
+    began = time.perf_counter() if counts is not None else 0.0
     try:
         with deadline, running(_info(payload)):
             result = load_task(payload["task"])(dict(payload["context"]))
         check_data(result, "the task's result", MAX_RESULT_BYTES)  # fail the task, not the engine
     except Exception as exc:  # every failure of user code becomes an event (a timeout too)
-        trace = bounded_traceback(exc)
+        trace_text = bounded_traceback(exc)
         log.warning(
             "%s %s of %s (%s) in state %s, try %d, failed: %s: %s\n%s",
             "compensation" if kind == "compensation" else "task",
@@ -115,12 +145,18 @@ def _run_one(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Eve
             payload["attempt"],
             type(exc).__name__,
             exc,
-            trace.rstrip("\n"),
-            extra=log_fields(payload),
+            trace_text.rstrip("\n"),
+            extra={**log_fields(payload), "traceback": trace_text},
         )
-        error = {**failure_data(exc), "message": str(exc), "traceback": trace}
-        return _event(payload, failed, {**answer, **error})
-    return _event(payload, done, {**answer, "result": result})
+        error = {**failure_data(exc), "message": str(exc), "traceback": trace_text}
+        if counts is not None:
+            counts.task_finished(
+                payload["task"], kind, time.perf_counter() - began, type(exc).__name__
+            )
+        return _event(payload, failed, {**answer, **error}, trace)
+    if counts is not None:
+        counts.task_finished(payload["task"], kind, time.perf_counter() - began)
+    return _event(payload, done, {**answer, "result": result}, trace)
 
 
 def bounded_traceback(exc: BaseException) -> str:
@@ -179,13 +215,14 @@ def _info(payload: TaskPayload) -> TaskInfo:
     )
 
 
-def _event(payload: TaskPayload, event_type: str, data: dict[str, Any]) -> Event:
+def _event(payload: TaskPayload, event_type: str, data: dict[str, Any], trace: str | None) -> Event:
     return Event(
         id=f"{payload['job']}-{event_type}",
         type=event_type,
         instance_id=payload["instance"],
         at=time.time(),
         data=data,
+        trace=trace,
     )
 
 

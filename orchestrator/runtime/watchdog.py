@@ -39,6 +39,7 @@ from rq.serializers import JSONSerializer
 
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event, Unreadable
+from orchestrator.runtime import metrics
 from orchestrator.runtime.heartbeat import HEARTBEAT_TTL
 from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.notify.ledger import Ledger, record_key
@@ -161,6 +162,8 @@ class Watchdog(Outstanding):
         letter = dead_letter("watchdog", key, entry, raw, f"unreadable record of {key}: {reason}")
         pipe.xadd(self.keys.deadletters, letter)  # type: ignore[arg-type]
         pipe.execute()
+        if (counts := metrics.current()) is not None:
+            counts.dead_letters("watchdog")
 
     def _carrier_states(self, carriers: list[str]) -> dict[str, tuple[Any, Any, bool]]:
         """Status, start time and "in RQ's intermediate list" of each RQ job, read once
@@ -209,6 +212,8 @@ class Watchdog(Outstanding):
         self._forget(pipe, partition, job, carrier)
         pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
         pipe.execute()
+        if (counts := metrics.current()) is not None:
+            counts.tasks_lost("compensation" if kind == ev.COMPENSATION_FAILED else "task")
         return 1
 
     def _report_carried(self, carrier: str, reason: str, now: float) -> int:
@@ -292,6 +297,10 @@ class Watchdog(Outstanding):
             record = record_key(str(payload["key"]), payload.get("to"))
             Ledger(self.redis, self.keys).advance(record, "failed", pipe, reason=reason)
         pipe.execute()
+        if (counts := metrics.current()) is not None:
+            counts.tasks_lost("notification")
+            if losses >= MAX_LOST_RUNS:
+                counts.dead_letters("notification")
         return 1
 
 

@@ -70,8 +70,9 @@ class DeadLetters:
         self.redis = client
         self.keys = keys
 
-    def read(self, limit: int = 100) -> list[dict[str, Any]]:
-        entries: Any = self.redis.xrange(self.keys.deadletters, count=limit)
+    def read(self, limit: int = 100, start: str = "-") -> list[dict[str, Any]]:
+        """Up to `limit` letters, oldest first, from the letter id `start` on (included)."""
+        entries: Any = self.redis.xrange(self.keys.deadletters, min=start, count=limit)
         letters = []
         for entry_id, fields in entries:
             raw = {decode_text(k): decode_text(v) for k, v in fields.items()}

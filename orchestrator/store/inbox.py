@@ -5,6 +5,11 @@ Python client, the task wrapper and the timers. The door never changes an
 instance: it only creates the pending shell of a new one, in the same atomic
 script that appends its start event, so an instance id is never handed out
 without the event that will start it.
+
+An event the door makes carries the trace context of the code that sent it, when there
+is one: `TRACE`, a context variable the entry points set while tracing is on
+(orchestrator.runtime.tracing.entering). Unset, as always with tracing off, the event
+has no trace field and its bytes are what they were.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import sys
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import redis
@@ -64,6 +70,9 @@ end
 return {'created', ARGV[1]}
 """
 
+TRACE: ContextVar[str | None] = ContextVar("orchestrator_trace", default=None)
+"""The W3C traceparent the door stamps on the events it makes in this context."""
+
 ID_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 MAX_ID = 100
 
@@ -100,7 +109,7 @@ class Inbox:
         instance already answers to the business key. Raises InstanceExists.
         """
         keys, args = self._create_call(
-            definition, instance_id, data, correlation, trigger, event_id
+            definition, instance_id, data, correlation, trigger, event_id, trace=TRACE.get()
         )
         outcome, other = self._create(keys=keys, args=args)
         outcome, other = outcome.decode(), other.decode()
@@ -117,12 +126,14 @@ class Inbox:
         correlation: tuple[str, str] | None,
         trigger: str,
         parent: dict[str, Any] | None = None,
+        trace: str | None = None,
     ) -> None:
         """`create` queued in a transaction; its reply, [outcome, id] as bytes, comes with
         the others' (an existing id is "exists", not an error: for idempotent starts).
-        `parent`: the step of the parent instance a child answers."""
+        `parent`: the step of the parent instance a child answers; `trace`: the
+        traceparent its start event carries."""
         keys, args = self._create_call(
-            definition, instance_id, data, correlation, trigger, None, parent
+            definition, instance_id, data, correlation, trigger, None, parent, trace
         )
         self._create(keys=keys, args=args, client=pipe)
 
@@ -135,6 +146,7 @@ class Inbox:
         trigger: str | None,
         event_id: str | None,
         parent: dict[str, Any] | None = None,
+        trace: str | None = None,
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
         correlation_text = f"{correlation[0]}={correlation[1]}" if correlation else None
@@ -156,6 +168,7 @@ class Inbox:
                 **({"trigger": trigger} if trigger else {}),
                 **({"parent": parent} if parent else {}),
             },
+            trace=trace,
         )
         workflow = definition.name
         correlation_key = self.keys.correlation(workflow, *correlation) if correlation else ""
@@ -193,6 +206,7 @@ class Inbox:
             instance_id=instance_id,
             at=time.time(),
             data=data,
+            trace=TRACE.get(),
         )
 
 

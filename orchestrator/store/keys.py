@@ -47,6 +47,12 @@ everything that one partition's applier commits in one MULTI stays in one slot:
   N:schedules:due                 zset   schedule names by when their next round is due
   N:appliers                      zset   live applier ids by last heartbeat
   N:applier-workflows             hash   applier id -> the workflows it serves (runtime.roster)
+  N:metrics                       zset   processes writing metrics (HOST:PID, HOST:PID:jobs)
+                                         by last write; expires a day after it (store.metrics)
+  N:metrics:PROCESS               hash   one process's metric samples -> values (store.metrics),
+                                         expiring a day after its last write
+  N:tokens                        hash   API token id -> its record (JSON: name, scope, SHA-256
+                                         of the token, created, last_used; store.tokens)
 
 Retention (orchestrator.store.retention): everything written for one instance expires
 with it: instance, archive, applied, and its notifications (index, records, and
@@ -54,7 +60,7 @@ their provider-message keys); a notification with no instance (`notify send`)
 lives for the retention. What stays is deployment-wide: meta, inboxes, leases,
 timers, outstanding, the idx:* and expired sets (trimmed by the janitor),
 notify-later, rate, recipients, deadletters, schedules, waiting, appliers, the published
-streams (trimmed by length and age) and subscriptions.
+streams (trimmed by length and age), subscriptions and tokens.
 
 RQ keeps its own keys (rq:*); give each deployment its own Redis database.
 """
@@ -211,3 +217,14 @@ class Keys:
     @property
     def applier_workflows(self) -> str:
         return f"{self.namespace}:applier-workflows"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.namespace}:metrics"
+
+    def metrics_of(self, process: str) -> str:
+        return f"{self.namespace}:metrics:{process}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.namespace}:tokens"

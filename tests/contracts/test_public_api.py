@@ -86,6 +86,10 @@ CLI_COMMANDS = [
     "subscriptions remove",
     "templates",
     "templates check",
+    "tokens",
+    "tokens create",
+    "tokens list",
+    "tokens revoke",
     "worker",
     "workflows",
 ]

@@ -1,5 +1,8 @@
 """The ASGI app (Starlette): the routes, bounded body reading, JSON answers, the access log.
 
+The HTTP API (FastAPI, orchestrator.entry.http.api) is mounted at /api, with its own
+token check, body limit (the same MAX_BODY) and error shape.
+
 Every answer is JSON, with `Cache-Control: no-store`. A body over MAX_BODY is
 refused 413 on its Content-Length before a byte of it is read, and counted as
 it streams in; a chunked body is refused 411. The endpoints' work runs on
@@ -21,11 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.entry.http.api import build_api
 from orchestrator.entry.http.body import Refused
+from orchestrator.entry.http.console import console_routes
 from orchestrator.entry.http.door import Door
+from orchestrator.entry.http.metrics import metrics_route
+from orchestrator.entry.http.tracing import TracingMiddleware
 
 log = logging.getLogger("orchestrator.entry.http")
 
@@ -101,14 +108,16 @@ def build_asgi(door: Door) -> Starlette:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         return _json(status, {"error": HTTPStatus(status).phrase.lower()})
 
-    app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/twilio/status", twilio_status, methods=["POST"]),
-            Route("/events", events, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: http_error},
-    )
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/twilio/status", twilio_status, methods=["POST"]),
+        Route("/events", events, methods=["POST"]),
+        Mount("/api", app=build_api(door, MAX_BODY)),  # its own auth, limits and errors
+    ]
+    routes.append(metrics_route(door.app))  # Prometheus scrapes it; counts, no ids
+    routes += console_routes()  # "/" and its assets: last, after every other route
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.add_middleware(TracingMiddleware)  # a request's traceparent: off unless tracing is on
     app.add_middleware(_AccessLog)
     return app
 

@@ -25,8 +25,11 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
+
+from fastapi import Depends
+from starlette.requests import Request
 
 from notifiers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from orchestrator.core.errors import OrchestratorError
@@ -169,3 +172,12 @@ class _Form(dict[str, list[str]]):
 
     def last(self, name: str) -> str:
         return self.get(name, [""])[-1]
+
+
+def door_of(request: Request) -> Door:
+    """The door of the API a request came to (a dependency of every API route)."""
+    door: Door = request.app.state.door
+    return door
+
+
+TheDoor = Annotated[Door, Depends(door_of)]  # an API route's parameter: the door

@@ -52,6 +52,7 @@ from rq import get_current_job
 
 from notifiers import templates
 from orchestrator.core.events import Event
+from orchestrator.runtime import metrics, tracing
 from orchestrator.runtime.context import WorkerContext
 from orchestrator.runtime.heartbeat import Beating
 from orchestrator.runtime.notify.delivery import Render
@@ -130,7 +131,10 @@ def _send(
     """Deliver, then commit the answer; a handed-over send's error is logged here, since
     no job waits for it (its safety net runs it again)."""
     try:
-        _deliver(connection, send, parts, render, claim)
+        if tracing.enabled:  # one look a send (orchestrator.runtime.tracing)
+            _traced(connection, send, parts, render, claim)
+        else:
+            _deliver(connection, send, parts, render, claim)
     except BaseException:
         with HANDING:
             send.committing, handed = True, send.handed is not None
@@ -141,12 +145,30 @@ def _send(
         log.exception("notification %s failed after its job handed it over", send.job_id)
 
 
+def _traced(
+    connection: redis.Redis, send: Send, parts: Parts, render: Render, claim: Claim | None
+) -> None:
+    """`_deliver` in a span `notify <channel>`, child of the job's trace; the answer
+    (notification.sent/failed) carries the span's context."""
+    payload = send.payload
+    attributes = {
+        tracing.INSTANCE: payload["instance"],
+        tracing.WORKFLOW: payload.get("workflow"),
+        tracing.CHANNEL: payload["channel"],
+        tracing.ATTEMPT: payload.get("attempt", 1),
+    }
+    name = f"notify {payload['channel']}"
+    with tracing.span(name, payload.get("trace"), attributes, "PRODUCER") as span:
+        _deliver(connection, send, parts, render, claim, tracing.traceparent_of(span))
+
+
 def _deliver(
     connection: redis.Redis,
     send: Send,
     parts: Parts,
     render: Render,
     claim: Claim | None,
+    trace: str | None = None,
 ) -> None:
     payload, job_id = send.payload, send.job_id
     deliverer, later, outstanding = parts.of(payload, render)
@@ -165,6 +187,7 @@ def _deliver(
             instance_id=instance,
             at=time.time(),
             data=outcome.data,
+            trace=trace,
         )
         pipe.xadd(inbox_of(payload), {"e": event.to_json()})
     with HANDING:  # from here its job cannot hand it over, nor can it be half handed over
@@ -177,6 +200,9 @@ def _deliver(
     parts.commits.commit(pipe)
     if net is not None:
         process_of(connection).finished()
+    counts = metrics.current()  # None with ORCHESTRATOR_METRICS=0
+    if counts is not None:
+        counts.notification(payload["channel"], outcome.status)
 
 
 def pool() -> ThreadPoolExecutor:

@@ -48,6 +48,7 @@ from notifiers.errors import (
 from notifiers.registry import Notifiers
 from notifiers.templates import Rendered, render
 from orchestrator.core import events as ev
+from orchestrator.runtime import metrics
 from orchestrator.runtime.notify.ledger import Ask, Claim, Ledger, record_key
 from orchestrator.runtime.notify.ratelimit import RateLimits
 from orchestrator.runtime.notify.recipients import Recipient, Recipients
@@ -228,6 +229,8 @@ class Deliverer:
                 data={"instance": payload.get("instance")},
                 push_subscription=subscription,
             )
+            counts = metrics.current()  # None with ORCHESTRATOR_METRICS=0
+            began = time.perf_counter()
             try:
                 with self.notifiers.sending(channel):
                     deliveries.append(notifier.send(message))
@@ -240,6 +243,9 @@ class Deliverer:
                 else:
                     refused[address] = str(exc)
                 continue
+            finally:  # the provider's time, whatever it answered
+                if counts is not None:
+                    counts.provider_latency(channel, time.perf_counter() - began)
             done.add(address)
             if len(targets) > 1:  # a later target may fail: the next try skips this one
                 self.ledger.note(key, done_targets=sorted(done))

@@ -9,7 +9,7 @@ import logging
 
 from rq import get_current_job
 
-from orchestrator.runtime import context
+from orchestrator.runtime import context, metrics
 from orchestrator.runtime.heartbeat import Heartbeat
 from orchestrator.runtime.payloads import NotificationPayload, PackedNotifications, alive_of
 
@@ -26,6 +26,7 @@ def send_notification(payload: NotificationPayload) -> None:
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     with Heartbeat(job.connection, [alive_of(payload, job.id)]) as heartbeat:
         send_and_answer(job.connection, payload, job.id, heartbeat, process)
+    metrics.job_done()  # a forked work-horse's counts, before it ends with the job
 
 
 def send_notifications(payload: PackedNotifications) -> None:
@@ -41,6 +42,7 @@ def send_notifications(payload: PackedNotifications) -> None:
     alive = [alive_of(item, item["key"]) for item in items]
     with Heartbeat(job.connection, alive) as heartbeat:
         failures = send_batch(job.connection, items, heartbeat, process)
+    metrics.job_done()  # a forked work-horse's counts, before it ends with the job
     for item, error in failures:
         log.error("notification %s failed in job %s: %r", item["key"], job.id, error)
     if failures:

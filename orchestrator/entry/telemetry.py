@@ -1,0 +1,130 @@
+"""A process's tracing set-up, from its settings: the tracer provider, its exporter, and
+the flush before the process ends.
+
+Why here, at each process's start-up: every process exports its own spans, tagged with
+its own pid and role, so one trace shows which process did what. The applier, each
+worker process, `orchestrator serve` and a CLI command call `setup` once they start; the
+supervisor itself makes no spans. With ORCHESTRATOR_TRACING off (the default) `setup`
+does nothing at all, and opentelemetry is not imported.
+
+  otlp     spans batched to an OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, or
+           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, as the exporter reads them itself); the
+           exporter is the optional `otlp` extra, loaded only here
+  console  spans printed to standard output as JSON, for a look at them by hand
+
+A process that ends must flush what is still batched (`shutdown`, or `flush`): the
+workers' mains do so as they return, and RQ's forked work-horses (job isolation), which
+leave with os._exit, flush after each job (orchestrator.entry.worker.JobWorker).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from orchestrator.core.errors import ConfigurationError
+from orchestrator.entry.settings import Settings
+from orchestrator.runtime import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+FLUSH_MS = 5000  # what a flush waits for the exporter, at most
+ROLE = "orchestrator.process.role"
+
+_provider: tuple[int, TracerProvider] | None = None  # this process's (pid: a fork makes anew)
+
+
+def setup(settings: Settings, role: str) -> bool:
+    """Trace in this process as `role` (applier, tasks, notifications, serve, cli) when
+    the settings say so; returns whether tracing is on. Done once a process: again in
+    the same process, it only says whether it is on."""
+    global _provider
+    if settings.tracing == "off":
+        return False
+    if _provider is not None and _provider[0] == os.getpid():
+        return True
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create(
+        {
+            "service.name": settings.service_name,
+            "process.pid": os.getpid(),
+            "host.name": socket.gethostname(),
+            ROLE: role,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter(settings.tracing)))
+    _provider = (os.getpid(), provider)
+    if not _provider_set():  # a task's own spans (the OpenTelemetry API) nest in ours
+        trace.set_tracer_provider(provider)
+    tracing.enable(provider)
+    atexit.register(shutdown)  # a plain process; forked ones call shutdown themselves
+    return True
+
+
+@contextmanager
+def command(settings: Settings, name: str, parent: str | None = None) -> Iterator[None]:
+    """A CLI command in a span `orchestrator <name>` (child of `parent`, a traceparent
+    handed to the command, e.g. from a TRACEPARENT variable; else a new trace), its spans
+    exported before it returns. With tracing off, nothing at all."""
+    if not setup(settings, "cli"):
+        yield
+        return
+    try:
+        with tracing.span(f"orchestrator {name}", parent, kind="CLIENT"):
+            yield
+    finally:
+        shutdown()
+
+
+def exporter(mode: str) -> SpanExporter:
+    """The exporter of a tracing mode; the OTLP one is loaded lazily, with the fix in the
+    message when it is not installed."""
+    if mode == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if mode != "otlp":
+        raise ConfigurationError(f"ORCHESTRATOR_TRACING must be off, otlp or console, not {mode!r}")
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise ConfigurationError(
+            "ORCHESTRATOR_TRACING=otlp needs the OTLP exporter: pip install 'orchestrator[otlp]' "
+            "(opentelemetry-exporter-otlp-proto-http)"
+        ) from None
+    return OTLPSpanExporter()  # endpoint, headers, timeout: the standard OTEL_* variables
+
+
+def _provider_set() -> bool:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+def flush() -> None:
+    """Export what this process has batched now: a work-horse, before it leaves, flushes
+    the provider it was forked with (the SDK's batch processor starts anew in a fork)."""
+    if _provider is not None:
+        _provider[1].force_flush(FLUSH_MS)
+
+
+def shutdown() -> None:
+    """Flush and stop this process's exporter; tracing is off here from then on."""
+    global _provider
+    if _provider is None or _provider[0] != os.getpid():
+        return
+    provider, _provider = _provider[1], None
+    tracing.disable()
+    provider.shutdown()
