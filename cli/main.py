@@ -28,6 +28,7 @@ from cli import run as running
 from cli.common import GlobalOptions
 from cli.subscriptions import subscriptions as webhook_subscriptions
 
+LONG_RUNNING = frozenset({"worker", "serve", "events", "demo"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 app = typer.Typer(
@@ -57,6 +58,17 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     ctx.obj = GlobalOptions(redis_url=redis_url, workflows=workflows)  # the App: on first use
+    if os.environ.get("ORCHESTRATOR_TRACING", "off") != "off" and (
+        ctx.invoked_subcommand not in LONG_RUNNING
+    ):
+        # one span for the command, child of a TRACEPARENT handed to it; what it starts or
+        # emits carries the trace on (the long-running ones trace each piece of work instead)
+        from orchestrator.entry import telemetry
+
+        name = ctx.invoked_subcommand or ""
+        ctx.with_resource(
+            telemetry.command(ctx.obj.app.settings, name, os.environ.get("TRACEPARENT"))
+        )
 
 
 for module in (definitions, instances, operations, running, serve, notifications):

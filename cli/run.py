@@ -126,8 +126,16 @@ def worker(
     if burst:
         from orchestrator.entry import telemetry
 
+        from orchestrator.entry.worker import start_metrics
+        from orchestrator.runtime import metrics
+
         telemetry.setup(app.settings, "burst")  # the supervisor's processes: each its own
-        applied = run_burst(app)
+        start_metrics(app)
+        try:
+            applied = run_burst(app)
+        finally:
+            metrics.uninstall()  # its counts written once more, for /metrics
+            telemetry.shutdown()
         typer.echo(f"burst done: {applied} events applied")
         return
     typer.echo(

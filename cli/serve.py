@@ -54,9 +54,13 @@ def serve(
     """
     from orchestrator.entry.http.server import make_server
 
+    from orchestrator.entry import telemetry
+
     start_logging(log_level, log_format)
+    app = app_of(ctx)
+    telemetry.setup(app.settings, "serve")  # with ORCHESTRATOR_TRACING: spans per request
     server = make_server(
-        app_of(ctx),
+        app,
         host,
         port,
         max_connections=max_connections,
@@ -82,3 +86,4 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
+        telemetry.shutdown()

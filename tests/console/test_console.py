@@ -122,7 +122,6 @@ def test_instances_filter_and_pages(
     # When the filters are cleared: 28 instances on two pages of 25
     page.driver.find_element(By.LINK_TEXT, "Clear").click()
     page.wait().until(lambda d: len(page.rows()) == 25)
-    shoot(page, "instances", tmp_path)
     shown = set(page.rows())
     assert page.find("#page-previous").get_attribute("disabled") is not None
     page.find("#page-next").click()
@@ -156,10 +155,10 @@ def test_an_instance_followed_live_while_the_worker_runs_it(
     seen: list[str] = []
 
     def finished(driver: object) -> bool:
-        state = page.find("#instance-state").text
+        (state,), (status,) = page.texts("#instance-state"), page.texts("#instance-status")
         if not seen or seen[-1] != state:
             seen.append(state)
-        return page.find("#instance-status").text == "completed"
+        return bool(status == "completed")
 
     page.wait(30).until(finished)
     page.text_is("#instance-state", "shipped")
@@ -400,4 +399,8 @@ def test_workflows_and_overview(
     assert page.find("#failure-rate .tile-value").text.endswith("%")
     assert page.all("#lag tbody tr") and page.all("#queues tbody tr")
     shoot(page, "overview", tmp_path)
+    # And the instances page lists the three, newest first
+    page.go("#/instances")
+    page.wait().until(lambda d: page.rows() == [waiting, declined, done])
+    shoot(page, "instances", tmp_path)
     assert page.console_errors() == []

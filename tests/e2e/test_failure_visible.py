@@ -106,7 +106,7 @@ def test_json_logs_are_one_object_a_line_with_the_try(app: App, tmp_path: Path) 
         assert failure["instance_id"] == iid
         assert (failure["workflow"], failure["state"]) == ("visible_failure", "checking")
         assert failure["task"].endswith("check_stock")
-        assert "Traceback (most recent call last):" in failure["message"]
+        assert "Traceback (most recent call last):" in failure["exception"]
     # And a line the task logged itself while it ran names its try too
     own = [line for line in lines if line["message"] == "checking stock of X-1"]
     assert [(o["instance_id"], o["attempt"]) for o in own] == [(iid, 1), (iid, 2)]

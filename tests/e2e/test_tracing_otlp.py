@@ -208,3 +208,64 @@ def test_one_trace_covers_a_three_step_order_across_processes_sent_over_otlp(
     roles = {s.name.split()[0]: s.role for s in mine if s.pid != os.getpid()}
     assert roles == {"apply": "applier", "task": "tasks", "notify": "notifications"}
     assert start.pid == os.getpid()
+
+
+def test_a_cli_command_joins_the_trace_handed_to_it_and_the_applier_continues_it(
+    app: App, redis_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # Given tracing on for the CLI and a caller's trace in TRACEPARENT
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    env = cli_env(
+        redis_url,
+        tmp_path,
+        ORCHESTRATOR_TRACING="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        TRACEPARENT=f"00-{trace}-00f067aa0ba902b7-01",
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # When `orchestrator start` runs, then a burst worker applies the start
+    started = cli("start", "order", "--input", '{"order_id": "C1", "email": "c1@example.com"}')
+    assert started.returncode == 0, started.stderr
+    burst = cli("worker", "--burst")
+    assert burst.returncode == 0, burst.stderr
+
+    # Then the command's span is the caller's child, and the apply is in the same trace
+    command = wait_for(lambda: [s for s in receiver.spans if s.name == "orchestrator start"])[0]
+    assert (command.trace_id, command.parent_id) == (trace, "00f067aa0ba902b7")
+    names = wait_for(lambda: {s.name for s in receiver.spans if s.trace_id == trace} or None)
+    assert {"orchestrator start", "start order", "apply workflow.started"} <= names
+    assert not receiver.bad
+
+
+def test_a_malformed_traceparent_handed_to_the_cli_starts_a_new_trace(
+    app: App, redis_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    env = cli_env(
+        redis_url,
+        tmp_path,
+        ORCHESTRATOR_TRACING="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        TRACEPARENT="00-not-a-trace-01",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "start", "order", "--input", '{"order_id": "C2"}'],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    command = wait_for(lambda: [s for s in receiver.spans if s.name == "orchestrator start"])[0]
+    assert command.parent_id == "" and len(command.trace_id) == 32

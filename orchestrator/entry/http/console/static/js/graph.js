@@ -90,6 +90,9 @@ export function layout(nodes, edges) {
   const width = (name) => Math.max(84, Math.ceil(name.length * CHAR_W) + 28);
   const tallest = Math.max(1, ...columns.map((c) => (c ? c.length : 0)));
   const height = tallest * NODE_H + (tallest - 1) * ROW_GAP;
+  // room above the states for the arcs of edges that skip a column (and self-loops)
+  const spans = edges.map((e) => rank.get(e.target) - rank.get(e.source));
+  const top = PAD + Math.max(40, ...spans.filter((n) => n > 1).map((n) => lift(n) + 14));
   const place = new Map();
   let x = PAD;
   for (const column of columns) {
@@ -97,13 +100,18 @@ export function layout(nodes, edges) {
     const w = Math.max(...column.map(width));
     const own = column.length * NODE_H + (column.length - 1) * ROW_GAP;
     column.forEach((name, i) => {
-      const y = PAD + 40 + (height - own) / 2 + i * (NODE_H + ROW_GAP) + NODE_H / 2;
+      const y = top + (height - own) / 2 + i * (NODE_H + ROW_GAP) + NODE_H / 2;
       place.set(name, { x: x + w / 2, y, w: width(name), rank: rank.get(name) });
     });
     x += w + COL_GAP;
   }
-  const back = edges.some((e) => e.source !== e.target && place.get(e.target).rank <= place.get(e.source).rank);
-  return { place, width: x - COL_GAP + PAD, height: height + 2 * PAD + 40 + (back ? 70 : 0) };
+  const back = spans.some((n, i) => n <= 0 && edges[i].source !== edges[i].target);
+  return { place, width: x - COL_GAP + PAD, height: top + height + PAD + (back ? 70 : 0) };
+}
+
+/** How high the arc of an edge skipping `span - 1` columns rises above its states. */
+function lift(span) {
+  return 26 + 22 * (span - 2);
 }
 
 function merged(edges) {
@@ -156,6 +164,14 @@ export function drawGraph(graph, { current = null, visited = new Set(), taken = 
       d = `M ${a.x - 12} ${top} C ${a.x - 30} ${top - 38}, ${a.x + 30} ${top - 38}, ${a.x + 12} ${top}`;
       lx = a.x;
       ly = top - 34;
+    } else if (b.rank - a.rank > 1) {
+      // over the columns it skips, as an arc above them, its label at the top
+      const y1 = a.y - NODE_H / 2;
+      const y2 = b.y - NODE_H / 2;
+      const peak = Math.min(y1, y2) - lift(b.rank - a.rank);
+      d = `M ${a.x + 10} ${y1} C ${a.x + 10} ${peak}, ${b.x - 10} ${peak}, ${b.x - 10} ${y2}`;
+      lx = (a.x + b.x) / 2;
+      ly = peak + (Math.min(y1, y2) - peak) * 0.25 - 3;
     } else if (b.rank > a.rank) {
       const x1 = a.x + a.w / 2;
       const x2 = b.x - b.w / 2;
