@@ -125,7 +125,6 @@ def worker(
         roster.check(app.redis, app.keys, app.registry, app.settings.lease_ttl)
     if burst:
         from orchestrator.entry import telemetry
-
         from orchestrator.entry.worker import start_metrics
         from orchestrator.runtime import metrics
 

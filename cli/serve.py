@@ -52,9 +52,8 @@ def serve(
 
     Bodies over 256 KiB are refused 413 unread; the listen backlog is 1024.
     """
-    from orchestrator.entry.http.server import make_server
-
     from orchestrator.entry import telemetry
+    from orchestrator.entry.http.server import make_server
 
     start_logging(log_level, log_format)
     app = app_of(ctx)
