@@ -3,8 +3,8 @@
 Why: the browser tests need the real server (the API, the console's routes and
 headers) on a free port in the test process, so the test can make tokens and
 plant data in the same Redis, while real `orchestrator worker` processes move
-the instances. Until the HTTP app mounts the console itself, the console's
-routes (and the API, while it is not mounted yet) are added here; once it does, they are not added twice.
+the instances. Until the HTTP app mounts the API and the console itself, they
+are added here; once it does, they are not added twice.
 """
 
 from __future__ import annotations

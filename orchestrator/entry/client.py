@@ -299,7 +299,8 @@ class Orchestrator:
 
     def notifications(self, instance_id: str) -> builtins.list[dict[str, Any]]:
         """An instance's notifications, oldest first, each with its delivery status
-        (addresses masked); an unknown instance is an error, not an empty list."""
+        (a webhook URL's password masked, as the CLI shows it); an unknown instance is an
+        error, not an empty list."""
         from orchestrator.entry.notifications import notification_view
         from orchestrator.runtime.notify.ledger import Ledger
 

@@ -53,6 +53,24 @@ def shoot(page: Page, name: str, tmp_path: Path) -> Path:
     return path
 
 
+POLL_SECONDS = 2  # the console's live pages (static/js/live.js INTERVAL)
+# The page's visibility as the browser would report it for a background tab
+HIDE = """
+Object.defineProperty(document, "hidden", {configurable: true, get: () => arguments[0]});
+document.dispatchEvent(new Event("visibilitychange"));
+"""
+# How many API calls the page makes in a window of arguments[0] ms (the browser's clock)
+COUNT_POLLS = """
+const done = arguments[arguments.length - 1];
+let calls = 0;
+const seen = new PerformanceObserver((list) => {
+  calls += list.getEntries().filter((e) => e.name.includes("/api/")).length;
+});
+seen.observe({type: "resource"});
+setTimeout(() => { seen.disconnect(); done(calls); }, arguments[0]);
+"""
+
+
 def wait_state(app: App, iid: str, done: Callable[[Instance], bool], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not done(app.client.status(iid)):
@@ -131,6 +149,14 @@ def test_instances_filter_and_pages(
     page.text_is("#instances-count", "page 2 · 3 shown")
     page.find("#page-previous").click()
     page.wait().until(lambda d: set(page.rows()) == shown)
+    # When the tab is hidden, the list stops polling; shown again, it polls at once
+    page.driver.execute_script(HIDE, True)
+    page.text_is(".live", "paused (tab hidden)")
+    quiet = page.driver.execute_async_script(COUNT_POLLS, 2.5 * POLL_SECONDS * 1000)
+    assert quiet == 0, "it polled while hidden"
+    page.driver.execute_script(HIDE, False)
+    page.wait().until(lambda d: page.texts(".live")[0].startswith("live · updated"))
+    assert page.driver.execute_async_script(COUNT_POLLS, 2.5 * POLL_SECONDS * 1000) >= 1
     # And a malformed key is refused with the field named, not shown as an empty list
     page.go("#/instances?key=no-equals-sign")
     page.wait().until(lambda d: "(field: key)" in page.find("#instances").text)
@@ -155,7 +181,10 @@ def test_an_instance_followed_live_while_the_worker_runs_it(
     seen: list[str] = []
 
     def finished(driver: object) -> bool:
-        (state,), (status,) = page.texts("#instance-state"), page.texts("#instance-status")
+        state, status = page.driver.execute_script(  # read together: the page redraws
+            "return ['#instance-state', '#instance-status']"
+            ".map((css) => document.querySelector(css).innerText)"
+        )
         if not seen or seen[-1] != state:
             seen.append(state)
         return bool(status == "completed")

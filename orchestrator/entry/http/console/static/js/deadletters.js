@@ -1,7 +1,7 @@
 // Dead letters: what the engine could not use, with the reason; an inbox letter
 // holding an event can be put back (Replay, operate scope, after confirmation).
 
-import { api, can } from "./api.js";
+import { api, can, withQuery } from "./api.js";
 import { confirmAction } from "./confirm.js";
 import { clear, empty, errorBox, flash, h, table, when } from "./dom.js";
 import { liveMarker, poll } from "./live.js";
@@ -64,13 +64,26 @@ export function render(root, { me }) {
     });
   }
 
+  const cursors = [null]; // the cursor of each page seen; the last is the one shown
+  const pager = h("div", { class: "pager" });
+  root.append(h("div", { class: "row" }, h("span", {}), pager));
+
+  function showPager(next) {
+    const previous = h("button", { type: "button", text: "← Previous", onclick: () => (cursors.pop(), restart()) });
+    previous.disabled = cursors.length === 1;
+    const more = h("button", { type: "button", text: "Next →", onclick: () => (cursors.push(next), restart()) });
+    more.disabled = !next;
+    clear(pager).append(previous, more);
+  }
+
   async function tick() {
     try {
-      const doc = await api("/dead-letters");
-      const letters = doc.dead_letters || doc.letters || [];
+      const doc = await api(withQuery("/dead-letters", { cursor: cursors[cursors.length - 1] }));
+      const letters = doc.dead_letters || [];
       clear(body).append(
         letters.length ? table(columns, letters, { rowAttrs: (l) => ({ dataset: { id: l.id } }) }) : empty("No dead letter."),
       );
+      showPager(doc.next);
     } catch (error) {
       clear(body).append(errorBox(error));
       return !(error.status === 403);
