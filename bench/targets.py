@@ -25,10 +25,7 @@ NUMBERED = re.compile(r"\d+\. ")  # a label that starts with its workload's numb
 Values = dict[str, Any]  # system -> value
 PUBLISHING = "publishing:"  # the labels of issue #17's lines (bench.flows.run)
 PUBLISHING_SYSTEM = "orchestrator-publishing"  # their column: the engine, publishing
-PUBLISHING_RATIO = 0.90  # its throughput over the engine's, measured in the same run
 METRICS = "metrics:"  # the labels of issue #16's lines (bench.flows.run)
-METRICS_OFF_SYSTEM = "orchestrator-metrics-off"  # the engine with ORCHESTRATOR_METRICS=0
-METRICS_RATIO = 0.95  # the engine's throughput (metrics on) over that, same run
 CATCH_UP = 2.0  # s after the last workflow finished, its subscriber has consumed everything
 
 
@@ -108,12 +105,6 @@ def _at_most_trips(threshold: float) -> Callable[[Values], tuple[bool | None, st
     return check
 
 
-def _publishing_ratio(values: Values) -> tuple[bool | None, str]:
-    """The publishing engine's throughput over the engine's (the value), at least the ratio."""
-    ratio = _number(values.get(PUBLISHING_SYSTEM))
-    return (None, "") if ratio is None else (ratio >= PUBLISHING_RATIO, "")
-
-
 def _caught_up(values: Values) -> tuple[bool | None, str]:
     """[lag at the last finish, seconds until the subscriber had consumed everything]; the
     seconds are a text ("> 30") when it had not caught up by the time it was waited for."""
@@ -133,7 +124,6 @@ RULES = (
     Rule("3", "at 500/s", "p99 <= 100 ms", _latency(None, 100)),
     Rule("4", "notifications/s", ">= 500/s", _at_least(500)),
     Rule("7", "fan-outs/s", ">= fastest peer", _fastest_peer),
-    Rule("2", f"{PUBLISHING} throughput", f">= {PUBLISHING_RATIO:.2f}", _publishing_ratio),
     Rule("2", f"{PUBLISHING} subscriber's lag", f"caught up <= {CATCH_UP:g} s", _caught_up),
 )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 PEERS = ("celery", "dramatiq")
-ALL = ("orchestrator", "orchestrator-job", "orchestrator-metrics-off", "rq", *PEERS)
+ALL = ("orchestrator", "orchestrator-job", "rq", *PEERS)
 QUICK_SYSTEMS = ("orchestrator", "rq")
 
 

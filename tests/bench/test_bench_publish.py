@@ -67,21 +67,20 @@ def test_the_subscriber_consumes_every_published_event_once() -> None:
     assert rows[PUBLISHING_EVENTS]["met"] is True
     assert rows[PUBLISHING_EVENTS]["value"] == [PER_WORKFLOW, PER_WORKFLOW]
     judged = {line.workload: line for line in lines(result["rows"], "2")}
-    assert judged[f"2. {PUBLISHING_RATIO.format(WORKFLOWS)}"].target == ">= 0.90"
+    # one run each: figures only; bench.flows.overhead judges the cost over paired rounds
+    assert judged[f"2. {PUBLISHING_RATIO.format(WORKFLOWS)}"].target == "figures only"
     assert judged[f"2. {PUBLISHING_LAG}"].target == "caught up <= 2 s"
 
 
-def test_the_publishing_lines_are_judged() -> None:
+def test_the_subscriber_lag_line_is_judged() -> None:
     rows: list[dict[str, Any]] = [
-        {"workload": PUBLISHING_RATIO.format(1000), "system": PUBLISHING_SYSTEM, "value": 0.93},
         {"workload": PUBLISHING_LAG, "system": PUBLISHING_SYSTEM, "value": [1200, 0.4]},
     ]
-    ratio, lag = lines(rows, "2")
-    assert (ratio.workload, ratio.met) == (f"2. {PUBLISHING_RATIO.format(1000)}", True)
+    (lag,) = lines(rows, "2")
     assert lag.met is True
-    rows[0]["value"], rows[1]["value"] = 0.85, [9000, "> 30"]
-    ratio, lag = lines(rows, "2")
-    assert ratio.met is False and lag.met is False
+    rows[0]["value"] = [9000, "> 30"]
+    (lag,) = lines(rows, "2")
+    assert lag.met is False
 
 
 def test_the_board_counts_across_processes_views(tmp_path: Path) -> None:
