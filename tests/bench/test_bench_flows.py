@@ -83,15 +83,18 @@ def test_the_overhead_lines_take_the_median_of_paired_rounds() -> None:
         "per_second": {
             "orchestrator": [1000.0, 1200.0, 800.0],
             "orchestrator-metrics-off": [1000.0, 1300.0, 800.0],  # on/off: 1, 0.923, 1
-            "orchestrator-tracing": [900.0, 1000.0, None],  # a round that failed: left out
+            "orchestrator-tracing-sampled": [900.0, 1000.0, None],  # a failed round: left out
+            "orchestrator-tracing": [500.0, 600.0, 400.0],
             "orchestrator-publishing-only": [850.0, 1100.0, 700.0],  # 0.85, 0.917, 0.875
         },
     }
     found = {row["workload"]: row for row in overhead.rows(measured)}
     metrics = found["overhead: metrics on / off (ORCHESTRATOR_METRICS=0), W=2,000"]
     assert (metrics["value"], metrics["met"]) == (1.0, True)
-    tracing = found["overhead: tracing on (OTLP) / off, W=2,000"]
+    tracing = found["overhead: tracing on (OTLP), 1 trace in 10 / off, W=2,000"]
     assert (tracing["value"], tracing["met"]) == (round((0.9 + 1000 / 1200) / 2, 3), True)
+    every = found["overhead: tracing on (OTLP), every trace / off, W=2,000"]
+    assert (every["value"], every["met"], every["target"]) == (0.5, None, "figures only")
     publishing = found["overhead: publishing 4 events a workflow / none, W=2,000"]
     assert (publishing["value"], publishing["met"]) == (0.875, False)
     assert "median of 3 paired rounds" in publishing["note"]
@@ -104,6 +107,7 @@ def test_an_overhead_variant_that_never_finished_is_a_failed_line() -> None:
         "per_second": {
             "orchestrator": [100.0],
             "orchestrator-metrics-off": [None],
+            "orchestrator-tracing-sampled": [100.0],
             "orchestrator-tracing": [100.0],
             "orchestrator-publishing-only": [100.0],
         },
@@ -118,6 +122,7 @@ def test_the_overhead_rounds_run_every_variant_to_the_end(tmp_path: Path) -> Non
     assert set(measured["per_second"]) == {
         "orchestrator",
         "orchestrator-metrics-off",
+        "orchestrator-tracing-sampled",
         "orchestrator-tracing",
         "orchestrator-publishing-only",
     }

@@ -330,3 +330,44 @@ def test_a_child_workflow_and_its_answer_stay_in_the_parents_trace(
         and s.name.startswith("apply ")
     ]
     assert answered and workflow_of(parent_of(answered[-1], found)) == "shipment"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",  # not sampled
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",  # upper case
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # no flags
+        "00-+bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # int() would take it
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f0_7aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # version ff: invalid
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",  # a later version
+        " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "",
+    ],
+)
+def test_the_fast_traceparent_reading_agrees_with_the_propagator(given: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ours = trace.get_current_span(tracing.parse(given)).get_span_context()
+    theirs = trace.get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": given})
+    ).get_span_context()
+    assert (ours.is_valid, ours.trace_id, ours.span_id, ours.trace_flags, ours.is_remote) == (
+        theirs.is_valid,
+        theirs.trace_id,
+        theirs.span_id,
+        theirs.trace_flags,
+        theirs.is_remote,
+    )
+    if ours.is_valid:  # and written back as it came
+        written = tracing.traceparent_of(trace.NonRecordingSpan(ours))
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(
+            carrier, trace.set_span_in_context(trace.NonRecordingSpan(theirs))
+        )
+        assert written == carrier["traceparent"]
