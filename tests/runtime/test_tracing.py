@@ -371,3 +371,35 @@ def test_the_fast_traceparent_reading_agrees_with_the_propagator(given: str) -> 
             carrier, trace.set_span_in_context(trace.NonRecordingSpan(theirs))
         )
         assert written == carrier["traceparent"]
+
+
+@pytest.mark.parametrize("follows_parent", [True, False])
+def test_a_parent_not_sampled_makes_no_span_when_the_sampler_follows_the_parent(
+    follows_parent: bool,
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON) if follows_parent else ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    try:
+        with tracing.span("apply x", unsampled, {tracing.STATE: "s"}) as made:
+            made.set_attribute(tracing.OUTCOME, "transition")
+        passed_on = tracing.traceparent_of(made)
+        with tracing.span("apply y", sampled) as recorded:
+            pass
+    finally:
+        tracing.disable()
+        provider.shutdown()
+    names = [s.name for s in exporter.get_finished_spans()]
+    if follows_parent:  # skipped: the parent's context goes on as it came
+        assert passed_on == unsampled
+        assert names == ["apply y"]
+    else:  # a sampler that decides for itself still gets its span
+        assert passed_on is not None and passed_on != unsampled
+        assert passed_on.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        assert names == ["apply x", "apply y"]
+    assert tracing.traceparent_of(recorded) != sampled  # a sampled parent: a span of its own
