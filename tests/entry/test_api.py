@@ -342,6 +342,17 @@ def test_overview(api: Api) -> None:
     assert after["dead_letters"] == 0
     if after["events_added"] is not None:  # Redis 7 counts them
         assert after["events_added"] >= 2
+    assert after["events_applied"] is None  # no process counted for /metrics
+
+
+def test_overview_sums_the_events_the_appliers_counted_as_applied(api: Api) -> None:
+    from orchestrator.store.metrics import MetricsStore
+
+    store = MetricsStore(api.app.redis, api.app.keys)
+    applied = "orchestrator_events_applied_total"
+    store.write("host:1", {(applied, (("workflow", "order"),)): 5.0})
+    store.write("host:2", {(applied, (("workflow", "order"),)): 2.0, ("other_total", ()): 9.0})
+    assert api.get("/api/overview").json()["events_applied"] == 7
 
 
 def test_the_other_endpoints_are_unchanged(api: Api) -> None:

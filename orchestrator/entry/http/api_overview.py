@@ -6,7 +6,10 @@
                     committed), lag (not read yet), entries_added (ever)
     events_added    the inboxes' entries_added summed: two readings a known time apart
                     give the events written per second (null on a Redis before 7.0,
-                    which does not count them)
+                    which does not count them, the embedded one included)
+    events_applied  the appliers' events applied, from their counts for /metrics
+                    (orchestrator.store.metrics; null with ORCHESTRATOR_METRICS=0): the
+                    same rate on any Redis
     queues          RQ's queues: jobs queued, started (running), failed, scheduled
     dead_letters    how many are listed
     appliers        live appliers (by heartbeat)
@@ -30,9 +33,11 @@ from orchestrator.entry.http.auth import Read
 from orchestrator.entry.http.door import TheDoor
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
 from orchestrator.store.keys import INBOX_GROUP
+from orchestrator.store.metrics import MetricsStore
 
 router = APIRouter(tags=["overview"])
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
+APPLIED = "orchestrator_events_applied_total"
 
 
 @router.get("/overview")
@@ -75,10 +80,21 @@ def overview(door: TheDoor, _: Read) -> dict[str, Any]:
         "failure_rate": counts["failed"] / finished if finished else None,
         "inboxes": inboxes,
         "events_added": None if None in added else sum(a for a in added if a is not None),
+        "events_applied": _applied(MetricsStore(client, keys)),
         "queues": queues,
         "dead_letters": dead,
         "appliers": appliers,
     }
+
+
+def _applied(store: MetricsStore) -> int | None:
+    """Events applied by every applier that counts (their last writes, every few seconds)."""
+    total, found = 0.0, False
+    for samples in store.read().values():
+        for (name, _), value in samples.items():
+            if name == APPLIED:
+                total, found = total + value, True
+    return int(total) if found else None
 
 
 def _int(reply: Any) -> int:

@@ -50,13 +50,15 @@ export function render(root) {
       return !(error.status === 403);
     }
     clear(problem);
-    const reading = { events: doc.events_added ?? null, at: Number(doc.at) };
+    // events written to the inboxes (Redis 7+), else those the appliers counted as applied
+    const events = doc.events_added ?? doc.events_applied ?? null;
+    const reading = { events, at: Number(doc.at) };
     if (last) rate = throughput(last, reading);
     last = reading;
     const { total = 0, ...counts } = doc.instances || {};
     const inboxes = doc.inboxes || [];
     const maxLag = Math.max(0, ...inboxes.map((i) => Number(i.lag) || 0));
-    const measuring = doc.events_added === null || doc.events_added === undefined ? "n/a" : "measuring…";
+    const measuring = events === null ? "n/a" : "measuring…";
     clear(tiles).append(
       tile("events / s", rate === null ? measuring : rate.toFixed(1), "throughput"),
       tile("instances", n(total), "total"),
