@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -210,18 +210,17 @@ def test_one_trace_covers_a_three_step_order_across_processes_sent_over_otlp(
     assert start.pid == os.getpid()
 
 
-def test_a_cli_command_joins_the_trace_handed_to_it_and_the_applier_continues_it(
-    app: App, redis_url: str, tmp_path: Path, receiver: Receiver
-) -> None:
-    # Given tracing on for the CLI and a caller's trace in TRACEPARENT
-    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+def traced_cli(
+    redis_url: str, tmp_path: Path, receiver: Receiver, traceparent: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`orchestrator ...` in a subprocess, tracing to the receiver, handed `traceparent`."""
     env = cli_env(
         redis_url,
         tmp_path,
         ORCHESTRATOR_TRACING="otlp",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="100",
-        TRACEPARENT=f"00-{trace}-00f067aa0ba902b7-01",
+        TRACEPARENT=traceparent,
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -233,6 +232,16 @@ def test_a_cli_command_joins_the_trace_handed_to_it_and_the_applier_continues_it
             text=True,
             timeout=60,
         )
+
+    return cli
+
+
+def test_a_cli_command_joins_the_trace_handed_to_it_and_the_applier_continues_it(
+    app: App, redis_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # Given tracing on for the CLI and a caller's trace in TRACEPARENT
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    cli = traced_cli(redis_url, tmp_path, receiver, f"00-{trace}-00f067aa0ba902b7-01")
 
     # When `orchestrator start` runs, then a burst worker applies the start
     started = cli("start", "order", "--input", '{"order_id": "C1", "email": "c1@example.com"}')
@@ -251,21 +260,8 @@ def test_a_cli_command_joins_the_trace_handed_to_it_and_the_applier_continues_it
 def test_a_malformed_traceparent_handed_to_the_cli_starts_a_new_trace(
     app: App, redis_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    env = cli_env(
-        redis_url,
-        tmp_path,
-        ORCHESTRATOR_TRACING="otlp",
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        TRACEPARENT="00-not-a-trace-01",
-    )
-    run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "start", "order", "--input", '{"order_id": "C2"}'],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli = traced_cli(redis_url, tmp_path, receiver, "00-not-a-trace-01")
+    run = cli("start", "order", "--input", '{"order_id": "C2"}')
     assert run.returncode == 0, run.stderr
     command = wait_for(lambda: [s for s in receiver.spans if s.name == "orchestrator start"])[0]
     assert command.parent_id == "" and len(command.trace_id) == 32
