@@ -21,9 +21,9 @@ cost is the same with 10 instances or 1M. `at` is the server's clock when read.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
-import redis
 from fastapi import APIRouter
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -32,7 +32,7 @@ from orchestrator.core.instance import STATUSES
 from orchestrator.entry.http.auth import Read
 from orchestrator.entry.http.door import TheDoor
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
-from orchestrator.store.keys import INBOX_GROUP
+from orchestrator.store import backlog
 from orchestrator.store.metrics import MetricsStore
 
 router = APIRouter(tags=["overview"])
@@ -51,9 +51,7 @@ def overview(door: TheDoor, _: Read) -> dict[str, Any]:
     pipe.zcard(keys.all_instances)
     pipe.xlen(keys.deadletters)
     pipe.zcard(keys.appliers)
-    for partition in range(keys.partitions):
-        pipe.xinfo_stream(keys.inbox(partition))
-        pipe.xinfo_groups(keys.inbox(partition))
+    backlog.queue(pipe, keys)
     for name in QUEUES:
         queue = Queue(name, connection=client)
         pipe.llen(queue.key)
@@ -62,7 +60,7 @@ def overview(door: TheDoor, _: Read) -> dict[str, Any]:
     replies = iter(pipe.execute(raise_on_error=False))
     counts = {status: _int(next(replies)) for status in STATUSES}
     total, dead, appliers = _int(next(replies)), _int(next(replies)), _int(next(replies))
-    inboxes = [_inbox(p, next(replies), next(replies)) for p in range(keys.partitions)]
+    inboxes = [asdict(b) for b in backlog.read(keys, replies)]
     queues = {
         name: {
             "queued": _int(next(replies)),
@@ -99,54 +97,3 @@ def _applied(store: MetricsStore) -> int | None:
 
 def _int(reply: Any) -> int:
     return int(reply) if isinstance(reply, int) else 0
-
-
-def _inbox(partition: int, stream: Any, groups: Any) -> dict[str, Any]:
-    """One inbox's figures; a partition with no stream yet has none of anything."""
-    if isinstance(stream, redis.ResponseError) or not isinstance(stream, dict):
-        return {"partition": partition, "length": 0, "pending": 0, "lag": 0, "entries_added": 0}
-    length = int(stream.get("length", 0))
-    added = stream.get("entries-added")
-    found = (
-        [g for g in groups if _text(g.get("name")) == INBOX_GROUP]
-        if isinstance(groups, list)
-        else []
-    )
-    group = found[0] if found else None
-    pending, lag = 0, length
-    if group is not None:
-        pending, lag = int(group.get("pending", 0)), group.get("lag")
-        if lag is None:  # Redis before 7.0 does not count it: from the stream's length
-            lag = _lag(stream, group, length, pending)
-    return {
-        "partition": partition,
-        "length": length,
-        "pending": pending,
-        "lag": int(lag),
-        "entries_added": int(added) if added is not None else None,
-    }
-
-
-def _lag(stream: dict[str, Any], group: dict[str, Any], length: int, pending: int) -> int:
-    """Entries not read yet, when Redis does not say: the inbox holds them, those read
-    and not committed (pending), and the last one committed (the applier trims the inbox
-    up to it, orchestrator.runtime.batch_writer)."""
-    delivered = _id(group.get("last-delivered-id"))
-    if _id(stream.get("last-generated-id")) <= delivered:
-        return 0
-    first = stream.get("first-entry")
-    kept = 1 if first and _id(first[0]) <= delivered and length > pending else 0
-    return max(length - pending - kept, 0)
-
-
-def _id(value: Any) -> tuple[int, int]:
-    """A stream entry id as numbers, to compare ("0-0" when there is none)."""
-    ms, _, seq = _text(value or "0-0").partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return 0, 0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

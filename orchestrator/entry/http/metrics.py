@@ -10,8 +10,8 @@ which `rate()` and `increase()` allow for.
 Read live at scrape time, from the keys the engine keeps anyway:
 
   orchestrator_inbox_lag{partition}        entries of an inbox not yet read by its applier
-                                           (XINFO GROUPS' lag; estimated from the stream's
-                                           length before Redis 7, see _estimated_lag)
+                                           (XINFO GROUPS' lag; worked out from the stream
+                                           before Redis 7: orchestrator.store.backlog)
   orchestrator_inbox_pending{partition}    read, not yet committed
   orchestrator_rq_queue_depth{queue}       jobs waiting in each RQ queue
   orchestrator_dead_letters_stored         entries in the dead-letter stream
@@ -46,7 +46,8 @@ from starlette.routing import Route
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime.dispatch import NOTIFICATION_QUEUE, TASK_QUEUE
 from orchestrator.runtime.metrics import FAMILIES, Family
-from orchestrator.store.keys import INBOX_GROUP, Keys
+from orchestrator.store import backlog
+from orchestrator.store.keys import Keys
 from orchestrator.store.metrics import Labels, MetricsStore, Sample
 
 QUEUES = (TASK_QUEUE, NOTIFICATION_QUEUE)
@@ -141,15 +142,14 @@ class Summed(Collector):
         keys = self.keys
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
-        for partition in range(keys.partitions):
-            pipe.xinfo_groups(keys.inbox(partition))
-            pipe.xlen(keys.inbox(partition))
+        backlog.queue(pipe, keys)
         for queue in QUEUES:
             pipe.llen(Queue.redis_queue_namespace_prefix + queue)
         pipe.xlen(keys.deadletters)
         pipe.zcount(keys.appliers, now - self.lease_ttl, "+inf")
-        replies = pipe.execute(raise_on_error=False)
-        inboxes, rest = replies[: 2 * keys.partitions], replies[2 * keys.partitions :]
+        replies = iter(pipe.execute(raise_on_error=False))
+        inboxes = backlog.read(keys, replies)
+        rest = list(replies)
         lag = GaugeMetricFamily(
             "orchestrator_inbox_lag",
             "Entries of a partition's inbox not yet read by its applier",
@@ -160,20 +160,9 @@ class Summed(Collector):
             "Entries of a partition's inbox read by its applier and not yet committed",
             labels=["partition"],
         )
-        for partition in range(keys.partitions):
-            group, length = _group(inboxes[2 * partition]), inboxes[2 * partition + 1]
-            if group is None:  # no applier has read it yet: every entry waits
-                if isinstance(length, int):
-                    lag.add_metric([str(partition)], length)
-                continue
-            read = group.get("pending")
-            behind = group.get("lag")
-            if behind is None and isinstance(length, int) and isinstance(read, int):
-                behind = _estimated_lag(length, read, group.get("last-delivered-id"))
-            if isinstance(behind, int):
-                lag.add_metric([str(partition)], behind)
-            if isinstance(read, int):
-                pending.add_metric([str(partition)], read)
+        for inbox in inboxes:
+            lag.add_metric([str(inbox.partition)], inbox.lag)
+            pending.add_metric([str(inbox.partition)], inbox.pending)
         yield lag
         yield pending
         depth = GaugeMetricFamily(
@@ -197,25 +186,6 @@ class Summed(Collector):
         yield GaugeMetricFamily(
             "orchestrator_metrics_processes", "Processes whose counts are summed", processes
         )
-
-
-def _estimated_lag(length: int, pending: int, last_delivered: object) -> int:
-    """The lag where Redis does not say it (before 7.0, or when it cannot tell): the
-    applier trims its inbox up to the last entry it acknowledged, which it keeps, so of
-    the entries left, that one and the pending ones were read, the rest not (off by one
-    at most, before its first commit)."""
-    read_once = last_delivered not in (None, b"0-0", "0-0")
-    return max(0, length - pending - (1 if read_once else 0))
-
-
-def _group(found: object) -> dict[str, object] | None:
-    """The appliers' group of an inbox in XINFO GROUPS' reply; None when it has none yet."""
-    if not isinstance(found, list):
-        return None  # no such stream yet: an error in the pipeline's reply
-    for group in found:
-        if isinstance(group, dict) and group.get("name") in (INBOX_GROUP, INBOX_GROUP.encode()):
-            return {str(k.decode() if isinstance(k, bytes) else k): v for k, v in group.items()}
-    return None
 
 
 def registry_of(client: redis.Redis, keys: Keys, lease_ttl: float = 10.0) -> CollectorRegistry:
