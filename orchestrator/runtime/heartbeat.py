@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import redis
@@ -34,15 +34,27 @@ class Heartbeat:
     one is done.
     """
 
-    def __init__(self, connection: redis.Redis, keys: Iterable[str]) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        keys: Iterable[str],
+        outstanding: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """`outstanding`: for a task's heartbeat key, where its try is registered as
+        outstanding (hash, field). The first beat then also looks that each is still
+        there, in the same round trip; one the watchdog already reported lost (during a
+        pause longer than the heartbeat's life) is in `gone` and beats no more: its
+        work must not run, the engine has moved on (orchestrator.runtime.watchdog)."""
         self.redis = connection
         self.keys = set(keys)
+        self.outstanding = outstanding or {}
+        self.gone: set[str] = set()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self._refresh()
+        self._refresh(first=True)
         self.thread.start()
         return self
 
@@ -64,7 +76,7 @@ class Heartbeat:
         with self.lock:
             self.keys.discard(key)
 
-    def _refresh(self) -> None:
+    def _refresh(self, first: bool = False) -> None:
         with self.lock:
             keys = list(self.keys)
         if not keys:
@@ -72,7 +84,16 @@ class Heartbeat:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.set(key, 1, ex=HEARTBEAT_TTL)
-        pipe.execute()
+        checked = [key for key in keys if key in self.outstanding] if first else []
+        for key in checked:  # after the SETs: the watchdog reports lost only without them
+            pipe.hexists(*self.outstanding[key])
+        found = pipe.execute()[len(keys) :]
+        gone = {key for key, there in zip(checked, found, strict=True) if not there}
+        if gone:  # rare: a pause past HEARTBEAT_TTL
+            self.gone = gone
+            with self.lock:
+                self.keys -= gone
+            self.redis.delete(*gone)
 
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT_EVERY):

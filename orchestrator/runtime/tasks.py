@@ -30,7 +30,7 @@ from orchestrator.core.failures import failure_data
 from orchestrator.core.limits import MAX_RESULT_BYTES, check_data
 from orchestrator.runtime import metrics, tracing
 from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, Heartbeat
-from orchestrator.runtime.payloads import PackedTasks, TaskPayload, alive_of, inbox_of
+from orchestrator.runtime.payloads import PackedTasks, TaskPayload, alive_of, inbox_of, keys_of
 from orchestrator.runtime.taskinfo import TaskInfo, idempotency_key, running
 
 log = logging.getLogger("orchestrator.runtime.tasks")
@@ -55,7 +55,11 @@ def run_task(payload: TaskPayload) -> None:
     """One task in one RQ job: the light-load path, where a task waits for nobody."""
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
-    with Heartbeat(job.connection, [alive_of(payload, payload["job"])]) as heartbeat:
+    alive = alive_of(payload, payload["job"])
+    with Heartbeat(job.connection, [alive], {alive: registered(payload)}) as heartbeat:
+        if heartbeat.gone:
+            _not_run(payload)
+            return
         run = _traced if tracing.enabled else _run_one  # one look a job (runtime.tracing)
         answer = run(payload, nullcontext())
         _send(job.connection, [(payload, answer)], heartbeat)
@@ -79,14 +83,37 @@ def run_tasks(payload: PackedTasks) -> None:
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     items = payload["items"]
     run = _traced if tracing.enabled else _run_one  # one look a job (runtime.tracing)
+    alive = {alive_of(item, item["job"]): registered(item) for item in items}
     with (
-        Heartbeat(job.connection, [alive_of(item, item["job"]) for item in items]) as heartbeat,
+        Heartbeat(job.connection, alive, alive) as heartbeat,
         _Answers(job.connection, heartbeat) as answers,
     ):
         for item in items:
+            if heartbeat.gone and alive_of(item, item["job"]) in heartbeat.gone:
+                _not_run(item)
+                continue
             deadline = UnixSignalDeathPenalty(item["timeout"], JobTimeoutException)  # type: ignore[no-untyped-call]
             answers.add(item, run(item, deadline))
     metrics.job_done()  # a forked work-horse's counts, before it ends with the job
+
+
+def registered(payload: TaskPayload) -> tuple[str, str]:
+    """Where the try is registered as outstanding until it answers (hash, field)."""
+    return keys_of(payload).outstanding_jobs(payload["partition"]), payload["job"]
+
+
+def _not_run(payload: TaskPayload) -> None:
+    """A try the watchdog reported lost before it started (its worker was paused past its
+    heartbeat's life): the engine has moved on with the retry rules, so it is not run."""
+    log.warning(
+        "%s %s of %s (%s) try %d was reported lost before it started: not run",
+        payload["kind"],
+        payload["task"],
+        payload["instance"],
+        payload["workflow"],
+        payload["attempt"],
+        extra=log_fields(payload),
+    )
 
 
 def _traced(payload: TaskPayload, deadline: AbstractContextManager[Any]) -> Event:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
@@ -208,10 +209,22 @@ class Watchdog(Outstanding):
             at=now,
             data={**answer, "job": job, "error_type": "TaskLost", "message": reason},
         )
-        pipe = self.redis.pipeline(transaction=True)
-        self._forget(pipe, partition, job, carrier)
-        pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
-        pipe.execute()
+        alive = self.keys.alive(partition, job)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                # only while it still has no heartbeat: a work-horse that got through a
+                # pause (Redis's, or its own) and starts beating now runs it and answers; the
+                # task wrapper, beating first, runs it only while it is still outstanding
+                # (orchestrator.runtime.tasks), so exactly one of the two goes on
+                pipe.watch(alive)  # type: ignore[no-untyped-call]
+                if pipe.exists(alive):
+                    return 0  # checked again in CHECK_EVERY seconds
+                pipe.multi()
+                self._forget(pipe, partition, job, carrier)
+                pipe.xadd(self.keys.inbox(partition), {"e": event.to_json()})
+                pipe.execute()
+            except WatchError:
+                return 0
         if (counts := metrics.current()) is not None:
             counts.tasks_lost("compensation" if kind == ev.COMPENSATION_FAILED else "task")
         return 1

@@ -193,6 +193,50 @@ def test_a_started_job_without_a_heartbeat_is_reported_lost_exactly_once(
     assert len(inbox(client, keys)) == 1
 
 
+def test_a_job_whose_heartbeat_comes_back_before_the_report_is_not_reported(
+    client: redis.Redis, keys: Keys, dispatcher: Dispatcher, watchdog: Watchdog, token: str
+) -> None:
+    # Given a started job with no heartbeat, judged lost (a pause past the heartbeat's life)
+    inst = instance(token)
+    commit(client, dispatcher, [(inst, 7, 0, task())])
+    job = f"{inst.id}-7-0"
+    now = time.time()
+    rq_state(client, job, "started", started=now)
+    partition = keys.partition_of(inst.id)
+    record = json.loads(client.hget(keys.outstanding_jobs(partition), job))  # type: ignore[arg-type]
+    record.pop("rq_job", None)
+    # When its work-horse beats again before the report is written
+    client.set(keys.alive(partition, job), 1, ex=HEARTBEAT_TTL)
+    reported = watchdog._report_lost(partition, job, job, record, "no heartbeat", now)
+    # Then nothing is reported and the try stays registered: the horse runs and answers it
+    assert reported == 0
+    assert inbox(client, keys) == []
+    assert set(registered(client, keys)) == {job}
+
+
+def test_a_try_reported_lost_before_it_started_is_not_run(
+    app: App, token: str, tmp_path: Path
+) -> None:
+    # Given a task job whose try the watchdog reported lost before any worker started it
+    client, keys = app.redis, app.keys
+    dispatcher = Dispatcher(client, keys)
+    watchdog = Watchdog(client, keys)
+    inst = instance(token)
+    commit(client, dispatcher, [(inst, 1, 0, task(attempt=1))])
+    job = f"{inst.id}-1-0"
+    partition = keys.partition_of(inst.id)
+    record = json.loads(client.hget(keys.outstanding_jobs(partition), job))  # type: ignore[arg-type]
+    record.pop("rq_job", None)
+    assert watchdog._report_lost(partition, job, job, record, "no heartbeat", time.time()) == 1
+    # When a worker takes the job after all (RQ still had it)
+    rq_worker(app, burst=True).work(burst=True, logging_level="WARNING")
+    assert client.llen(f"rq:queue:{TASK_QUEUE}") == 0
+    # Then the task is not run: only the lost report answers the try, and no heartbeat stays
+    (lost,) = inbox(client, keys)
+    assert (lost.id, lost.data["error_type"]) == (f"{job}-lost", "TaskLost")
+    assert client.exists(keys.alive(partition, job)) == 0
+
+
 @pytest.mark.parametrize("status", ["failed", "stopped", "canceled"])
 def test_a_job_rq_ended_without_an_answer_is_lost(
     client: redis.Redis,
