@@ -53,7 +53,9 @@ def test_the_subscriber_consumes_every_published_event_once() -> None:
     assert 0 <= seen["lag_at_last_finish"] <= seen["published_by_last_finish"] <= expected
     # the subscriber's requests were counted in its process and left out of the engine's
     # (whose applier acknowledges its inbox entries: at most one XACK per inbox event)
-    assert 0 < seen["requests"]["commands"]["xack"] < expected  # acknowledged in batches
+    # one XACK per read: as many as the events when each read brings one (a slow machine),
+    # fewer when reads bring several; never more
+    assert 0 < seen["requests"]["commands"]["xack"] <= expected
     assert found["throughput"]["redis"]["commands"].get("xack", 0) <= 4 * WORKFLOWS
 
     rows = {row["workload"]: row for row in result["rows"] if row["system"] == PUBLISHING_SYSTEM}
