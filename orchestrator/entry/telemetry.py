@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from orchestrator.core.errors import ConfigurationError
+from orchestrator.entry import otlp
 from orchestrator.entry.settings import Settings
-from orchestrator.runtime import tracing
+from orchestrator.runtime import spans, tracing
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -62,12 +63,12 @@ def setup(settings: Settings, role: str) -> bool:
             ROLE: role,
         }
     )
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource)  # samples, and sends a task's own spans
     provider.add_span_processor(BatchSpanProcessor(exporter(settings.tracing)))
     _provider = (os.getpid(), provider)
     if not _provider_set():  # a task's own spans (the OpenTelemetry API) nest in ours
         trace.set_tracer_provider(provider)
-    tracing.enable(provider)
+    tracing.enable(spans.Batched(otlp.sender(exporter(settings.tracing), resource)), provider)
     atexit.register(shutdown)  # a plain process; forked ones call shutdown themselves
     return True
 
@@ -117,6 +118,7 @@ def flush() -> None:
     """Export what this process has batched now: a work-horse, before it leaves, flushes
     the provider it was forked with (the SDK's batch processor starts anew in a fork)."""
     if _provider is not None:
+        tracing.flush()
         _provider[1].force_flush(FLUSH_MS)
 
 
@@ -126,5 +128,7 @@ def shutdown() -> None:
     if _provider is None or _provider[0] != os.getpid():
         return
     provider, _provider = _provider[1], None
-    tracing.disable()
+    sink = tracing.disable()
+    if sink is not None:
+        sink.shutdown()
     provider.shutdown()

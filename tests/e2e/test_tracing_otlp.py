@@ -31,8 +31,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from orchestrator.entry import otlp
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime import tracing
+from orchestrator.runtime.spans import Immediate
 from tests.conftest import ROOT, cli_env
 
 ORDER = {"order_id": "X1", "email": "x1@example.com", "work_seconds": 0}
@@ -121,7 +123,7 @@ def traced_here(receiver: Receiver) -> Iterator[None]:
     exporter = OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")
     provider = TracerProvider(resource=Resource.create({"process.pid": os.getpid()}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
+    tracing.enable(Immediate(otlp.sender(exporter, provider.resource)), provider)
     try:
         yield
     finally:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from orchestrator.entry import logs
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime import tracing
+from orchestrator.runtime.spans import Immediate, exporting
 from tests.conftest import ROOT, cli_env, run_cli
 from tests.runtime.test_tracing import run_here
 
@@ -49,7 +50,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
+    tracing.enable(Immediate(exporting(exporter, provider.resource)), provider)
     try:
         yield exporter
     finally:

@@ -30,6 +30,7 @@ from orchestrator.entry.worker import QUEUES, start_worker_process
 from orchestrator.runtime import tracing
 from orchestrator.runtime.notify import batch
 from orchestrator.runtime.payloads import read_task
+from orchestrator.runtime.spans import Immediate, exporting
 
 ORDER = {"order_id": "T1", "email": "t1@example.com", "phone": "+15555550100", "work_seconds": 0}
 GOOD_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -69,7 +70,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "test"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
+    tracing.enable(Immediate(exporting(exporter, provider.resource)), provider)
     try:
         yield exporter
     finally:
@@ -382,7 +383,7 @@ def test_a_parent_not_sampled_makes_no_span_when_the_sampler_follows_the_parent(
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON) if follows_parent else ALWAYS_ON)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
+    tracing.enable(Immediate(exporting(exporter, provider.resource)), provider)
     unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
     sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     try:
