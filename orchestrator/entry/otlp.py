@@ -32,9 +32,10 @@ _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes((n,)) for n in range(128)]  # one-byte varints
-_KIND = {kind: _SMALL[code] for code, kind in enumerate(spans.KINDS, start=1)}
-_HAS_IS_REMOTE = 0x100  # SpanFlags: the parent's is-remote bit is known
-_IS_REMOTE = 0x200  # SpanFlags: the parent came from another process
+_KIND = {kind: b"\x30" + _SMALL[code] for code, kind in enumerate(spans.KINDS, start=1)}
+# 16 flags (fixed32): the parent's is-remote bit is known (0x100), and set (0x200)
+_LOCAL = b"\x85\x01" + _FIXED32(0x100)
+_REMOTE = b"\x85\x01" + _FIXED32(0x300)
 
 
 def sender(exporter: SpanExporter, resource: Resource) -> spans.Send:
@@ -55,14 +56,14 @@ def sender(exporter: SpanExporter, resource: Resource) -> spans.Send:
 
 def encode(batch: Sequence[spans.Recorded], head: bytes) -> bytes:
     """An ExportTraceServiceRequest of `batch`, under the resource encoded in `head`."""
-    scope = _field(1, _field(1, spans.SCOPE.encode()))  # InstrumentationScope.name
-    scope_spans = scope + b"".join([_field(2, _span(span)) for span in batch])
-    return _field(1, head + _field(2, scope_spans))  # resource_spans {resource, scope_spans}
+    scope = _ld(b"\x0a", _ld(b"\x0a", spans.SCOPE.encode()))  # 1 InstrumentationScope.name
+    scope_spans = scope + b"".join([_ld(b"\x12", _span(span)) for span in batch])  # 2 spans
+    return _ld(b"\x0a", head + _ld(b"\x12", scope_spans))  # resource_spans: 1, 2
 
 
 def _resource_head(resource: Resource) -> bytes:
     """ResourceSpans.resource, encoded once a sender."""
-    return _field(1, _attributes(1, resource.attributes))
+    return _ld(b"\x0a", _attributes(b"\x0a", resource.attributes))
 
 
 def _span(span: spans.Recorded) -> bytes:
@@ -75,55 +76,62 @@ def _span(span: spans.Recorded) -> bytes:
     if span.parent_id:
         parts += (b"\x22\x08", span.parent_id.to_bytes(8, "big"))  # 4 parent_span_id
     parts += (
-        _field(5, span.name.encode()),
-        b"\x30",  # 6 kind
-        _KIND[span.kind],
+        _ld(b"\x2a", span.name.encode()),  # 5 name
+        _KIND[span.kind],  # 6 kind
         b"\x39",  # 7 start_time_unix_nano
         _FIXED64(span.start),
         b"\x41",  # 8 end_time_unix_nano
         _FIXED64(span.end),
-        _attributes(9, span.attributes),
+        _attributes(b"\x4a", span.attributes),  # 9 attributes
     )
-    for name, at, attributes in span.events:  # 11 events
-        event = b"\x09" + _FIXED64(at) + _field(2, name.encode()) + _attributes(3, attributes)
-        parts.append(_field(11, event))
+    for name, at, attributes in span.events:  # 11 events: time, name, attributes
+        event = b"\x09" + _FIXED64(at) + _ld(b"\x12", name.encode())
+        parts.append(_ld(b"\x5a", event + _attributes(b"\x1a", attributes)))
     if span.error is None:
         parts.append(b"\x7a\x00")  # 15 status: unset
-    else:
-        parts.append(_field(15, _field(2, span.error.encode()) + b"\x18\x02"))  # code ERROR
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if span.parent_id and span.parent_remote else 0)
-    parts += (b"\x85\x01", _FIXED32(flags))  # 16 flags
+    else:  # message, code ERROR
+        parts.append(_ld(b"\x7a", _ld(b"\x12", span.error.encode()) + b"\x18\x02"))
+    parts.append(_REMOTE if span.parent_id and span.parent_remote else _LOCAL)  # 16 flags
     return b"".join(parts)
 
 
-def _attributes(number: int, attributes: Mapping[str, Any]) -> bytes:
-    """Repeated KeyValue field `number`."""
-    return b"".join(
-        [
-            _field(number, _field(1, key.encode()) + _field(2, _any(value)))
-            for key, value in attributes.items()
-        ]
-    )
+def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
+    """A repeated KeyValue field (its tag given): the keys' encoding kept, as they are few
+    (the engine's own names)."""
+    keys = _KEYS
+    out = []
+    for key, value in attributes.items():
+        encoded = keys.get(key)
+        if encoded is None:
+            encoded = _ld(b"\x0a", key.encode())
+            if len(keys) < 1000:
+                keys[key] = encoded
+        out.append(_ld(tag, encoded + _ld(b"\x12", _any(value))))
+    return b"".join(out)
+
+
+_KEYS: dict[str, bytes] = {}
 
 
 def _any(value: Any) -> bytes:
     """An AnyValue."""
     if isinstance(value, str):
-        return _field(1, value.encode())
+        return _ld(b"\x0a", value.encode())
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
         return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)  # int64: two's complement
     if isinstance(value, float):
         return b"\x21" + _DOUBLE(value)
-    if isinstance(value, (list, tuple)):  # ArrayValue
-        return _field(5, b"".join([_field(1, _any(item)) for item in value]))
-    return _field(1, str(value).encode())
+    if isinstance(value, (list, tuple)):  # 5 ArrayValue of 1 values
+        return _ld(b"\x2a", b"".join([_ld(b"\x0a", _any(item)) for item in value]))
+    return _ld(b"\x0a", str(value).encode())
 
 
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited field."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+def _ld(tag: bytes, data: bytes) -> bytes:
+    """A length-delimited field: its tag, the length, the bytes."""
+    size = len(data)
+    return tag + (_SMALL[size] if size < 128 else _varint(size)) + data
 
 
 def _varint(value: int) -> bytes:
