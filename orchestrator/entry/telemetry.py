@@ -1,5 +1,7 @@
-"""A process's tracing set-up, from its settings: the tracer provider, its exporter, and
-the flush before the process ends.
+"""A process's tracing set-up, from its settings: the sink of the engine's spans and its
+exporter (orchestrator.runtime.spans.Batched, encoded by orchestrator.entry.otlp), the
+tracer provider whose sampler decides and which carries a task's own spans, and the flush
+before the process ends.
 
 Why here, at each process's start-up: every process exports its own spans, tagged with
 its own pid and role, so one trace shows which process did what. The applier, each
