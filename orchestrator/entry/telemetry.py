@@ -22,11 +22,12 @@ leave with os._exit, flush after each job (orchestrator.entry.worker.JobWorker).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.entry import otlp
@@ -36,6 +37,8 @@ from orchestrator.runtime import spans, tracing
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+
+log = logging.getLogger(__name__)
 
 FLUSH_MS = 5000  # what a flush waits for the exporter, at most
 ROLE = "orchestrator.process.role"
@@ -70,7 +73,8 @@ def setup(settings: Settings, role: str) -> bool:
     _provider = (os.getpid(), provider)
     if not _provider_set():  # a task's own spans (the OpenTelemetry API) nest in ours
         trace.set_tracer_provider(provider)
-    tracing.enable(spans.Batched(otlp.sender(exporter(settings.tracing), resource)), provider)
+    send = otlp.sender(exporter(settings.tracing), resource)
+    tracing.enable(spans.Batched(send, **batching(os.environ)), provider)
     atexit.register(shutdown)  # a plain process; forked ones call shutdown themselves
     return True
 
@@ -88,6 +92,32 @@ def command(settings: Settings, name: str, parent: str | None = None) -> Iterato
             yield
     finally:
         shutdown()
+
+
+BATCHING = {  # OpenTelemetry's batch span processor variables, read as the SDK reads them
+    "OTEL_BSP_SCHEDULE_DELAY": ("delay", spans.DELAY * 1000),  # ms
+    "OTEL_BSP_MAX_QUEUE_SIZE": ("capacity", spans.CAPACITY),
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("size", spans.SIZE),
+}
+
+
+def batching(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The engine's span batches sized by the OTEL_BSP_* variables that OpenTelemetry's
+    BatchSpanProcessor reads; as the SDK does, a value that is not a positive integer is
+    named in a warning and the default used (a worker process must not die of it)."""
+    found: dict[str, Any] = {}
+    for name, (argument, default) in BATCHING.items():
+        given = environ.get(name, "").strip()
+        value = int(given) if given.isdigit() else 0
+        if given and value <= 0:
+            log.warning("%s must be a positive integer, not %r: %s used", name, given, default)
+        found[argument] = (value or default) / 1000 if argument == "delay" else value or default
+    if found["size"] > found["capacity"]:
+        log.warning(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE is over OTEL_BSP_MAX_QUEUE_SIZE: the latter used"
+        )
+        found["size"] = found["capacity"]
+    return found
 
 
 def exporter(mode: str) -> SpanExporter:

@@ -106,3 +106,19 @@ def test_a_cli_command_is_one_span_exported_before_it_returns(tmp_path: Path, pa
         assert span["parent_id"] is not None
     else:
         assert span["parent_id"] is None
+
+
+def test_span_batches_follow_the_sdks_variables_and_bad_values_fall_back_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert telemetry.batching({}) == {"delay": 5.0, "capacity": 2048, "size": 512}
+    given = {
+        "OTEL_BSP_SCHEDULE_DELAY": "250",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048",
+    }
+    assert telemetry.batching(given) == {"delay": 0.25, "capacity": 8192, "size": 2048}
+    bad = {"OTEL_BSP_SCHEDULE_DELAY": "-1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}
+    assert telemetry.batching(bad) == {"delay": 5.0, "capacity": 2048, "size": 2048}
+    assert "OTEL_BSP_SCHEDULE_DELAY must be a positive integer, not '-1'" in caplog.text
+    assert "OTEL_BSP_MAX_EXPORT_BATCH_SIZE is over OTEL_BSP_MAX_QUEUE_SIZE" in caplog.text
