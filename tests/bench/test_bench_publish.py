@@ -25,7 +25,8 @@ from bench.flows.subscriber import Board
 from bench.targets import PUBLISHING_SYSTEM, lines
 
 WORKFLOWS = 6
-TINY = Preset(preloaded=WORKFLOWS, rates=(), drain=60.0, drain_preloaded=60.0)
+# no overhead rounds: tests/bench/test_bench_flows.py runs those on their own
+TINY = Preset(preloaded=WORKFLOWS, rates=(), drain=60.0, drain_preloaded=60.0, overhead_rounds=0)
 
 
 @pytest.mark.slow

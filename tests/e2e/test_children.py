@@ -29,7 +29,9 @@ def start(env: dict[str, str], workflow: str, data: dict[str, Any]) -> str:
 
 def test_children_with_a_real_worker(redis_url: str, tmp_path: Path) -> None:
     env = cli_env(redis_url, tmp_path, ORCHESTRATOR_WORKFLOWS="tests.child_workflows")
-    slow = start(env, "parcel", {"order_id": 1, "dispatch_seconds": 3})
+    slow = start(
+        env, "parcel", {"order_id": 1, "dispatch_seconds": 8}
+    )  # a window for a loaded machine
     fraud = start(env, "parcel", {"order_id": 2, "fraud": True})
     fleet = start(env, "fleet", {"parcels": ["a", "b", "c"]})
     log = tmp_path / "worker.log"
