@@ -59,7 +59,7 @@ DEFAULT_JOB_TIMEOUT = 180  # RQ's, for a job that names none
 # Seconds a stopping child has to finish: an idle one exits at once; a busy one finishes its
 # job if it can (RQ's warm shutdown), else it is ended and the watchdog reports its try lost,
 # to be tried again (a lost try is not counted against the task's retries; see core.machine).
-STOP_GRACE = 1.2
+STOP_GRACE = 1.0  # a busy job's time to finish once stopping; the rest of 2 s is for exits
 STOP_COLD = 0.5  # seconds a cold shutdown has, before SIGKILL
 RELAY_STOP = 0.5  # seconds the relay has, once the applier stopped, to give its leases back
 RELAY_RESTART = 5.0  # seconds before a relay that failed (Redis down at its start) tries again
