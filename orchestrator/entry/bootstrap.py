@@ -20,17 +20,19 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from orchestrator.entry.client import Orchestrator
 from orchestrator.entry.connection import connect, keys_for
 from orchestrator.entry.settings import Settings
-from orchestrator.runtime.applier import Applier
-from orchestrator.runtime.guard import GuardedJob, JobCheck, guarded
-from orchestrator.runtime.publisher import Publishing
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.keys import Keys
+
+if TYPE_CHECKING:  # imported where used: a command that reads (status, list) needs neither
+    from orchestrator.runtime.applier import Applier
+    from orchestrator.runtime.guard import GuardedJob
 
 
 class App:
@@ -57,9 +59,14 @@ class App:
     @cached_property
     def job_class(self) -> type[GuardedJob]:
         """The job class of this process's RQ workers: it runs only declared work."""
+        from orchestrator.runtime.guard import JobCheck, guarded
+
         return guarded(JobCheck(self.registry, self.keys, self.settings.job_key))
 
     def applier(self, batch_size: int = 200) -> Applier:
+        from orchestrator.runtime.applier import Applier
+        from orchestrator.runtime.publisher import Publishing
+
         return Applier(
             self.redis,
             self.keys,
