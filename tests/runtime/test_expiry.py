@@ -38,7 +38,7 @@ from tests.conftest import cli_env, run_cli
 
 __all__ = ["smtp_server"]  # the fixture, imported for pytest
 
-RETENTION = 2.0
+RETENTION = 4.0  # long enough for a burst and a send on a loaded machine
 EMAIL = "buyer@example.com"
 PHONE = "+14155550100"
 
@@ -159,8 +159,14 @@ def test_everything_written_for_an_instance_expires_with_it(
     time.sleep(0.2)
     assert app.applier().retention.clean() == len(ids)
     # Then nothing of them is left but their ids among the expired, and status says so
-    left = beating(app, set(namespace_keys(app)))
-    assert left - deployment_wide(app.keys) == {app.keys.expired}
+    # (the notification sent with no instance, a moment after them, within its own retention)
+    deadline = time.monotonic() + RETENTION + 5
+    while True:
+        left = beating(app, set(namespace_keys(app))) - deployment_wide(app.keys)
+        if left == {app.keys.expired} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert left == {app.keys.expired}
     with pytest.raises(UnknownInstance, match="has expired"):
         app.client.status(orders[0])
     # And once the expired are forgotten too (a retention later), nothing at all
@@ -175,7 +181,7 @@ def beating(app: App, keys: set[str]) -> set[str]:
     within HEARTBEAT_TTL (checked here: -2 when it expired since `keys` was read)."""
     found = {key for key in keys if ":alive:" in key}
     ttls = {key: app.redis.pttl(key) for key in found}
-    assert all(ttl == -2 or 0 < ttl <= HEARTBEAT_TTL * 1000 for ttl in ttls.values()), ttls
+    assert all(ttl == -2 or 0 <= ttl <= HEARTBEAT_TTL * 1000 for ttl in ttls.values()), ttls
     return keys - found
 
 
