@@ -41,7 +41,7 @@ parallel state or one item of a map (#15), "state/branch", with tries of its own
 - the stored instance is what replaying its history gives.
 
 The number of sequences per test is HYPOTHESIS_STATEFUL_EXAMPLES (default
-200, what CI runs); the chaos harness runs 10,000.
+120, what CI runs: the suite must stay under its time); the chaos harness runs 10,000.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ from workflows.order import OrderFulfilment
 IID = "inst-1"
 T0 = 1_000.0
 ANSWERS = (ev.TASK_COMPLETED, ev.TASK_FAILED, ev.COMPENSATION_COMPLETED, ev.COMPENSATION_FAILED)
-EXAMPLES = int(os.environ.get("HYPOTHESIS_STATEFUL_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("HYPOTHESIS_STATEFUL_EXAMPLES", "120"))
 STATEFUL = settings(
     max_examples=EXAMPLES,
     deadline=None,
