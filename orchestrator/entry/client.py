@@ -17,7 +17,8 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -34,21 +35,22 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
-from orchestrator.core.replay import ReplayReport, replay
 from orchestrator.core.spec import StateSpec, split_step, step_name
-from orchestrator.entry import connection, subscriber
-from orchestrator.entry.schedules import ScheduleClient
+from orchestrator.entry import connection
 from orchestrator.entry.settings import Settings
-from orchestrator.entry.subscriptions import Subscriptions
 from orchestrator.runtime import tracing
 from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Page, Store
 from orchestrator.store.keys import Keys
-from orchestrator.store.published import Published
-from orchestrator.store.schedules import Schedules
 from orchestrator.store.waiting import WAITING, Waiting
+
+if TYPE_CHECKING:
+    from orchestrator.core.replay import ReplayReport
+    from orchestrator.entry.schedules import ScheduleClient
+    from orchestrator.entry.subscriptions import Subscriptions
+    from orchestrator.store.published import Published
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,21 @@ class Orchestrator:
         self.store = Store(client, keys, retention)
         self.dead_letters = DeadLetters(client, keys)
         self.waiting = Waiting(client, keys)
-        self.schedules = ScheduleClient(Schedules(client, keys), registry)
-        self.subscriptions = Subscriptions(client, keys)
+
+    # What few commands use is built on first use: `orchestrator status` imports neither.
+
+    @cached_property
+    def schedules(self) -> ScheduleClient:
+        from orchestrator.entry.schedules import ScheduleClient
+        from orchestrator.store.schedules import Schedules
+
+        return ScheduleClient(Schedules(self.redis, self.keys), self.registry)
+
+    @cached_property
+    def subscriptions(self) -> Subscriptions:
+        from orchestrator.entry.subscriptions import Subscriptions
+
+        return Subscriptions(self.redis, self.keys)
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> Orchestrator:
@@ -220,6 +235,8 @@ class Orchestrator:
             if not history or int(history[-1]["seq"]) <= stored.seq:
                 break
         definition = self.registry.get(stored.workflow, stored.version)
+        from orchestrator.core.replay import replay
+
         return replay(definition, stored, history)
 
     # -- reads ----------------------------------------------------------------
@@ -365,6 +382,8 @@ class Orchestrator:
     ) -> Iterator[Published]:
         """Consume published events as a member of `group`, each acknowledged once the
         loop asks for the next (orchestrator.entry.subscriber)."""
+        from orchestrator.entry import subscriber
+
         return subscriber.subscribe(
             self.redis,
             self.keys,
@@ -387,6 +406,8 @@ class Orchestrator:
     ) -> builtins.list[Published]:
         """The published events from a position on ("start", an entry id, a moment,
         a time ago such as "15m"), oldest first, up to `limit`."""
+        from orchestrator.entry import subscriber
+
         return list(subscriber.read(self.redis, self.keys, start, types, limit=limit))
 
     def expired_count(self) -> int:

@@ -118,3 +118,36 @@ def test_the_schemas_help_names_the_engine_default_folder() -> None:
     from orchestrator.entry.schema_registry import DEFAULT_DIR
 
     assert Path(DEFAULT_DIR_SHOWN) == DEFAULT_DIR
+
+
+def test_status_imports_only_what_reading_an_instance_needs(redis_url: str) -> None:
+    # Given an instance started with the bundled workflows
+    from orchestrator.entry.client import Orchestrator
+    from orchestrator.entry.settings import Settings
+
+    env = {"REDIS_URL": redis_url, "ORCHESTRATOR_WORKFLOWS": "workflows"}
+    settings = Settings.from_env({**os.environ, **env})
+    instance = Orchestrator.connect(settings).start("order", {"order_id": "o-lazy"})
+    # When `orchestrator status ID` runs
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, "status", instance],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # Then it shows the instance, and loaded none of the parts other commands use
+    assert instance in done.stdout
+    modules = set(json.loads(done.stderr.splitlines()[-1]))
+    others = {
+        "orchestrator.entry.subscriptions",  # webhook subscriptions, and their relay
+        "orchestrator.runtime.relay",
+        "orchestrator.entry.schedules",
+        "orchestrator.entry.subscriber",  # published events
+        "orchestrator.core.replay",
+        "orchestrator.runtime.applier",  # the worker's
+        "rq",
+    }
+    assert modules.isdisjoint(others), sorted(modules & others)
