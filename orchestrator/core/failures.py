@@ -11,10 +11,12 @@ only `error_type: TaskLost`, and so stays retryable.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import NonRetryable
-from orchestrator.core.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from orchestrator.core.spec import TaskSpec
 
 MAX_TYPES = 32  # names reported at most, most specific first
 _UNNAMED = (BaseException, Exception, object)

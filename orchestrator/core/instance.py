@@ -26,6 +26,7 @@ STATUSES: tuple[str, ...] = (
     "cancelled",
 )
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled"})
+PASSED = "passed"  # the history outcome of a state passed through (orchestrator.store.instances)
 """Statuses after which nothing runs. `failed` is final only in a final state;
 an instance whose compensation failed is `failed` but resumable."""
 

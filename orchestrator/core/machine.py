@@ -39,7 +39,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.effects import AnswerParent, Effect
 from orchestrator.core.events import Event
 from orchestrator.core.failures import backoff_delay, failure_text, retryable
-from orchestrator.core.instance import Fan, Instance
+from orchestrator.core.instance import PASSED, Fan, Instance
 from orchestrator.core.spec import (
     LOST_TRIES,
     TASK_LOST,
@@ -61,8 +61,6 @@ __all__ = [
     "merge_result",
     "transition",
 ]
-
-PASSED = "passed"  # the outcome shown for a state passed through (orchestrator.store.instances)
 
 
 @dataclass(frozen=True)

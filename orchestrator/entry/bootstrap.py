@@ -27,12 +27,12 @@ import redis
 from orchestrator.entry.client import Orchestrator
 from orchestrator.entry.connection import connect, keys_for
 from orchestrator.entry.settings import Settings
-from orchestrator.runtime.registry import Registry
 from orchestrator.store.keys import Keys
 
-if TYPE_CHECKING:  # imported where used: a command that reads (status, list) needs neither
+if TYPE_CHECKING:  # imported where used: a command that reads (status, list) needs none
     from orchestrator.runtime.applier import Applier
     from orchestrator.runtime.guard import GuardedJob
+    from orchestrator.runtime.registry import Registry
 
 
 class App:
@@ -41,6 +41,8 @@ class App:
 
     @cached_property
     def registry(self) -> Registry:
+        from orchestrator.runtime.registry import Registry
+
         importable(Path.cwd())
         return Registry.from_modules(self.settings.workflows)
 
@@ -54,7 +56,8 @@ class App:
 
     @cached_property
     def client(self) -> Orchestrator:
-        return Orchestrator(self.redis, self.keys, self.registry, self.settings.retention)
+        # the workflows loaded when the client first needs one: reads need none
+        return Orchestrator(self.redis, self.keys, lambda: self.registry, self.settings.retention)
 
     @cached_property
     def job_class(self) -> type[GuardedJob]:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from orchestrator.core import events as ev
-from orchestrator.core.definition import Definition
 from orchestrator.core.durations import show_duration
 from orchestrator.core.errors import (
     InputError,
@@ -35,11 +34,9 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.instance import STATUSES, Instance
 from orchestrator.core.limits import check_data
-from orchestrator.core.spec import StateSpec, split_step, step_name
 from orchestrator.entry import connection
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime import tracing
-from orchestrator.runtime.registry import Registry
 from orchestrator.store.deadletters import DeadLetters
 from orchestrator.store.inbox import Inbox, check_id, new_id
 from orchestrator.store.instances import Page, Store
@@ -47,9 +44,12 @@ from orchestrator.store.keys import Keys
 from orchestrator.store.waiting import WAITING, Waiting
 
 if TYPE_CHECKING:
+    from orchestrator.core.definition import Definition
     from orchestrator.core.replay import ReplayReport
+    from orchestrator.core.spec import StateSpec
     from orchestrator.entry.schedules import ScheduleClient
     from orchestrator.entry.subscriptions import Subscriptions
+    from orchestrator.runtime.registry import Registry
     from orchestrator.store.published import Published
 
 
@@ -67,15 +67,27 @@ REPLAY_READS = 5  # reads of an instance and its history, at most, to see them a
 
 class Orchestrator:
     def __init__(
-        self, client: redis.Redis, keys: Keys, registry: Registry, retention: float = 7 * 86400.0
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        registry: Registry | Callable[[], Registry],
+        retention: float = 7 * 86400.0,
     ) -> None:
+        """`registry`: the workflows, or what loads them when first needed (the CLI's:
+        `status` or `list` reads instances without importing a workflow module)."""
         self.redis = client
         self.keys = keys
-        self.registry = registry
+        self._registry = registry
         self.inbox = Inbox(client, keys)
         self.store = Store(client, keys, retention)
         self.dead_letters = DeadLetters(client, keys)
         self.waiting = Waiting(client, keys)
+
+    @property
+    def registry(self) -> Registry:
+        if callable(self._registry):  # loaded once, when a method first needs a definition
+            self._registry = self._registry()
+        return self._registry
 
     # What few commands use is built on first use: `orchestrator status` imports neither.
 
@@ -99,6 +111,8 @@ class Orchestrator:
         settings = settings or Settings.from_env()
         client = connection.connect(settings)
         keys = connection.keys_for(client, settings)
+        from orchestrator.runtime.registry import Registry
+
         return cls(client, keys, Registry.from_modules(settings.workflows), settings.retention)
 
     # -- writes -----------------------------------------------------------------
@@ -621,6 +635,8 @@ def _answer_for_branch(
 ) -> dict[str, Any]:
     """Bind an externally emitted answer to one running branch of a parallel or map state,
     named as the branch ("charge", "17") or its step ("preparing/charge")."""
+    from orchestrator.core.spec import split_step, step_name
+
     assert instance.fan is not None
     running = sorted(instance.fan.tries)
     branch = split_step(task)[1] if task.startswith(f"{state.name}/") else task

@@ -19,17 +19,19 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from orchestrator.core import events as ev
-from orchestrator.core.definition import Definition
 from orchestrator.core.errors import InputError, InstanceExists
 from orchestrator.core.events import Event
 from orchestrator.core.instance import Instance
 from orchestrator.core.limits import check_data
 from orchestrator.store.keys import Keys
+
+if TYPE_CHECKING:
+    from orchestrator.core.definition import Definition
 
 # KEYS: instance, inbox, correlation ("" for none), idx:all, idx:workflow, idx:status:pending,
 #       waiting list of the correlation ("" for none), waiting zset (store.waiting)

@@ -21,8 +21,7 @@ import redis
 from orchestrator.core.durations import show_duration
 from orchestrator.core.errors import InputError, UnknownInstance
 from orchestrator.core.events import Unreadable
-from orchestrator.core.instance import Instance
-from orchestrator.core.machine import PASSED
+from orchestrator.core.instance import PASSED, Instance
 from orchestrator.store import archive
 from orchestrator.store.keys import Keys
 

@@ -149,5 +149,8 @@ def test_status_imports_only_what_reading_an_instance_needs(redis_url: str) -> N
         "orchestrator.core.replay",
         "orchestrator.runtime.applier",  # the worker's
         "rq",
+        "workflows",  # the deployment's workflow modules: reading an instance needs none
+        "orchestrator.runtime.registry",
+        "orchestrator.core.definition",
     }
     assert modules.isdisjoint(others), sorted(modules & others)
