@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> module, function(quick: bool) -> {"rows": [...], "details": {...}}
 WORKLOADS = {
     "flows": ("bench.flows", "measure_flows"),
+    "loaded": ("bench.flows.load", "measure_loaded"),
     "notify": ("bench.notify_rate", "measure_notifications"),
     "fan": ("bench.fan", "measure_fan"),
 }

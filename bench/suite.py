@@ -142,6 +142,10 @@ def flows(args: argparse.Namespace) -> dict[str, Any]:
     return {**result, "rows": [*throughput, *trips, *publishing, *rest]}
 
 
+def loaded(args: argparse.Namespace) -> dict[str, Any]:
+    return run_isolated("loaded", args.quick, LIMITS[_mode(args)]["flows"])
+
+
 def notifications(args: argparse.Namespace) -> dict[str, Any]:
     return run_isolated("notify", args.quick, LIMITS[_mode(args)]["notify"])
 
@@ -176,6 +180,7 @@ def startup(args: argparse.Namespace) -> dict[str, Any]:
 WORKLOADS = (
     Workload("applier", "1", "events applied per second, one applier", applier_vs_rq),
     Workload("flows", "2", "3-step workflows: throughput and latency (bench.flows)", flows),
+    Workload("loaded", "2", "the same beside a busy core (bench.flows.load)", loaded),
     Workload("notify", "4", "notifications per second (bench.notify_rate)", notifications),
     Workload("memory", "5", "Redis memory per finished instance", memory),
     Workload("scale", "5", "apply latency with 1k to 1M instances stored", scale),

@@ -147,14 +147,20 @@ def _start(sock: Path, data_dir: Path) -> None:
 
 
 class OwnedSocketConnection(redis.UnixDomainSocketConnection):
-    """A connection to the embedded server that checks, each time it connects, that the
-    socket and its folder are this user's alone and that the server runs as this user."""
+    """A connection to the embedded server that checks, each time it connects and before
+    it sends anything, that the socket and its folder are this user's alone and that the
+    server runs as this user.
+
+    Checked once connected: redis-server binds its socket, then narrows its mode to
+    `unixsocketperm`, then listens; a socket checked before it listens may still have
+    the mode the umask gave it (seen: 0755 while a second process waited for the server
+    it had just started). Connected, the socket listens, so its mode is the final one."""
 
     def _connect(self) -> socket.socket:
         path = Path(self.path)
-        check_socket(path)
         sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call]
         try:
+            check_socket(path)
             _check_peer(sock, path)
         except BaseException:
             sock.close()
