@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
+import redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -141,11 +143,29 @@ class NoRemoteCommands:
         super().handle_exception(job, *exc_info)  # type: ignore[misc]
 
 
-class BurstWorker(NoRemoteCommands, Worker):
+class OneTripHeartbeat:
+    """RQ's worker heartbeat (an HSET and two EXPIREs) sent in one round trip, not three.
+
+    RQ beats right after it takes a job, before the job runs, and again as it finishes:
+    with MONITOR, three round trips and 0.4-0.8 ms between a job's arrival and its start,
+    on the path of every step."""
+
+    connection: redis.Redis
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)  # type: ignore[misc]
+            pipe.execute()
+
+
+class BurstWorker(OneTripHeartbeat, NoRemoteCommands, Worker):
     """An RQ worker for one burst (no pub/sub thread: it cost up to a second a burst)."""
 
 
-class JobWorker(NoRemoteCommands, Worker):
+class JobWorker(OneTripHeartbeat, NoRemoteCommands, Worker):
     """Job isolation: RQ's forking worker, stopped by signals alone."""
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
@@ -156,7 +176,7 @@ class JobWorker(NoRemoteCommands, Worker):
             telemetry.flush()
 
 
-class NotificationWorker(NoRemoteCommands, SimpleWorker):
+class NotificationWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
     """Notifications run in the worker process itself, stopped by signals alone."""
 
 
@@ -306,7 +326,7 @@ def _applier_main(
 ISOLATIONS = ("job", "process")
 
 
-class DeadlineWorker(NoRemoteCommands, SimpleWorker):
+class DeadlineWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
     """Runs jobs in this process and tells the supervisor by when each must be done.
 
     A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that
