@@ -65,15 +65,9 @@ def scaled(appliers: int) -> type[OrchestratorSystem]:
             self.at_first_take: Cpu | None = None  # CPU when work started: start-up left out
 
         def start_workers(self) -> None:
-            env = {
-                **self.env,
-                "REDIS_URL": self.url,
-                "ORCHESTRATOR_WORKFLOWS": self.module,
-                "ORCHESTRATOR_ACCEPT_RISK": "1",
-            }
             args = ["-m", "cli.main", "worker", "--processes", str(per), "--notifiers", "0"]
             for n in range(appliers):
-                self.workers.python(f"orchestrator-worker-{n}", args, env)
+                self.workers.python(f"orchestrator-worker-{n}", args, self.worker_environment())
 
         def taken(self) -> bool:  # the driver polls this until a worker took work
             took = super().taken()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.fan.workflows import FAN, WIDTH
+from bench.fan.workflows import BRANCHES, FAN, PARALLEL, PARENT, WIDTH
 from bench.flows.orch import TASK_PROCESSES, OrchestratorSystem
 
 MODULE = "bench.fan.workflows"
@@ -27,3 +27,35 @@ class FanOrchestrator(OrchestratorSystem):
 
     def submit(self, wf: str) -> None:
         self.instances[wf] = self.client.start(FAN, {"wf": wf, "items": list(range(WIDTH))})
+
+
+class ParallelOrchestrator(OrchestratorSystem):
+    """Each workflow one `bench_parallel` instance: three no-op branches, then a task."""
+
+    module = MODULE
+    scraped_after_run = False
+
+    def __init__(self, url: str, folder: Path) -> None:
+        super().__init__(url, folder)
+        self.workers_note = self.workers_note.replace(
+            "instances started", f"{PARALLEL} instances ({BRANCHES} branches) started"
+        )
+
+    def submit(self, wf: str) -> None:
+        self.instances[wf] = self.client.start(PARALLEL, {"wf": wf})
+
+
+class ChildOrchestrator(OrchestratorSystem):
+    """Each workflow one `bench_parent` instance, which starts one child and awaits it."""
+
+    module = MODULE
+    scraped_after_run = False
+
+    def __init__(self, url: str, folder: Path) -> None:
+        super().__init__(url, folder)
+        self.workers_note = self.workers_note.replace(
+            "instances started", f"{PARENT} instances (one child each) started"
+        )
+
+    def submit(self, wf: str) -> None:
+        self.instances[wf] = self.client.start(PARENT, {"wf": wf})

@@ -91,16 +91,19 @@ class OrchestratorSystem(System):
         return f"{found.status} in {found.state}, try {found.attempt}"
 
     def start_workers(self) -> None:
-        env = {
+        args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "0"]
+        args += ["--isolation", self.isolation]
+        self.workers.python("orchestrator-worker", args, self.worker_environment())
+
+    def worker_environment(self) -> dict[str, str]:
+        """What `orchestrator worker` runs with: this server, these workflows."""
+        return {
             **self.env,
             "REDIS_URL": self.url,
             "ORCHESTRATOR_WORKFLOWS": self.module,
             "ORCHESTRATOR_ACCEPT_RISK": "1",  # the private server keeps no AOF
             **self.worker_env,
         }
-        args = ["-m", "cli.main", "worker", "--processes", str(TASK_PROCESSES), "--notifiers", "0"]
-        args += ["--isolation", self.isolation]
-        self.workers.python("orchestrator-worker", args, env)
 
     def ready(self) -> bool:
         pipe = self.redis.pipeline(transaction=False)

@@ -14,10 +14,12 @@ from bench.targets import lines
 
 pytestmark = pytest.mark.slow
 
-TINY = FanSizes(fanouts=3, items=300, warm_items=20, drain=60.0, map_limit=60.0, settle=0.0)
+TINY = FanSizes(
+    fanouts=3, items=300, warm_items=20, drain=60.0, map_limit=60.0, settle=0.0, constructs=4
+)
 
 
-def test_every_fan_out_and_the_map_finish_within_the_concurrency() -> None:
+def test_every_fan_out_construct_and_the_map_finish_within_the_concurrency() -> None:
     result = run_fan(["orchestrator"], TINY)
 
     details = result["details"]
@@ -35,10 +37,17 @@ def test_every_fan_out_and_the_map_finish_within_the_concurrency() -> None:
     table = lines(result["rows"], "7")
     assert [line.workload for line in table] == [
         "7. fan-outs/s, 100 no-op tasks each, then fan-in, 2 workers, W=3",
+        "7. parallel states/s, 3 no-op branches then a task, 2 workers, W=4",
+        "7. children/s: a parent awaits a one-task child workflow, then a task, 2 workers, W=4",
         "7. map of 300 no-op items, 2 workers: items/s / Redis B per item",
     ]
     assert table[0].target == ">= fastest peer" and table[0].met is None  # no peer measured
-    assert table[1].target == "figures only" and table[1].met is None
+    assert all(line.target == "figures only" and line.met is None for line in table[1:])
+    # each construct's workflows all finished: the parents with their children
+    for kind in ("parallel", "child"):
+        part = details[kind]["throughput"]
+        assert part["finished"] == part["workflows"] == 4, (kind, part)
+    assert details["child"]["throughput"]["left"]["instances completed"] == 8
 
 
 def test_the_fan_out_target_is_the_fastest_peer() -> None:
