@@ -24,6 +24,7 @@ import redis
 from bench.counting import counted_client
 from bench.measure import Measurement, timed
 from orchestrator.entry.bootstrap import bootstrap
+from orchestrator.entry.connection import tune
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime.applier import Applier
 from orchestrator.store.inbox import Inbox
@@ -100,6 +101,7 @@ def measure_applier(
     admin = redis.Redis.from_url(url)
     admin.flushdb()
     client, trips = counted_client(url)
+    tune(client)  # the engine's own connection settings (orchestrator.entry.connection.connect)
     settings = Settings(
         redis_url=url,
         workflows=(WORKFLOW_MODULE,),

@@ -39,7 +39,7 @@ def connect(settings: Settings) -> redis.Redis:
             health_check_interval=30,
             **checked,
         )
-        _describe_driver_once(client)
+        tune(client)
         info = client.info("server")
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(
@@ -83,6 +83,14 @@ def keys_for(client: redis.Redis, settings: Settings) -> Keys:
     return Keys(settings.namespace, stored)
 
 
+def tune(client: redis.Redis) -> redis.Redis:
+    """The engine's settings of a client's connections, made before any connects (every
+    client the engine makes, and the benchmark's own, which must measure the same)."""
+    _describe_driver_once(client)
+    _pack_with_hiredis(client)
+    return client
+
+
 def _describe_driver_once(client: redis.Redis) -> None:
     """Resolve once what redis-py would resolve for every new connection.
 
@@ -97,6 +105,18 @@ def _describe_driver_once(client: redis.Redis) -> None:
     except ImportError:  # an older redis-py resolves its version once, at import
         return
     client.connection_pool.connection_kwargs.setdefault("driver_info", DriverInfo())
+
+
+def _pack_with_hiredis(client: redis.Redis) -> None:
+    """Commands packed by hiredis as they are, not argument by argument in Python first
+    (orchestrator.entry.packer says why); a client that encodes otherwise than UTF-8
+    keeps redis-py's packer."""
+    from orchestrator.entry.packer import CommandPacker
+
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("encoding", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return
+    kwargs.setdefault("command_packer", CommandPacker(kwargs.get("encoding_errors", "strict")))
 
 
 def _reason(exc: Exception) -> str:
