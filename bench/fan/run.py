@@ -37,8 +37,9 @@ import redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from bench.fan.constructs import CONSTRUCTS, construct
 from bench.fan.orch import MODULE
-from bench.fan.workflows import BRANCHES, CONCURRENCY, MAP, WIDTH
+from bench.fan.workflows import CONCURRENCY, MAP, WIDTH
 from bench.flows.base import System
 from bench.flows.driver import Sizes, WorkersDied, throughput
 from bench.flows.orch import OrchestratorSystem
@@ -53,19 +54,6 @@ SYSTEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "dramatiq": ("bench.fan.dramatiq_app", "DramatiqFan", ("dramatiq",)),
 }
 FANOUT = "fan-outs/s, 100 no-op tasks each, then fan-in, 2 workers, W={}"
-# issue #18: a row for each construct; figures only (no peer runs the same shape here)
-CONSTRUCTS = {
-    "parallel": (
-        "bench.fan.orch.ParallelOrchestrator",
-        f"parallel states/s, {BRANCHES} no-op branches then a task, 2 workers, W={{}}",
-        BRANCHES + 1,
-    ),
-    "child": (
-        "bench.fan.orch.ChildOrchestrator",
-        "children/s: a parent awaits a one-task child workflow, then a task, 2 workers, W={}",
-        2,
-    ),
-}
 MAP_LABEL = "map of {:,} no-op items, 2 workers: items/s / Redis B per item"
 TASKS_PER_FANOUT = WIDTH + 1  # the items and the fan-in callback
 POLL = 0.005  # s, watching the map's instance and the RQ jobs
@@ -295,37 +283,6 @@ def measure_map(sizes: FanSizes, folder: Path) -> dict[str, Any]:
     return found
 
 
-def construct(kind: str, sizes: FanSizes, folder: Path) -> dict[str, Any]:
-    """One construct's workflows/s, the flows driver's way: W preloaded, the workers
-    started, first take to last finish; its row (figures only) and its details."""
-    where, label, tasks_each = CONSTRUCTS[kind]
-    module, cls = where.rsplit(".", 1)
-    factory: type[System] = getattr(importlib.import_module(module), cls)
-    with fresh(factory, folder) as (system, _):
-        part = throughput(system, Sizes(preloaded=sizes.constructs, drain_preloaded=sizes.drain))
-        note = system.workers_note
-    done, seconds = part["finished"], part["seconds"]
-    trips = part["redis"]["round_trips"]
-    notes = [
-        f"{round(done * tasks_each / seconds):,} tasks/s ({tasks_each} a workflow)"
-        if seconds > 0
-        else "no time measured",
-        f"{trips / (done * tasks_each):.2f} Redis round trips per task" if done else "",
-        f"worker start-up {part['startup_seconds']} s not counted",
-    ]
-    if done < part["workflows"]:
-        notes.insert(0, f"{part['workflows'] - done} of {part['workflows']} unfinished")
-    row = {
-        "workload": label.format(sizes.constructs),
-        "system": "orchestrator",
-        "value": part["per_second"],
-        "target": "figures only",
-        "met": None,
-        "note": "; ".join(n for n in notes if n),
-    }
-    return {"row": row, "workers": note, "throughput": part}
-
-
 def map_row(found: dict[str, Any]) -> dict[str, Any]:
     watch = found["watch"]
     notes = []
@@ -385,7 +342,7 @@ def run_fan(systems: list[str], sizes: FanSizes, logs: Path | None = None) -> di
             rows.append(fan_row(name, found, sizes))
         for kind in CONSTRUCTS:
             try:
-                built = construct(kind, sizes, base / kind)
+                built = construct(kind, sizes.constructs, sizes.drain, base / kind)
             except WorkersDied as exc:
                 details[kind] = {"error": str(exc)}
                 continue
