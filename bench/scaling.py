@@ -90,16 +90,15 @@ class Cpu:
     @classmethod
     def now(cls, system: OrchestratorSystem) -> Cpu:
         """Each supervisor's first child is its applier (orchestrator.entry.worker starts
-        it first); Redis's own CPU from INFO (main thread and helpers)."""
+        it first)."""
         appliers: list[int] = []
         tasks: list[int] = []
         for popen, _ in system.workers.processes:
             kids = children(popen.pid)  # oldest first
             appliers += kids[:1]
             tasks += kids[1:]
-        info = system.redis.info("cpu")
         return cls(
-            float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            _redis_cpu(system),
             _cpu(appliers),
             _cpu(tasks),
             (tuple(appliers), tuple(tasks)),
@@ -107,14 +106,18 @@ class Cpu:
 
     def since(self, system: OrchestratorSystem) -> tuple[float, float, float]:
         """(redis, appliers, tasks) CPU seconds spent since this one, same processes."""
-        info = system.redis.info("cpu")
-        redis_now = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         appliers, tasks = self.processes
         return (
-            redis_now - self.redis,
+            _redis_cpu(system) - self.redis,
             _cpu(list(appliers)) - self.appliers,
             _cpu(list(tasks)) - self.tasks,
         )
+
+
+def _redis_cpu(system: OrchestratorSystem) -> float:
+    """The server's own CPU seconds (INFO cpu: its main thread and helpers)."""
+    info = system.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _cpu(pids: list[int]) -> float:
