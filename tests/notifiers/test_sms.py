@@ -11,6 +11,8 @@ HTTP client adds.
 from __future__ import annotations
 
 import base64
+import io
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
+from orchestrator.entry import logs
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.runtime import context as worker_context
@@ -135,6 +138,31 @@ def test_one_http_session_serves_every_send(prism: Prism, make: Make) -> None:
     assert notifier.send(sms()).provider_id == PRISM_SID
     assert notifier.send(sms()).provider_id == PRISM_SID
     assert notifier.http.session is session
+
+
+@pytest.mark.parametrize(("level", "chatter"), [("INFO", False), ("DEBUG", True)])
+def test_the_sdks_request_lines_show_only_at_debug(
+    prism: Prism, make: Make, level: str, chatter: bool
+) -> None:
+    """Twilio's SDK logs every request at INFO (ten-odd lines); the worker's INFO keeps
+    them out, DEBUG lets them through, and the SDK's warnings show at every level."""
+    root = logging.getLogger()
+    handlers, was = list(root.handlers), root.level
+    stream = io.StringIO()
+    logs.configure(level, "text", stream)
+    try:
+        assert make().send(sms()).provider_id == PRISM_SID
+        logging.getLogger("twilio.http_client").warning("the SDK's own warning")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(was)
+    written = stream.getvalue()
+    assert ("BEGIN Twilio API Request" in written) is chatter
+    assert "the SDK's own warning" in written
+    assert TOKEN not in written
 
 
 def test_messaging_service_sid_replaces_the_sender_number(prism: Prism, make: Make) -> None:
