@@ -11,6 +11,7 @@ rather than handing the applier an instance that fails somewhere later.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -130,31 +131,27 @@ class Instance:
         return copy
 
     def to_fields(self) -> dict[str, str]:
-        return {
-            "id": self.id,
-            "workflow": self.workflow,
-            "version": str(self.version),
-            "state": self.state or "",
-            "status": self.status,
-            "seq": str(self.seq),
-            "entered_seq": str(self.entered_seq),
-            "attempt": str(self.attempt),
-            "lost": str(self.lost),
-            "context": _dump(self.context),
-            "compensations": _dump(list(self.compensations)),
-            "compensating_to": self.compensating_to or "",
-            "inflight": _dump([list(t) for t in self.inflight]),
-            "halted": "1" if self.halted else "",
-            "parked": _dump([json.loads(e.to_json()) for e in self.parked]),
-            "fan": _dump(self.fan.to_doc()) if self.fan is not None else "",
-            "parent": _dump(self.parent) if self.parent is not None else "",
-            "children": _dump(self.children) if self.children else "",
-            "timers": _dump(list(self.timers)),
-            "correlation": self.correlation or "",
-            "reason": self.reason or "",
-            "created_at": repr(self.created_at),
-            "updated_at": repr(self.updated_at),
-        }
+        return {name: encode(self.__dict__[name]) for name, encode in _ENCODING}
+
+    def changed_fields(self, before: Instance, stored: dict[str, str]) -> dict[str, str]:
+        """The fields of this instance's hash that differ from `stored`, the hash `before`
+        was read from: what the applier writes. A field whose value is the very object
+        `before` holds is left out without being encoded; an instance is never changed in
+        place (`evolve` copies), so its value is the one read from `stored`. For a step
+        that moves an instance on, this encodes the few fields that moved (state, seq,
+        updated_at, ...) rather than all 23, with their five JSON documents: measured,
+        to_fields and the comparison were a tenth of the applier's time (cProfile,
+        bench.flows at W=3,000)."""
+        mine, theirs = self.__dict__, before.__dict__
+        changed: dict[str, str] = {}
+        for name, encode in _ENCODING:
+            value = mine[name]
+            if value is theirs[name]:
+                continue
+            text = encode(value)
+            if stored.get(name) != text:
+                changed[name] = text
+        return changed
 
     @classmethod
     def from_fields(cls, raw: dict[str, str]) -> Instance:
@@ -237,6 +234,39 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def _or_empty(value: str | None) -> str:
+    return value or ""
+
+
+# How each field is written into the hash, by name (the hash's fields are the instance's);
+# `from_fields` reads them back.
+_ENCODING: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("id", str),
+    ("workflow", str),
+    ("version", str),
+    ("state", _or_empty),
+    ("status", str),
+    ("seq", str),
+    ("entered_seq", str),
+    ("attempt", str),
+    ("lost", str),
+    ("context", _dump),
+    ("compensations", lambda states: _dump(list(states))),
+    ("compensating_to", _or_empty),
+    ("inflight", lambda tries: _dump([list(t) for t in tries])),
+    ("halted", lambda halted: "1" if halted else ""),
+    ("parked", lambda parked: _dump([json.loads(e.to_json()) for e in parked])),
+    ("fan", lambda fan: _dump(fan.to_doc()) if fan is not None else ""),
+    ("parent", lambda parent: _dump(parent) if parent is not None else ""),
+    ("children", lambda children: _dump(children) if children else ""),
+    ("timers", lambda timers: _dump(list(timers))),
+    ("correlation", _or_empty),
+    ("reason", _or_empty),
+    ("created_at", repr),
+    ("updated_at", repr),
+)
+
+
 def _required(raw: dict[str, str], name: str) -> str:
     value = raw.get(name)
     if not value:
@@ -269,8 +299,15 @@ def _float(raw: dict[str, str], name: str, default: float | None) -> float:
 
 
 def _loads(raw: dict[str, str], name: str, empty: str) -> Any:
+    text = raw.get(name) or empty
+    # most of an instance's documents are empty: made here, not parsed (json.loads'
+    # setting up costs more than an empty document's parse: from_fields 11.6 -> 8.0 us, timeit)
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
     try:
-        return json.loads(raw.get(name) or empty)
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise Unreadable(f"field {name!r} is not JSON ({exc})") from None
 

@@ -153,9 +153,10 @@ class BatchWriter:
             if not item.history:
                 continue
             after, before = item.after, item.before
-            fields = after.to_fields()
-            if not before.finished:  # a finished one's hash may be expiring: write it whole
-                fields = {k: v for k, v in fields.items() if item.stored.get(k) != v}
+            if before.finished:  # its hash may be expiring: written whole
+                fields = after.to_fields()
+            else:
+                fields = after.changed_fields(before, item.stored)
             if fields:
                 pipe.hset(self.keys.instance(instance_id), mapping=_fields(fields))
             if instance_id in finished:

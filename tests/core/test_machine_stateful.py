@@ -378,7 +378,14 @@ class World:
                 break
             event = Event.from_json(self.inbox.pop(pick % len(self.inbox)))
             inst = self.apply(inst, event)
-        self.stored = inst.to_fields()
+        # stored as the applier stores it: only the fields that changed, found without
+        # encoding those whose value is still the loaded one (so the transition must
+        # never have changed a value in place)
+        changed = inst.changed_fields(self.instance, self.stored)
+        whole = inst.to_fields()
+        assert changed == {k: v for k, v in whole.items() if self.stored.get(k) != v}
+        self.stored = {**self.stored, **changed}
+        assert self.stored == whole
 
     def apply(self, before: Instance, event: Event) -> Instance:
         if event.id in self.applied:
