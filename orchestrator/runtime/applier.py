@@ -57,6 +57,7 @@ from orchestrator.runtime.notify.later import Later
 from orchestrator.runtime.publisher import Publishing
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.scheduler import Scheduler
+from orchestrator.store.commit import commit
 from orchestrator.store.deadletters import INBOX, dead_letter
 from orchestrator.store.instances import decode_text
 from orchestrator.store.keys import Keys
@@ -205,7 +206,7 @@ class Applier:
             return 0
         partitions = sorted({p for p, _, _ in entries})
         events = [(entry, *self.reader.parse(entry)) for entry in entries]
-        with self.redis.pipeline(transaction=True) as pipe:
+        with commit(self.redis) as pipe:
             pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
             loaded, lost, behind = self.reader.load(events, partitions)
             if lost:
