@@ -15,6 +15,10 @@ from cli.common import app_of, bounded_int
 
 commands = typer.Typer()
 MAX_PROCESSES = 256  # of each kind, on one machine
+# One notification worker keeps many sends in flight (packs of up to 50, and a pack's slow
+# sends handed over to the process once another job waits: orchestrator.runtime.notify.
+# batch); a second one adds capacity where there are cores to spare (README, "Benchmarks").
+DEFAULT_NOTIFIERS = 1
 LOG_FORMAT_HELP = (
     "text, or json: one JSON object a line (time, level, logger, message; instance_id, "
     "workflow, state, task, attempt when about an instance or a task's try; trace_id and "
@@ -81,7 +85,7 @@ def worker(
         ),
     ),
     notifiers: str = typer.Option(
-        "1",
+        str(DEFAULT_NOTIFIERS),
         "--notifiers",
         metavar="N",
         help=f"Notification worker processes (0 to {MAX_PROCESSES}; connections kept; "
