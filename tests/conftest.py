@@ -8,6 +8,8 @@ whose every key it wrote itself.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.entry import logs
 from orchestrator.entry.bootstrap import App, bootstrap
 from orchestrator.entry.settings import Settings
 from support.redis_server import RedisServer
@@ -66,6 +69,24 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def app(settings: Settings) -> App:
     return bootstrap(settings)
+
+
+@contextmanager
+def root_logging(level: str, fmt: str) -> Iterator[io.StringIO]:
+    """The root logger as a long-running command sets it (orchestrator.entry.logs), writing
+    to a buffer; as it was, afterwards."""
+    root = logging.getLogger()
+    handlers, was = list(root.handlers), root.level
+    stream = io.StringIO()
+    logs.configure(level, fmt, stream)
+    try:
+        yield stream
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(was)
 
 
 def cli_env(redis_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -24,25 +24,15 @@ from orchestrator.entry import logs
 from orchestrator.entry.bootstrap import App
 from orchestrator.runtime import tracing
 from orchestrator.runtime.spans import Immediate, exporting
-from tests.conftest import ROOT, cli_env, run_cli
+from tests.conftest import ROOT, cli_env, root_logging, run_cli
 from tests.runtime.test_tracing import run_here
 
 
 @pytest.fixture
 def logged() -> Iterator[io.StringIO]:
     """The root logger writing JSON lines to a buffer; as it was, afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    stream = io.StringIO()
-    logs.configure("INFO", "json", stream)
-    try:
+    with root_logging("INFO", "json") as stream:
         yield stream
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ HTTP client adds.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +21,12 @@ import pytest
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
-from orchestrator.entry import logs
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.runtime import context as worker_context
 from support.ports import free_port
 from support.prism import Prism, Received, patched_spec, prism_mock
+from tests.conftest import root_logging
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "twilio"
 SID = "AC" + "0123456789abcdef" * 2
@@ -146,19 +145,9 @@ def test_the_sdks_request_lines_show_only_at_debug(
 ) -> None:
     """Twilio's SDK logs every request at INFO (ten-odd lines); the worker's INFO keeps
     them out, DEBUG lets them through, and the SDK's warnings show at every level."""
-    root = logging.getLogger()
-    handlers, was = list(root.handlers), root.level
-    stream = io.StringIO()
-    logs.configure(level, "text", stream)
-    try:
+    with root_logging(level, "text") as stream:
         assert make().send(sms()).provider_id == PRISM_SID
         logging.getLogger("twilio.http_client").warning("the SDK's own warning")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(was)
     written = stream.getvalue()
     assert ("BEGIN Twilio API Request" in written) is chatter
     assert "the SDK's own warning" in written
