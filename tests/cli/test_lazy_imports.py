@@ -152,5 +152,31 @@ def test_status_imports_only_what_reading_an_instance_needs(redis_url: str) -> N
         "workflows",  # the deployment's workflow modules: reading an instance needs none
         "orchestrator.runtime.registry",
         "orchestrator.core.definition",
+        "opentelemetry.sdk.metrics",  # redis-py's import of it is held back (cli.common)
     }
     assert modules.isdisjoint(others), sorted(modules & others)
+
+
+def test_the_metrics_sdk_held_back_from_redis_imports_again_afterwards() -> None:
+    # redis-py imports without it, and then it imports as usual (a traced command, the
+    # server's metrics) and redis-py works
+    check = (
+        "import sys\n"
+        "from cli.common import import_redis_without_its_metrics_sdk\n"
+        "import_redis_without_its_metrics_sdk()\n"
+        "assert 'redis' in sys.modules, 'redis not imported'\n"
+        "assert 'opentelemetry.sdk.metrics' not in sys.modules, 'the SDK came in'\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "import redis\n"
+        "print(MeterProvider.__name__, redis.Redis.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MeterProvider", "Redis"]
