@@ -19,6 +19,9 @@ MAX_PROCESSES = 256  # of each kind, on one machine
 # sends handed over to the process once another job waits: orchestrator.runtime.notify.
 # batch); a second one adds capacity where there are cores to spare (README, "Benchmarks").
 DEFAULT_NOTIFIERS = 1
+# orchestrator.entry.settings.DEFAULT_NOTIFY_THREADS, for --help without importing the engine
+# (tests/cli/test_worker_options.py checks that they agree)
+NOTIFY_THREADS_SHOWN = 128
 LOG_FORMAT_HELP = (
     "text, or json: one JSON object a line (time, level, logger, message; instance_id, "
     "workflow, state, task, attempt when about an instance or a task's try; trace_id and "
@@ -91,6 +94,15 @@ def worker(
         help=f"Notification worker processes (0 to {MAX_PROCESSES}; connections kept; "
         "0: none here).",
     ),
+    notify_threads: str | None = typer.Option(
+        None,
+        "--notify-threads",
+        metavar="N",
+        help="Notifications each notification worker sends at the same time, each on a "
+        "thread with its own SMTP connection or HTTP session (1 to 1024; default: "
+        f"ORCHESTRATOR_NOTIFY_THREADS, else {NOTIFY_THREADS_SHOWN}). Against a provider "
+        "answering in 100 ms, N threads send at most 10*N a second.",
+    ),
     accept_risk: bool = typer.Option(
         False,
         "--accept-risk",
@@ -120,6 +132,13 @@ def worker(
     task_processes = bounded_int(processes, "--processes", 1, MAX_PROCESSES)
     notifier_processes = bounded_int(notifiers, "--notifiers", 0, MAX_PROCESSES)
     app = app_of(ctx)
+    if notify_threads is not None:
+        from dataclasses import replace
+
+        from orchestrator.entry.settings import MAX_NOTIFY_THREADS
+
+        threads = bounded_int(notify_threads, "--notify-threads", 1, MAX_NOTIFY_THREADS)
+        app.settings = replace(app.settings, notify_threads=threads)
     app.keys  # connect now, so a bad URL fails before anything starts  # noqa: B018
     if not accept_risk:
         check_durability(app.redis, app.settings.redis_url or "the embedded Redis")

@@ -95,7 +95,8 @@ def start_worker_process(app: App, again: bool = True) -> WorkerContext:
     if installed is not None and not again and installed.installed_here():
         return installed
     channels = channel_settings(app.settings)
-    fresh = context.install(WorkerContext(Notifiers(channels), channels))
+    sends = app.settings.notify_threads
+    fresh = context.install(WorkerContext(Notifiers(channels), channels, sends))
     if installed is not None and installed.installed_here():
         installed.close()  # its connections are this process's own: not a forked parent's
     return fresh

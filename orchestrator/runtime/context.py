@@ -29,6 +29,7 @@ class WorkerContext:
 
     notifiers: Notifiers
     channels: Mapping[str, str] = field(repr=False)
+    sends: int  # notifications sent at the same time, at most (Settings.notify_threads)
     pid: int = field(default_factory=os.getpid)
 
     def installed_here(self) -> bool:

@@ -95,6 +95,14 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["worker", "--burst", "--processes", "99999999999"],
         ["--processes must be a whole number from 1 to 256"],
     ),
+    "zero --notify-threads": (
+        ["worker", "--burst", "--notify-threads", "0"],
+        ["--notify-threads must be a whole number from 1 to 1,024", "'0'"],
+    ),
+    "huge --notify-threads": (
+        ["worker", "--burst", "--notify-threads", "4096"],
+        ["--notify-threads must be a whole number from 1 to 1,024"],
+    ),
 }
 
 

@@ -102,3 +102,14 @@ def test_the_servers_variables_are_read_once_and_judged_by_serve(tmp_path: Path)
 def test_settings_made_in_code_read_no_channels() -> None:
     assert Settings(redis_url="redis://localhost:6379/0").channels == {}
     assert Settings().http == {}
+
+
+def test_the_send_threads_of_a_notification_worker_default_and_are_checked() -> None:
+    from cli.run import NOTIFY_THREADS_SHOWN
+    from orchestrator.entry.settings import DEFAULT_NOTIFY_THREADS
+
+    assert Settings.from_env({}).notify_threads == DEFAULT_NOTIFY_THREADS == NOTIFY_THREADS_SHOWN
+    assert Settings.from_env({"ORCHESTRATOR_NOTIFY_THREADS": " 1024 "}).notify_threads == 1024
+    for wrong in ("0", "1025", "-3", "2.5", "many", "\u0663", "9" * 5000):
+        with pytest.raises(ConfigurationError, match="ORCHESTRATOR_NOTIFY_THREADS must be"):
+            Settings.from_env({"ORCHESTRATOR_NOTIFY_THREADS": wrong})

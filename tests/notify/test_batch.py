@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,27 @@ def test_a_packed_job_sends_every_item_once_and_at_the_same_time(
     assert outstanding(app) == 0
     assert alive_keys(app, items) == 0
     assert later(app) == []
+
+
+def test_a_worker_sends_no_more_at_once_than_its_send_threads(
+    app: App, channels: pytest.MonkeyPatch
+) -> None:
+    # Given a notification worker of three send threads (ORCHESTRATOR_NOTIFY_THREADS=3),
+    # and a server that answers each message after 0.2 s
+    app.settings = replace(app.settings, notify_threads=3)
+    with CrowdedSmtpServer(together=3, delay=0.2) as server:
+        use(channels, server.env)
+        items = [item(app, n) for n in range(9)]
+        # When one job carries nine notifications
+        enqueue_packed(app, items)
+        run_jobs(app)
+    # Then three were sent at a time, never more, and each once
+    assert server.most_at_once == 3
+    assert sorted(r for m in server.messages for r in m.rcpt_tos) == sorted(
+        one["to"] for one in items
+    )
+    assert server.connections == 3
+    assert all(record(app, one)["status"] == "sent" for one in items)
 
 
 def test_send_threads_keep_their_connections_from_one_job_to_the_next(

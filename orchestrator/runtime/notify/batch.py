@@ -60,7 +60,7 @@ from orchestrator.runtime.notify.handover import SAFETY_NET as SAFETY_NET
 from orchestrator.runtime.notify.handover import await_sends, process_of
 from orchestrator.runtime.notify.handover import handed_over as handed_over
 from orchestrator.runtime.notify.ledger import Claim
-from orchestrator.runtime.notify.sending import HANDING, THREADS, Parts, Send
+from orchestrator.runtime.notify.sending import HANDING, Parts, Send
 from orchestrator.runtime.payloads import NotificationPayload, inbox_of
 
 log = logging.getLogger("orchestrator.runtime.notify.batch")
@@ -84,7 +84,9 @@ def send_batch(
     sends = [Send(item, item["key"], heartbeat) for item in items]
     claims = parts.claim(sends, templates.render)  # every item's own claim, in one round trip
     for send, claim in zip(sends, claims, strict=True):
-        send.future = pool().submit(_send, connection, send, parts, templates.render, claim)
+        send.future = pool(parts.sends).submit(
+            _send, connection, send, parts, templates.render, claim
+        )
     await_sends(job, parts, sends, began)
     return [
         (send.payload, error)
@@ -115,7 +117,7 @@ def send_and_answer(
         _send(connection, send, parts, render)
         return
     began = time.monotonic()
-    send.future = pool().submit(_send, connection, send, parts, render)
+    send.future = pool(parts.sends).submit(_send, connection, send, parts, render)
     await_sends(job, parts, [send], began)
     if send.handed is None:
         send.started.result()  # its error fails the job, as if it had been raised here
@@ -205,11 +207,12 @@ def _deliver(
         counts.notification(payload["channel"], outcome.status)
 
 
-def pool() -> ThreadPoolExecutor:
+def pool(threads: int) -> ThreadPoolExecutor:
     """The process's send threads (a forked child makes its own): kept between jobs, so
-    that their connections are too."""
+    that their connections are too. `threads` is the process's context's, the same for
+    every job."""
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(THREADS, thread_name_prefix="notify"))
+            _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="notify"))
         return _pool[1]

@@ -28,14 +28,13 @@ from rq.timeouts import BaseTimeoutException
 
 from notifiers import templates
 from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL
-from orchestrator.runtime.notify.sending import HANDING, THREADS, Parts, Send
+from orchestrator.runtime.notify.sending import HANDING, Parts, Send
 from orchestrator.runtime.payloads import NOTIFICATION_TIMEOUT
 
 log = logging.getLogger("orchestrator.runtime.notify.handover")
 HOLD = 0.02  # seconds a job waits for its sends before it may hand the rest over
 TICK = 0.01  # how often a waiting job looks at its sends and its queue
 SAFETY_NET = float(NOTIFICATION_TIMEOUT)  # a handed-over send unanswered by then runs again
-HANDED_MOST = THREADS  # sends handed over and in flight in one process; past it, jobs wait
 
 
 def await_sends(job: Job, parts: Parts, sends: Sequence[Send], began: float) -> None:
@@ -52,7 +51,7 @@ def await_sends(job: Job, parts: Parts, sends: Sequence[Send], began: float) -> 
             if not pending:
                 return
             now = time.monotonic()
-            if now - began < HOLD or process_of(parts.connection).full():
+            if now - began < HOLD or process_of(parts.connection).full(parts.sends):
                 continue
             if now < give_up and not parts.connection.llen(queue):
                 continue
@@ -106,8 +105,10 @@ class Process:
         self.thread = threading.Thread(target=self._beat, name="handed-over", daemon=True)
         self.thread.start()
 
-    def full(self) -> bool:
-        return self.in_flight >= HANDED_MOST
+    def full(self, most: int) -> bool:
+        """Whether `most` sends (the process's send threads) are handed over and in
+        flight: past it, jobs wait for their own."""
+        return self.in_flight >= most
 
     def take(self, key: str) -> None:
         with self.lock:

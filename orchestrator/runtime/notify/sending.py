@@ -18,7 +18,6 @@ from orchestrator.runtime.notify.ledger import Ask, Claim
 from orchestrator.runtime.outstanding import Outstanding
 from orchestrator.runtime.payloads import NotificationPayload, alive_of, keys_of
 
-THREADS = 64  # sends at the same time in one worker process
 # Held by a job handing sends over, or by a send marking itself committing: a send is
 # never half handed over (orchestrator.runtime.notify.handover)
 HANDING = threading.Lock()
@@ -48,6 +47,7 @@ class Parts:
 
     def __init__(self, connection: redis.Redis, context: WorkerContext) -> None:
         self.connection, self.context = connection, context
+        self.sends = context.sends  # at the same time in this process, at most
         self.commits = Commits(connection)
         self._made: dict[tuple[str, int, Render], tuple[Deliverer, Later, Outstanding]] = {}
         self._lock = threading.Lock()
