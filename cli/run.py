@@ -20,7 +20,7 @@ MAX_PROCESSES = 256  # of each kind, on one machine
 # batch); a second one adds capacity where there are cores to spare (README, "Benchmarks").
 DEFAULT_NOTIFIERS = 1
 # orchestrator.entry.settings.DEFAULT_NOTIFY_THREADS, for --help without importing the engine
-# (tests/cli/test_worker_options.py checks that they agree)
+# (tests/entry/test_settings.py checks that they agree)
 NOTIFY_THREADS_SHOWN = 128
 LOG_FORMAT_HELP = (
     "text, or json: one JSON object a line (time, level, logger, message; instance_id, "
