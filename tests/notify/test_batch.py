@@ -195,6 +195,22 @@ def alive_keys(app: App, items: list[dict[str, Any]]) -> int:
     return sum(int(app.redis.exists(app.keys.alive(one["partition"], one["key"]))) for one in items)
 
 
+def run_packed(
+    app: App, channels: pytest.MonkeyPatch, server: SmtpServer, count: int
+) -> list[dict[str, Any]]:
+    """One job carrying `count` emails to `server`, run by the notification worker."""
+    use(channels, server.env)
+    items = [item(app, n) for n in range(count)]
+    enqueue_packed(app, items)
+    run_jobs(app)
+    return items
+
+
+def received(server: SmtpServer) -> list[str]:
+    """The recipients of the messages the server took, sorted."""
+    return sorted(r for m in server.messages for r in m.rcpt_tos)
+
+
 def message_ids(server: SmtpServer) -> list[str]:
     return [str(m.message["Message-ID"]) for m in server.messages]
 
@@ -207,16 +223,11 @@ def test_a_packed_job_sends_every_item_once_and_at_the_same_time(
 ) -> None:
     # Given a server that holds each message until eight are being sent at once
     with CrowdedSmtpServer(together=8) as server:
-        use(channels, server.env)
-        items = [item(app, n) for n in range(8)]
         # When one job carries the eight notifications
-        enqueue_packed(app, items)
-        run_jobs(app)
+        items = run_packed(app, channels, server, 8)
     # Then they were sent together (none waited for another's answer), once each
     assert server.most_at_once == 8
-    assert sorted(r for m in server.messages for r in m.rcpt_tos) == sorted(
-        one["to"] for one in items
-    )
+    assert received(server) == sorted(one["to"] for one in items)
     assert len(set(message_ids(server))) == 8
     # and each ended as a job of its own would: recorded, told, answered, no heartbeat left
     for one in items:
@@ -236,16 +247,11 @@ def test_a_worker_sends_no_more_at_once_than_its_send_threads(
     # and a server that answers each message after 0.2 s
     app.settings = replace(app.settings, notify_threads=3)
     with CrowdedSmtpServer(together=3, delay=0.2) as server:
-        use(channels, server.env)
-        items = [item(app, n) for n in range(9)]
         # When one job carries nine notifications
-        enqueue_packed(app, items)
-        run_jobs(app)
+        items = run_packed(app, channels, server, 9)
     # Then three were sent at a time, never more, and each once
     assert server.most_at_once == 3
-    assert sorted(r for m in server.messages for r in m.rcpt_tos) == sorted(
-        one["to"] for one in items
-    )
+    assert received(server) == sorted(one["to"] for one in items)
     assert server.connections == 3
     assert all(record(app, one)["status"] == "sent" for one in items)
 

@@ -47,7 +47,6 @@ class Parts:
 
     def __init__(self, connection: redis.Redis, context: WorkerContext) -> None:
         self.connection, self.context = connection, context
-        self.sends = context.sends  # at the same time in this process, at most
         self.commits = Commits(connection)
         self._made: dict[tuple[str, int, Render], tuple[Deliverer, Later, Outstanding]] = {}
         self._lock = threading.Lock()
