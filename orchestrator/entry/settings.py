@@ -132,7 +132,9 @@ class Settings:
                 env.get("ORCHESTRATOR_EVENTS_RETENTION", "7d"), "ORCHESTRATOR_EVENTS_RETENTION"
             ),
             crash_at=frozenset(filter(None, env.get("ORCHESTRATOR_CRASH_AT", "").split(","))),
-            notify_threads=notify_threads(env.get("ORCHESTRATOR_NOTIFY_THREADS", "")),
+            notify_threads=_count(
+                env, "ORCHESTRATOR_NOTIFY_THREADS", DEFAULT_NOTIFY_THREADS, MAX_NOTIFY_THREADS
+            ),
             tracing=_choice(env, "ORCHESTRATOR_TRACING", TRACING_MODES),
             service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "orchestrator",
             metrics=_flag(env, "ORCHESTRATOR_METRICS", default=True),
@@ -147,22 +149,6 @@ class Settings:
 
 
 MIN_JOB_KEY = 16
-
-
-def notify_threads(value: str) -> int:
-    """ORCHESTRATOR_NOTIFY_THREADS: the send threads of a notification worker (empty: the
-    default)."""
-    value = value.strip()
-    if not value:
-        return DEFAULT_NOTIFY_THREADS
-    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not (
-        1 <= int(value) <= MAX_NOTIFY_THREADS
-    ):
-        raise ConfigurationError(
-            "ORCHESTRATOR_NOTIFY_THREADS must be a whole number from 1 to "
-            f"{MAX_NOTIFY_THREADS}, not {value[:24]!r}"
-        )
-    return int(value)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -186,13 +172,15 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, most: int = 10**9) -> int:
+    """A whole number from 1 to `most` (checked as text first: never a huge conversion)."""
     value = env.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= 10**9:
+    digits = value.isascii() and value.isdigit() and len(value) <= len(str(most))
+    if not digits or not 1 <= int(value) <= most:
         raise ConfigurationError(
-            f"{name} must be a whole number from 1 to 1000000000, not {value!r}"
+            f"{name} must be a whole number from 1 to {most}, not {value[:24]!r}"
         )
     return int(value)
 

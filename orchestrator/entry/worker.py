@@ -95,8 +95,8 @@ def start_worker_process(app: App, again: bool = True) -> WorkerContext:
     if installed is not None and not again and installed.installed_here():
         return installed
     channels = channel_settings(app.settings)
-    sends = app.settings.notify_threads
-    fresh = context.install(WorkerContext(Notifiers(channels), channels, sends))
+    threads = app.settings.notify_threads
+    fresh = context.install(WorkerContext(Notifiers(channels), channels, threads))
     if installed is not None and installed.installed_here():
         installed.close()  # its connections are this process's own: not a forked parent's
     return fresh

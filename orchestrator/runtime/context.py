@@ -29,7 +29,7 @@ class WorkerContext:
 
     notifiers: Notifiers
     channels: Mapping[str, str] = field(repr=False)
-    sends: int  # notifications sent at the same time, at most (Settings.notify_threads)
+    notify_threads: int  # notifications sent at the same time, at most (Settings')
     pid: int = field(default_factory=os.getpid)
 
     def installed_here(self) -> bool:

@@ -84,7 +84,7 @@ def send_batch(
     sends = [Send(item, item["key"], heartbeat) for item in items]
     claims = parts.claim(sends, templates.render)  # every item's own claim, in one round trip
     for send, claim in zip(sends, claims, strict=True):
-        send.future = pool(parts.context.sends).submit(
+        send.future = pool(parts.context.notify_threads).submit(
             _send, connection, send, parts, templates.render, claim
         )
     await_sends(job, parts, sends, began)
@@ -117,7 +117,7 @@ def send_and_answer(
         _send(connection, send, parts, render)
         return
     began = time.monotonic()
-    send.future = pool(parts.context.sends).submit(_send, connection, send, parts, render)
+    send.future = pool(parts.context.notify_threads).submit(_send, connection, send, parts, render)
     await_sends(job, parts, [send], began)
     if send.handed is None:
         send.started.result()  # its error fails the job, as if it had been raised here

@@ -51,7 +51,9 @@ def await_sends(job: Job, parts: Parts, sends: Sequence[Send], began: float) -> 
             if not pending:
                 return
             now = time.monotonic()
-            if now - began < HOLD or process_of(parts.connection).full(parts.context.sends):
+            if now - began < HOLD or process_of(parts.connection).full(
+                parts.context.notify_threads
+            ):
                 continue
             if now < give_up and not parts.connection.llen(queue):
                 continue
