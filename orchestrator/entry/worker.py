@@ -44,6 +44,7 @@ import orchestrator.runtime.tasks  # noqa: F401
 from notifiers.registry import Notifiers
 from orchestrator.entry import telemetry
 from orchestrator.entry.bootstrap import App, bootstrap
+from orchestrator.entry.job_success import OneTripSuccess
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime import context, metrics
 from orchestrator.runtime.context import WorkerContext
@@ -162,11 +163,11 @@ class OneTripHeartbeat:
             pipe.execute()
 
 
-class BurstWorker(OneTripHeartbeat, NoRemoteCommands, Worker):
+class BurstWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, Worker):
     """An RQ worker for one burst (no pub/sub thread: it cost up to a second a burst)."""
 
 
-class JobWorker(OneTripHeartbeat, NoRemoteCommands, Worker):
+class JobWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, Worker):
     """Job isolation: RQ's forking worker, stopped by signals alone."""
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
@@ -177,7 +178,7 @@ class JobWorker(OneTripHeartbeat, NoRemoteCommands, Worker):
             telemetry.flush()
 
 
-class NotificationWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+class NotificationWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
     """Notifications run in the worker process itself, stopped by signals alone."""
 
 
@@ -327,7 +328,7 @@ def _applier_main(
 ISOLATIONS = ("job", "process")
 
 
-class DeadlineWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+class DeadlineWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
     """Runs jobs in this process and tells the supervisor by when each must be done.
 
     A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that

@@ -1,0 +1,137 @@
+"""A finished job's bookkeeping in one write (orchestrator.entry.job_success), checked
+against RQ's own handling on a real server: the same keys left behind, fewer trips."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import redis
+from rq import Callback, Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands, OneTripHeartbeat
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+
+class StockWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+    """The engine's task worker as it was: RQ's own success handling."""
+
+
+def succeeds(n: int) -> int:
+    return n + 1
+
+
+def fails(n: int) -> int:
+    raise ValueError(f"no {n}")
+
+
+def noted(job: Job, connection: redis.Redis, result: Any) -> None:
+    """A success callback: RQ keeps the job alive for it."""
+
+
+def _enqueue(client: redis.Redis, func: Any, **options: Any) -> Job:
+    """A job as the engine's dispatcher makes one (orchestrator.runtime.dispatch._enqueue)."""
+    queue = Queue("tasks", connection=client, serializer=JSONSerializer)
+    job = Job.create(
+        func,
+        kwargs={"n": 1},
+        id="a-job",
+        timeout=30,
+        failure_ttl=3600,
+        connection=client,
+        serializer=JSONSerializer,
+        origin="tasks",
+        **{"result_ttl": 0, **options},
+    )
+    return queue.enqueue_job(job)
+
+
+def _keyspace(client: redis.Redis, worker_name: str) -> dict[str, Any]:
+    """Every key, the worker's name and the execution ids made alike, with what it holds
+    (a hash by its fields, timestamps and times of work left out)."""
+    found: dict[str, Any] = {}
+    for raw in client.keys("*"):
+        key = raw.decode().replace(worker_name, "W")
+        kind = client.type(raw).decode()
+        if kind == "hash":
+            held: Any = sorted(k.decode() for k in client.hgetall(raw))
+        elif kind == "set":
+            held = sorted(m.decode().replace(worker_name, "W") for m in client.smembers(raw))
+        elif kind == "zset":
+            held = sorted(m.decode() for m in client.zrange(raw, 0, -1))
+        elif kind == "list":
+            held = [m.decode() for m in client.lrange(raw, 0, -1)]
+        else:
+            held = kind
+        found[re.sub(r":[0-9a-f]{32}", ":EXEC", key)] = held
+    return found
+
+
+def _run(
+    client: redis.Redis, kind: type[SimpleWorker], func: Any, **options: Any
+) -> dict[str, Any]:
+    """One job through a burst of `kind`: the keyspace left, the worker's counts, the
+    requests the server read while the worker ran."""
+    client.flushdb()
+    job = _enqueue(client, func, **options)
+    worker = kind([Queue("tasks", connection=client)], connection=client, serializer=JSONSerializer)
+    before = client.info("stats")["total_reads_processed"]
+    worker.work(burst=True, logging_level="WARNING")
+    trips = client.info("stats")["total_reads_processed"] - before - 1
+    stored = client.hgetall(worker.key)
+    return {
+        "keys": _keyspace(client, worker.name),
+        "counts": {k: stored.get(k.encode()) for k in ("successful_job_count", "failed_job_count")},
+        "status": Job.fetch(job.id, connection=client).get_status()
+        if client.exists(job.key)
+        else None,
+        "trips": trips,
+    }
+
+
+def test_a_plain_job_leaves_what_rqs_own_handling_leaves_in_fewer_round_trips(
+    redis_url: str,
+) -> None:
+    # Given a job as the dispatcher enqueues one (no result kept, no dependents)
+    client = redis.Redis.from_url(redis_url)
+    # When RQ's own handling runs it, then the engine's worker
+    stock = _run(client, StockWorker, succeeds)
+    ours = _run(client, DeadlineWorker, succeeds)
+    # Then both leave the same keys holding the same members: the job, its execution
+    # and its registries gone, the worker's success counted
+    assert ours["keys"] == stock["keys"]
+    assert not any(key.startswith("rq:job:") for key in ours["keys"])
+    assert (
+        ours["counts"]
+        == stock["counts"]
+        == {"successful_job_count": b"1", "failed_job_count": None}
+    )
+    # in at least eight requests fewer (RQ reads dependents, status and executions twice)
+    assert ours["trips"] <= stock["trips"] - 8
+
+
+@pytest.mark.parametrize(
+    ("func", "options", "kept"),
+    [
+        (succeeds, {"result_ttl": 60}, "finished"),
+        (fails, {}, "failed"),
+        (succeeds, {"on_success": Callback(noted)}, None),
+    ],
+    ids=["result-kept", "failing", "success-callback"],
+)
+def test_a_job_needing_more_goes_through_rqs_own_handling(
+    redis_url: str, func: Any, options: dict[str, Any], kept: str | None
+) -> None:
+    # Given a job that keeps its result, fails, or has a success callback
+    client = redis.Redis.from_url(redis_url)
+    # When each worker runs it
+    stock = _run(client, StockWorker, func, **options)
+    ours = _run(client, DeadlineWorker, func, **options)
+    # Then the engine's worker leaves exactly what RQ's own handling leaves
+    assert ours["keys"] == stock["keys"]
+    assert ours["counts"] == stock["counts"]
+    assert ours["status"] == stock["status"] == kept  # kept with its result, or failed
