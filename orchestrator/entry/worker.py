@@ -31,8 +31,6 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-import redis
-from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -44,7 +42,7 @@ import orchestrator.runtime.tasks  # noqa: F401
 from notifiers.registry import Notifiers
 from orchestrator.entry import telemetry
 from orchestrator.entry.bootstrap import App, bootstrap
-from orchestrator.entry.job_success import OneTripSuccess
+from orchestrator.entry.rq_bookkeeping import OneTripHeartbeat, OneTripSuccess
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime import context, metrics
 from orchestrator.runtime.context import WorkerContext
@@ -143,24 +141,6 @@ class NoRemoteCommands:
             log.warning("job %s interrupted: the worker is stopping; its try will be lost", job.id)
             return
         super().handle_exception(job, *exc_info)  # type: ignore[misc]
-
-
-class OneTripHeartbeat:
-    """RQ's worker heartbeat (an HSET and two EXPIREs) sent in one round trip, not three.
-
-    RQ beats right after it takes a job, before the job runs, and again as it finishes:
-    with MONITOR, three round trips and 0.4-0.8 ms between a job's arrival and its start,
-    on the path of every step."""
-
-    connection: redis.Redis
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        if pipeline is not None:
-            super().heartbeat(timeout, pipeline)  # type: ignore[misc]
-            return
-        with self.connection.pipeline(transaction=False) as pipe:
-            super().heartbeat(timeout, pipe)  # type: ignore[misc]
-            pipe.execute()
 
 
 class BurstWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, Worker):

@@ -150,27 +150,3 @@ def test_process_isolation_ends_a_worker_whose_task_outlives_its_deadline(
     assert "past its job's deadline" in output
     assert "exited with -9" in output
     assert worker.returncode == 0, output
-
-
-def test_an_rq_heartbeat_is_one_round_trip_that_keeps_the_worker_alive(app: App) -> None:
-    # Given an engine's task worker registered with RQ, its executions set present
-    from rq import Queue
-
-    from orchestrator.entry.worker import DeadlineWorker
-
-    worker = DeadlineWorker([Queue("tasks", connection=app.redis)], connection=app.redis)
-    worker.register_birth()
-    app.redis.sadd(worker.executions_key, "a-job:an-execution")
-    try:
-        # When it beats (the server's reads counted around it: each INFO is one read)
-        before = app.redis.info("stats")["total_reads_processed"]
-        worker.heartbeat(timeout=120)
-        after = app.redis.info("stats")["total_reads_processed"]
-        # Then its three commands came in one request (RQ sends three)
-        assert after - before - 1 == 1
-        # and the worker's hash holds the beat, both keys living for the timeout
-        assert app.redis.hget(worker.key, "last_heartbeat")
-        assert 115 <= app.redis.ttl(worker.key) <= 120
-        assert 115 <= app.redis.ttl(worker.executions_key) <= 120
-    finally:
-        worker.register_death()

@@ -1,9 +1,10 @@
-"""A finished job's bookkeeping in one write (orchestrator.entry.job_success), checked
-against RQ's own handling on a real server: the same keys left behind, fewer trips."""
+"""RQ's bookkeeping of a job in fewer round trips (orchestrator.entry.rq_bookkeeping),
+checked against RQ's own handling on a real server: the same keys left, fewer trips."""
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -12,13 +13,14 @@ from rq import Callback, Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands, OneTripHeartbeat
+from orchestrator.entry.rq_bookkeeping import BEAT_AGAIN_AFTER
+from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
 
-class StockWorker(OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
-    """The engine's task worker as it was: RQ's own success handling."""
+class StockWorker(NoRemoteCommands, SimpleWorker):
+    """The engine's task worker with RQ's own bookkeeping."""
 
 
 def succeeds(n: int) -> int:
@@ -74,8 +76,8 @@ def _keyspace(client: redis.Redis, worker_name: str) -> dict[str, Any]:
 def _run(
     client: redis.Redis, kind: type[SimpleWorker], func: Any, **options: Any
 ) -> dict[str, Any]:
-    """One job through a burst of `kind`: the keyspace left, the worker's counts, the
-    requests the server read while the worker ran."""
+    """One job through a burst of `kind`: the keyspace left, the worker's counts and
+    state, the requests the server read while the worker ran."""
     client.flushdb()
     job = _enqueue(client, func, **options)
     worker = kind([Queue("tasks", connection=client)], connection=client, serializer=JSONSerializer)
@@ -85,7 +87,9 @@ def _run(
     stored = client.hgetall(worker.key)
     return {
         "keys": _keyspace(client, worker.name),
-        "counts": {k: stored.get(k.encode()) for k in ("successful_job_count", "failed_job_count")},
+        "worker": {
+            k: stored.get(k.encode()) for k in ("successful_job_count", "failed_job_count", "state")
+        },
         "status": Job.fetch(job.id, connection=client).get_status()
         if client.exists(job.key)
         else None,
@@ -102,16 +106,14 @@ def test_a_plain_job_leaves_what_rqs_own_handling_leaves_in_fewer_round_trips(
     stock = _run(client, StockWorker, succeeds)
     ours = _run(client, DeadlineWorker, succeeds)
     # Then both leave the same keys holding the same members: the job, its execution
-    # and its registries gone, the worker's success counted
+    # and its registries gone, the worker's success counted, the worker idle
     assert ours["keys"] == stock["keys"]
     assert not any(key.startswith("rq:job:") for key in ours["keys"])
-    assert (
-        ours["counts"]
-        == stock["counts"]
-        == {"successful_job_count": b"1", "failed_job_count": None}
-    )
-    # in at least eight requests fewer (RQ reads dependents, status and executions twice)
-    assert ours["trips"] <= stock["trips"] - 8
+    counted = {"successful_job_count": b"1", "failed_job_count": None, "state": b"idle"}
+    assert ours["worker"] == stock["worker"] == counted
+    # in at most half the requests (RQ beats five times a job, reads its dependents,
+    # status and executions twice, sets "idle" twice)
+    assert ours["trips"] * 2 <= stock["trips"]
 
 
 @pytest.mark.parametrize(
@@ -133,5 +135,45 @@ def test_a_job_needing_more_goes_through_rqs_own_handling(
     ours = _run(client, DeadlineWorker, func, **options)
     # Then the engine's worker leaves exactly what RQ's own handling leaves
     assert ours["keys"] == stock["keys"]
-    assert ours["counts"] == stock["counts"]
+    assert ours["worker"] == stock["worker"]
     assert ours["status"] == stock["status"] == kept  # kept with its result, or failed
+
+
+def test_the_worker_heartbeat_is_one_round_trip_and_not_repeated_within_a_second(
+    redis_url: str,
+) -> None:
+    # Given an engine's task worker registered with RQ, its executions set present
+    client = redis.Redis.from_url(redis_url)
+    worker = DeadlineWorker([Queue("tasks", connection=client)], connection=client)
+    worker.register_birth()
+    client.sadd(worker.executions_key, "a-job:an-execution")
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    try:
+        # When it beats (the server's reads counted around it: each INFO is one read)
+        before = reads()
+        worker.heartbeat(timeout=120)
+        # Then its three commands came in one request (RQ sends three)
+        assert reads() - before - 1 == 1
+        # and the worker's hash holds the beat, both keys living for the timeout
+        assert client.hget(worker.key, "last_heartbeat")
+        assert 115 <= client.ttl(worker.key) <= 120
+        assert 115 <= client.ttl(worker.executions_key) <= 120
+        # When it beats again at once for no longer: nothing is sent
+        before = reads()
+        worker.heartbeat(timeout=120)
+        worker.heartbeat(timeout=60)
+        assert reads() - before - 1 == 0
+        # but a beat keeping it longer is sent, as is one after a second
+        before = reads()
+        worker.heartbeat(timeout=600)
+        assert reads() - before - 1 == 1
+        assert client.ttl(worker.key) > 590
+        time.sleep(BEAT_AGAIN_AFTER + 0.05)
+        before = reads()
+        worker.heartbeat(timeout=600)
+        assert reads() - before - 1 == 1
+    finally:
+        worker.register_death()

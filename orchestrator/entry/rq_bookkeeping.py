@@ -1,0 +1,121 @@
+"""RQ's bookkeeping of a job, in fewer round trips, for the engine's own jobs.
+
+Around every job RQ's worker wrote its own heartbeat five times (each an HSET and two
+EXPIREs in three round trips), its state "idle" twice, the job's heartbeat once more
+after it ran and, once it returned, read the job's dependents, its stored status and,
+twice, its execution registry before one transaction: 23 round trips a job, with
+MONITOR, where 8 are needed (take it, read it, its execution record, its start, the
+task's own two, the success, the look at `rq suspend`).
+
+- `OneTripHeartbeat`: a heartbeat is one round trip, and none when one at least as long
+  was sent less than a second ago (the worker's key lives minutes: `rq info` shows it
+  alive all the same; the engine's watchdog has heartbeats of its own).
+- `OneTripSuccess`: a plain job's success (what the engine's dispatcher enqueues: no
+  kept result, no dependents, repeats, group, rate limit or callbacks) is the same
+  transaction RQ writes, sent with nothing read first, the worker's state "idle" in it;
+  and that state is not written again when it already is what it is set to.
+
+Measured (a probe: 300 three-step workflows one after another on a private server,
+`worker --processes 2`, CPU of every engine process and of redis-server): the success
+alone took a workflow from 12.8-14.7 to 11.2-11.5 ms of engine CPU and from 3.7-4.3 to
+3.2 ms of Redis CPU. A job needing more goes through RQ's handling unchanged;
+tests/entry/test_rq_bookkeeping.py compares the keyspace both leave.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.results import Result
+from rq.utils import now
+from rq.worker.base import WorkerStatus
+
+BEAT_AGAIN_AFTER = 1.0  # seconds within which a heartbeat is not sent again
+
+
+class OneTripHeartbeat:
+    """RQ's worker heartbeat (an HSET and two EXPIREs) in one round trip, not three, and
+    not again within BEAT_AGAIN_AFTER of one that kept the worker alive as long."""
+
+    connection: redis.Redis
+    worker_ttl: int
+    _beat_at = float("-inf")  # monotonic time of the last beat sent on its own...
+    _beat_for = 0  # ...and the seconds it kept the worker's keys
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is not None:  # in someone's transaction: costs no round trip of its own
+            super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+            return
+        keeps = timeout or self.worker_ttl + 60  # RQ's default
+        beat = time.monotonic()
+        if beat - self._beat_at < BEAT_AGAIN_AFTER and keeps <= self._beat_for:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)  # type: ignore[misc]
+            pipe.execute()
+        self._beat_at, self._beat_for = beat, keeps
+
+
+class OneTripSuccess:
+    """RQ worker mixin: a plain job's end written in one transaction, nothing read."""
+
+    connection: redis.Redis
+    default_result_ttl: int
+    executions: dict[str, Any]
+    _state: str
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """RQ sets "idle" as a job ends and again as it waits for the next."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)  # type: ignore[misc]
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ beats for the job once more here, to keep it alive through its callbacks: a
+        plain job has none, and its end is written next."""
+        if not plain(job, self.default_result_ttl):
+            super().handle_execution_ended(job, queue, heartbeat_ttl)  # type: ignore[misc]
+            return
+        job.ended_at = now()
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Any
+    ) -> None:
+        if not plain(job, self.default_result_ttl):
+            super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[misc]
+            return
+        executions = job.execution_registry
+        result = Result.get_key(job.id)  # type: ignore[no-untyped-call]
+        with self.connection.pipeline() as pipe:  # MULTI ... EXEC, as RQ's own
+            self.increment_successful_job_count(pipeline=pipe)  # type: ignore[attr-defined]
+            assert job.started_at is not None and job.ended_at is not None
+            worked = job.ended_at - job.started_at
+            self.increment_total_working_time(worked, pipe)  # type: ignore[attr-defined]
+            pipe.zrem(started_job_registry.key, execution.composite_key)
+            pipe.delete(execution.key)
+            pipe.zrem(executions.key, execution.id)
+            pipe.srem(execution.worker_executions_key, execution.composite_key)
+            pipe.delete(executions.key)
+            pipe.delete(job.key, job.dependents_key, job.dependencies_key, result)
+            if not self.executions.keys() - {execution.id}:  # its last job: it is idle now
+                self.set_state(WorkerStatus.IDLE, pipe)  # (RQ sets it next, a trip of its own)
+            pipe.execute()
+        self.executions.pop(execution.id, None)
+
+
+def plain(job: Job, default_result_ttl: int) -> bool:
+    """A job whose end needs nothing read: what the engine's dispatcher enqueues."""
+    return (
+        job.get_result_ttl(default_result_ttl) == 0
+        and not job.repeats_left
+        and not job.group_id
+        and not getattr(job, "has_rate_limit", False)
+        and job.success_callback is None
+        and job.failure_callback is None
+    )
