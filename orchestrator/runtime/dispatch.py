@@ -4,9 +4,10 @@ Job ids derive from the instance, the sequence number of the event that
 caused the effect and the effect's index, so an apply that is retried after
 a crash writes the very same jobs, never new ones.
 
-Under load one RQ job carries several tasks (or notifications): RQ spends
-some twenty round trips on every job it runs, more than the whole rest of a
-workflow step, so a commit that makes many tasks ready at once packs them.
+Under load one RQ job carries several tasks (or notifications): RQ's bookkeeping
+of every job it runs (8 round trips with the engine's workers,
+orchestrator.entry.rq_bookkeeping) costs more than the rest of a workflow step,
+so a commit that makes many tasks ready at once packs them.
 A task alone still gets a job of its own, and a commit spreads its tasks
 over at least as many jobs as there are idle workers (workers registered
 with RQ, less the jobs already waiting in the queue), so light load keeps
