@@ -10,6 +10,8 @@ task's own two, the success, the look at `rq suspend`).
 - `OneTripHeartbeat`: a heartbeat is one round trip, and none when one at least as long
   was sent less than a second ago (the worker's key lives minutes: `rq info` shows it
   alive all the same; the engine's watchdog has heartbeats of its own).
+- `OneTripStart` (a worker running jobs in its own process, RQ's SimpleWorker): a job's
+  execution record and its start are one transaction, not two one after the other.
 - `OneTripSuccess`: a plain job's success (what the engine's dispatcher enqueues: no
   kept result, no dependents, repeats, group, rate limit or callbacks) is the same
   transaction RQ writes, sent with nothing read first, the worker's state "idle" in it;
@@ -31,6 +33,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
@@ -62,6 +65,62 @@ class OneTripHeartbeat:
             super().heartbeat(timeout, pipe)  # type: ignore[misc]
             pipe.execute()
         self._beat_at, self._beat_for = beat, keeps
+
+
+class OneTripStart:
+    """SimpleWorker mixin: a job's execution record and its start in one transaction.
+
+    RQ's SimpleWorker writes the execution (`prepare_execution`: its record, the started
+    registry, the worker "busy") in one transaction and then, with nothing read or run
+    between them, the job's start (`prepare_job_execution`: the heartbeats, the job
+    "started", out of the intermediate queue) in another. Here the first is queued and
+    sent with the second: the same commands, in the same order, one round trip before
+    every job's first line instead of two. (Not for a forking worker: there the second
+    is the work-horse's.)"""
+
+    connection: redis.Redis
+    executions: dict[str, Any]
+    name: str
+    _starting: Pipeline | None = None  # the execution's transaction, not sent yet
+
+    def prepare_execution(self, job: Job) -> Execution:
+        self._send_starting()  # never left behind (a job that never reached its start)
+        pipe = self.connection.pipeline()
+        ttl = self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
+        execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # type: ignore[attr-defined]
+        self._starting = pipe
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        pipe, self._starting = self._starting, None
+        if pipe is None:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)  # type: ignore[misc]
+            return
+        with pipe:  # RQ's prepare_job_execution, in the execution's transaction
+            ttl = self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
+            self.heartbeat(ttl, pipeline=pipe)  # type: ignore[attr-defined]
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if remove_from_intermediate_queue:
+                queue = Queue(job.origin, connection=self.connection)
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.execute()
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[attr-defined]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        finally:
+            self._send_starting()
+
+    def _send_starting(self) -> None:
+        pipe, self._starting = self._starting, None
+        if pipe is not None:
+            with pipe:
+                pipe.execute()
 
 
 class OneTripSuccess:

@@ -42,7 +42,7 @@ import orchestrator.runtime.tasks  # noqa: F401
 from notifiers.registry import Notifiers
 from orchestrator.entry import telemetry
 from orchestrator.entry.bootstrap import App, bootstrap
-from orchestrator.entry.rq_bookkeeping import OneTripHeartbeat, OneTripSuccess
+from orchestrator.entry.rq_bookkeeping import OneTripHeartbeat, OneTripStart, OneTripSuccess
 from orchestrator.entry.settings import Settings
 from orchestrator.runtime import context, metrics
 from orchestrator.runtime.context import WorkerContext
@@ -158,7 +158,9 @@ class JobWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, Worker):
             telemetry.flush()
 
 
-class NotificationWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+class NotificationWorker(
+    OneTripStart, OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker
+):
     """Notifications run in the worker process itself, stopped by signals alone."""
 
 
@@ -308,7 +310,9 @@ def _applier_main(
 ISOLATIONS = ("job", "process")
 
 
-class DeadlineWorker(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+class DeadlineWorker(
+    OneTripStart, OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker
+):
     """Runs jobs in this process and tells the supervisor by when each must be done.
 
     A task past its timeout gets RQ's JobTimeoutException; one that swallows it, or that

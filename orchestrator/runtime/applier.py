@@ -228,7 +228,7 @@ class Applier:
             pipe.multi()
             self.writer.write(pipe, work, dead, entries, finished)
             try:
-                pipe.execute()
+                self.dispatcher.committed(pipe.execute())
             except redis.WatchError:
                 log.warning("lost a lease while applying; partitions %s let go", partitions)
                 for partition in partitions:

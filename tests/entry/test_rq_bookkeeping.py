@@ -3,17 +3,22 @@ checked against RQ's own handling on a real server: the same keys left, fewer tr
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
 
 import pytest
 import redis
-from rq import Callback, Queue, SimpleWorker
+from rq import Callback, Queue, SimpleWorker, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from orchestrator.entry.rq_bookkeeping import BEAT_AGAIN_AFTER
+from orchestrator.entry.rq_bookkeeping import (
+    BEAT_AGAIN_AFTER,
+    OneTripHeartbeat,
+    OneTripSuccess,
+)
 from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -23,12 +28,38 @@ class StockWorker(NoRemoteCommands, SimpleWorker):
     """The engine's task worker with RQ's own bookkeeping."""
 
 
+class StartInTwoTrips(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
+    """The engine's task worker but for its one-trip start."""
+
+
 def succeeds(n: int) -> int:
     return n + 1
 
 
 def fails(n: int) -> int:
     raise ValueError(f"no {n}")
+
+
+def looks(n: int) -> int:
+    """Notes what RQ has written by the time the job's first line runs."""
+    job = get_current_job()
+    assert job is not None
+    client = job.connection
+    workers = [k.decode() for k in client.smembers("rq:workers")]
+    stored = {k.decode(): v for k, v in client.hgetall(job.key).items()}  # data: zlib
+    seen = {
+        "status": stored["status"].decode(),
+        "written": sorted(
+            k for k in ("worker_name", "started_at", "last_heartbeat") if stored.get(k)
+        ),
+        "ttl": client.ttl(job.key),
+        "worker_state": [client.hget(w, "state").decode() for w in workers],
+        "started_registry": client.zcard("rq:wip:tasks"),
+        "executions": client.zcard(f"rq:executions:{job.id}"),
+        "intermediate": client.llen("rq:queue:tasks:intermediate"),
+    }
+    client.set("looked", json.dumps(seen))
+    return n
 
 
 def noted(job: Job, connection: redis.Redis, result: Any) -> None:
@@ -177,3 +208,30 @@ def test_the_worker_heartbeat_is_one_round_trip_and_not_repeated_within_a_second
         assert reads() - before - 1 == 1
     finally:
         worker.register_death()
+
+
+def test_a_jobs_execution_and_start_are_one_round_trip_leaving_what_rqs_two_leave(
+    redis_url: str,
+) -> None:
+    # Given a job that notes, as its first line runs, what RQ has written of its start
+    client = redis.Redis.from_url(redis_url)
+    seen: dict[type[SimpleWorker], Any] = {}
+    trips: dict[type[SimpleWorker], int] = {}
+    for kind in (StockWorker, StartInTwoTrips, DeadlineWorker):
+        found = _run(client, kind, looks)
+        seen[kind], trips[kind] = json.loads(client.get("looked") or "null"), found["trips"]
+        assert found["worker"]["successful_job_count"] == b"1"
+    # Then the job found the same written with RQ's two transactions and with one:
+    # started, beating, its execution registered, its worker busy, out of the queue
+    assert seen[DeadlineWorker] == seen[StockWorker] == seen[StartInTwoTrips]
+    assert seen[DeadlineWorker] == {
+        "status": "started",
+        "written": ["last_heartbeat", "started_at", "worker_name"],
+        "ttl": -1,
+        "worker_state": ["busy"],
+        "started_registry": 1,
+        "executions": 1,
+        "intermediate": 0,
+    }
+    # one round trip fewer a job
+    assert trips[DeadlineWorker] == trips[StartInTwoTrips] - 1

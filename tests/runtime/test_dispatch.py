@@ -146,7 +146,7 @@ def commit(
     for inst, seq, index, effect in effects:
         dispatcher.add(pipe, inst, seq, index, effect, ready)
     dispatcher.enqueue_ready(pipe, ready)
-    pipe.execute()
+    dispatcher.committed(pipe.execute())
     return ready
 
 
@@ -486,6 +486,36 @@ def test_a_lone_task_gets_its_own_job_even_with_a_backlog_and_the_applier_linger
     # a commit with nothing ready resets it
     commit(client, dispatcher, [])
     assert dispatcher.linger == 0.0
+
+
+class Recording(redis.Redis):
+    """A client that notes the commands it sends on its own (outside pipelines)."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]).upper())
+        return super().execute_command(*args, **options)
+
+
+def test_a_lone_task_costs_no_round_trip_before_its_commit_many_read_the_backlog_first(
+    client: redis.Redis, redis_server: str, keys: Keys, rq_clean: None, token: str
+) -> None:
+    recording = Recording.from_url(redis_server)
+    recording.sent = []
+    dispatcher = Dispatcher(recording, keys)
+    # one ready task: one job whatever the backlog; its queue is not read on its own
+    commit(recording, dispatcher, [(instance(token, 0), 1, 0, run_task())])
+    assert "LLEN" not in recording.sent
+    # another lone task meets the first waiting: the linger comes from the commit's read
+    commit(recording, dispatcher, [(instance(token, 1), 1, 0, run_task())])
+    assert "LLEN" not in recording.sent
+    assert dispatcher.linger == pytest.approx(LINGER_PER_JOB * 1)  # no worker counts as one
+    # several: how to pack them depends on the backlog, read before the commit
+    commit(recording, dispatcher, [(instance(token, n), 1, 0, run_task()) for n in (2, 3)])
+    assert recording.sent.count("LLEN") == 1
+    assert dispatcher.linger == pytest.approx(LINGER_PER_JOB * 2)
+    recording.close()
 
 
 def test_a_job_key_seals_every_job_and_the_guard_checks_the_seal(
