@@ -34,6 +34,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
@@ -104,9 +105,9 @@ class OneTripStart:
             job.heartbeat(now(), ttl, pipeline=pipe)
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
-            if remove_from_intermediate_queue:
-                queue = Queue(job.origin, connection=self.connection)
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            if remove_from_intermediate_queue:  # its key, without making a Queue for it
+                queued = Queue.redis_queue_namespace_prefix + job.origin
+                pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queued), 1, job.id)
             pipe.execute()
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[attr-defined]
 
