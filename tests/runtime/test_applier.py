@@ -334,3 +334,26 @@ def test_an_entry_read_by_an_applier_whose_lease_expired_is_applied_in_order(
     assert app.client.status(second).state == "counting"
     assert app.redis.xpending(app.keys.inbox(0), INBOX_GROUP)["pending"] == 0
     assert app.redis.xlen(app.keys.deadletters) == 0
+
+
+def test_a_busy_applier_looks_for_due_timers_every_due_every_an_idle_one_every_tick(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("orchestrator.runtime.applier.DUE_EVERY", 0.5)
+    client = app.client
+    expiring = client.start("approval", {"request_id": "D1"})
+    applier = app.applier()
+    applier.drain()  # ticks that do not block look every time
+    partition = app.keys.partition_of(expiring)
+    timers = app.keys.timers(partition)
+    (armed,) = app.redis.zrange(timers, 0, -1)
+    app.redis.zadd(timers, {armed: time.time() - 1})  # now due
+    # A blocking tick (the worker's) within DUE_EVERY of the last look does not look again
+    applier.tick(block_ms=1)
+    assert app.redis.zcard(timers) == 1
+    # one past it does: the timer fires and its event is applied
+    time.sleep(0.5)
+    applier.tick(block_ms=1)
+    assert app.redis.zcard(timers) == 0
+    applier.drain()
+    assert client.status(expiring).state == "expired"
