@@ -4,7 +4,7 @@ Around every job RQ's worker wrote its own heartbeat five times (each an HSET an
 EXPIREs in three round trips), its state "idle" twice, the job's heartbeat once more
 after it ran and, once it returned, read the job's dependents, its stored status and,
 twice, its execution registry before one transaction: 23 round trips a job, with
-MONITOR, where 8 are needed (take it, read it, its execution record, its start, the
+MONITOR, where 7 are needed (take it, read it, its execution record and start, the
 task's own two, the success, the look at `rq suspend`).
 
 - `OneTripHeartbeat`: a heartbeat is one round trip, and none when one at least as long
@@ -21,7 +21,10 @@ Measured in paired probes against RQ's own handling, alternating (bench/README.m
 fourth session): 600 three-step workflows one after another on a private server with
 `worker --processes 2`, CPU of every engine process 16.8-19.1 -> 13.5-14.8 ms a workflow
 and of redis-server 4.8-5.5 -> 3.8-4.1; workflows/s at W=1,000 +9% (median of three
-pairs); round trips a step at load 1.02 -> 0.69 in the full benchmark. A job needing
+pairs); round trips a step at load 1.02 -> 0.69 in the full benchmark. The one-trip
+start, with the heartbeat thread kept by the process (orchestrator.runtime.heartbeat):
+a lone task's job 2.1-2.5 -> 1.55-1.8 ms in an in-process probe (the task worker's
+side of one step, no contention). A job needing
 more goes through RQ's handling unchanged; tests/entry/test_rq_bookkeeping.py compares
 the keyspace both leave.
 """

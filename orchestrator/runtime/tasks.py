@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -68,7 +69,7 @@ def run_task(payload: TaskPayload) -> None:
 
 def run_tasks(payload: PackedTasks) -> None:
     """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
-    per job (8 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
+    per job (7 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
 
     Each task keeps what it has alone: its own deadline (an alarm around its call
     alone; RQ's timeout for the job is their sum), its own answer event, and its
@@ -271,7 +272,8 @@ def _send(
 
 class _Answers:
     """A packed job's answers, sent together once the oldest has waited ANSWERS_WAIT
-    (a thread sends them even while a slow task runs), and the rest at the end."""
+    (the process's answering thread sends them even while a slow task runs), and the
+    rest at the end."""
 
     def __init__(self, connection: redis.Redis, heartbeat: Heartbeat) -> None:
         self.redis = connection
@@ -279,17 +281,14 @@ class _Answers:
         self.waiting: list[tuple[TaskPayload, Event]] = []
         self.oldest = 0.0
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._flush_late, name="answers", daemon=True)
 
     def __enter__(self) -> _Answers:
-        self.thread.start()
+        _late.watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.flush()
+        _late.unwatch(self)
+        self.flush()  # after a late send under way (the lock): nothing is sent twice
 
     def add(self, payload: TaskPayload, event: Event) -> None:
         with self.lock:
@@ -304,11 +303,57 @@ class _Answers:
             _send(self.redis, self.waiting, self.heartbeat)  # kept for another try if it fails:
             self.waiting = []  # a copy that did get through is a duplicate event id, ignored
 
-    def _flush_late(self) -> None:
-        while not self.stopped.wait(ANSWERS_WAIT / 2):
-            if self.waiting and time.monotonic() - self.oldest >= ANSWERS_WAIT:
-                try:
-                    self.flush()
-                except Exception:  # sent again later or at the end; a task must not die of it
-                    log.warning("sending answers failed", exc_info=True)
-                    self.oldest = time.monotonic() + HEARTBEAT_EVERY  # not again at once
+    def flush_if_late(self) -> None:
+        if self.waiting and time.monotonic() - self.oldest >= ANSWERS_WAIT:
+            try:
+                self.flush()
+            except Exception:  # sent again later or at the end; a task must not die of it
+                log.warning("sending answers failed", exc_info=True)
+                self.oldest = time.monotonic() + HEARTBEAT_EVERY  # not again at once
+
+
+class _LateAnswers:
+    """The process's answering thread: every ANSWERS_WAIT / 2 while packed jobs run, the
+    answers that waited long enough; asleep while none runs. One a process rather than
+    one started and joined for each packed job (as the heartbeats,
+    orchestrator.runtime.heartbeat); a forked work-horse starts its own."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[_Answers] = set()
+        self.wake = threading.Event()
+        self.pid = 0  # the process whose thread this is
+
+    def watch(self, answers: _Answers) -> None:
+        with self.lock:
+            self.running.add(answers)
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="answers", daemon=True).start()
+        self.wake.set()
+
+    def unwatch(self, answers: _Answers) -> None:
+        with self.lock:
+            self.running.discard(answers)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(ANSWERS_WAIT / 2)
+            with self.lock:
+                running = list(self.running)
+                if not running:  # under the lock: a job watched after this sets it again
+                    self.wake.clear()
+            for answers in running:
+                answers.flush_if_late()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread is not here, nor its jobs."""
+        self.lock = threading.Lock()
+        self.running = set()
+        self.wake = threading.Event()
+        self.pid = 0
+
+
+_late = _LateAnswers()
+os.register_at_fork(after_in_child=_late.after_fork)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,49 @@ def test_a_packed_job_stranded_by_a_dying_worker_reports_every_task_it_carries(
         lost = [e for e in answers(app, iid) if e["data"].get("error_type") == "TaskLost"]
         assert len(lost) == 1
         assert any("task.retry" in timer for timer in app.client.status(iid).timers)
+
+
+def test_quick_answers_of_a_packed_job_go_out_while_a_slow_task_still_runs(app: App) -> None:
+    # Given three quick tasks packed ahead of one that takes most of a second (a batch
+    # is read partition by partition: the slow one's instance in the last partition)
+    last = app.keys.partitions - 1
+    ids = (f"pack-{n}" for n in range(10_000))
+    early = [i for i in ids if app.keys.partition_of(i) < last][:3]
+    late = next(f"slow-{n}" for n in range(10_000) if app.keys.partition_of(f"slow-{n}") == last)
+    quick = [app.client.start("saga", {"n": n}, instance_id=i) for n, i in enumerate(early)]
+    slow = app.client.start("time_boxed", {"seconds": 0.8}, instance_id=late)
+    apply_all(app)
+    (job,) = queued_jobs(app)
+    items = job.kwargs["payload"]["items"]
+    assert [item["instance"] for item in items][-1] == slow
+
+    def answered() -> set[str]:
+        found = set()
+        for partition in range(app.keys.partitions):
+            for _, fields in app.redis.xrange(app.keys.inbox(partition)):
+                event = json.loads(fields[b"e"])
+                if event["type"] == "task.completed":
+                    found.add(event["instance"])
+        return found
+
+    # When a worker runs the job (in a work-horse of its own, as a forking worker
+    # does), the inboxes watched meanwhile
+    seen: list[set[str]] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = answered()
+            if set(quick) <= found:
+                seen.append(found)
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    rq_worker(app, burst=True).work(burst=True, max_jobs=1, logging_level="WARNING")
+    watcher.join()
+    # Then the quick ones' answers were in the inboxes while the slow one still ran
+    (first,) = seen
+    assert slow not in first
+    assert slow in answered()  # and its own once it was done
