@@ -3,7 +3,8 @@
 One batch, from the inbox partitions this applier holds leases on:
 
   XREADGROUP (new entries, or the pending ones of a partition just taken over)
-  WATCH the lease keys; load the instances and their applied-event ids
+  WATCH the lease keys, and load the instances and their applied-event ids, in one
+  round trip on the transaction's connection (orchestrator.store.commit)
   apply each event with the pure transition function, in stream order
   for instances now finished: read their history so far (orchestrator.store.archive)
   MULTI: instance hashes, history entries (or archives), applied ids, indexes,
@@ -216,8 +217,7 @@ class Applier:
         partitions = sorted({p for p, _, _ in entries})
         events = [(entry, *self.reader.parse(entry)) for entry in entries]
         with commit(self.redis) as pipe:
-            pipe.watch(*(self.keys.lease(p) for p in partitions))  # type: ignore[no-untyped-call]
-            loaded, lost, behind = self.reader.load(events, partitions)
+            loaded, lost, behind = self.reader.load(events, partitions, pipe)
             if lost:
                 pipe.reset()
                 for partition in lost:

@@ -18,6 +18,7 @@ import redis
 
 from orchestrator.core.events import Event, Unreadable
 from orchestrator.core.instance import Instance
+from orchestrator.store.commit import Commit
 from orchestrator.store.instances import decode_hash, decode_text
 from orchestrator.store.keys import INBOX_CONSUMER, INBOX_GROUP, Keys
 from orchestrator.store.leases import Leases
@@ -94,10 +95,11 @@ class BatchReader:
         return event, text
 
     def load(
-        self, events: list[Parsed], partitions: list[int]
+        self, events: list[Parsed], partitions: list[int], commit: Commit
     ) -> tuple[dict[str, Loaded], list[int], set[int]]:
-        """One round trip: the lease holders, the oldest pending entries, the instances,
-        which event ids they applied.
+        """One round trip, on the batch's transaction: WATCH on the partitions' leases,
+        then the lease holders, the oldest pending entries, the instances, which event
+        ids they applied.
 
         An entry older than this batch may be pending: one that an applier whose lease
         had expired read after this one's recovery read, then failed to commit. Applied
@@ -110,14 +112,18 @@ class BatchReader:
             first.setdefault(partition, entry_id)
             if event is not None:
                 wanted.setdefault(event.instance_id, []).append(event.id)
-        pipe = self.redis.pipeline(transaction=False)
-        for partition in partitions:
-            pipe.get(self.keys.lease(partition))
-            pipe.xpending(self.keys.inbox(partition), INBOX_GROUP)
+        leases = [self.keys.lease(partition) for partition in partitions]
+        commands: list[tuple[Any, ...]] = []
+        for partition, lease in zip(partitions, leases, strict=True):
+            commands.append(("GET", lease))
+            commands.append(("XPENDING", self.keys.inbox(partition), INBOX_GROUP))
         for instance_id, event_ids in wanted.items():
-            pipe.hgetall(self.keys.instance(instance_id))
-            pipe.smismember(self.keys.applied(instance_id), event_ids)
-        replies = pipe.execute()
+            commands.append(("HGETALL", self.keys.instance(instance_id)))
+            commands.append(("SMISMEMBER", self.keys.applied(instance_id), *event_ids))
+        replies = commit.watch_and_read(leases, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):  # as a pipeline raises its first error
+                raise reply
         head, rest = replies[: 2 * len(partitions)], replies[2 * len(partitions) :]
         holders, pending = head[0::2], head[1::2]
         lost = [
@@ -125,12 +131,12 @@ class BatchReader:
         ]
         behind = {
             p
-            for p, summary in zip(partitions, pending, strict=True)
-            if summary["pending"] and _older(summary["min"], first[p])
+            for p, (count, oldest, *_) in zip(partitions, pending, strict=True)
+            if count and _older(oldest, first[p])
         }
         loaded: dict[str, Loaded] = {}
         for index, (instance_id, event_ids) in enumerate(wanted.items()):
-            raw, flags = rest[2 * index], rest[2 * index + 1]
+            raw, flags = _hash(rest[2 * index]), rest[2 * index + 1]
             try:
                 stored = decode_hash(raw) if raw else {}
                 instance = Instance.from_fields(stored) if stored else None
@@ -144,6 +150,14 @@ class BatchReader:
             applied = {e for e, flag in zip(event_ids, flags, strict=True) if flag}
             loaded[instance_id] = (instance, applied, stored)
         return loaded, lost, behind
+
+
+def _hash(raw: Any) -> dict[bytes, bytes]:
+    """An HGETALL reply as the server sent it (a flat list of fields and values; a map
+    under RESP3) as redis-py's response callback makes it."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[0::2], raw[1::2], strict=True))
 
 
 def _older(entry_id: bytes | str, than: str) -> bool:

@@ -100,3 +100,44 @@ def test_a_connection_lost_before_exec_writes_nothing(redis_url: str, kind: str)
         with pytest.raises(redis.WatchError, match="ConnectionError"):
             pipe.execute()
     assert client.exists("written") == 0
+
+
+def test_watch_and_read_is_one_round_trip_and_the_watch_holds(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    admin = redis.Redis.from_url(redis_url)  # its own connection, open before counting
+    client.set("lease", "mine")
+    client.hset("inst", mapping={"state": "one"})
+    client.set("string", "s")
+    with commit(client) as pipe:
+        reads = admin.info("stats")["total_reads_processed"]
+        replies = pipe.watch_and_read(
+            ["lease"], [("GET", "lease"), ("HGETALL", "inst"), ("HGETALL", "string")]
+        )
+        # WATCH and three reads in one request: the server read it once (and the INFO)
+        assert admin.info("stats")["total_reads_processed"] - reads == 2
+        # the replies as the server sent them; an error reply in its place, not raised
+        assert replies[0] == b"mine"
+        assert replies[1] in ({b"state": b"one"}, [b"state", b"one"])  # RESP3, RESP2
+        assert isinstance(replies[2], redis.ResponseError)
+        assert "WRONGTYPE" in str(replies[2])
+        # and the WATCH holds: another client's write to the lease fails the transaction
+        client.set("lease", "theirs")
+        pipe.multi()
+        pipe.set("written", "1")
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert client.exists("written") == 0
+
+
+def test_watch_and_read_opens_a_connection_found_closed_again(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    killer = redis.Redis.from_url(redis_url)
+    client.set("lease", "mine")
+    client.ping()  # a pooled connection, then closed by the server (a restart, a kill)
+    killer.client_kill_filter(_type="normal", skipme=True)
+    with commit(client) as pipe:
+        assert pipe.watch_and_read(["lease"], [("GET", "lease")]) == [b"mine"]
+        pipe.multi()
+        pipe.set("written", "1")
+        assert pipe.execute() == [b"OK"]
+    assert client.get("written") == b"1"
