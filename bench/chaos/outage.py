@@ -172,6 +172,7 @@ OUTAGE_ERRORS = re.compile(
     r"|ConnectionRefusedError|ConnectionResetError|BrokenPipeError|TimeoutError)\b"
 )
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a log record's first line
 
 
 def outage_health_row(run: Run) -> Row:
@@ -180,8 +181,11 @@ def outage_health_row(run: Run) -> Row:
     errors: Counter[str] = Counter()
     restarts = 0
     for log in sorted(run.cluster.folder.glob("worker-*.log")):
+        on_purpose = False  # in a task's failure, logged with its traceback on purpose
         for line in log.read_text(errors="replace").splitlines():
-            if EXCEPTION.match(line):
+            if RECORD.match(line):  # a new log record (its traceback's lines follow it)
+                on_purpose = " try " in line and ", failed: " in line
+            elif EXCEPTION.match(line) and not on_purpose:
                 errors["redis" if OUTAGE_ERRORS.match(line) else line[:60]] += 1
             restarts += "; restarting it" in line
     other = {k: n for k, n in errors.items() if k != "redis"}
