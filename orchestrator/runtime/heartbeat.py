@@ -85,6 +85,11 @@ class Heartbeat:
         with self.lock:
             self.keys.discard(key)
 
+    def add(self, key: str) -> None:
+        """Beat for `key` too from now on (a send its job handed over to the process)."""
+        with self.lock:
+            self.keys.add(key)
+
     def beat(self) -> None:
         """One refresh, from the beating thread; none once the work is done."""
         with self.beating:

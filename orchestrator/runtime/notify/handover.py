@@ -27,7 +27,7 @@ from rq.job import Job
 from rq.timeouts import BaseTimeoutException
 
 from notifiers import templates
-from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL
+from orchestrator.runtime.heartbeat import Heartbeat
 from orchestrator.runtime.notify.sending import HANDING, Parts, Send
 from orchestrator.runtime.payloads import NOTIFICATION_TIMEOUT
 
@@ -97,15 +97,12 @@ def _hand_over(parts: Parts, sends: Sequence[Send]) -> bool:
 
 class Process:
     """The sends this process took over from their jobs: how many are in flight, and their
-    heartbeats, refreshed from a thread of its own while they run."""
+    heartbeats, beaten with every job's by the process's beating thread while they run."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self.redis = connection
         self.lock = threading.Lock()
-        self.keys: set[str] = set()
         self.in_flight = 0
-        self.thread = threading.Thread(target=self._beat, name="handed-over", daemon=True)
-        self.thread.start()
+        self.heartbeat = Heartbeat(connection, ()).__enter__()  # for the process's life
 
     def full(self, most: int) -> bool:
         """Whether `most` sends (the process's send threads) are handed over and in
@@ -115,35 +112,18 @@ class Process:
     def take(self, key: str) -> None:
         with self.lock:
             self.in_flight += 1
-            if key:
-                self.keys.add(key)
+        if key:
+            self.heartbeat.add(key)
 
     def finished(self) -> None:
         with self.lock:
             self.in_flight -= 1
 
     def done(self, key: str, pipe: Pipeline) -> None:
-        self.stop(key)
-        pipe.delete(key)
+        self.heartbeat.done(key, pipe)
 
     def stop(self, key: str) -> None:
-        with self.lock:
-            self.keys.discard(key)
-
-    def _beat(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_EVERY)
-            with self.lock:
-                keys = list(self.keys)
-            if not keys:
-                continue
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for key in keys:
-                    pipe.set(key, 1, ex=HEARTBEAT_TTL)
-                pipe.execute()
-            except Exception:  # a missed beat is retried; the sends must not die of it
-                log.warning("heartbeat of handed-over sends failed", exc_info=True)
+        self.heartbeat.stop(key)
 
 
 _processes: dict[int, Process] = {}
