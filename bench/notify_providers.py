@@ -59,6 +59,13 @@ class Providers:
                 found = [(at, message.get("To", "")) for at, message in pairs]
         return [(at, to) for at, to in found if to.startswith(prefix)]
 
+    def taken(self, channel: str) -> int:
+        """How many messages the provider has accepted so far, for every address.
+
+        Cheap enough to poll: waiting on accepted() would copy and filter the whole
+        list every poll, CPU taken from the engine on the same two cores."""
+        return len(self.smtp.accepted) if channel == "email" else len(self.sms.accepted_at)
+
     def connections(self, channel: str) -> int:
         return self.smtp.connections if channel == "email" else self.sms.connections
 

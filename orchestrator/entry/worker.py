@@ -430,6 +430,7 @@ class Supervisor:
 
     def run(self) -> None:
         stopping = _stop_flag()
+        telemetry.preload(self.settings)  # imported once, before the children fork
         for name, target in self.roles.items():
             self._spawn(name, target)
         failures: dict[str, int] = {}

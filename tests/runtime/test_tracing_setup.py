@@ -122,3 +122,44 @@ def test_span_batches_follow_the_sdks_variables_and_bad_values_fall_back_with_a_
     assert telemetry.batching(bad) == {"delay": 5.0, "capacity": 2048, "size": 2048}
     assert "OTEL_BSP_SCHEDULE_DELAY must be a positive integer, not '-1'" in caplog.text
     assert "OTEL_BSP_MAX_EXPORT_BATCH_SIZE is over OTEL_BSP_MAX_QUEUE_SIZE" in caplog.text
+
+
+PRELOAD = """
+import json, sys
+if sys.argv[2] == "missing":  # the `otlp` extra not installed
+    sys.modules["opentelemetry.exporter.otlp.proto.http.trace_exporter"] = None
+from orchestrator.entry import telemetry
+from orchestrator.entry.settings import Settings
+
+settings = Settings(tracing=sys.argv[1])
+before = set(sys.modules)
+telemetry.preload(settings)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def preloaded(mode: str, exporter: str = "installed") -> set[str]:
+    """The modules that preload imported, in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", PRELOAD, mode, exporter],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(done.stdout))
+
+
+def test_the_supervisor_imports_what_the_workers_setup_will_before_it_forks_them() -> None:
+    # tracing off: nothing is imported
+    assert preloaded("off") == set()
+    # OTLP: the SDK, the exporter and the HTTP client it makes, so that a fork inherits them
+    otlp = preloaded("otlp")
+    assert {"opentelemetry.sdk.trace.export", "requests"} <= otlp
+    assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in otlp
+    # the console: the SDK only
+    console = preloaded("console")
+    assert "opentelemetry.sdk.trace.export" in console
+    assert "requests" not in console
+    # a missing exporter is no error here: setup names the fix when the worker starts
+    assert "opentelemetry.sdk.trace.export" in preloaded("otlp", "missing")
