@@ -4,8 +4,8 @@ Around every job RQ's worker wrote its own heartbeat five times (each an HSET an
 EXPIREs in three round trips), its state "idle" twice, the job's heartbeat once more
 after it ran and, once it returned, read the job's dependents, its stored status and,
 twice, its execution registry before one transaction: 23 round trips a job, with
-MONITOR, where 7 are needed (take it, read it, its execution record and start, the
-task's own two, the success, the look at `rq suspend`).
+MONITOR, where 6 are needed (take it, read it, its execution record and start, the
+task's own two, the success with the look at `rq suspend`).
 
 - `OneTripHeartbeat`: a heartbeat is one round trip, and none when one at least as long
   was sent less than a second ago (the worker's key lives minutes: `rq info` shows it
@@ -14,8 +14,10 @@ task's own two, the success, the look at `rq suspend`).
   execution record and its start are one transaction, not two one after the other.
 - `OneTripSuccess`: a plain job's success (what the engine's dispatcher enqueues: no
   kept result, no dependents, repeats, group, rate limit or callbacks) is the same
-  transaction RQ writes, sent with nothing read first, the worker's state "idle" in it;
-  and that state is not written again when it already is what it is set to.
+  transaction RQ writes, sent with nothing read first, the worker's state "idle" in it,
+  and with the worker's heartbeat and the look at `rq suspend` that RQ sends right after
+  in a trip of its own; and that state is not written again when it already is what it
+  is set to.
 
 Measured in paired probes against RQ's own handling, alternating (bench/README.md,
 fourth session): 600 three-step workflows one after another on a private server with
@@ -42,6 +44,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker.base import WorkerStatus
 
@@ -128,12 +131,27 @@ class OneTripStart:
 
 
 class OneTripSuccess:
-    """RQ worker mixin: a plain job's end written in one transaction, nothing read."""
+    """RQ worker mixin: a plain job's end written in one transaction, nothing read, with
+    the worker's heartbeat and the look at `rq suspend` that RQ sends next in a round
+    trip of its own (rq.suspension.is_suspended): the worker's next look uses that answer.
+
+    The look is used once, right after the job that made it (nothing runs between them
+    in RQ's loop); any other look (after a wait with nothing to do) is RQ's own."""
 
     connection: redis.Redis
     default_result_ttl: int
     executions: dict[str, Any]
+    worker_ttl: int
     _state: str
+    _beat_at: float
+    _beat_for: int
+    _looked = False  # the last job's end read "not suspended", and no look has used it
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if self._looked:
+            self._looked = False
+            return
+        super().check_for_suspension(burst)  # type: ignore[misc]
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         """RQ sets "idle" as a job ends and again as it waits for the next."""
@@ -170,7 +188,12 @@ class OneTripSuccess:
             pipe.delete(job.key, job.dependents_key, job.dependencies_key, result)
             if not self.executions.keys() - {execution.id}:  # its last job: it is idle now
                 self.set_state(WorkerStatus.IDLE, pipe)  # (RQ sets it next, a trip of its own)
-            pipe.execute()
+            keeps = self.worker_ttl + 60  # RQ's heartbeat before its look at `rq suspend`
+            self.heartbeat(keeps, pipeline=pipe)  # type: ignore[attr-defined]
+            pipe.exists(WORKERS_SUSPENDED)
+            suspended = pipe.execute()[-1]
+        self._beat_at, self._beat_for = time.monotonic(), keeps  # (OneTripHeartbeat's)
+        self._looked = not suspended  # suspended: RQ's own look waits for `rq resume`
         self.executions.pop(execution.id, None)
 
 

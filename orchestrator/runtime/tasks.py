@@ -69,7 +69,7 @@ def run_task(payload: TaskPayload) -> None:
 
 def run_tasks(payload: PackedTasks) -> None:
     """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
-    per job (7 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
+    per job (6 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
 
     Each task keeps what it has alone: its own deadline (an alarm around its call
     alone; RQ's timeout for the job is their sum), its own answer event, and its

@@ -13,6 +13,7 @@ import redis
 from rq import Callback, Queue, SimpleWorker, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.suspension import suspend
 
 from orchestrator.entry.rq_bookkeeping import (
     BEAT_AGAIN_AFTER,
@@ -30,6 +31,13 @@ class StockWorker(NoRemoteCommands, SimpleWorker):
 
 class StartInTwoTrips(OneTripSuccess, OneTripHeartbeat, NoRemoteCommands, SimpleWorker):
     """The engine's task worker but for its one-trip start."""
+
+
+class LookOnItsOwn(DeadlineWorker):
+    """The engine's task worker but looking at `rq suspend` after a job as RQ does."""
+
+    def check_for_suspension(self, burst: bool) -> None:
+        SimpleWorker.check_for_suspension(self, burst)
 
 
 def succeeds(n: int) -> int:
@@ -59,6 +67,14 @@ def looks(n: int) -> int:
         "intermediate": client.llen("rq:queue:tasks:intermediate"),
     }
     client.set("looked", json.dumps(seen))
+    return n
+
+
+def suspends(n: int) -> int:
+    """`rq suspend`, from inside a job."""
+    job = get_current_job()
+    assert job is not None
+    suspend(job.connection)
     return n
 
 
@@ -235,3 +251,51 @@ def test_a_jobs_execution_and_start_are_one_round_trip_leaving_what_rqs_two_leav
     }
     # one round trip fewer a job
     assert trips[DeadlineWorker] == trips[StartInTwoTrips] - 1
+
+
+def test_a_jobs_end_carries_the_look_at_rq_suspend_and_the_workers_heartbeat(
+    redis_url: str,
+) -> None:
+    # Given a plain job, run by the engine's worker and by one looking on its own after it
+    client = redis.Redis.from_url(redis_url)
+    _run(client, DeadlineWorker, succeeds)  # the client's connections opened, not counted
+    ours = _run(client, DeadlineWorker, succeeds)
+    theirs = _run(client, LookOnItsOwn, succeeds)
+    # Then the same keys are left, in one round trip fewer
+    assert ours["keys"] == theirs["keys"]
+    assert ours["worker"] == theirs["worker"]
+    assert ours["trips"] == theirs["trips"] - 1
+
+
+def test_the_worker_keeps_living_past_a_job_as_rqs_look_kept_it(redis_url: str) -> None:
+    # Given a worker that ran a job (its start sets the worker's keys to live briefly)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    _enqueue(client, succeeds)
+    queues = [Queue("tasks", connection=client, serializer=JSONSerializer)]
+    worker = DeadlineWorker(queues, connection=client, serializer=JSONSerializer)
+    worker.register_birth()
+    try:
+        found = Queue.dequeue_any(queues, None, connection=client, serializer=JSONSerializer)
+        assert found is not None
+        job, queue = found
+        worker.execute_job(job, queue)
+        # Then its end beat for RQ's worker_ttl + 60 s, as RQ's look at `rq suspend` does
+        assert client.ttl(worker.key) > worker.worker_ttl
+    finally:
+        worker.register_death()
+
+
+def test_suspension_from_inside_a_job_is_seen_as_the_job_ends(redis_url: str) -> None:
+    # Given two jobs queued, the first of which runs `rq suspend`
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    first = _enqueue(client, suspends)
+    queue = Queue("tasks", connection=client, serializer=JSONSerializer)
+    second = queue.enqueue(succeeds, kwargs={"n": 2}, result_ttl=0)
+    # When a burst worker runs
+    worker = DeadlineWorker([queue], connection=client, serializer=JSONSerializer)
+    worker.work(burst=True, logging_level="WARNING")
+    # Then it stopped after the first job, as RQ's own look stops a suspended burst
+    assert not client.exists(first.key)  # done and gone
+    assert queue.job_ids == [second.id]
