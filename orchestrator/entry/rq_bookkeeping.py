@@ -4,14 +4,17 @@ Around every job RQ's worker wrote its own heartbeat five times (each an HSET an
 EXPIREs in three round trips), its state "idle" twice, the job's heartbeat once more
 after it ran and, once it returned, read the job's dependents, its stored status and,
 twice, its execution registry before one transaction: 23 round trips a job, with
-MONITOR, where 6 are needed (take it, read it, its execution record and start, the
-task's own two, the success with the look at `rq suspend`).
+MONITOR, where 5 are needed (take it, read it, its execution record and start with the
+task's first heartbeat, the task's answer, the success with the look at `rq suspend`).
 
 - `OneTripHeartbeat`: a heartbeat is one round trip, and none when one at least as long
   was sent less than a second ago (the worker's key lives minutes: `rq info` shows it
   alive all the same; the engine's watchdog has heartbeats of its own).
 - `OneTripStart` (a worker running jobs in its own process, RQ's SimpleWorker): a job's
-  execution record and its start are one transaction, not two one after the other.
+  execution record and its start are one transaction, not two one after the other; a
+  task job's first heartbeat (its key set, its try looked up: orchestrator.runtime.
+  heartbeat) rides in it too, once the guard has let the job in, and the job's
+  Heartbeat uses that answer instead of a round trip of its own.
 - `OneTripSuccess`: a plain job's success (what the engine's dispatcher enqueues: no
   kept result, no dependents, repeats, group, rate limit or callbacks) is the same
   transaction RQ writes, sent with nothing read first, the worker's state "idle" in it,
@@ -47,6 +50,11 @@ from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker.base import WorkerStatus
+
+from orchestrator.runtime.guard import GuardedJob, RefusedJob
+from orchestrator.runtime.heartbeat import first_beat_sent, queue_beat
+from orchestrator.runtime.payloads import RUN_TASK, RUN_TASKS
+from orchestrator.runtime.tasks import beats_of, packed_beats_of
 
 BEAT_AGAIN_AFTER = 1.0  # seconds within which a heartbeat is not sent again
 
@@ -114,7 +122,11 @@ class OneTripStart:
             if remove_from_intermediate_queue:  # its key, without making a Queue for it
                 queued = Queue.redis_queue_namespace_prefix + job.origin
                 pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queued), 1, job.id)
-            pipe.execute()
+            beats = first_beats(job)
+            queue_beat(pipe, beats, beats.values())
+            found = pipe.execute()
+            if beats:
+                first_beat_sent(beats, found[-len(beats) :])
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[attr-defined]
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -195,6 +207,22 @@ class OneTripSuccess:
         self._beat_at, self._beat_for = time.monotonic(), keeps  # (OneTripHeartbeat's)
         self._looked = not suspended  # suspended: RQ's own look waits for `rq resume`
         self.executions.pop(execution.id, None)
+
+
+def first_beats(job: Job) -> dict[str, tuple[str, str]]:
+    """A task job's heartbeat keys and where each try is registered as outstanding, for
+    its first beat to go out with its start; none for any other job, nor for one the
+    guard refuses (that one fails as it runs, before anything of it is written)."""
+    if not isinstance(job, GuardedJob):
+        return {}
+    try:
+        job.admit()  # checked once: the job's run asks again and has the answer
+    except RefusedJob:
+        return {}
+    if job.func_name not in (RUN_TASK, RUN_TASKS):
+        return {}
+    payload = job.kwargs["payload"]
+    return beats_of(payload) if job.func_name == RUN_TASK else packed_beats_of(payload)
 
 
 def plain(job: Job, default_result_ttl: int) -> bool:

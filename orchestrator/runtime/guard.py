@@ -196,12 +196,30 @@ class GuardedJob(Job):
     """An RQ job that runs only after `check` (bound per worker by `guarded`) let it."""
 
     check: JobCheck | None = None
+    _verdict: tuple[bytes, RefusedJob | None] | None = None  # the data checked, the refusal
 
-    def _execute(self) -> Any:
+    def admit(self) -> None:
+        """Raise RefusedJob unless the job may run. Checked once for the data it holds:
+        the worker may ask as the job starts (orchestrator.entry.rq_bookkeeping), and it
+        is asked again as it runs; data read anew in between is checked anew."""
+        data = self.data
+        if self._verdict is None or self._verdict[0] != data:
+            self._verdict = (data, self._refusal())
+        if self._verdict[1] is not None:
+            raise self._verdict[1]
+
+    def _refusal(self) -> RefusedJob | None:
         if self.check is None:
-            raise RefusedJob("this worker has no job check (build its job class with guarded())")
+            return RefusedJob("this worker has no job check (build its job class with guarded())")
         try:
             self.check.check(self)
+        except RefusedJob as exc:
+            return exc
+        return None
+
+    def _execute(self) -> Any:
+        try:
+            self.admit()
         except RefusedJob as exc:
             log.error("refused job %s: %s", _show(self.id), exc)
             raise

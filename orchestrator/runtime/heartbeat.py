@@ -25,6 +25,7 @@ from redis.client import Pipeline
 log = logging.getLogger("orchestrator.runtime.heartbeat")
 HEARTBEAT_EVERY = 1.0  # a running job refreshes its heartbeat this often...
 HEARTBEAT_TTL = 5  # ...and it expires this many seconds after the last refresh
+Try = tuple[str, str]  # where a try is registered as outstanding: hash, field
 
 
 class Beating(Protocol):
@@ -101,19 +102,62 @@ class Heartbeat:
             keys = list(self.keys)
         if not keys:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, 1, ex=HEARTBEAT_TTL)
         checked = [key for key in keys if key in self.outstanding] if first else []
-        for key in checked:  # after the SETs: the watchdog reports lost only without them
-            pipe.hexists(*self.outstanding[key])
-        found = pipe.execute()[len(keys) :]
+        found = _sent_first.take(keys, self.outstanding) if first else None
+        if found is None:
+            pipe = self.redis.pipeline(transaction=False)
+            queue_beat(pipe, keys, [self.outstanding[key] for key in checked])
+            found = pipe.execute()[len(keys) :]
         gone = {key for key, there in zip(checked, found, strict=True) if not there}
         if gone:  # rare: a pause past HEARTBEAT_TTL
             self.gone = gone
             with self.lock:
                 self.keys -= gone
             self.redis.delete(*gone)
+
+
+def queue_beat(pipe: Pipeline, keys: Iterable[str], outstanding: Iterable[Try]) -> None:
+    """A beat on `pipe`: each key SET to live HEARTBEAT_TTL, then a look that each try
+    (hash, field) is still registered as outstanding (after the SETs: the watchdog reports
+    a try lost only when its key is missing)."""
+    for key in keys:
+        pipe.set(key, 1, ex=HEARTBEAT_TTL)
+    for where in outstanding:
+        pipe.hexists(*where)
+
+
+def first_beat_sent(outstanding: Mapping[str, Try], found: Iterable[object]) -> None:
+    """A job's first beat (`queue_beat` of its keys and tries) went out with its start,
+    in the worker's transaction, and `found` is what each look answered: its Heartbeat
+    uses that instead of a round trip of its own (orchestrator.entry.rq_bookkeeping)."""
+    _sent_first.keep(outstanding, found)
+
+
+class _SentFirst:
+    """The first beat sent with the job that runs now in this process, until its
+    Heartbeat takes it (one job at a time runs in a process that sends them)."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.found: dict[str, tuple[Try, bool]] = {}
+
+    def keep(self, outstanding: Mapping[str, Try], found: Iterable[object]) -> None:
+        pairs = zip(outstanding.items(), found, strict=True)
+        self.found = {key: (where, bool(there)) for (key, where), there in pairs}
+        self.pid = os.getpid()
+
+    def take(self, keys: list[str], outstanding: Mapping[str, Try]) -> list[bool] | None:
+        """What the looks found, in the order of `keys` that have a try; None unless this
+        process sent the beat of exactly these keys and tries."""
+        kept, self.found = self.found, {}
+        if self.pid != os.getpid() or set(kept) != set(keys):
+            return None
+        if any(kept[key][0] != outstanding.get(key) for key in keys):
+            return None
+        return [kept[key][1] for key in keys if key in outstanding]
+
+
+_sent_first = _SentFirst()
 
 
 class _Beater:

@@ -56,8 +56,8 @@ def run_task(payload: TaskPayload) -> None:
     """One task in one RQ job: the light-load path, where a task waits for nobody."""
     job = get_current_job()
     assert job is not None, "orchestrator jobs run inside an RQ worker"
-    alive = alive_of(payload, payload["job"])
-    with Heartbeat(job.connection, [alive], {alive: registered(payload)}) as heartbeat:
+    beats = beats_of(payload)
+    with Heartbeat(job.connection, beats, beats) as heartbeat:
         if heartbeat.gone:
             _not_run(payload)
             return
@@ -69,7 +69,7 @@ def run_task(payload: TaskPayload) -> None:
 
 def run_tasks(payload: PackedTasks) -> None:
     """Several ready tasks in one RQ job, one after another: under load, RQ's own cost
-    per job (6 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
+    per job (5 round trips: orchestrator.entry.rq_bookkeeping) is paid once for all of them.
 
     Each task keeps what it has alone: its own deadline (an alarm around its call
     alone; RQ's timeout for the job is their sum), its own answer event, and its
@@ -84,7 +84,7 @@ def run_tasks(payload: PackedTasks) -> None:
     assert job is not None, "orchestrator jobs run inside an RQ worker"
     items = payload["items"]
     run = _traced if tracing.enabled else _run_one  # one look a job (runtime.tracing)
-    alive = {alive_of(item, item["job"]): registered(item) for item in items}
+    alive = packed_beats_of(payload)
     with (
         Heartbeat(job.connection, alive, alive) as heartbeat,
         _Answers(job.connection, heartbeat) as answers,
@@ -96,6 +96,16 @@ def run_tasks(payload: PackedTasks) -> None:
             deadline = UnixSignalDeathPenalty(item["timeout"], JobTimeoutException)  # type: ignore[no-untyped-call]
             answers.add(item, run(item, deadline))
     metrics.job_done()  # a forked work-horse's counts, before it ends with the job
+
+
+def beats_of(payload: TaskPayload) -> dict[str, tuple[str, str]]:
+    """A task job's heartbeat key, and where its try is registered as outstanding."""
+    return {alive_of(payload, payload["job"]): registered(payload)}
+
+
+def packed_beats_of(payload: PackedTasks) -> dict[str, tuple[str, str]]:
+    """Each packed task's heartbeat key, and where its try is registered as outstanding."""
+    return {alive_of(item, item["job"]): registered(item) for item in payload["items"]}
 
 
 def registered(payload: TaskPayload) -> tuple[str, str]:

@@ -15,12 +15,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.suspension import suspend
 
+from orchestrator.entry import rq_bookkeeping
+from orchestrator.entry.bootstrap import App
 from orchestrator.entry.rq_bookkeeping import (
     BEAT_AGAIN_AFTER,
     OneTripHeartbeat,
     OneTripSuccess,
 )
-from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands
+from orchestrator.entry.worker import DeadlineWorker, NoRemoteCommands, start_worker_process
+from orchestrator.runtime.payloads import RUN_TASK, alive_of
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
@@ -299,3 +302,79 @@ def test_suspension_from_inside_a_job_is_seen_as_the_job_ends(redis_url: str) ->
     # Then it stopped after the first job, as RQ's own look stops a suspended burst
     assert not client.exists(first.key)  # done and gone
     assert queue.job_ids == [second.id]
+
+
+def _task_job_run(app: App, trips_of: dict[str, int], label: str) -> str:
+    """A saga's first task, dispatched by the applier and run by the engine's task worker
+    (RQ's burst loop); the instance id. The server's reads while the worker ran go in
+    `trips_of[label]`."""
+    iid = app.client.start("saga", {})
+    applier = app.applier()
+    applier.drain()
+    applier.leases.release_all()
+    queue = Queue("tasks", connection=app.redis, serializer=JSONSerializer)
+    worker = DeadlineWorker(
+        [queue], connection=app.redis, serializer=JSONSerializer, job_class=app.job_class
+    )
+    before = app.redis.info("stats")["total_reads_processed"]
+    worker.work(burst=True, logging_level="WARNING")
+    trips_of[label] = app.redis.info("stats")["total_reads_processed"] - before - 1
+    return iid
+
+
+def test_a_task_jobs_first_beat_goes_out_with_its_start(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_worker_process(app)
+    trips: dict[str, int] = {}
+    _task_job_run(app, trips, "warm")  # connections opened, scripts loaded
+    # When a task job runs with its first beat in its start, and one without
+    ours = _task_job_run(app, trips, "ours")
+    monkeypatch.setattr(rq_bookkeeping, "first_beats", lambda job: {})
+    theirs = _task_job_run(app, trips, "theirs")
+    # Then both tasks ran and answered, and the first beat cost no round trip of its own
+    for iid in (ours, theirs):
+        assert [h["event"]["type"] for h in app.client.history(iid)][-1:] != ["task.failed"]
+        assert any(e["type"] == "task.completed" for e in _inbox_events(app, iid))
+    assert trips["ours"] == trips["theirs"] - 1
+
+
+def _inbox_events(app: App, iid: str) -> list[dict[str, Any]]:
+    found = []
+    for partition in range(app.keys.partitions):
+        for _, fields in app.redis.xrange(app.keys.inbox(partition)):
+            event = json.loads(fields[b"e"])
+            if event["instance"] == iid:
+                found.append(event)
+    return found
+
+
+def test_a_refused_job_gets_no_heartbeat_written_at_its_start(app: App) -> None:
+    # Given a task job as the dispatcher made it, but forged to run an undeclared task
+    app.client.start("saga", {})
+    applier = app.applier()
+    applier.drain()
+    applier.leases.release_all()
+    client = app.redis
+    queue = Queue("tasks", connection=client, serializer=JSONSerializer)
+    (real,) = queue.get_jobs()
+    payload = {**real.kwargs["payload"], "task": "os:system"}
+    queue.empty()
+    forged = Job.create(
+        RUN_TASK,
+        kwargs={"payload": payload},
+        id=real.id,
+        connection=client,
+        serializer=JSONSerializer,
+        origin="tasks",
+        result_ttl=0,
+    )
+    queue.enqueue_job(forged)
+    # When the engine's task worker takes it
+    worker = DeadlineWorker(
+        [queue], connection=client, serializer=JSONSerializer, job_class=app.job_class
+    )
+    worker.work(burst=True, logging_level="CRITICAL")
+    # Then it failed, refused, and no heartbeat was ever written for its try
+    assert forged.id in queue.failed_job_registry.get_job_ids()
+    assert not client.exists(alive_of(payload, payload["job"]))

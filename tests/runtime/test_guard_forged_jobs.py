@@ -33,6 +33,7 @@ from orchestrator.runtime.dispatch import (
     TASK_QUEUE,
     carrier_id,
 )
+from orchestrator.runtime.guard import RefusedJob
 from orchestrator.runtime.payloads import seal
 
 INSTANCE = "order-forged"
@@ -369,3 +370,50 @@ def _sealed_job(
     job.meta["mac"] = seal(key, seal_for or job_id, job.data)
     Queue(TASK_QUEUE, connection=app.redis, serializer=JSONSerializer).enqueue_job(job)
     return job.id
+
+
+def test_a_job_is_checked_once_for_its_data_and_again_when_its_data_changes(
+    app: App, tmp_path: Path
+) -> None:
+    # Given a genuine task job, in the worker's guarded job class
+    payload = task_payload(app, str(tmp_path / "never"))
+    job_id = payload["job"]
+    Job.create(
+        RUN_TASK,
+        kwargs={"payload": payload},
+        id=job_id,
+        connection=app.redis,
+        serializer=JSONSerializer,
+        origin=TASK_QUEUE,
+    ).save()
+    job = app.job_class.fetch(job_id, connection=app.redis, serializer=JSONSerializer)
+    checks = 0
+    check = job.check
+    assert check is not None
+
+    class Counting(type(check)):  # type: ignore[misc]
+        def check(self, job: Job) -> None:
+            nonlocal checks
+            checks += 1
+            super().check(job)
+
+    job.check = Counting(check.registry, check.keys, check.job_key)
+    # When the worker admits it as it starts, and again as it runs: one check
+    job.admit()
+    job.admit()
+    assert checks == 1
+    # When its data is read anew and now orders an undeclared task
+    forged = {**payload, "task": "subprocess:run"}
+    Job.create(
+        RUN_TASK,
+        kwargs={"payload": forged},
+        id=job_id,
+        connection=app.redis,
+        serializer=JSONSerializer,
+        origin=TASK_QUEUE,
+    ).save()
+    job.refresh()
+    # Then it is checked again, and refused
+    with pytest.raises(RefusedJob, match="subprocess:run"):
+        job.admit()
+    assert checks == 2

@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from orchestrator.runtime.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, Heartbeat
+from orchestrator.runtime.heartbeat import (
+    HEARTBEAT_EVERY,
+    HEARTBEAT_TTL,
+    Heartbeat,
+    first_beat_sent,
+    queue_beat,
+)
 
 
 @pytest.fixture
@@ -89,3 +95,47 @@ def test_a_forked_child_beats_with_a_thread_of_its_own(client: redis.Redis) -> N
 def _kwargs(client: redis.Redis) -> dict[str, object]:
     """A new pool's arguments: a forked child opens connections of its own."""
     return dict(client.connection_pool.connection_kwargs)
+
+
+def test_a_first_beat_sent_with_the_jobs_start_is_used_once_and_not_sent_again(
+    client: redis.Redis,
+) -> None:
+    # Given a job's first beat sent with its start (the worker's transaction): one try
+    # still registered, one the watchdog already reported lost
+    client.hset("outstanding", "kept", "{}")
+    outstanding = {"alive:kept": ("outstanding", "kept"), "alive:lost": ("outstanding", "lost")}
+    pipe = client.pipeline()
+    queue_beat(pipe, outstanding, outstanding.values())
+    first_beat_sent(outstanding, pipe.execute()[len(outstanding) :])
+    assert client.exists("alive:kept", "alive:lost") == 2
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    # When the job's Heartbeat starts
+    before = reads()
+    with Heartbeat(client, outstanding.keys(), outstanding) as heartbeat:
+        # Then it sent no beat of its own (only the DELETE of the lost try's key) and knows
+        # which try is gone, as its own beat would
+        assert reads() - before - 1 == 1
+        assert heartbeat.gone == {"alive:lost"}
+        assert client.exists("alive:lost") == 0
+    # and a later job with the same keys beats on its own: the first beat is used once
+    before = reads()
+    with Heartbeat(client, outstanding.keys(), outstanding) as again:
+        assert reads() - before - 1 == 2  # its beat, and the DELETE
+        assert again.gone == {"alive:lost"}
+
+
+def test_a_first_beat_of_other_keys_is_not_taken_for_this_jobs(client: redis.Redis) -> None:
+    # Given a first beat sent for another job's key
+    client.hset("outstanding", "other", "{}")
+    other = {"alive:other": ("outstanding", "other")}
+    pipe = client.pipeline()
+    queue_beat(pipe, other, other.values())
+    first_beat_sent(other, pipe.execute()[1:])
+    # When a job with its own key starts (its try no longer registered)
+    mine = {"alive:mine": ("outstanding", "mine")}
+    with Heartbeat(client, mine.keys(), mine) as heartbeat:
+        # Then it looked for itself: its try is gone
+        assert heartbeat.gone == {"alive:mine"}
