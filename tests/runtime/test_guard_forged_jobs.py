@@ -372,20 +372,25 @@ def _sealed_job(
     return job.id
 
 
+def _store(app: App, payload: Payload) -> None:
+    """A run_task job of `payload`, stored under its task's job id (not queued)."""
+    Job.create(
+        RUN_TASK,
+        kwargs={"payload": payload},
+        id=payload["job"],
+        connection=app.redis,
+        serializer=JSONSerializer,
+        origin=TASK_QUEUE,
+    ).save()
+
+
 def test_a_job_is_checked_once_for_its_data_and_again_when_its_data_changes(
     app: App, tmp_path: Path
 ) -> None:
     # Given a genuine task job, in the worker's guarded job class
     payload = task_payload(app, str(tmp_path / "never"))
     job_id = payload["job"]
-    Job.create(
-        RUN_TASK,
-        kwargs={"payload": payload},
-        id=job_id,
-        connection=app.redis,
-        serializer=JSONSerializer,
-        origin=TASK_QUEUE,
-    ).save()
+    _store(app, payload)
     job = app.job_class.fetch(job_id, connection=app.redis, serializer=JSONSerializer)
     checks = 0
     check = job.check
@@ -403,15 +408,7 @@ def test_a_job_is_checked_once_for_its_data_and_again_when_its_data_changes(
     job.admit()
     assert checks == 1
     # When its data is read anew and now orders an undeclared task
-    forged = {**payload, "task": "subprocess:run"}
-    Job.create(
-        RUN_TASK,
-        kwargs={"payload": forged},
-        id=job_id,
-        connection=app.redis,
-        serializer=JSONSerializer,
-        origin=TASK_QUEUE,
-    ).save()
+    _store(app, {**payload, "task": "subprocess:run"})
     job.refresh()
     # Then it is checked again, and refused
     with pytest.raises(RefusedJob, match="subprocess:run"):
