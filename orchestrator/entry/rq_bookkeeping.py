@@ -73,13 +73,17 @@ class OneTripHeartbeat:
             super().heartbeat(timeout, pipeline)  # type: ignore[misc]
             return
         keeps = timeout or self.worker_ttl + 60  # RQ's default
-        beat = time.monotonic()
-        if beat - self._beat_at < BEAT_AGAIN_AFTER and keeps <= self._beat_for:
+        if time.monotonic() - self._beat_at < BEAT_AGAIN_AFTER and keeps <= self._beat_for:
             return
         with self.connection.pipeline(transaction=False) as pipe:
             super().heartbeat(timeout, pipe)  # type: ignore[misc]
             pipe.execute()
-        self._beat_at, self._beat_for = beat, keeps
+        self.beat_sent(keeps)
+
+    def beat_sent(self, keeps: int) -> None:
+        """A beat keeping the worker `keeps` seconds went out (here, or in a transaction
+        of someone's): none is sent on its own within BEAT_AGAIN_AFTER of it."""
+        self._beat_at, self._beat_for = time.monotonic(), keeps
 
 
 class OneTripStart:
@@ -155,8 +159,6 @@ class OneTripSuccess:
     executions: dict[str, Any]
     worker_ttl: int
     _state: str
-    _beat_at: float
-    _beat_for: int
     _looked = False  # the last job's end read "not suspended", and no look has used it
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -204,7 +206,7 @@ class OneTripSuccess:
             self.heartbeat(keeps, pipeline=pipe)  # type: ignore[attr-defined]
             pipe.exists(WORKERS_SUSPENDED)
             suspended = pipe.execute()[-1]
-        self._beat_at, self._beat_for = time.monotonic(), keeps  # (OneTripHeartbeat's)
+        self.beat_sent(keeps)  # type: ignore[attr-defined]  # (OneTripHeartbeat's)
         self._looked = not suspended  # suspended: RQ's own look waits for `rq resume`
         self.executions.pop(execution.id, None)
 

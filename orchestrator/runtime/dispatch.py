@@ -5,7 +5,7 @@ caused the effect and the effect's index, so an apply that is retried after
 a crash writes the very same jobs, never new ones.
 
 Under load one RQ job carries several tasks (or notifications): RQ's bookkeeping
-of every job it runs (7 round trips with the engine's workers,
+of every job it runs (5 round trips with the engine's workers,
 orchestrator.entry.rq_bookkeeping) costs more than the rest of a workflow step,
 so a commit that makes many tasks ready at once packs them.
 A task alone still gets a job of its own, and a commit spreads its tasks
