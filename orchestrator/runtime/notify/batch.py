@@ -7,8 +7,8 @@ second against a server that answers in 100 ms, whatever the machine. So the
 dispatcher packs the notifications one commit makes ready into one job
 (orchestrator.runtime.dispatch), and this runs its items on a pool of threads that
 the worker process keeps, as are the channels' connections: the email channel
-keeps an open SMTP connection per concurrent send, the SMS channel an HTTP
-session per thread (notifiers.email, notifiers.sms).
+keeps an open SMTP connection per concurrent send, the SMS channel a pool of
+kept-alive HTTP connections (notifiers.email, notifiers.sms).
 
 Each item is exactly what a job of its own would be (`send_and_answer` is what
 `orchestrator.runtime.notify.jobs.send_notification` runs), its key standing where a
