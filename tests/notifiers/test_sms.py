@@ -14,6 +14,7 @@ import base64
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
@@ -236,6 +238,57 @@ def test_a_host_in_no_proxy_is_reached_directly(
         finally:
             notifier.close()
     assert proxy.heads == []
+
+
+@pytest.fixture
+def https_twilio(tmp_path: Path) -> Iterator[tuple[TwilioServer, Path]]:
+    """The local Twilio API over TLS, its certificate signed by a private CA (the CA's
+    file is the second item)."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    with TwilioServer() as server:
+        listening = server._server
+        assert listening is not None
+        listening.socket = context.wrap_socket(listening.socket, server_side=True)
+        yield server, bundle
+
+
+def test_a_ca_bundle_named_in_the_environment_is_trusted(
+    https_twilio: tuple[TwilioServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the local Twilio API over TLS, its CA named by REQUESTS_CA_BUNDLE
+    server, bundle = https_twilio
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    https = {**server.env, "TWILIO_API_BASE": server.url.replace("http://", "https://")}
+    notifier = SmsNotifier.from_env(https)
+    try:
+        # When an SMS is sent, Then it went out over TLS
+        assert notifier.send(sms()).provider_id == server.messages[0]["sid"]
+    finally:
+        notifier.close()
+
+
+def test_a_certificate_no_trusted_ca_signed_is_a_transient_failure(
+    https_twilio: tuple[TwilioServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the same server, and no CA bundle named (certifi's CAs, as requests trusts)
+    server, _ = https_twilio
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    https = {**server.env, "TWILIO_API_BASE": server.url.replace("http://", "https://")}
+    notifier = SmsNotifier.from_env(https)
+    try:
+        # When an SMS is sent
+        exc = error_of(lambda: notifier.send(sms()))
+    finally:
+        notifier.close()
+    # Then the certificate was refused, before anything reached Twilio
+    assert isinstance(exc, TransientError)
+    assert "CERTIFICATE_VERIFY_FAILED" in exc.reason
+    assert server.messages == []
 
 
 def test_a_socks_proxy_is_refused_as_a_transient_failure(monkeypatch: pytest.MonkeyPatch) -> None:
