@@ -9,7 +9,8 @@
 the account SID and token) is answered 201 with a message resource and a new
 `SM...` sid, after `delay` seconds. Each connection has its own thread and
 is kept alive (HTTP/1.1), as Twilio's servers keep them, so the concurrency a
-client achieves is real and its connection reuse shows in `connections`.
+client achieves is real and its connection reuse shows in `connections`. With `tls`
+(a server-side SSLContext) it serves HTTPS, and `url` and `env` say https.
 `together` holds the first requests until that many are inside at once (or
 10 s passed), so a test can prove sends overlap without timing anything;
 `most_at_once` is the most requests seen inside together.
@@ -26,6 +27,7 @@ import base64
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -100,9 +102,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 class TwilioServer:
     def __init__(
-        self, delay: float = 0.0, *, together: int = 0, sid: str = SID, token: str = TOKEN
+        self,
+        delay: float = 0.0,
+        *,
+        together: int = 0,
+        sid: str = SID,
+        token: str = TOKEN,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: a server-side context to serve HTTPS with (its certificate for 127.0.0.1)."""
         self.delay = delay
+        self.tls = tls
         self.together = together
         self.sid, self.token = sid, token
         self.messages: list[dict[str, str]] = []  # the form of each message taken, and its sid
@@ -126,7 +136,8 @@ class TwilioServer:
     @property
     def url(self) -> str:
         assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -141,6 +152,8 @@ class TwilioServer:
 
     def start(self) -> None:
         self._server = _Server(self)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -249,10 +249,7 @@ def https_twilio(tmp_path: Path) -> Iterator[tuple[TwilioServer, Path]]:
     authority.issue_cert("127.0.0.1").configure_cert(context)
     bundle = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
-    with TwilioServer() as server:
-        listening = server._server
-        assert listening is not None
-        listening.socket = context.wrap_socket(listening.socket, server_side=True)
+    with TwilioServer(tls=context) as server:
         yield server, bundle
 
 
@@ -262,8 +259,7 @@ def test_a_ca_bundle_named_in_the_environment_is_trusted(
     # Given the local Twilio API over TLS, its CA named by REQUESTS_CA_BUNDLE
     server, bundle = https_twilio
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    https = {**server.env, "TWILIO_API_BASE": server.url.replace("http://", "https://")}
-    notifier = SmsNotifier.from_env(https)
+    notifier = SmsNotifier.from_env(server.env)
     try:
         # When an SMS is sent, Then it went out over TLS
         assert notifier.send(sms()).provider_id == server.messages[0]["sid"]
@@ -278,8 +274,7 @@ def test_a_certificate_no_trusted_ca_signed_is_a_transient_failure(
     server, _ = https_twilio
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    https = {**server.env, "TWILIO_API_BASE": server.url.replace("http://", "https://")}
-    notifier = SmsNotifier.from_env(https)
+    notifier = SmsNotifier.from_env(server.env)
     try:
         # When an SMS is sent
         exc = error_of(lambda: notifier.send(sms()))
