@@ -99,7 +99,7 @@ def worker(
         "--notify-threads",
         metavar="N",
         help="Notifications each notification worker sends at the same time, each on a "
-        "thread with its own SMTP connection or HTTP session (1 to 1024; default: "
+        "thread with its own SMTP or HTTP connection (1 to 1024; default: "
         f"ORCHESTRATOR_NOTIFY_THREADS, else {NOTIFY_THREADS_SHOWN}). Against a provider "
         "answering in 100 ms, N threads send at most 10*N a second.",
     ),

@@ -60,7 +60,7 @@ from orchestrator.core.errors import ConfigurationError
 # answers in 100 ms, N send threads send at most 10*N a second. In python -m
 # bench.notify_rate (2 cores, 2026-12-07, two rounds) the email rate was 506-531/s at 64,
 # 747-824/s at 128 and 756-770/s at 256 (CPU-bound by then); SMS, CPU-bound throughout,
-# 484-520, 439-564 and 500-531. Each thread keeps its own SMTP connection or HTTP session.
+# 484-520, 439-564 and 500-531. Each thread keeps its own SMTP or HTTP connection.
 DEFAULT_NOTIFY_THREADS = 128
 MAX_NOTIFY_THREADS = 1024
 
