@@ -117,6 +117,14 @@ def error_of(action: Callable[[], Any]) -> Exception:
     return caught.value
 
 
+def send_error(notifier: SmsNotifier) -> Exception:
+    """The error that sending one SMS raised; the notifier closed after it."""
+    try:
+        return error_of(lambda: notifier.send(sms()))
+    finally:
+        notifier.close()
+
+
 # -- sending ----------------------------------------------------------------
 
 
@@ -209,11 +217,8 @@ def test_requests_go_through_the_proxy_the_environment_names(
     netloc = proxy.url.removeprefix("http://")
     monkeypatch.setenv("HTTP_PROXY", f"http://agent:pr0xy-pass@{netloc}")
     notifier = SmsNotifier(SID, TOKEN, from_=FROM, api_base="http://twilio.test", timeout=5)
-    try:
-        # When an SMS is sent
-        exc = error_of(lambda: notifier.send(sms()))
-    finally:
-        notifier.close()
+    # When an SMS is sent
+    exc = send_error(notifier)
     # Then the proxy got the request for the absolute URL, with the proxy's credentials
     (head,) = proxy.heads
     assert head.startswith(f"POST http://twilio.test{MESSAGES_PATH} HTTP/1.1\r\n")
@@ -274,12 +279,8 @@ def test_a_certificate_no_trusted_ca_signed_is_a_transient_failure(
     server, _ = https_twilio
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    notifier = SmsNotifier.from_env(server.env)
-    try:
-        # When an SMS is sent
-        exc = error_of(lambda: notifier.send(sms()))
-    finally:
-        notifier.close()
+    # When an SMS is sent
+    exc = send_error(SmsNotifier.from_env(server.env))
     # Then the certificate was refused, before anything reached Twilio
     assert isinstance(exc, TransientError)
     assert "CERTIFICATE_VERIFY_FAILED" in exc.reason
@@ -290,11 +291,8 @@ def test_a_socks_proxy_is_refused_as_a_transient_failure(monkeypatch: pytest.Mon
     # Given ALL_PROXY naming a SOCKS proxy (not supported), with credentials in it
     monkeypatch.setenv("ALL_PROXY", "socks5://agent:s0cks-pass@127.0.0.1:1080")
     notifier = SmsNotifier(SID, TOKEN, from_=FROM, api_base="http://twilio.test", timeout=5)
-    try:
-        # When an SMS is sent
-        exc = error_of(lambda: notifier.send(sms()))
-    finally:
-        notifier.close()
+    # When an SMS is sent
+    exc = send_error(notifier)
     # Then it fails for now (fixed in the environment, the retry goes out), saying why,
     # without the proxy's password
     assert isinstance(exc, TransientError)
@@ -389,11 +387,7 @@ def test_unknown_client_error_is_permanent(make: Make) -> None:
 
 def test_a_closed_port_is_transient() -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    notifier = SmsNotifier(SID, TOKEN, from_=FROM, api_base=closed, timeout=2)
-    try:
-        exc = error_of(lambda: notifier.send(sms()))
-    finally:
-        notifier.close()
+    exc = send_error(SmsNotifier(SID, TOKEN, from_=FROM, api_base=closed, timeout=2))
     assert isinstance(exc, TransientError)
     assert exc.retry_after is None
     assert "ConnectionError" in exc.reason
