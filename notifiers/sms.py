@@ -22,6 +22,7 @@ outside GSM-7 turns the whole body into UCS-2: 70 UTF-16 units, 67 per part.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ DEFAULT_TIMEOUT = 15.0  # seconds for one request to Twilio
 # connections kept per host: every sending thread of a notification worker has one
 # (orchestrator.entry.settings.MAX_NOTIFY_THREADS); urllib3 makes more if asked, and drops them
 POOL_SIZE = 1024
+JSON_TYPES = ("application/json", "application/scim+json")  # bodies the SDK sends as JSON
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -153,7 +155,9 @@ def http_client_class() -> type[Any]:
             if logger.isEnabledFor(logging.INFO):  # ten-odd lines: the worker shows them at DEBUG
                 self.log_request({"method": method, "url": url, "params": None, "headers": sent})
             body = None
-            if data:
+            if data and sent.get("Content-Type") in JSON_TYPES:  # as the SDK's own client
+                body = json.dumps(data)
+            elif data:
                 body = urlencode(data, doseq=True)  # as requests encodes a form
                 sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
             if auth is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -173,11 +174,12 @@ def test_sends_share_kept_alive_connections_across_threads() -> None:
 
 
 class RecordingProxy:
-    """A forward proxy that never forwards: it keeps each request's head and answers 503
-    with Retry-After: 3, so a test sees what reached the proxy and what came back."""
+    """A forward proxy that never forwards (or a server: it does the same as either): it
+    keeps each request whole and answers 503 with Retry-After: 3, so a test sees what
+    reached it and what came back."""
 
     def __init__(self) -> None:
-        self.heads: list[str] = []
+        self.heads: list[str] = []  # each request: its head, and its body after it
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -190,6 +192,10 @@ class RecordingProxy:
                 with connection:
                     head = b""
                     while b"\r\n\r\n" not in head:
+                        head += connection.recv(65536)
+                    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                    expected = head.index(b"\r\n\r\n") + 4 + int(length[1] if length else 0)
+                    while len(head) < expected:
                         head += connection.recv(65536)
                     self.heads.append(head.decode("latin-1"))
                     body = b'{"code": 20503, "message": "busy", "status": 503}'
@@ -228,6 +234,26 @@ def test_requests_go_through_the_proxy_the_environment_names(
     # and its 503 is transient, retried after the Retry-After it gave
     assert isinstance(exc, TransientError)
     assert exc.retry_after == 3.0
+
+
+def test_a_json_request_of_the_sdk_goes_as_json_and_a_form_as_a_form(
+    proxy: RecordingProxy,
+) -> None:
+    # Given the channel's HTTP client, and a server that keeps what it receives
+    client = http_client_class()(proxy.url, 5.0)
+    try:
+        # When the SDK sends a JSON body (its newer APIs), then a form (Messages)
+        as_json = {"Content-Type": "application/json"}
+        client.request("POST", "https://api.twilio.com/v1/x", data={"a": [1, 2]}, headers=as_json)
+        client.request("POST", "https://api.twilio.com/v1/y", data={"To": ["+1", "+2"]})
+    finally:
+        client.close()
+    # Then the first went as JSON, the second form-encoded (a list as repeated fields)
+    first, second = proxy.heads
+    assert first.startswith("POST /v1/x HTTP/1.1\r\n")
+    assert first.endswith('\r\n\r\n{"a": [1, 2]}')
+    assert "application/x-www-form-urlencoded" in second
+    assert second.endswith("\r\n\r\nTo=%2B1&To=%2B2")
 
 
 def test_a_host_in_no_proxy_is_reached_directly(
