@@ -209,6 +209,9 @@ def http_client_class() -> type[Any]:
                 manager.clear()
 
     def _manager(proxy: str | None, verify: str | bool) -> urllib3.PoolManager:
+        """Connections through `proxy` (None: direct), checking certificates against the
+        CA bundle or folder `verify` names (True: certifi's; False: not at all), as
+        requests' own adapter makes them."""
         tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
         if verify is True:
             tls["ca_certs"] = certifi.where()
