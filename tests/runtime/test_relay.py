@@ -194,6 +194,10 @@ def order(app: App, applier: Applier, order_id: str, *, ship: bool = False) -> s
     if ship:
         app.client.emit("ship", {}, instance_id=iid)
         applier.drain()
+    # Events of two partitions published in the same millisecond are concurrent: a lane
+    # takes them in partition order (store.published). Orders placed one after another
+    # are meant to go out in that order, so the next is placed in a later millisecond.
+    time.sleep(0.002)
     return iid
 
 
