@@ -13,7 +13,10 @@ ours (orchestrator.runtime.tracing makes ours current as a span context).
 A sink takes each span once it ends: `Immediate` exports it at once (tests, a short-lived
 command); `Batched` queues it and a thread of its own exports every `delay` seconds or
 each `size` spans, dropping (and counting) past `capacity`, as the SDK's
-BatchSpanProcessor does with the same defaults.
+BatchSpanProcessor does with the same defaults. Woken by a full batch, the thread sends
+full batches only, as the SDK's does: the spans that end while a POST is on its way wait
+for the next full batch (or the delay), rather than going out one or two a request, each
+request costing the sending thread hundreds of microseconds whatever its size.
 """
 
 from __future__ import annotations
@@ -200,14 +203,15 @@ class Batched:
 
     def _run(self) -> None:
         while not self._stopped:
-            self._wake.wait(self.delay)
+            full = self._wake.wait(self.delay)  # woken early: a batch is full
             self._wake.clear()
             with self._sending:
-                self._send_queued()
+                self._send_queued(self.size if full else 1)
 
-    def _send_queued(self) -> None:
+    def _send_queued(self, least: int = 1) -> None:
+        """Send batches while at least `least` spans are queued."""
         queue = self._queue
-        while queue:
+        while len(queue) >= least:
             batch = [queue.popleft() for _ in range(min(len(queue), self.size))]
             try:
                 self.send(batch)

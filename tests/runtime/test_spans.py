@@ -178,6 +178,32 @@ def test_the_batch_sink_sends_when_a_batch_is_full_and_on_flush() -> None:
         sink.shutdown()
 
 
+def test_woken_by_a_full_batch_the_sink_sends_full_batches_only() -> None:
+    """Spans that end while a batch is on its way wait for the next full batch or the
+    delay: they are not sent one or two a request."""
+    release = threading.Event()
+    sent = Collect()
+
+    def slow(batch: Sequence[Recorded]) -> None:
+        sent(batch)
+        release.wait(10)  # the POST on its way while more spans end
+
+    sink = Batched(slow, size=3, delay=1.0, capacity=10)
+    try:
+        for n in range(3):
+            sink.record(a_span(f"s{n}"))
+        assert sent.sent.wait(10)  # the full batch, early
+        sink.record(a_span("s3"))
+        sent.sent.clear()
+        release.set()
+        assert not sent.sent.wait(0.3)  # s3 alone is not sent on the full batch's heels
+        assert sent.sent.wait(10)  # but once the delay is over
+        assert sent.batches == [["s0", "s1", "s2"], ["s3"]]
+    finally:
+        release.set()
+        sink.shutdown()
+
+
 def test_the_batch_sink_sends_after_its_delay_and_at_shutdown() -> None:
     sent = Collect()
     sink = Batched(sent, size=100, delay=0.05)
