@@ -62,6 +62,7 @@ from orchestrator.runtime.notify.handover import handed_over as handed_over
 from orchestrator.runtime.notify.ledger import Claim
 from orchestrator.runtime.notify.sending import HANDING, Parts, Send
 from orchestrator.runtime.payloads import NotificationPayload, inbox_of
+from orchestrator.store.commit import commit
 
 log = logging.getLogger("orchestrator.runtime.notify.batch")
 
@@ -174,7 +175,7 @@ def _deliver(
 ) -> None:
     payload, job_id = send.payload, send.job_id
     deliverer, later, outstanding = parts.of(payload, render)
-    pipe = connection.pipeline(transaction=True)
+    pipe = commit(connection)  # its replies are only looked at for errors (Commits)
     outcome = deliverer.deliver(payload, job_id, pipe, claim, send.alive)  # ledger writes wait
     if outcome.later is not None:
         again = payload.copy()

@@ -1,0 +1,109 @@
+"""Committing sends' answers together (orchestrator.runtime.notify.commits) against a real
+Redis: transactions ready at the same time go in one MULTI/EXEC, and each still commits,
+or fails, as it would alone.
+
+Several are made ready at once by handing a group to the committing step itself
+(`_run`): from threads, which ones end up together depends on timing.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from orchestrator.runtime.notify.commits import Commits, _Ready
+from orchestrator.store.commit import commit
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_server)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-commits-{uuid.uuid4().hex[:8]}"
+
+
+def ready(client: redis.Redis, *commands: tuple[str, ...]) -> _Ready:
+    pipe = commit(client)
+    for command in commands:
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    return _Ready(pipe)
+
+
+def multis(client: redis.Redis) -> int:
+    stats = client.info("commandstats").get("cmdstat_multi", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+def test_transactions_ready_together_commit_in_one_multi(client: redis.Redis, prefix: str) -> None:
+    group = [
+        ready(client, ("SET", f"{prefix}:{n}", str(n)), ("INCR", f"{prefix}:n")) for n in range(3)
+    ]
+    before = multis(client)
+    Commits(client)._run(group)
+    assert multis(client) - before == 1
+    assert all(r.done.is_set() and r.error is None for r in group)
+    assert [client.get(f"{prefix}:{n}") for n in range(3)] == [b"0", b"1", b"2"]
+    assert client.get(f"{prefix}:n") == b"3"
+
+
+def test_a_command_failing_as_it_runs_fails_its_own_transaction_only(
+    client: redis.Redis, prefix: str
+) -> None:
+    client.set(f"{prefix}:text", "not a list")
+    good = ready(client, ("SET", f"{prefix}:a", "1"))
+    bad = ready(client, ("SET", f"{prefix}:b", "1"), ("LPUSH", f"{prefix}:text", "x"))
+    after = ready(client, ("SET", f"{prefix}:c", "1"))
+    Commits(client)._run([good, bad, after])
+    assert good.error is None and after.error is None
+    assert isinstance(bad.error, redis.ResponseError)
+    assert "WRONGTYPE" in str(bad.error)
+    assert "Command # 2" in str(bad.error)  # its own numbering, as its own execute says
+    assert client.get(f"{prefix}:a") == client.get(f"{prefix}:c") == b"1"
+
+
+def test_a_command_refused_as_it_is_queued_fails_alone_and_the_others_commit(
+    client: redis.Redis, prefix: str
+) -> None:
+    good = ready(client, ("SET", f"{prefix}:a", "1"))
+    bad = ready(client, ("SET", f"{prefix}:b", "1"), ("GET",))  # wrong arity: EXECABORT
+    after = ready(client, ("SET", f"{prefix}:c", "1"))
+    Commits(client)._run([good, bad, after])
+    assert good.error is None and after.error is None
+    assert isinstance(bad.error, redis.ResponseError)
+    assert client.get(f"{prefix}:a") == client.get(f"{prefix}:c") == b"1"
+    assert client.get(f"{prefix}:b") is None  # its transaction is whole: nothing of it ran
+
+
+def test_threads_committing_at_once_each_return_once_committed(
+    client: redis.Redis, prefix: str
+) -> None:
+    commits = Commits(client)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def one(n: int) -> None:
+        pipe = commit(client)
+        pipe.set(f"{prefix}:{n}", str(n))
+        start.wait()
+        try:
+            commits.commit(pipe)
+            assert client.get(f"{prefix}:{n}") == str(n).encode()  # committed on return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert [client.get(f"{prefix}:{n}") for n in range(8)] == [str(n).encode() for n in range(8)]
