@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,27 @@ def test_an_email_address_that_is_not_one_is_refused(address: str) -> None:
 )
 def test_a_valid_email_address_is_accepted_without_dns(address: str) -> None:
     assert addresses.email(address) == address
+
+
+def test_an_accepted_address_is_not_checked_again_and_a_refused_one_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    real = addresses.email
+
+    def counted(value: str, what: str = "email address") -> str:
+        checked.append(value)
+        return real(value, what)
+
+    monkeypatch.setitem(addresses.CHECKS, "email", counted)
+    unique = uuid.uuid4().hex[:8]  # not remembered from another test
+    good, bad = f"ann-{unique}@example.com", f"ann-{unique}@host.test"
+    assert addresses.check("email", good) == good
+    assert addresses.check("email", good) == good
+    for _ in range(2):
+        with pytest.raises(PermanentError):
+            addresses.check("email", bad)
+    assert checked == [good, bad, bad]
 
 
 def test_saving_a_recipient_checks_each_address_naming_the_field(app: App) -> None:
