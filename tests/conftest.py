@@ -55,6 +55,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    """A client of the suite's server, not emptied: its test writes under keys of its own."""
+    connection = redis.Redis.from_url(redis_server)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
 def redis_url(redis_server: str) -> str:
     """A database emptied before each test (only ever one the suite created or chose empty)."""
     redis.Redis.from_url(redis_server).flushdb()

@@ -67,13 +67,6 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def token() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -4,7 +4,6 @@ real Redis: workers that disagree cannot share a namespace silently (issue #14).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,13 +16,6 @@ from orchestrator.store.keys import Keys
 
 TTL = 10.0
 NOW = 1_000_000.0
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

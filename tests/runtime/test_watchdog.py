@@ -49,13 +49,6 @@ LATER = 1000.0  # seconds on: every registered job is due for a check
 
 
 @pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def token() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,13 +33,6 @@ from orchestrator.store.keys import Keys
 from tests.conftest import TEST_WORKFLOWS
 
 PARTITIONS = 4
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import logging
 import re
 import uuid
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from orchestrator.core.instance import Instance
 from orchestrator.store import archive
 from orchestrator.store.instances import Store, decode_hash, decode_text, history_entries
 from orchestrator.store.keys import Keys
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

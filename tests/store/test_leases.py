@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,13 +17,6 @@ from orchestrator.store.keys import INBOX_GROUP, Keys
 from orchestrator.store.leases import Leases
 
 PARTITIONS = 4
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

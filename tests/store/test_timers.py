@@ -27,13 +27,6 @@ PARTITIONS = 4
 
 
 @pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def keys() -> Keys:
     return Keys(namespace=f"t-timer-{uuid.uuid4().hex[:12]}", partitions=PARTITIONS)
 
