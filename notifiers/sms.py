@@ -7,9 +7,9 @@ checked by Twilio's description rather than by us.
 
 `twilio` is imported only when the channel is built or used, never at module
 import, so a process that sends no SMS (or just prints `--help`) never pays
-for it. One Client serves every send; its HTTP client (on urllib3, see
-`http_client_class`) keeps a pool of kept-alive connections that every
-sending thread shares.
+for it. One Client serves every send; its HTTP client (on aiohttp, run on the
+process's event loop: see `http_client_class` and notifiers.loop) keeps a pool of
+kept-alive connections that every sending thread's request shares.
 An answer that never came (the read timed out after the request went out)
 is ambiguous: Twilio may have queued the message (AmbiguousError).
 
@@ -21,6 +21,7 @@ outside GSM-7 turns the whole body into UCS-2: 70 UTF-16 units, 67 per part.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
 
+from notifiers import loop
 from notifiers.base import Delivery, Message, Notifier, Secret, secret
 from notifiers.errors import (
     AmbiguousError,
@@ -42,8 +44,8 @@ from notifiers.errors import (
 from notifiers.http import retry_after, verdict
 
 DEFAULT_TIMEOUT = 15.0  # seconds for one request to Twilio
-# connections kept per host: every sending thread of a notification worker has one
-# (orchestrator.entry.settings.MAX_NOTIFY_THREADS); urllib3 makes more if asked, and drops them
+# connections at once, at most: one for each send of a notification worker at the same time
+# (orchestrator.entry.settings.MAX_NOTIFY_THREADS)
 POOL_SIZE = 1024
 JSON_TYPES = ("application/json", "application/scim+json")  # bodies the SDK sends as JSON
 
@@ -98,43 +100,54 @@ def segment_warning(body: str) -> str | None:
 def http_client_class() -> type[Any]:
     """The HTTP client class for the Twilio SDK (built on first use: it imports twilio).
 
-    It speaks HTTP through urllib3 (the library under requests) rather than the SDK's
-    own client on a requests Session, measured much faster: 390 us of the sending
-    thread's CPU a send instead of 660 (3,000 sends in a row to support.twilio_server),
-    and in `python -m bench --only notify` 1.1 ms of the notification worker's CPU an
-    SMS instead of 1.4, 720-760 SMS a second instead of 620 (the worker's one process
-    bounds the rate). requests' preparation of each request, its merge of the
-    environment, its hooks and its cookies are most of the difference. The SDK still
-    builds every request (URL, form, headers, auth) and reads every answer: only the
-    transport is ours.
+    The SDK's async client interface, on aiohttp, run on the process's event loop
+    (notifiers.loop): a send thread hands its request to the loop and waits, instead of
+    making each socket call itself among every other send thread (measured in
+    notifiers.loop's docstring: 620-660 us of the process's CPU an SMS instead of
+    740-950 with urllib3 on each thread; with requests' Session, as the SDK's own sync
+    client, it was more still: 660 us of the sending thread's CPU against urllib3's 390).
+    The SDK still builds every request (URL, form, headers, auth) and reads every
+    answer: only the transport is ours.
 
     It sends to `base` (scheme, host, port and an optional path prefix) instead of
     https://api.twilio.com when given one, since the SDK has no base-URL option, and
-    remembers the Retry-After of the last answer in this thread, since the SDK's
-    exceptions carry no headers. One connection pool per proxy serves every thread
-    (urllib3's pools are thread-safe). The environment is read as requests reads it
-    (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), once per
-    host rather than on every request; with no CA bundle named, certifi's, as requests.
+    keeps the Retry-After of the last answer in the calling task's context, since the
+    SDK's exceptions carry no headers (`create` returns it beside the answer or the
+    error). One session per process, its connections kept alive and shared by every
+    send. The environment is read as requests reads it (HTTP(S)_PROXY, ALL_PROXY,
+    NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), once per host rather than on every
+    request; with no CA bundle named, certifi's, as requests. A proxy that is not
+    http(s) (SOCKS) is refused with ProxyRefused.
     """
+    import ssl
+    from contextvars import ContextVar
+
+    import aiohttp
     import certifi
     import requests
-    import urllib3
     from requests.utils import get_auth_from_url, prepend_scheme_if_needed, select_proxy
-    from twilio.http import HttpClient  # type: ignore[import-untyped]
+    from twilio.http import AsyncHttpClient  # type: ignore[import-untyped]
     from twilio.http.response import Response  # type: ignore[import-untyped]
 
     logger = logging.getLogger("twilio.http_client")  # the SDK's own client logs here
+    retry_after_seen: ContextVar[float | None] = ContextVar("retry_after", default=None)
 
-    class RoutedHttpClient(HttpClient):  # type: ignore[misc]  # twilio is untyped
+    @dataclass(frozen=True)
+    class Route:
+        proxy: str | None
+        proxy_headers: dict[str, str] | None  # the proxy's credentials, for a CONNECT
+        tls: ssl.SSLContext | bool  # True: aiohttp's default (unused: always a context)
+
+    class RoutedHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
         def __init__(self, base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-            super().__init__(logger, is_async=False, timeout=timeout)
+            super().__init__(logger, is_async=True, timeout=timeout)
             self.base: SplitResult | None = urlsplit(base) if base else None
-            self._last = threading.local()
             self._lock = threading.Lock()
-            self._routes: dict[tuple[str, str], urllib3.PoolManager] = {}  # by scheme, host
-            self._managers: dict[tuple[str | None, str | bool], urllib3.PoolManager] = {}
+            self._routes: dict[tuple[str, str], Route] = {}  # by scheme, host
+            self._contexts: dict[str | bool, ssl.SSLContext | bool] = {}  # by `verify`
+            self._session: tuple[int, aiohttp.ClientSession] | None = None  # by pid
 
-        def request(
+        async def request(
             self,
             method: str,
             url: str,
@@ -161,28 +174,45 @@ def http_client_class() -> type[Any]:
                 body = urlencode(data, doseq=True)  # as requests encodes a form
                 sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
             if auth is not None:
-                sent.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+                sent["Authorization"] = _basic(auth[0], auth[1])
             wait = timeout if timeout is not None else self.timeout
-            self._last.retry_after = None
-            answer = self._route(url).request(
+            route = self._route(url)
+            if route.proxy_headers and not url.startswith("https:"):
+                sent.update(route.proxy_headers)  # asked of the proxy itself: no CONNECT
+            retry_after_seen.set(None)
+            async with self._open().request(
                 method,
                 url,
-                body=body,
+                data=body,
                 headers=sent,
-                timeout=urllib3.Timeout(connect=wait, read=wait),
-                redirect=allow_redirects,
-                retries=False,  # a resend is the ledger's to decide, as with requests' 0
-            )
-            self._last.retry_after = retry_after(answer.headers.get("Retry-After"))
-            text = answer.data.decode("utf-8", "replace")
+                proxy=route.proxy,
+                proxy_headers=route.proxy_headers,
+                ssl=route.tls if url.startswith("https:") else True,
+                timeout=aiohttp.ClientTimeout(sock_connect=wait, sock_read=wait),
+                allow_redirects=allow_redirects,
+            ) as answer:
+                text = await answer.text(errors="replace")
+            retry_after_seen.set(retry_after(answer.headers.get("Retry-After")))
             response = Response(answer.status, text, answer.headers)
             if logger.isEnabledFor(logging.INFO):
                 self.log_response(answer.status, response)
             return response
 
-        def _route(self, url: str) -> urllib3.PoolManager:
-            """The pool for `url`'s host: direct, or through the proxy the environment
-            names for it, with the CA bundle it names."""
+        def _open(self) -> aiohttp.ClientSession:
+            """This process's session (on its loop), made on first use."""
+            pid = os.getpid()
+            if self._session is None or self._session[0] != pid:
+                connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=0)
+                # no cookies: each request stands alone, as with the SDK's own client
+                session = aiohttp.ClientSession(
+                    connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                )
+                self._session = (pid, session)
+            return self._session[1]
+
+        def _route(self, url: str) -> Route:
+            """How to reach `url`'s host: direct, or through the proxy the environment names
+            for it, with the CA bundle it names."""
             parts = urlsplit(url)
             host = (parts.scheme, parts.netloc)
             found = self._routes.get(host)
@@ -192,40 +222,59 @@ def http_client_class() -> type[Any]:
                 settings = probe.merge_environment_settings(url, {}, None, None, None)
             proxy = select_proxy(url, settings["proxies"])
             verify: str | bool = settings["verify"]
+            credentials = None
+            if proxy is not None:
+                proxy = prepend_scheme_if_needed(proxy, "http")  # as requests reads "host:port"
+                scheme = urlsplit(proxy).scheme
+                if scheme not in ("http", "https"):
+                    raise ProxyRefused(f"unsupported scheme {scheme}")  # never its netloc
+                user, password = get_auth_from_url(proxy)
+                if user:
+                    credentials = {"Proxy-Authorization": _basic(user, password)}
+                    proxy = _without_userinfo(proxy)
             with self._lock:
-                manager = self._managers.get((proxy, verify))
-                if manager is None:
-                    manager = self._managers[(proxy, verify)] = _manager(proxy, verify)
-                self._routes[host] = manager
-            return manager
+                tls = self._contexts.get(verify)
+                if tls is None:
+                    tls = self._contexts[verify] = _context(verify)
+                route = self._routes[host] = Route(proxy, credentials, tls)
+            return route
 
         def last_retry_after(self) -> float | None:
-            return getattr(self._last, "retry_after", None)
+            """The Retry-After of the last answer in the calling task (in seconds)."""
+            return retry_after_seen.get()
 
-        def close(self) -> None:
-            with self._lock:
-                managers, self._managers, self._routes = list(self._managers.values()), {}, {}
-            for manager in managers:
-                manager.clear()
+        async def aclose(self) -> None:
+            session, self._session = self._session, None
+            if session is not None and session[0] == os.getpid():
+                await session[1].close()
 
-    def _manager(proxy: str | None, verify: str | bool) -> urllib3.PoolManager:
-        """Connections through `proxy` (None: direct), checking certificates against the
-        CA bundle or folder `verify` names (True: certifi's; False: not at all), as
-        requests' own adapter makes them."""
-        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+    def _context(verify: str | bool) -> ssl.SSLContext | bool:
+        """Certificates checked against the CA bundle or folder `verify` names (True:
+        certifi's; False: not at all), as requests' own adapter checks them."""
+        if verify is False:
+            return False
         if verify is True:
-            tls["ca_certs"] = certifi.where()
-        elif isinstance(verify, str):
-            tls["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = verify
-        pools = {"num_pools": 4, "maxsize": POOL_SIZE, **tls}
-        if proxy is None:
-            return urllib3.PoolManager(**pools)
-        proxy = prepend_scheme_if_needed(proxy, "http")  # as requests reads "host:port"
-        user, password = get_auth_from_url(proxy)  # SOCKS: urllib3 raises ProxySchemeUnknown
-        credentials = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else {}
-        return urllib3.ProxyManager(proxy, proxy_headers=credentials, **pools)
+            return ssl.create_default_context(cafile=certifi.where())
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
 
     return RoutedHttpClient
+
+
+class ProxyRefused(Exception):
+    """The environment names a proxy this channel cannot use (SOCKS)."""
+
+
+def _basic(user: str, password: str) -> str:
+    """HTTP Basic credentials, encoded as requests and urllib3 encode them (latin-1)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("latin-1")).decode()
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class SmsNotifier(Notifier):
@@ -294,7 +343,7 @@ class SmsNotifier(Notifier):
         )
 
     def send(self, message: Message) -> Delivery:
-        import urllib3
+        import aiohttp
         from twilio.base.exceptions import (  # type: ignore[import-untyped]
             TwilioException,
             TwilioRestException,
@@ -311,15 +360,15 @@ class SmsNotifier(Notifier):
         if self.status_callback:
             params["status_callback"] = self.status_callback
         try:
-            sent = self._client.messages.create(**params)
+            sent = loop.run(self._create(params))
         except TwilioRestException as exc:
-            raise self._refusal(exc.status, exc.code, str(exc.msg)) from None
+            raise self._refusal(exc.status, exc.code, str(exc.msg), exc) from None
         except TwilioServiceException as exc:  # RFC 9457 problem details
-            raise self._refusal(exc.status, exc.code, str(exc.detail or exc.title)) from None
-        except urllib3.exceptions.ReadTimeoutError as exc:  # it went out; no answer came
+            raise self._refusal(exc.status, exc.code, str(exc.detail or exc.title), exc) from None
+        except aiohttp.SocketTimeoutError as exc:  # it went out; no answer came in time
             reason = self._scrub(f"Twilio did not answer in time: {exc}; it may have the SMS")
             raise AmbiguousError(reason) from None
-        except (urllib3.exceptions.HTTPError, TwilioException) as exc:
+        except (aiohttp.ClientError, OSError, ProxyRefused, TwilioException) as exc:
             reason = self._scrub(f"Twilio not reached: {type(exc).__name__}: {exc}")
             raise TransientError(reason) from None
         warning = segment_warning(message.body)
@@ -329,10 +378,22 @@ class SmsNotifier(Notifier):
             warnings=(warning,) if warning else (),
         )
 
-    def _refusal(self, status: int, code: int | str | None, reason: str) -> DeliveryError:
+    async def _create(self, params: dict[str, Any]) -> Any:
+        """The SDK's request, on the process's loop; a refusal leaves with the Retry-After
+        its answer gave (read in this task's context, where the request ran)."""
+        try:
+            return await self._client.messages.create_async(**params)
+        except Exception as exc:
+            last = getattr(self.http, "last_retry_after", None)
+            exc.retry_after = last() if last is not None else None  # type: ignore[attr-defined]
+            raise
+
+    def _refusal(
+        self, status: int, code: int | str | None, reason: str, exc: Exception
+    ) -> DeliveryError:
         reason = self._scrub(reason or f"HTTP {status}")
         if verdict(status).retryable:
-            wait = getattr(self.http, "last_retry_after", lambda: None)()
+            wait = getattr(exc, "retry_after", None)
             return TransientError(reason, code=code, retry_after=wait)
         return PermanentError(reason, code=code)
 
@@ -340,9 +401,10 @@ class SmsNotifier(Notifier):
         return text.replace(self._token, "***") if self._token else text
 
     def close(self) -> None:
-        close = getattr(self.http, "close", None)
-        if close is not None:
-            close()
+        """Close the kept-alive connections (on the loop, if it ever ran in this process)."""
+        aclose = getattr(self.http, "aclose", None)
+        if aclose is not None and loop.running() is not None:
+            loop.run(aclose(), timeout=5)
 
     def __repr__(self) -> str:
         sender = f"from_={self.from_!r}, messaging_service_sid={self.messaging_service_sid!r}"

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import trustme
 
+from notifiers import loop
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
 from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
@@ -71,10 +72,10 @@ def preferring(prefer: str | None, base: str) -> Any:
     """The channel's own HTTP client, plus Prism's Prefer header on every request."""
 
     class Preferring(http_client_class()):  # type: ignore[misc]
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             if prefer:
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Prefer": prefer}
-            return super().request(method, url, *args, **kwargs)
+            return await super().request(method, url, *args, **kwargs)
 
     return Preferring(base, 5.0)
 
@@ -244,10 +245,11 @@ def test_a_json_request_of_the_sdk_goes_as_json_and_a_form_as_a_form(
     try:
         # When the SDK sends a JSON body (its newer APIs), then a form (Messages)
         as_json = {"Content-Type": "application/json"}
-        client.request("POST", "https://api.twilio.com/v1/x", data={"a": [1, 2]}, headers=as_json)
-        client.request("POST", "https://api.twilio.com/v1/y", data={"To": ["+1", "+2"]})
+        x = "https://api.twilio.com/v1/x"
+        loop.run(client.request("POST", x, data={"a": [1, 2]}, headers=as_json))
+        loop.run(client.request("POST", "https://api.twilio.com/v1/y", data={"To": ["+1", "+2"]}))
     finally:
-        client.close()
+        loop.run(client.aclose())
     # Then the first went as JSON, the second form-encoded (a list as repeated fields)
     first, second = proxy.heads
     assert first.startswith("POST /v1/x HTTP/1.1\r\n")
@@ -416,7 +418,7 @@ def test_a_closed_port_is_transient() -> None:
     exc = send_error(SmsNotifier(SID, TOKEN, from_=FROM, api_base=closed, timeout=2))
     assert isinstance(exc, TransientError)
     assert exc.retry_after is None
-    assert "ConnectionError" in exc.reason
+    assert "Cannot connect to host 127.0.0.1" in exc.reason
 
 
 def test_the_auth_token_appears_in_no_repr_and_no_error(make: Make, tmp_path: Path) -> None:
