@@ -8,7 +8,8 @@ dispatcher packs the notifications one commit makes ready into one job
 (orchestrator.runtime.dispatch), and this runs its items on a pool of threads that
 the worker process keeps, as are the channels' connections: the email channel
 keeps an open SMTP connection per concurrent send, the SMS channel a pool of
-kept-alive HTTP connections (notifiers.email, notifiers.sms).
+kept-alive HTTP connections on the process's event loop, which the send threads hand
+their requests to (notifiers.email, notifiers.sms, notifiers.loop).
 
 Each item is exactly what a job of its own would be (`send_and_answer` is what
 `orchestrator.runtime.notify.jobs.send_notification` runs), its key standing where a
