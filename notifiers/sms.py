@@ -202,6 +202,8 @@ def http_client_class() -> type[Any]:
             """This process's session (on its loop), made on first use."""
             pid = os.getpid()
             if self._session is None or self._session[0] != pid:
+                if self._session is not None:  # inherited through fork: the parent's sockets
+                    _inherited.append(self._session[1])  # never closed here, nor collected
                 connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=0)
                 # no cookies: each request stands alone, as with the SDK's own client
                 session = aiohttp.ClientSession(
@@ -260,6 +262,11 @@ def http_client_class() -> type[Any]:
         return ssl.create_default_context(cafile=verify)
 
     return RoutedHttpClient
+
+
+# sessions a forked child inherited: kept, so that collecting one never closes (nor warns
+# about) connections that are its parent's
+_inherited: list[Any] = []
 
 
 class ProxyRefused(Exception):

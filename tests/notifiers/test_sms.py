@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import logging
+import os
 import re
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -557,3 +560,36 @@ def test_an_order_texts_its_customer_through_twilio(
     request = prism.wait_for(before + 1)[-1]
     assert request.passed_validation
     assert request.form()["Body"] == "Order S1 shipped, tracking TRK-S1."
+
+
+def test_a_forked_child_sends_on_connections_of_its_own_and_leaves_its_parents_open() -> None:
+    # Given a notifier that sent once, its connection kept alive in this process
+    with TwilioServer() as server:
+        notifier = SmsNotifier.from_env(server.env)
+        try:
+            notifier.send(sms(to="+12025550130"))
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # When a forked child sends with the notifier it inherited
+                try:
+                    with warnings.catch_warnings(record=True) as seen:
+                        warnings.simplefilter("always")
+                        notifier.send(sms(to="+12025550131"))
+                        gc.collect()
+                    said = not any("Unclosed" in str(w.message) for w in seen)
+                    os.write(write, f"sent {said}".encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read) as pipe:
+                child = pipe.read()
+            os.waitpid(pid, 0)
+            # and the parent sends again afterwards
+            notifier.send(sms(to="+12025550132"))
+        finally:
+            notifier.close()
+    # Then the child's SMS went out on a connection of its own, without a word about the
+    # parent's session, and the parent's kept connection still served it afterwards
+    assert child == "sent True"
+    assert [m["To"] for m in server.messages] == ["+12025550130", "+12025550131", "+12025550132"]
+    assert server.connections == 2
