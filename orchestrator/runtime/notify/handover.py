@@ -12,7 +12,6 @@ work-horse ends with its job, so there a job waits for all its sends.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -79,8 +78,7 @@ def _hand_over(parts: Parts, sends: Sequence[Send]) -> bool:
         nets = []
         for send in moving:
             _, later, outstanding = parts.of(send.payload, templates.render)
-            later.add(send.payload, time.time() + SAFETY_NET, pipe)
-            nets.append(json.dumps(send.payload, sort_keys=True))  # Later's member for it
+            nets.append(later.add(send.payload, time.time() + SAFETY_NET, pipe))
             outstanding.answered(pipe, send.payload["partition"], send.job_id)
         try:
             pipe.execute()

@@ -40,10 +40,13 @@ class Later:
         self.redis = client
         self.keys = keys
 
-    def add(self, payload: NotificationPayload, due: float, pipe: Pipeline | None = None) -> None:
-        """Run this notification job again at `due` (in the caller's transaction, if given)."""
+    def add(self, payload: NotificationPayload, due: float, pipe: Pipeline | None = None) -> str:
+        """Run this notification job again at `due` (in the caller's transaction, if given);
+        the entry's member, which takes it out again."""
         target = self.redis if pipe is None else pipe
-        target.zadd(self.keys.notify_later, {json.dumps(payload, sort_keys=True): due})
+        member = json.dumps(payload, sort_keys=True)
+        target.zadd(self.keys.notify_later, {member: due})
+        return member
 
     def next_due(self) -> float | None:
         first: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]
