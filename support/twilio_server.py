@@ -44,6 +44,10 @@ HOLD_LIMIT = 10.0  # seconds a request waits for company at most
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # connections waiting to be accepted: socketserver's default is 5, and a client opening
+    # many at once (a notification worker's sends as it starts) would have the rest dropped
+    # and retried seconds later, which no real API server does (Linux allows 4,096)
+    request_queue_size = 1024
 
     def __init__(self, owner: TwilioServer) -> None:
         self.owner = owner
