@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +77,25 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def app(settings: Settings) -> App:
     return bootstrap(settings)
+
+
+def in_forked_child(work: Callable[[], str]) -> str:
+    """Run `work` in a forked child of this process and return what it returned (its
+    report to the parent), or "" if it raised. The child ends with os._exit: nothing of the
+    parent's (pytest's hooks, atexit handlers) runs in it."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.write(write, work().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = pipe.read()
+    os.waitpid(pid, 0)
+    return said
 
 
 @contextmanager

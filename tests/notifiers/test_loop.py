@@ -4,13 +4,13 @@ coroutine and gets its result or its error; a forked child gets a loop of its ow
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from notifiers import loop
+from tests.conftest import in_forked_child
 
 
 async def answer(value: int, after: float = 0.0) -> tuple[int, str]:
@@ -73,19 +73,14 @@ def test_a_forked_child_runs_on_a_loop_of_its_own() -> None:
     # Given the parent's loop running
     loop.run(answer(0))
     parent_loop = loop.running()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the parent's loop thread did not come through fork
-        try:
-            inherited = loop.running() is not None
-            value, _ = loop.run(answer(41, 0.01), timeout=5)
-            os.write(write, f"{inherited} {value + 1}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        said = pipe.read()
-    os.waitpid(pid, 0)
+
+    def child() -> str:  # the parent's loop thread did not come through fork
+        inherited = loop.running() is not None
+        value, _ = loop.run(answer(41, 0.01), timeout=5)
+        return f"{inherited} {value + 1}"
+
+    # When a forked child runs a coroutine
+    said = in_forked_child(child)
     # Then the child started a loop of its own and ran on it; the parent's is untouched
     assert said == "False 42"
     assert loop.running() is parent_loop

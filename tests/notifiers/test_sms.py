@@ -14,7 +14,6 @@ import base64
 import contextlib
 import gc
 import logging
-import os
 import re
 import socket
 import ssl
@@ -38,7 +37,7 @@ from orchestrator.runtime import context as worker_context
 from support.ports import free_port
 from support.prism import Prism, Received, patched_spec, prism_mock
 from support.twilio_server import TwilioServer
-from tests.conftest import root_logging
+from tests.conftest import in_forked_child, root_logging
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "twilio"
 SID = "AC" + "0123456789abcdef" * 2
@@ -568,22 +567,16 @@ def test_a_forked_child_sends_on_connections_of_its_own_and_leaves_its_parents_o
         notifier = SmsNotifier.from_env(server.env)
         try:
             notifier.send(sms(to="+12025550130"))
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # When a forked child sends with the notifier it inherited
-                try:
-                    with warnings.catch_warnings(record=True) as seen:
-                        warnings.simplefilter("always")
-                        notifier.send(sms(to="+12025550131"))
-                        gc.collect()
-                    said = not any("Unclosed" in str(w.message) for w in seen)
-                    os.write(write, f"sent {said}".encode())
-                finally:
-                    os._exit(0)
-            os.close(write)
-            with os.fdopen(read) as pipe:
-                child = pipe.read()
-            os.waitpid(pid, 0)
+
+            def in_child() -> str:
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always")
+                    notifier.send(sms(to="+12025550131"))
+                    gc.collect()
+                return f"sent {not any('Unclosed' in str(w.message) for w in seen)}"
+
+            # When a forked child sends with the notifier it inherited
+            child = in_forked_child(in_child)
             # and the parent sends again afterwards
             notifier.send(sms(to="+12025550132"))
         finally:
