@@ -26,7 +26,6 @@ import functools
 import json
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,12 +111,13 @@ def http_client_class() -> type[Any]:
     It sends to `base` (scheme, host, port and an optional path prefix) instead of
     https://api.twilio.com when given one, since the SDK has no base-URL option, and
     keeps the Retry-After of the last answer in the calling task's context, since the
-    SDK's exceptions carry no headers (`create` returns it beside the answer or the
+    SDK's exceptions carry no headers (`SmsNotifier._create` puts it on the SDK's
     error). One session per process, its connections kept alive and shared by every
-    send. The environment is read as requests reads it (HTTP(S)_PROXY, ALL_PROXY,
-    NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), once per host rather than on every
-    request; with no CA bundle named, certifi's, as requests. A proxy that is not
-    http(s) (SOCKS) is refused with ProxyRefused.
+    send; it runs only on the process's loop thread, so nothing here needs a lock. The
+    environment is read as requests reads it (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY,
+    REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), once per host rather than on every request;
+    with no CA bundle named, certifi's, as requests. A proxy that is not http(s) (SOCKS)
+    is refused with ProxyRefused.
     """
     import ssl
     from contextvars import ContextVar
@@ -136,13 +136,12 @@ def http_client_class() -> type[Any]:
     class Route:
         proxy: str | None
         proxy_headers: dict[str, str] | None  # the proxy's credentials, for a CONNECT
-        tls: ssl.SSLContext | bool  # True: aiohttp's default (unused: always a context)
+        tls: ssl.SSLContext | bool  # False: certificates not checked (verify=False)
 
     class RoutedHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
         def __init__(self, base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
             super().__init__(logger, is_async=True, timeout=timeout)
             self.base: SplitResult | None = urlsplit(base) if base else None
-            self._lock = threading.Lock()
             self._routes: dict[tuple[str, str], Route] = {}  # by scheme, host
             self._contexts: dict[str | bool, ssl.SSLContext | bool] = {}  # by `verify`
             self._session: tuple[int, aiohttp.ClientSession] | None = None  # by pid
@@ -234,11 +233,10 @@ def http_client_class() -> type[Any]:
                 if user:
                     credentials = {"Proxy-Authorization": _basic(user, password)}
                     proxy = _without_userinfo(proxy)
-            with self._lock:
-                tls = self._contexts.get(verify)
-                if tls is None:
-                    tls = self._contexts[verify] = _context(verify)
-                route = self._routes[host] = Route(proxy, credentials, tls)
+            tls = self._contexts.get(verify)
+            if tls is None:
+                tls = self._contexts[verify] = _context(verify)
+            route = self._routes[host] = Route(proxy, credentials, tls)
             return route
 
         def last_retry_after(self) -> float | None:
