@@ -30,7 +30,8 @@ import trustme
 from notifiers import loop
 from notifiers.base import Message
 from notifiers.errors import ChannelConfigError, PermanentError, TransientError
-from notifiers.sms import SmsNotifier, http_client_class, segment_warning, segments
+from notifiers.sms import SmsNotifier, segment_warning, segments
+from notifiers.sms_transport import http_client_class
 from orchestrator.entry.bootstrap import App
 from orchestrator.entry.worker import run_burst
 from orchestrator.runtime import context as worker_context
