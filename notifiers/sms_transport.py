@@ -71,14 +71,14 @@ def http_client_class() -> type[Any]:
     class Route:
         proxy: str | None
         proxy_headers: dict[str, str] | None  # the proxy's credentials, for a CONNECT
-        tls: ssl.SSLContext | bool  # False: certificates not checked (verify=False)
+        tls: ssl.SSLContext  # the CAs an https server's certificate is checked against
 
     class RoutedHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
         def __init__(self, base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
             super().__init__(logger, is_async=True, timeout=timeout)
             self.base: SplitResult | None = urlsplit(base) if base else None
             self._routes: dict[tuple[str, str], Route] = {}  # by scheme, host
-            self._contexts: dict[str | bool, ssl.SSLContext | bool] = {}  # by `verify`
+            self._contexts: dict[str | bool, ssl.SSLContext] = {}  # by `verify`
             self._session: tuple[int, aiohttp.ClientSession] | None = None  # by pid
 
         async def request(
@@ -183,12 +183,11 @@ def http_client_class() -> type[Any]:
             if session is not None and session[0] == os.getpid():
                 await session[1].close()
 
-    def _context(verify: str | bool) -> ssl.SSLContext | bool:
+    def _context(verify: str | bool) -> ssl.SSLContext:
         """Certificates checked against the CA bundle or folder `verify` names (True:
-        certifi's; False: not at all), as requests' own adapter checks them."""
-        if verify is False:
-            return False
-        if verify is True:
+        certifi's), as requests' own adapter checks them. The environment cannot turn
+        checking off (requests' `verify=False` is a Session's setting, never read here)."""
+        if verify is True or verify is False:
             return ssl.create_default_context(cafile=certifi.where())
         if os.path.isdir(verify):
             return ssl.create_default_context(capath=verify)
