@@ -200,12 +200,17 @@ class OneTripSuccess:
             pipe.srem(execution.worker_executions_key, execution.composite_key)
             pipe.delete(executions.key)
             pipe.delete(job.key, job.dependents_key, job.dependencies_key, result)
-            if not self.executions.keys() - {execution.id}:  # its last job: it is idle now
-                self.set_state(WorkerStatus.IDLE, pipe)  # (RQ sets it next, a trip of its own)
+            idle = not self.executions.keys() - {execution.id}  # its last job: idle now
+            if idle:  # (RQ sets it next, a trip of its own). Written here, but the worker
+                # reads as busy until it is: a stop asked meanwhile (SIGTERM) then waits for
+                # this transaction instead of raising StopRequested in the middle of it
+                pipe.hset(self.key, "state", WorkerStatus.IDLE)  # type: ignore[attr-defined]
             keeps = self.worker_ttl + 60  # RQ's heartbeat before its look at `rq suspend`
             self.heartbeat(keeps, pipeline=pipe)  # type: ignore[attr-defined]
             pipe.exists(WORKERS_SUSPENDED)
             suspended = pipe.execute()[-1]
+        if idle:
+            self._state = WorkerStatus.IDLE
         self.beat_sent(keeps)  # type: ignore[attr-defined]  # (OneTripHeartbeat's)
         self._looked = not suspended  # suspended: RQ's own look waits for `rq resume`
         self.executions.pop(execution.id, None)

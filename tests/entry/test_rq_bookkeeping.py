@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from typing import Any
 
@@ -378,3 +379,42 @@ def test_a_refused_job_gets_no_heartbeat_written_at_its_start(app: App) -> None:
     # Then it failed, refused, and no heartbeat was ever written for its try
     assert forged.id in queue.failed_job_registry.get_job_ids()
     assert not client.exists(alive_of(payload, payload["job"]))
+
+
+class StopAskedAsItsEndIsWritten(DeadlineWorker):
+    """SIGTERM's handler run while a job's end transaction is being made, as a signal
+    arriving then would run it."""
+
+    asked = False
+
+    def heartbeat(self, timeout: Any = None, pipeline: Any = None) -> Any:
+        made = super().heartbeat(timeout, pipeline=pipeline)
+        if pipeline is not None and timeout == self.worker_ttl + 60 and not self.asked:
+            self.asked = True  # the end's heartbeat: inside OneTripSuccess's transaction
+            self.request_stop(signal.SIGTERM, None)
+        return made
+
+
+def test_a_stop_asked_while_a_jobs_end_is_written_lets_it_finish_then_stops(
+    redis_url: str,
+) -> None:
+    # Given two jobs queued, and a stop asked while the first one's end is being written
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    first = _enqueue(client, succeeds)
+    queue = Queue("tasks", connection=client, serializer=JSONSerializer)
+    second = queue.enqueue(succeeds, kwargs={"n": 2}, result_ttl=0)
+    worker = StopAskedAsItsEndIsWritten([queue], connection=client, serializer=JSONSerializer)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # When the worker runs
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    # Then the first job's end was written whole (a warm shutdown: the job finishes), and
+    # the worker stopped before the second
+    assert worker.asked
+    assert not client.exists(first.key)  # done and gone, not failed half-way
+    assert len(queue.failed_job_registry) == 0
+    assert queue.job_ids == [second.id]
