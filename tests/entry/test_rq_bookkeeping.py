@@ -290,13 +290,18 @@ def test_the_worker_keeps_living_past_a_job_as_rqs_look_kept_it(redis_url: str) 
         worker.register_death()
 
 
-def test_suspension_from_inside_a_job_is_seen_as_the_job_ends(redis_url: str) -> None:
-    # Given two jobs queued, the first of which runs `rq suspend`
+def _two_jobs(redis_url: str, first: Any) -> tuple[redis.Redis, Queue, Job, Job]:
+    """An empty server's "tasks" queue holding a job of `first`, then one that succeeds."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    first = _enqueue(client, suspends)
+    one = _enqueue(client, first)
     queue = Queue("tasks", connection=client, serializer=JSONSerializer)
-    second = queue.enqueue(succeeds, kwargs={"n": 2}, result_ttl=0)
+    return client, queue, one, queue.enqueue(succeeds, kwargs={"n": 2}, result_ttl=0)
+
+
+def test_suspension_from_inside_a_job_is_seen_as_the_job_ends(redis_url: str) -> None:
+    # Given two jobs queued, the first of which runs `rq suspend`
+    client, queue, first, second = _two_jobs(redis_url, suspends)
     # When a burst worker runs
     worker = DeadlineWorker([queue], connection=client, serializer=JSONSerializer)
     worker.work(burst=True, logging_level="WARNING")
@@ -399,11 +404,7 @@ def test_a_stop_asked_while_a_jobs_end_is_written_lets_it_finish_then_stops(
     redis_url: str,
 ) -> None:
     # Given two jobs queued, and a stop asked while the first one's end is being written
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    first = _enqueue(client, succeeds)
-    queue = Queue("tasks", connection=client, serializer=JSONSerializer)
-    second = queue.enqueue(succeeds, kwargs={"n": 2}, result_ttl=0)
+    client, queue, first, second = _two_jobs(redis_url, succeeds)
     worker = StopAskedAsItsEndIsWritten([queue], connection=client, serializer=JSONSerializer)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
