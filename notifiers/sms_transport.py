@@ -78,7 +78,6 @@ def http_client_class() -> type[Any]:
             super().__init__(logger, is_async=True, timeout=timeout)
             self.base: SplitResult | None = urlsplit(base) if base else None
             self._routes: dict[tuple[str, str], Route] = {}  # by scheme, host
-            self._contexts: dict[str | bool, ssl.SSLContext] = {}  # by `verify`
             self._session: tuple[int, aiohttp.ClientSession] | None = None  # by pid
 
         async def request(
@@ -111,7 +110,8 @@ def http_client_class() -> type[Any]:
                 sent["Authorization"] = _basic(auth[0], auth[1])
             wait = timeout if timeout is not None else self.timeout
             route = self._route(url)
-            if route.proxy_headers and not url.startswith("https:"):
+            https = url.startswith("https:")  # TLS; through a proxy, a CONNECT first
+            if route.proxy_headers and not https:
                 sent.update(route.proxy_headers)  # asked of the proxy itself: no CONNECT
             retry_after_seen.set(None)
             async with self._open().request(
@@ -120,8 +120,8 @@ def http_client_class() -> type[Any]:
                 data=body,
                 headers=sent,
                 proxy=route.proxy,
-                proxy_headers=route.proxy_headers,
-                ssl=route.tls if url.startswith("https:") else True,
+                proxy_headers=route.proxy_headers if https else None,
+                ssl=route.tls if https else True,
                 timeout=aiohttp.ClientTimeout(sock_connect=wait, sock_read=wait),
                 allow_redirects=allow_redirects,
             ) as answer:
@@ -168,10 +168,7 @@ def http_client_class() -> type[Any]:
                 if user:
                     credentials = {"Proxy-Authorization": _basic(user, password)}
                     proxy = _without_userinfo(proxy)
-            tls = self._contexts.get(verify)
-            if tls is None:
-                tls = self._contexts[verify] = _context(verify)
-            route = self._routes[host] = Route(proxy, credentials, tls)
+            route = self._routes[host] = Route(proxy, credentials, _context(verify))
             return route
 
         def last_retry_after(self) -> float | None:
@@ -187,7 +184,7 @@ def http_client_class() -> type[Any]:
         """Certificates checked against the CA bundle or folder `verify` names (True:
         certifi's), as requests' own adapter checks them. The environment cannot turn
         checking off (requests' `verify=False` is a Session's setting, never read here)."""
-        if verify is True or verify is False:
+        if isinstance(verify, bool):
             return ssl.create_default_context(cafile=certifi.where())
         if os.path.isdir(verify):
             return ssl.create_default_context(capath=verify)
